@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create the two virtual environments tunebridge needs. Idempotent: a stamp file records
+# the inputs each environment was built from; a matching stamp skips the work.
+#   .venv            tunebridge + PyTorch stack (torch CPU, transformers, peft, megatron-core, torchmetrics)
+#   .venv-mindspore  tunebridge core + mindspore + mindformers (their pins clash with the torch stack)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+
+stamp_of() { cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16; }
+STAMP=$(stamp_of)
+
+make_env() {  # name, extras
+  local venv=$1 extras=$2
+  if [[ -f $venv/.tunebridge-stamp && $(cat "$venv/.tunebridge-stamp") == "$STAMP" ]]; then
+    echo "setup: $venv is up to date"; return
+  fi
+  echo "setup: building $venv (extras: $extras)"
+  [[ -x $venv/bin/python ]] || "$PY" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e "$ROOT[$extras]"
+  echo "$STAMP" > "$venv/.tunebridge-stamp"
+}
+
+case "${1:-all}" in
+  torch) make_env .venv torch,test ;;
+  mindspore) make_env .venv-mindspore mindspore ;;
+  all) make_env .venv torch,test; make_env .venv-mindspore mindspore ;;
+  *) echo "usage: scripts/setup.sh [all|torch|mindspore]" >&2; exit 2 ;;
+esac

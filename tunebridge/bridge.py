@@ -1,0 +1,79 @@
+"""Call tunebridge code inside the MindSpore environment (``.venv-mindspore``) through a subprocess.
+
+MindFormers pins transformers 4.x and numpy<2, which clash with the torch stack, so the MindSpore side
+lives in its own virtual environment (as it does on Ascend hosts). A call names a function
+``tunebridge.<module>.<function>``; keyword arguments and the result are JSON; bulk data travels in
+files (safetensors, .npy, MindRecord) whose paths are arguments.
+
+    python -m tunebridge.bridge MODULE FUNCTION   # reads JSON kwargs on stdin, writes JSON result
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import TunebridgeError
+
+REPO = Path(__file__).resolve().parent.parent
+_RESULT_MARK = "@@tunebridge-result@@"
+
+
+def mindspore_python() -> Path:
+    """The interpreter of the MindSpore environment: $TUNEBRIDGE_MINDSPORE_PYTHON or .venv-mindspore."""
+    env = os.environ.get("TUNEBRIDGE_MINDSPORE_PYTHON")
+    path = Path(env) if env else REPO / ".venv-mindspore" / "bin" / "python"
+    if not path.exists():
+        raise TunebridgeError(f"MindSpore environment not found at {path}: run `bash scripts/setup.sh mindspore` "
+                              f"or set TUNEBRIDGE_MINDSPORE_PYTHON")
+    return path
+
+
+def call_mindspore(module: str, function: str, timeout: float | None = None, log=None, **kwargs):
+    """Run ``tunebridge.<module>.<function>(**kwargs)`` in the MindSpore environment and return its result.
+
+    ``log`` (a callable taking a line) receives the worker's stderr lines as they come; otherwise
+    they are collected and shown only if the call fails.
+    """
+    env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=str(REPO))
+    stdout, stderr = proc.communicate(json.dumps(kwargs), timeout=timeout)
+    if log is not None:
+        for line in stderr.splitlines():
+            log(line)
+    result = None
+    for line in stdout.splitlines():
+        if line.startswith(_RESULT_MARK):
+            result = json.loads(line[len(_RESULT_MARK):])
+    if result is None:
+        raise RuntimeError(f"MindSpore worker {module}.{function} exited {proc.returncode} without a result:\n"
+                           f"{stderr[-4000:]}\n{stdout[-2000:]}")
+    if "error" in result:
+        cls = TunebridgeError if result.get("user_error") else RuntimeError
+        raise cls(result["error"] if result.get("user_error") else f"{result['error']}\n{result['traceback']}")
+    return result["value"]
+
+
+def _serve(module: str, function: str) -> int:
+    kwargs = json.loads(sys.stdin.read() or "{}")
+    try:
+        fn = getattr(importlib.import_module(f"tunebridge.{module}"), function)
+        out = {"value": fn(**kwargs)}
+    except TunebridgeError as e:
+        out = {"error": str(e), "user_error": True}
+    except Exception as e:  # noqa: BLE001 - reported to the caller with its traceback
+        out = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    sys.stdout.write("\n" + _RESULT_MARK + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(sys.argv[1], sys.argv[2]))
