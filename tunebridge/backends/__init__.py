@@ -1,0 +1,1 @@
+"""Backends: each renders a recipe for its stack and/or runs it here (torch, MindFormers, megatron-core)."""

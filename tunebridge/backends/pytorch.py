@@ -1,0 +1,306 @@
+"""The torch backend: a recipe trained with transformers + PEFT on NPU, CUDA or CPU.
+
+Semantics are chosen to match MindSpeed-LLM's by default so loss curves compare directly:
+loss is the token mean of each micro-batch, averaged over the micro-batches of a global batch
+(``loss_average="micro-batch"``; ``"token"`` averages over all supervised tokens of the global batch
+instead); labels are unshifted token ids with -100 on unsupervised positions; the learning rate of
+update ``k`` is ``Schedule.lr_at(k)``. Multi-device runs go through ``torchrun`` (DDP), not a launcher of ours.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import TunebridgeError
+from ..train.schedule import Schedule
+from .result import RunResult, StepRecord
+
+IGNORE = -100
+
+
+def detect_device() -> torch.device:
+    """torch_npu if it imports (Ascend), else CUDA, else CPU."""
+    try:
+        import torch_npu  # noqa: F401  (registers the "npu" device)
+        if torch.npu.is_available():  # type: ignore[attr-defined]
+            return torch.device("npu", int(os.environ.get("LOCAL_RANK", 0)))
+    except Exception:  # noqa: BLE001 - any failure means "no usable NPU"
+        pass
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TorchTrainConfig:
+    global_batch_size: int
+    micro_batch_size: int
+    lr: float
+    min_lr: float = 0.0
+    lr_schedule: str = "cosine"
+    warmup_ratio: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_grad: float = 1.0
+    seed: int = 0
+    dtype: str = "fp32"
+    epochs: int = 1
+    max_steps: int | None = None
+    save_every: int = 0            # checkpoint every N steps (0: only at the end)
+    pad_id: int = 0
+    loss_average: Literal["micro-batch", "token"] = "micro-batch"
+    warmup_rounding: Literal["megatron", "mindformers"] = "megatron"
+    lora: dict | None = None       # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
+
+    @classmethod
+    def from_recipe(cls, recipe, **overrides) -> "TorchTrainConfig":
+        t = recipe.train
+        lora = None
+        if recipe.finetune.method == "lora":
+            from ..accounting import expand_targets
+            from ..dialects.hf import PEFT_TARGET
+            lc = recipe.finetune.lora
+            lora = {"rank": lc.rank, "alpha": lc.alpha, "dropout": lc.dropout,
+                    "target_modules": [PEFT_TARGET[p] for p in expand_targets(list(lc.targets))]}
+        values = dict(global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, lr=t.lr,
+                      min_lr=t.min_lr, lr_schedule=t.lr_schedule, warmup_ratio=t.warmup_ratio,
+                      beta1=t.optimizer.beta1, beta2=t.optimizer.beta2, eps=t.optimizer.eps,
+                      weight_decay=t.optimizer.weight_decay, clip_grad=t.clip_grad, seed=t.seed, dtype=t.dtype,
+                      epochs=t.epochs, max_steps=getattr(t, "max_steps", None), lora=lora)
+        values.update(overrides)
+        return cls(**values)
+
+
+def read_tokenized(path: str | Path) -> list[dict]:
+    """Tokenized JSONL: one {"input_ids": [...], "labels": [...]} per line."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                ids, labels = rec["input_ids"], rec["labels"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise TunebridgeError(f"{path}:{n}: not a tokenized record with input_ids and labels ({e})") from None
+            if len(ids) != len(labels):
+                raise TunebridgeError(f"{path}:{n}: input_ids has {len(ids)} ids but labels has {len(labels)}")
+            records.append({"input_ids": ids, "labels": labels})
+    if not records:
+        raise TunebridgeError(f"{path}: no records")
+    return records
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a permutation that depends only on (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def global_batches(n: int, cfg: TorchTrainConfig) -> Iterator[list[int]]:
+    """Sample indices of each global batch, epoch after epoch; incomplete last batches are dropped."""
+    per_epoch = n // cfg.global_batch_size
+    if per_epoch == 0:
+        raise TunebridgeError(f"{n} samples do not fill one global batch of {cfg.global_batch_size}")
+    epoch = 0
+    while True:
+        order = epoch_order(n, cfg.seed, epoch)
+        for b in range(per_epoch):
+            yield order[b * cfg.global_batch_size:(b + 1) * cfg.global_batch_size]
+        epoch += 1
+
+
+def total_steps(n: int, cfg: TorchTrainConfig) -> int:
+    return cfg.max_steps or cfg.epochs * (n // cfg.global_batch_size)
+
+
+def collate(records: list[dict], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r["input_ids"]) for r in records)
+    ids = torch.full((len(records), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
+    for i, r in enumerate(records):
+        ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
+    return ids.to(device), labels.to(device)
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross entropy over supervised positions, and their count."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                               ignore_index=IGNORE, reduction="sum")
+    return loss_sum, int((shift_labels != IGNORE).sum())
+
+
+def build_model(model_dir: str | Path, cfg: TorchTrainConfig, device: torch.device, init_adapter: str | None = None):
+    """The HF model from ``model_dir`` (+ a fresh or given LoRA adapter)."""
+    from transformers import AutoModelForCausalLM
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    if cfg.lora:
+        from peft import LoraConfig, PeftModel, get_peft_model
+        if init_adapter:
+            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+        else:
+            torch.manual_seed(cfg.seed)
+            model = get_peft_model(model, LoraConfig(
+                r=cfg.lora["rank"], lora_alpha=cfg.lora["alpha"], lora_dropout=cfg.lora["dropout"],
+                target_modules=cfg.lora["target_modules"], bias="none", task_type="CAUSAL_LM"))
+    return model.to(device)
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(model, optimizer, step: int, out: Path) -> Path:
+    path = out / "checkpoints" / f"step_{step:06d}"
+    tmp = path.with_name(path.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "trainable": {n: p.detach().cpu() for n, p in _trainable(model).items()},
+                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+    return path
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step_[0-9]*[0-9]"))
+    return ckpts[-1] if ckpts else None
+
+
+def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TorchTrainConfig,
+          resume: bool = False, init_adapter: str | None = None, progress: bool = True) -> RunResult:
+    """Fine-tune the HF model in ``model_dir`` on tokenized ``data``; logs and checkpoints go to ``out``."""
+    started = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = detect_device()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("hccl" if device.type == "npu" else
+                                             "nccl" if device.type == "cuda" else "gloo")
+    rank = torch.distributed.get_rank() if distributed else 0
+    world = torch.distributed.get_world_size() if distributed else 1
+    if cfg.global_batch_size % (cfg.micro_batch_size * world):
+        raise TunebridgeError(f"global_batch_size {cfg.global_batch_size} is not a multiple of "
+                              f"micro_batch_size {cfg.micro_batch_size} x data-parallel {world}")
+
+    records = read_tokenized(data)
+    steps = total_steps(len(records), cfg)
+    schedule = Schedule(cfg.lr, cfg.min_lr, steps, cfg.warmup_ratio, cfg.lr_schedule, cfg.warmup_rounding)
+    model = build_model(model_dir, cfg, device, init_adapter)
+    params = _trainable(model)
+    trainable = sum(p.numel() for p in params.values())
+    total = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                  weight_decay=cfg.weight_decay)
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    start = 0
+    log_path = out / "metrics.jsonl"
+    if resume and (ckpt := latest_checkpoint(out)):
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+        with torch.no_grad():
+            for n, t in state["trainable"].items():
+                params[n].copy_(t)
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start = state["step"]
+        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
+        log_path.write_text("".join(line + "\n" for line in kept))
+    elif log_path.exists():
+        log_path.unlink()
+
+    batches = global_batches(len(records), cfg)
+    for _ in range(start):
+        next(batches)
+    result = RunResult("torch", trainable_params=trainable, total_params=total,
+                       environment=environment(device))
+    micro_per_rank = cfg.global_batch_size // (cfg.micro_batch_size * world)
+    bar = _progress(steps, start, enabled=progress and rank == 0)
+    model.train()
+    step_times = []
+    with open(log_path, "a", encoding="utf-8") as log:
+        for step in range(start, steps):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            mine = batch[rank::world]
+            micro = [mine[i * cfg.micro_batch_size:(i + 1) * cfg.micro_batch_size] for i in range(micro_per_rank)]
+            n_tokens = sum(sum(1 for x in records[i]["labels"][1:] if x != IGNORE) for i in mine)
+            lr = schedule.lr_at(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            reported = 0.0
+            for mb in micro:
+                ids, labels = collate([records[i] for i in mb], cfg.pad_id, device)
+                logits = ddp_model(input_ids=ids).logits
+                loss_sum, count = token_losses(logits, labels)
+                if cfg.loss_average == "token":
+                    loss = loss_sum / max(n_tokens, 1)
+                else:
+                    loss = loss_sum / max(count, 1) / len(micro)
+                loss.backward()
+                reported += loss.item()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()),
+                                                             cfg.clip_grad if cfg.clip_grad > 0 else math.inf))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if distributed:
+                t = torch.tensor([reported], device=device)
+                torch.distributed.all_reduce(t)
+                reported = float(t) / world
+            record = StepRecord(step + 1, reported, lr, grad_norm, n_tokens)
+            result.steps.append(record)
+            step_times.append(time.perf_counter() - t0)
+            if rank == 0:
+                log.write(json.dumps(record.__dict__) + "\n")
+                log.flush()
+                if cfg.save_every and (step + 1) % cfg.save_every == 0:
+                    result.checkpoints.append(str(_save_checkpoint(model, optimizer, step + 1, out)))
+            bar(step + 1, reported)
+    if rank == 0:
+        final = out / "final"
+        if cfg.lora:
+            model.save_pretrained(str(final))
+        else:
+            model.save_pretrained(str(final), safe_serialization=True)
+        result.checkpoints.append(str(final))
+    result.wall_time_s = time.perf_counter() - started
+    result.step_time_s = sum(step_times) / len(step_times) if step_times else None
+    if rank == 0:
+        result.save(out / "result.json")
+    return result
+
+
+def environment(device: torch.device) -> dict:
+    import peft
+    import transformers
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "device": str(device)}
+
+
+def _progress(total: int, start: int, enabled: bool):
+    if not enabled:
+        return lambda step, loss: None
+    from tqdm import tqdm
+    bar = tqdm(total=total, initial=start, desc="torch train", unit="step", leave=False)
+
+    def update(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if step == total:
+            bar.close()
+    return update

@@ -1,0 +1,40 @@
+"""What every backend's run returns: one loss-curve type and the facts needed to compare runs."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class StepRecord:
+    step: int            # 1-based optimizer step
+    loss: float          # as the stack reports it (see the backend's loss averaging)
+    lr: float            # rate used by this step's update
+    grad_norm: float | None = None
+    tokens: int | None = None  # supervised tokens in this step's global batch
+
+
+@dataclass
+class RunResult:
+    backend: str
+    steps: list[StepRecord] = field(default_factory=list)
+    trainable_params: int | None = None
+    total_params: int | None = None
+    checkpoints: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    step_time_s: float | None = None
+    environment: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunResult":
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+        d["steps"] = [StepRecord(**s) for s in d.get("steps", [])]
+        return cls(**d)

@@ -1,0 +1,30 @@
+"""``tunebridge render``: launch artifacts for MindFormers and MindSpeed-LLM."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..recipe import load_recipe
+from ..render import RENDER_BACKENDS, render
+
+
+def register(sub) -> None:
+    p = sub.add_parser("render", help="write a recipe's launch artifacts for MindFormers / MindSpeed-LLM")
+    p.add_argument("recipe", help="recipe YAML")
+    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all")
+    p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
+    p.add_argument("--num-samples", type=int, help="training samples, to compute --train-iters from the epochs")
+    p.add_argument("--mindspeed-llm-version", choices=("v1", "v2"), default="v2",
+                   help="MindSpeed-LLM flag set: v2 = posttrain_gpt.py --stage sft (default), v1 = 1.x scripts")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    recipe = load_recipe(args.recipe)
+    backends = RENDER_BACKENDS if args.backend == "all" else (args.backend,)
+    for b in backends:
+        out = Path(args.out) / b if args.backend == "all" else Path(args.out)
+        for path in render(recipe, b, out, force=args.force, num_samples=args.num_samples,
+                           version=args.mindspeed_llm_version):
+            print(f"{b}: {path}")
+    return 0

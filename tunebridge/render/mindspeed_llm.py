@@ -1,0 +1,261 @@
+"""MindSpeed-LLM launch artifacts: one versioned flag table, rendered into the stack's shell scripts.
+
+Every flag the renderer emits comes from ``FLAGS``; each entry names the recipe field it reads, so
+``tunebridge explain`` and the tests read the same table. Version ``v2`` targets MindSpeed-LLM 2.x
+(``posttrain_gpt.py --stage sft``); ``v1`` the 1.x scripts (``posttrain_gpt.py`` without ``--stage``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..accounting import LoraPlan
+from ..layout import padded_vocab_size
+from ..models import ModelSpec
+from .shell import args_block, assign, fmt_number, q
+
+VERSIONS = ("v1", "v2")
+ALL = frozenset(VERSIONS)
+
+# The values a flag function sees.
+@dataclass(frozen=True)
+class Context:
+    recipe: object  # tunebridge.recipe.Recipe
+    spec: ModelSpec
+    lora: LoraPlan | None
+    prompt_type: str
+
+
+Value = object  # None: omit; True: bare flag; str/int/float: one value; list: several values
+
+
+@dataclass(frozen=True)
+class Flag:
+    flag: str
+    value: Callable[[Context], Value]
+    group: str
+    recipe_field: str = ""
+    versions: frozenset = field(default=ALL)
+
+
+def _t(c: Context):
+    return c.recipe.train
+
+
+def _p(c: Context):
+    return c.recipe.parallel
+
+
+def _lora(c: Context):
+    return c.recipe.finetune.lora if c.recipe.finetune.method == "lora" else None
+
+
+def _rope_scaling(key: str, c: Context) -> Value:
+    rs = c.spec.rope_scaling or {}
+    return rs.get(key) if rs.get("rope_type", rs.get("type")) == "llama3" else None
+
+
+FLAGS: tuple[Flag, ...] = (
+    # architecture, from the ModelSpec
+    Flag("--use-mcore-models", lambda c: True, "GPT_ARGS"),
+    Flag("--num-layers", lambda c: c.spec.num_layers, "GPT_ARGS", "model"),
+    Flag("--hidden-size", lambda c: c.spec.hidden_size, "GPT_ARGS", "model"),
+    Flag("--ffn-hidden-size", lambda c: c.spec.ffn_hidden_size, "GPT_ARGS", "model"),
+    Flag("--num-attention-heads", lambda c: c.spec.num_heads, "GPT_ARGS", "model"),
+    Flag("--kv-channels", lambda c: c.spec.head_dim if c.spec.head_dim * c.spec.num_heads != c.spec.hidden_size
+         else None, "GPT_ARGS", "model"),
+    Flag("--group-query-attention", lambda c: c.spec.num_kv_heads < c.spec.num_heads or None, "GPT_ARGS", "model"),
+    Flag("--num-query-groups", lambda c: c.spec.num_kv_heads if c.spec.num_kv_heads < c.spec.num_heads else None,
+         "GPT_ARGS", "model"),
+    Flag("--max-position-embeddings", lambda c: max(c.spec.max_position_embeddings, _t(c).seq_length),
+         "GPT_ARGS", "model"),
+    Flag("--make-vocab-size-divisible-by", lambda c: _p(c).make_vocab_size_divisible_by, "GPT_ARGS",
+         "parallel.make_vocab_size_divisible_by"),
+    Flag("--padded-vocab-size", lambda c: padded_vocab_size(c.spec.vocab_size, _p(c).tp,
+                                                            _p(c).make_vocab_size_divisible_by),
+         "GPT_ARGS", "model"),
+    Flag("--position-embedding-type", lambda c: "rope", "GPT_ARGS", "model"),
+    Flag("--use-rotary-position-embeddings", lambda c: True, "GPT_ARGS", "model"),
+    Flag("--rotary-base", lambda c: c.spec.rope_theta, "GPT_ARGS", "model"),
+    Flag("--rope-scaling-type", lambda c: "llama3" if _rope_scaling("factor", c) else None, "GPT_ARGS", "model"),
+    Flag("--rope-scaling-factor", lambda c: _rope_scaling("factor", c), "GPT_ARGS", "model"),
+    Flag("--low-freq-factor", lambda c: _rope_scaling("low_freq_factor", c), "GPT_ARGS", "model"),
+    Flag("--high-freq-factor", lambda c: _rope_scaling("high_freq_factor", c), "GPT_ARGS", "model"),
+    Flag("--original-max-position-embeddings", lambda c: _rope_scaling("original_max_position_embeddings", c),
+         "GPT_ARGS", "model"),
+    Flag("--normalization", lambda c: "RMSNorm", "GPT_ARGS", "model"),
+    Flag("--norm-epsilon", lambda c: c.spec.norm_eps, "GPT_ARGS", "model"),
+    Flag("--swiglu", lambda c: True, "GPT_ARGS", "model"),
+    Flag("--disable-bias-linear", lambda c: True, "GPT_ARGS", "model"),
+    Flag("--add-qkv-bias", lambda c: c.spec.qkv_bias or None, "GPT_ARGS", "model"),
+    Flag("--add-dense-bias", lambda c: c.spec.o_bias or None, "GPT_ARGS", "model"),
+    Flag("--untie-embeddings-and-output-weights", lambda c: (not c.spec.tied_embeddings) or None, "GPT_ARGS",
+         "model"),
+    Flag("--attention-dropout", lambda c: 0.0, "GPT_ARGS"),
+    Flag("--hidden-dropout", lambda c: 0.0, "GPT_ARGS"),
+    Flag("--no-masked-softmax-fusion", lambda c: True, "GPT_ARGS"),
+    Flag("--attention-softmax-in-fp32", lambda c: True, "GPT_ARGS"),
+    Flag("--no-gradient-accumulation-fusion", lambda c: True, "GPT_ARGS"),
+    Flag("--tokenizer-type", lambda c: "PretrainedFromHF", "GPT_ARGS", "data.tokenizer"),
+    Flag("--tokenizer-name-or-path", lambda c: "$TOKENIZER_PATH", "GPT_ARGS", "data.tokenizer"),
+    # parallelism and batch
+    Flag("--tensor-model-parallel-size", lambda c: _p(c).tp, "GPT_ARGS", "parallel.tp"),
+    Flag("--pipeline-model-parallel-size", lambda c: _p(c).pp, "GPT_ARGS", "parallel.pp"),
+    Flag("--num-layer-list", lambda c: ",".join(map(str, _p(c).num_layer_list)) if _p(c).num_layer_list else None,
+         "GPT_ARGS", "parallel.num_layer_list"),
+    Flag("--sequence-parallel", lambda c: (_p(c).sequence_parallel and _p(c).tp > 1) or None, "GPT_ARGS",
+         "parallel.sequence_parallel"),
+    Flag("--seq-length", lambda c: _t(c).seq_length, "GPT_ARGS", "train.seq_length"),
+    Flag("--micro-batch-size", lambda c: _t(c).micro_batch_size, "GPT_ARGS", "train.micro_batch_size"),
+    Flag("--global-batch-size", lambda c: _t(c).global_batch_size, "GPT_ARGS", "train.global_batch_size"),
+    # optimisation
+    Flag("--train-iters", lambda c: "$TRAIN_ITERS", "GPT_ARGS", "train.epochs / train.max_steps"),
+    Flag("--lr", lambda c: _t(c).lr, "GPT_ARGS", "train.lr"),
+    Flag("--min-lr", lambda c: _t(c).min_lr, "GPT_ARGS", "train.min_lr"),
+    Flag("--lr-decay-style", lambda c: _t(c).lr_schedule, "GPT_ARGS", "train.lr_schedule"),
+    Flag("--lr-warmup-fraction", lambda c: _t(c).warmup_ratio, "GPT_ARGS", "train.warmup_ratio"),
+    Flag("--weight-decay", lambda c: _t(c).optimizer.weight_decay, "GPT_ARGS", "train.optimizer.weight_decay"),
+    Flag("--adam-beta1", lambda c: _t(c).optimizer.beta1, "GPT_ARGS", "train.optimizer.beta1"),
+    Flag("--adam-beta2", lambda c: _t(c).optimizer.beta2, "GPT_ARGS", "train.optimizer.beta2"),
+    Flag("--adam-eps", lambda c: _t(c).optimizer.eps, "GPT_ARGS", "train.optimizer.eps"),
+    Flag("--clip-grad", lambda c: _t(c).clip_grad, "GPT_ARGS", "train.clip_grad"),
+    Flag("--seed", lambda c: _t(c).seed, "GPT_ARGS", "train.seed"),
+    Flag("--bf16", lambda c: _t(c).dtype == "bf16" or None, "GPT_ARGS", "train.dtype"),
+    Flag("--fp16", lambda c: _t(c).dtype == "fp16" or None, "GPT_ARGS", "train.dtype"),
+    Flag("--initial-loss-scale", lambda c: 4096 if _t(c).dtype == "fp16" else None, "GPT_ARGS", "train.dtype"),
+    Flag("--no-load-optim", lambda c: True, "GPT_ARGS"),
+    Flag("--no-load-rng", lambda c: True, "GPT_ARGS"),
+    # fine-tuning
+    Flag("--stage", lambda c: "sft", "TUNE_ARGS", "finetune", frozenset({"v2"})),
+    Flag("--finetune", lambda c: True, "TUNE_ARGS", "finetune"),
+    Flag("--is-instruction-dataset", lambda c: True, "TUNE_ARGS", "data"),
+    Flag("--variable-seq-lengths", lambda c: True, "TUNE_ARGS", "data"),
+    Flag("--prompt-type", lambda c: c.prompt_type, "TUNE_ARGS", "data.template"),
+    Flag("--lora-r", lambda c: _lora(c).rank if _lora(c) else None, "TUNE_ARGS", "finetune.lora.rank"),
+    Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "TUNE_ARGS", "finetune.lora.alpha"),
+    Flag("--lora-fusion", lambda c: True if _lora(c) else None, "TUNE_ARGS", "finetune.lora"),
+    Flag("--lora-target-modules", lambda c: list(c.lora.native_targets) if c.lora else None, "TUNE_ARGS",
+         "finetune.lora.targets"),
+    # data and output
+    Flag("--data-path", lambda c: "$DATA_PATH", "DATA_ARGS", "data"),
+    Flag("--split", lambda c: "100,0,0", "DATA_ARGS", "data"),
+    Flag("--log-interval", lambda c: 1, "OUTPUT_ARGS"),
+    Flag("--save-interval", lambda c: "$TRAIN_ITERS", "OUTPUT_ARGS"),
+    Flag("--eval-interval", lambda c: "$TRAIN_ITERS", "OUTPUT_ARGS"),
+    Flag("--eval-iters", lambda c: 0, "OUTPUT_ARGS"),
+    Flag("--load", lambda c: "$CKPT_LOAD_DIR", "OUTPUT_ARGS"),
+    Flag("--save", lambda c: "$CKPT_SAVE_DIR", "OUTPUT_ARGS"),
+)
+
+GROUPS = ("GPT_ARGS", "DATA_ARGS", "OUTPUT_ARGS", "TUNE_ARGS")
+
+
+def _render_value(v: object) -> list[str]:
+    items = v if isinstance(v, list) else [v]
+    out = []
+    for item in items:
+        if isinstance(item, str) and item.startswith("$"):
+            out.append(f'"{item[0]}{{{item[1:]}}}"')  # a shell variable, expanded inside double quotes
+        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+            out.append(fmt_number(item))
+        else:
+            out.append(q(item))
+    return out
+
+
+def flag_args(ctx: Context, group: str, version: str = "v2") -> list[str]:
+    """Rendered ``--flag value`` lines of one group for one MindSpeed-LLM version."""
+    lines = []
+    for f in FLAGS:
+        if f.group != group or version not in f.versions:
+            continue
+        v = f.value(ctx)
+        if v is None or v is False:
+            continue
+        lines.append(f.flag if v is True else f"{f.flag} {' '.join(_render_value(v))}")
+    return lines
+
+
+def model_type_hf(spec: ModelSpec) -> str:
+    """convert_ckpt.py --model-type-hf: Llama-shaped models (Qwen2 too, with --add-qkv-bias) convert as llama2."""
+    return "llama2"
+
+
+def _header(title: str) -> str:
+    return f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.\nset -euo pipefail\n"
+
+
+def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = "v2",
+                nproc_per_node: int | None = None) -> str:
+    r = ctx.recipe
+    world = r.parallel.tp * r.parallel.pp * r.parallel.dp
+    iters = (assign("TRAIN_ITERS", train_iters) if train_iters is not None else
+             'TRAIN_ITERS="${TRAIN_ITERS:?set TRAIN_ITERS = ceil(epochs x samples / global_batch_size)}"')
+    method = r.finetune.method
+    parts = [
+        _header(f"{r.name}: {method} fine-tuning with MindSpeed-LLM {version}"),
+        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+        "",
+        "# cluster layout (override from the environment for multi-node runs)",
+        f'NPUS_PER_NODE="${{NPUS_PER_NODE:-{nproc_per_node or world}}}"',
+        'MASTER_ADDR="${MASTER_ADDR:-localhost}"',
+        'MASTER_PORT="${MASTER_PORT:-6000}"',
+        'NNODES="${NNODES:-1}"',
+        'NODE_RANK="${NODE_RANK:-0}"',
+        "",
+        "# paths",
+        *(assign(k, v) for k, v in paths.items()),
+        iters,
+        "",
+        args_block("DISTRIBUTED_ARGS", ["--nproc_per_node \"$NPUS_PER_NODE\"", "--nnodes \"$NNODES\"",
+                                        "--node_rank \"$NODE_RANK\"", "--master_addr \"$MASTER_ADDR\"",
+                                        "--master_port \"$MASTER_PORT\""]),
+        "",
+        *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in GROUPS),
+        "mkdir -p logs",
+        'torchrun "${DISTRIBUTED_ARGS[@]}" posttrain_gpt.py \\',
+        '    "${GPT_ARGS[@]}" "${DATA_ARGS[@]}" "${OUTPUT_ARGS[@]}" "${TUNE_ARGS[@]}" \\',
+        "    --distributed-backend nccl \\",
+        f"    | tee {q('logs/tune_' + r.name + '_' + method + '.log')}",
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def convert_script(ctx: Context, paths: dict[str, str]) -> str:
+    r, spec = ctx.recipe, ctx.spec
+    args = ["--use-mcore-models", "--model-type GPT", f"--model-type-hf {model_type_hf(spec)}",
+            "--load-model-type hf", "--save-model-type mg", "--params-dtype bf16",
+            f"--target-tensor-parallel-size {r.parallel.tp}", f"--target-pipeline-parallel-size {r.parallel.pp}",
+            '--load-dir "$HF_DIR"', '--save-dir "$CKPT_LOAD_DIR"', '--tokenizer-model "$TOKENIZER_PATH"']
+    if r.parallel.num_layer_list:
+        args.append(f"--num-layer-list {','.join(map(str, r.parallel.num_layer_list))}")
+    if spec.qkv_bias:
+        args.append("--add-qkv-bias")
+    return "\n".join([
+        _header(f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp})"),
+        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+        *(assign(k, v) for k, v in paths.items()),
+        "",
+        args_block("CONVERT_ARGS", args),
+        'python convert_ckpt.py "${CONVERT_ARGS[@]}"',
+        "",
+    ])
+
+
+def preprocess_script(ctx: Context, paths: dict[str, str], handler: str = "AlpacaStyleInstructionHandler",
+                      map_keys: str | None = None) -> str:
+    r = ctx.recipe
+    args = ['--input "$RAW_DATA"', "--tokenizer-type PretrainedFromHF", '--tokenizer-name-or-path "$TOKENIZER_PATH"',
+            '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {handler}",
+            f"--prompt-type {q(ctx.prompt_type)}", f"--seq-length {r.train.seq_length}"]
+    if map_keys:
+        args.append(f"--map-keys {q(map_keys)}")
+    return "\n".join([
+        _header(f"{r.name}: instruction data -> Megatron indexed dataset"),
+        *(assign(k, v) for k, v in paths.items()),
+        "",
+        args_block("PREPROCESS_ARGS", args),
+        'python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"',
+        "",
+    ])
