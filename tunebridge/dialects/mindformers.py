@@ -40,3 +40,8 @@ MINDFORMERS = Dialect(
 
 # The cell-name suffix each canonical projection has in pet_config.target_modules ('.*wq|.*wv').
 PET_TARGET = {"q": "wq", "k": "wk", "v": "wv", "o": "wo", "gate": "w1", "up": "w3", "down": "w2"}
+
+
+def pet_target_regex(projections: list[str]) -> str:
+    """pet_config.target_modules for canonical projections: ['q', 'v'] -> '.*wq|.*wv' (matched with re.match)."""
+    return "|".join(f".*{PET_TARGET[p]}" for p in projections)

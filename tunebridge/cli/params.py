@@ -1,0 +1,62 @@
+"""``tunebridge params``: exact total and trainable parameters of a recipe on each backend."""
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..accounting import BACKENDS, ParamReport
+from ..errors import TunebridgeError
+from ..recipe import load_recipe
+
+
+def register(sub) -> None:
+    p = sub.add_parser("params", help="total / trainable parameters, low-param ratio and PEFT's trainable %%")
+    p.add_argument("recipe", help="recipe YAML")
+    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    p.add_argument("--json", action="store_true", help="print JSON (an object for one backend, a list for all)")
+    p.add_argument("--strict", action="store_true", help="fail when a backend cannot express the targets exactly")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    recipe = load_recipe(args.recipe)
+    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    reports = [recipe.param_report(b) for b in backends]
+    if args.json:
+        data = [r.to_dict() for r in reports]
+        print(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        _print_tables(reports)
+    inexact = [r for r in reports if not r.exact]
+    if args.strict and inexact:
+        raise TunebridgeError("; ".join(f"{r.backend} cannot express the recipe's LoRA targets exactly: {r.note}"
+                                        for r in inexact))
+    return 0
+
+
+def _print_tables(reports: list[ParamReport]) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    t = Table(title=f"parameters of {reports[0].model}")
+    for col in ("backend", "total", "trainable", "low-param ratio", "PEFT trainable %", "exact", "native targets"):
+        t.add_column(col, justify="right" if col in ("total", "trainable", "low-param ratio", "PEFT trainable %")
+                     else "left")
+    for r in reports:
+        t.add_row(r.backend, f"{r.total_params:,}", f"{r.trainable_params:,}", f"{100 * r.low_param_ratio:.6g} %",
+                  f"{r.peft_trainable_percent:.6g} %", "yes" if r.exact else "NO", " ".join(r.native_targets) or "-")
+    console.print(t)
+    console.print("low-param ratio = trainable / base total (the contests' definition); "
+                  "PEFT trainable % = trainable / (base + adapter).")
+    for r in reports:
+        if r.note:
+            console.print(f"[bold]{r.backend}[/bold]: {r.note}")
+        if r.per_rank_trainable:
+            pr = Table(title=f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)")
+            for col in ("pp rank", "tp rank", "layers", "trainable"):
+                pr.add_column(col, justify="right")
+            for row in r.per_rank_trainable:
+                pr.add_row(str(row["pp_rank"]), str(row["tp_rank"]), str(row["layers"]), f"{row['trainable']:,}")
+            console.print(pr)
