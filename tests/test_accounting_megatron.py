@@ -1,0 +1,92 @@
+"""Counted parameters equal what megatron-core instantiates, per TP/PP rank (gloo processes on CPU)."""
+from __future__ import annotations
+
+import pytest
+
+from tunebridge.accounting import count
+from tunebridge.layout import padded_vocab_size, stage_layers
+from tunebridge.megatron.census import census_many
+from tunebridge.megatron.launch import run
+from tunebridge.megatron.model import stage_tensor_names
+from tunebridge.models import get_model
+
+TINY = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm"]
+MODULE_SETS = [["linear_qkv"], ["linear_qkv", "linear_proj"], ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]]
+WORLDS = [(1, 1, None), (2, 1, None), (1, 2, [1, 3]), (2, 2, [1, 3])]
+
+
+def _cases(tp: int):
+    cases = []
+    for name in TINY:
+        spec = get_model(name)
+        if spec.num_kv_heads % tp:
+            continue
+        cases.append(dict(spec=spec, lora_modules=None))
+        for modules in MODULE_SETS:
+            for rank in (4, 8):
+                cases.append(dict(spec=spec, lora_modules=modules, rank=rank))
+    return cases
+
+
+@pytest.fixture(scope="module", params=WORLDS, ids=lambda w: f"tp{w[0]}-pp{w[1]}")
+def world(request):
+    tp, pp, layers = request.param
+    cases = _cases(tp)
+    for c in cases:
+        c["num_layer_list"] = layers
+    ranks = run(census_many, tp=tp, pp=pp, args=(cases,))
+    return tp, pp, layers, cases, ranks
+
+
+def test_lora_and_full_counts_per_rank(world):
+    tp, pp, layers, cases, ranks = world
+    checked = 0
+    for i, case in enumerate(cases):
+        spec = case["spec"]
+        if case["lora_modules"]:
+            report = count(spec, "mindspeed-llm", rank=case["rank"], targets=[], native_targets=case["lora_modules"],
+                           tp=tp, pp=pp, num_layer_list=layers)
+        else:
+            report = count(spec, "mindspeed-llm", method="full", tp=tp, pp=pp, num_layer_list=layers)
+        expected = {(r["pp_rank"], r["tp_rank"]): r["trainable"] for r in report.per_rank_trainable} \
+            if report.per_rank_trainable else {(0, 0): report.trainable_params}
+        got = {(r[i]["pp_rank"], r[i]["tp_rank"]): r[i]["trainable"] for r in ranks}
+        assert got == expected, (spec.name, case["lora_modules"])
+        checked += 1
+    assert checked == len(cases) >= 13
+
+
+def test_tensor_names_and_shapes_equal_the_mcore_dialect(world):
+    tp, pp, layers, cases, ranks = world
+    for i, case in enumerate(cases):
+        if case["lora_modules"]:
+            continue
+        spec = case["spec"]
+        vocab = padded_vocab_size(spec.vocab_size, tp)
+        for r in ranks:
+            shapes = r[i]["shapes"]
+            assert sorted(shapes) == sorted(stage_tensor_names(spec, r[i]["pp_rank"], pp, layers)), spec.name
+            n_layers = len(stage_layers(spec.num_layers, pp, layers)[r[i]["pp_rank"]])
+            assert sum(k.startswith("decoder.layers.") and k.endswith("input_layernorm.weight") for k in shapes) \
+                == n_layers
+            qkv = shapes.get("decoder.layers.0.self_attention.linear_qkv.weight")
+            assert qkv == [(spec.q_size + 2 * spec.kv_size) // tp, spec.hidden_size]
+            assert shapes["decoder.layers.0.mlp.linear_fc1.weight"] == [2 * spec.ffn_hidden_size // tp, spec.hidden_size]
+            assert shapes["decoder.layers.0.mlp.linear_fc2.weight"] == [spec.hidden_size, spec.ffn_hidden_size // tp]
+            if "embedding.word_embeddings.weight" in shapes:
+                assert shapes["embedding.word_embeddings.weight"] == [vocab // tp, spec.hidden_size]
+
+
+def test_lora_tensor_names(world):
+    tp, pp, layers, cases, ranks = world
+    case_i = next(i for i, c in enumerate(cases) if c["lora_modules"] and len(c["lora_modules"]) == 4)
+    spec = cases[case_i]["spec"]
+    shapes = ranks[0][case_i]["shapes"]
+    r = cases[case_i]["rank"]
+    prefix = "decoder.layers.0.self_attention.linear_qkv"
+    assert shapes[f"{prefix}.base_layer.weight"] == [(spec.q_size + 2 * spec.kv_size) // tp, spec.hidden_size]
+    assert shapes[f"{prefix}.lora_A.default.weight"] == [r, spec.hidden_size]            # replicated
+    assert shapes[f"{prefix}.lora_B.default.weight"] == [(spec.q_size + 2 * spec.kv_size) // tp, r]  # split
+    proj = "decoder.layers.0.self_attention.linear_proj"
+    assert shapes[f"{proj}.lora_A.default.weight"] == [r, spec.q_size // tp]             # split
+    assert shapes[f"{proj}.lora_B.default.weight"] == [spec.hidden_size, r]              # replicated

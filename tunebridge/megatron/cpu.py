@@ -1,0 +1,94 @@
+"""Run megatron-core 0.16.1 on CPU over gloo: the smallest set of work-arounds, applied by one function.
+
+megatron-core hard-codes CUDA in a few places a CPU forward (and a tied-embedding pipeline set-up) reaches:
+
+- ``RotaryEmbedding.get_emb`` moves ``inv_freq`` to ``torch.cuda.current_device()``;
+- ``GlobalMemoryBuffer.get_tensor`` (attention's matmul buffer, TP gathers) allocates on CUDA;
+- ``LanguageModule.setup_embeddings_and_output_layer`` calls ``.cuda()`` on the word embeddings
+  before all-reducing the tied copy between the first and last pipeline stage;
+- ``get_default_causal_mask`` (taken when ``attention_mask`` is None) builds the mask on CUDA:
+  callers pass an explicit bool causal mask instead (see :func:`causal_mask`);
+- the default RNG tracker keeps CUDA generator states: :func:`init_parallel` installs megatron's
+  inference tracker (``fork()`` is a no-op, so dropout draws from the CPU generator).
+
+Each patched method runs unchanged, inside a context in which ``torch.cuda.current_device()`` names
+the CPU and ``Tensor.cuda()`` is the identity; nothing else is touched and nothing stays swapped.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import warnings
+from typing import Callable, Iterator
+
+import torch
+
+TESTED_VERSION = "0.16.1"
+_ORIGINAL = "__tunebridge_cpu_original__"
+
+
+@contextlib.contextmanager
+def _cuda_means_cpu() -> Iterator[None]:
+    current_device, tensor_cuda = torch.cuda.current_device, torch.Tensor.cuda
+    torch.cuda.current_device = lambda: torch.device("cpu")
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    try:
+        yield
+    finally:
+        torch.cuda.current_device, torch.Tensor.cuda = current_device, tensor_cuda
+
+
+def _on_cpu(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _cuda_means_cpu():
+            return fn(*args, **kwargs)
+    setattr(wrapper, _ORIGINAL, fn)
+    return wrapper
+
+
+def _targets() -> list[tuple[type, str]]:
+    from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
+    from megatron.core.models.common.language_module.language_module import LanguageModule
+    from megatron.core.utils import GlobalMemoryBuffer
+    return [(RotaryEmbedding, "get_emb"), (GlobalMemoryBuffer, "get_tensor"),
+            (LanguageModule, "setup_embeddings_and_output_layer")]
+
+
+def patch_megatron_for_cpu() -> None:
+    """Apply the CPU work-arounds (idempotent)."""
+    from megatron.core.package_info import __version__
+    if __version__ != TESTED_VERSION:
+        warnings.warn(f"tunebridge's CPU work-arounds were checked on megatron-core {TESTED_VERSION}, "
+                      f"this is {__version__}", stacklevel=2)
+    for owner, name in _targets():
+        fn = owner.__dict__[name]
+        if not hasattr(fn, _ORIGINAL):
+            setattr(owner, name, _on_cpu(fn))
+
+
+def causal_mask(seq_len: int) -> torch.Tensor:
+    """Megatron's attention mask for causal attention: [1, 1, s, s], True where attention is masked."""
+    return torch.ones(seq_len, seq_len, dtype=torch.bool).triu(diagonal=1)[None, None]
+
+
+def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int,
+                  timeout_s: float = 300.0) -> None:
+    """Initialise torch.distributed (gloo, CPU) and megatron's parallel state on this process.
+
+    ``world`` must be a multiple of ``tp * pp`` (the rest is data parallelism).
+    """
+    if world % (tp * pp):
+        raise ValueError(f"world size {world} is not a multiple of tp*pp = {tp * pp}")
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel.random import initialize_rng_tracker
+
+    patch_megatron_for_cpu()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{master_port}", rank=rank, world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s))
+    parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
