@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
     """
     env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
-    proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, cwd=str(REPO))
-    stdout, stderr = proc.communicate(json.dumps(kwargs), timeout=timeout)
+    # MindFormers writes ./output/ (logs, adapter_config.json) wherever it runs: give it a scratch directory.
+    with tempfile.TemporaryDirectory(prefix="tunebridge-ms-") as scratch:
+        proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env, cwd=scratch)
+        stdout, stderr = proc.communicate(json.dumps(kwargs), timeout=timeout)
     if log is not None:
         for line in stderr.splitlines():
             log(line)

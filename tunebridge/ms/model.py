@@ -1,0 +1,56 @@
+"""MindFormers' own LlamaForCausalLM (+ its LoRA through pet_config), built from a ModelSpec on CPU."""
+from __future__ import annotations
+
+from ..models import ModelSpec
+
+
+def _context() -> None:
+    import mindspore as ms
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+
+
+def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1):
+    """LlamaConfig for ``spec``: fp32 everywhere, rope slicing and no flash attention (what runs on CPU)."""
+    from mindformers.models.llama import LlamaConfig
+    return LlamaConfig(
+        batch_size=batch_size, seq_length=seq_length, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
+        num_heads=spec.num_heads, n_kv_heads=spec.num_kv_heads, vocab_size=spec.vocab_size,
+        intermediate_size=spec.ffn_hidden_size, rms_norm_eps=spec.norm_eps, theta=spec.rope_theta,
+        qkv_has_bias=spec.qkv_bias, attn_proj_has_bias=spec.o_bias, tie_word_embeddings=spec.tied_embeddings,
+        max_position_embedding=max(seq_length, spec.max_position_embeddings),
+        compute_dtype="float32", param_init_type="float32", layernorm_compute_type="float32",
+        softmax_compute_type="float32", rotary_dtype="float32", use_rope_slice=True, use_flash_attention=False,
+        use_past=False, checkpoint_name_or_path="")
+
+
+def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size: int = 1):
+    """The MindFormers model for a ModelSpec dict, wrapped with LoRA when ``pet`` (a pet_config) is given."""
+    _context()
+    from mindformers.models.llama import LlamaForCausalLM
+    from mindformers.pet import get_pet_model
+    model = LlamaForCausalLM(llama_config(ModelSpec(**spec), seq_length, batch_size))
+    return get_pet_model(model, dict(pet)) if pet else model
+
+
+def describe(spec: dict, pet: dict | None = None) -> dict:
+    """Parameter names, shapes and trainability of the built model."""
+    model = build(spec, pet)
+    params = {p.name: {"shape": list(p.shape), "trainable": bool(p.requires_grad)} for p in model.get_parameters()}
+    return {"params": params,
+            "trainable_params": sum(_numel(v["shape"]) for v in params.values() if v["trainable"]),
+            "total_params": sum(_numel(v["shape"]) for v in params.values())}
+
+
+def describe_many(cases: list[dict]) -> list[dict]:
+    """:func:`describe` for several (spec, pet) cases in one process (MindSpore starts in seconds)."""
+    import mindformers
+    import mindspore
+    versions = {"mindspore": mindspore.__version__, "mindformers": mindformers.__version__}
+    return [{**describe(c["spec"], c.get("pet")), **versions} for c in cases]
+
+
+def _numel(shape: list[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
