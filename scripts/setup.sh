@@ -17,10 +17,14 @@ make_env() {  # name, extras
   if [[ -f $venv/.tunebridge-stamp && $(cat "$venv/.tunebridge-stamp") == "$STAMP" ]]; then
     echo "setup: $venv is up to date"; return
   fi
-  echo "setup: building $venv (extras: $extras)"
+  echo "setup: building $venv (extras: $extras); pip's output goes to $venv/setup.log"
   [[ -x $venv/bin/python ]] || "$PY" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
-  "$venv/bin/python" -m pip install -q -e "$ROOT[$extras]"
+  if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+         "$venv/bin/python" -m pip install -e "$ROOT[$extras]"; } > "$venv/setup.log" 2>&1; then
+    tail -n 40 "$venv/setup.log" >&2
+    echo "setup: building $venv failed (full log: $venv/setup.log)" >&2
+    exit 1
+  fi
   echo "$STAMP" > "$venv/.tunebridge-stamp"
 }
 

@@ -57,6 +57,12 @@ def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
     return -(-vocab // multiple) * multiple
 
 
+def pad_vocab(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """Pad a [vocab, H] tensor to ``rows`` by repeating its last row, as MindSpeed-LLM's converter does."""
+    extra = rows - t.shape[0]
+    return torch.cat([t, t[-1:].expand(extra, -1)]) if extra > 0 else t
+
+
 def split(t: torch.Tensor, shard: Shard, tp: int) -> list[torch.Tensor]:
     """Split a full tensor over ``tp`` ranks (vocab tensors must already be padded)."""
     if shard is Shard.REPLICATED or tp == 1:

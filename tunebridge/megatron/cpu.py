@@ -4,6 +4,8 @@ megatron-core hard-codes CUDA in a few places a CPU forward (and a tied-embeddin
 
 - ``RotaryEmbedding.get_emb`` moves ``inv_freq`` to ``torch.cuda.current_device()``;
 - ``GlobalMemoryBuffer.get_tensor`` (attention's matmul buffer, TP gathers) allocates on CUDA;
+- the TP collectives in ``tensor_parallel.mappings`` (gathering logits over TP ranks, ...) allocate
+  their outputs on ``torch.cuda.current_device()``;
 - ``LanguageModule.setup_embeddings_and_output_layer`` calls ``.cuda()`` on the word embeddings
   before all-reducing the tied copy between the first and last pipeline stage;
 - ``get_default_causal_mask`` (taken when ``attention_mask`` is None) builds the mask on CUDA:
@@ -48,12 +50,16 @@ def _on_cpu(fn: Callable) -> Callable:
     return wrapper
 
 
-def _targets() -> list[tuple[type, str]]:
+def _targets() -> list[tuple[object, str]]:
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
     from megatron.core.models.common.language_module.language_module import LanguageModule
+    from megatron.core.tensor_parallel import mappings
     from megatron.core.utils import GlobalMemoryBuffer
     return [(RotaryEmbedding, "get_emb"), (GlobalMemoryBuffer, "get_tensor"),
-            (LanguageModule, "setup_embeddings_and_output_layer")]
+            (LanguageModule, "setup_embeddings_and_output_layer"),
+            # TP collectives allocate their output buffers on the current CUDA device
+            (mappings, "_gather_along_last_dim"), (mappings, "_gather_along_first_dim"),
+            (mappings, "_reduce_scatter_along_first_dim")]
 
 
 def patch_megatron_for_cpu() -> None:

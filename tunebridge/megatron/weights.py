@@ -13,18 +13,12 @@ import torch
 
 from ..accounting import native_name
 from ..dialects import MCORE, Shard
-from ..layout import pack, padded_vocab_size, split, stage_layers
+from ..layout import pack, pad_vocab, padded_vocab_size, split, stage_layers
 from ..models import ModelSpec
 
 Canonical = Mapping[tuple[str, int | None], torch.Tensor]
 FusedLora = Mapping[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]
 Shards = dict[tuple[int, int], dict[str, torch.Tensor]]
-
-
-def pad_vocab(t: torch.Tensor, rows: int) -> torch.Tensor:
-    """Pad a [vocab, H] tensor to ``rows`` by repeating its last row, as MindSpeed-LLM's converter does."""
-    extra = rows - t.shape[0]
-    return torch.cat([t, t[-1:].expand(extra, -1)]) if extra > 0 else t
 
 
 def _stage_full_tensors(spec: ModelSpec, canonical: Canonical, layers: range, first: bool, last: bool,

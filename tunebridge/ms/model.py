@@ -10,7 +10,7 @@ def _context() -> None:
 
 
 def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1):
-    """LlamaConfig for ``spec``: fp32 everywhere, rope slicing and no flash attention (what runs on CPU)."""
+    """LlamaConfig for ``spec``: fp32, rope slicing, no flash attention, unfused RMSNorm (what runs on CPU)."""
     from mindformers.models.llama import LlamaConfig
     return LlamaConfig(
         batch_size=batch_size, seq_length=seq_length, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
@@ -20,7 +20,7 @@ def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1):
         max_position_embedding=max(seq_length, spec.max_position_embeddings),
         compute_dtype="float32", param_init_type="float32", layernorm_compute_type="float32",
         softmax_compute_type="float32", rotary_dtype="float32", use_rope_slice=True, use_flash_attention=False,
-        use_past=False, checkpoint_name_or_path="")
+        use_past=False, fused_rms_norm=False, checkpoint_name_or_path="")
 
 
 def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size: int = 1):
@@ -54,3 +54,21 @@ def _numel(shape: list[int]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+def logits(spec: dict, ckpt_path: str, input_ids_path: str, out_path: str, pet: dict | None = None) -> dict:
+    """Full-sequence fp32 logits of MindFormers' model loaded from a .ckpt (every parameter must load)."""
+    import mindspore as ms
+    import numpy as np
+    ids = np.load(input_ids_path).astype(np.int32)
+    model = build(spec, pet, seq_length=ids.shape[1], batch_size=ids.shape[0])
+    not_loaded, unused = ms.load_param_into_net(model, ms.load_checkpoint(ckpt_path), strict_load=True)
+    if not_loaded or unused:
+        from ..errors import TunebridgeError
+        raise TunebridgeError(f"{ckpt_path}: parameters not loaded {sorted(not_loaded)[:5]}, "
+                              f"unused checkpoint tensors {sorted(unused)[:5]}")
+    model.set_train(False)
+    out = model(ms.Tensor(ids))
+    values = (out[0] if isinstance(out, tuple) else out).asnumpy()
+    np.save(out_path, values.reshape(ids.shape[0], ids.shape[1], -1).astype(np.float32))
+    return {"shape": list(ids.shape), "vocab": int(values.shape[-1])}

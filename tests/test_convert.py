@@ -1,0 +1,281 @@
+"""Checkpoint conversion: bit-exact round trips, MindSpore's own bytes, logits through three frameworks, bad input."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from tunebridge.bridge import call_mindspore
+from tunebridge.cli import main
+from tunebridge.convert import convert
+from tunebridge.dialects import MCORE
+from tunebridge.errors import TunebridgeError
+from tunebridge.formats import mcore as mcore_fmt
+from tunebridge.formats.hf import HFReader
+from tunebridge.formats.msckpt import CkptWriter, index
+from tunebridge.models import get_model
+from tunebridge.verify import MAX_ABS, verify
+
+
+def make_hf(path: Path, name: str, seed: int = 0) -> Path:
+    """A tiny HF model with random weights and non-trivial norms."""
+    spec = get_model(name)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(1 + 0.3 * torch.randn_like(v) if k.endswith("norm.weight") else 0.1 * torch.randn_like(v))
+    model.save_pretrained(path)
+    return path
+
+
+def same_tensors(a: Path, b: Path) -> bool:
+    ra, rb = HFReader(a), HFReader(b)
+    return sorted(ra.names()) == sorted(rb.names()) and all(torch.equal(ra.get(n), rb.get(n)) for n in ra.names())
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    return {n: make_hf(d / n, n) for n in ("tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm")}
+
+
+LAYOUTS = [(1, 1, None, 1), (2, 1, None, 1), (1, 2, [1, 3], 1), (2, 2, None, 128)]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm"])
+@pytest.mark.parametrize("tp,pp,layers,divisible", LAYOUTS, ids=lambda v: str(v))
+def test_hf_mcore_hf_is_bit_exact(models, tmp_path, name, tp, pp, layers, divisible):
+    spec = get_model(name)
+    if spec.num_kv_heads % tp:
+        pytest.skip("tp must divide the KV groups")
+    convert(models[name], tmp_path / "mc", "hf", "mcore", tp=tp, pp=pp, num_layer_list=layers,
+            make_vocab_size_divisible_by=divisible, progress=False)
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert (layout.tp, layout.pp) == (tp, pp)
+    assert (tmp_path / "mc" / "latest_checkpointed_iteration.txt").read_text() == "1"
+    saved = mcore_fmt.load_rank_file(layout.file(0, 0))
+    assert saved["checkpoint_version"] == 3.0 and saved["iteration"] == 1
+    assert saved["args"].padded_vocab_size == -(-spec.vocab_size // (divisible * tp)) * divisible * tp
+    assert saved["model"]["embedding.word_embeddings.weight"].shape[0] == saved["args"].padded_vocab_size // tp
+    convert(tmp_path / "mc", tmp_path / "back", "mcore", "hf", progress=False)
+    assert same_tensors(models[name], tmp_path / "back")
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2-tied", "tiny-internlm"])
+def test_hf_mindformers_hf_is_bit_exact(models, tmp_path, name):
+    convert(models[name], tmp_path / "mf", "hf", "mindformers", progress=False)
+    assert oct(os.stat(tmp_path / "mf" / "model.ckpt").st_mode & 0o777) == "0o400"  # as MindSpore leaves it
+    convert(tmp_path / "mf", tmp_path / "back", "mindformers", "hf", progress=False)
+    assert same_tensors(models[name], tmp_path / "back")
+
+
+def test_dtype_and_sharded_output(models, tmp_path):
+    convert(models["tiny-llama"], tmp_path / "bf16", "hf", "hf", dtype="bf16", max_shard_bytes=100_000, progress=False)
+    index_file = json.loads((tmp_path / "bf16" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index_file["weight_map"].values()))
+    assert len(shards) > 1 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    r = HFReader(tmp_path / "bf16")
+    assert all(r.get(n).dtype == torch.bfloat16 for n in r.names())
+    assert index_file["metadata"]["total_size"] == sum(r.get(n).numel() * 2 for n in r.names())
+    # bf16 through mcore and MindFormers stays bf16 and bit-exact
+    convert(tmp_path / "bf16", tmp_path / "mc", "hf", "mcore", tp=2, progress=False)
+    convert(tmp_path / "mc", tmp_path / "mf", "mcore", "mindformers", progress=False)
+    convert(tmp_path / "mf", tmp_path / "back", "mindformers", "hf", progress=False)
+    assert same_tensors(tmp_path / "bf16", tmp_path / "back")
+
+
+def test_reads_pytorch_model_bin(models, tmp_path):
+    src = HFReader(models["tiny-qwen2"])
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "config.json").write_text((models["tiny-qwen2"] / "config.json").read_text())
+    torch.save({n: src.get(n) for n in src.names()}, tmp_path / "bin" / "pytorch_model.bin")
+    convert(tmp_path / "bin", tmp_path / "st", "hf", "hf", progress=False)
+    assert same_tensors(models["tiny-qwen2"], tmp_path / "st")
+
+
+def test_our_ckpt_bytes_equal_mindspore_save_checkpoint(ms_python, tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"model.w": rng.standard_normal((7, 5)).astype(np.float32),
+              "model.h": rng.standard_normal(9).astype(np.float16),
+              "model.i": rng.integers(-5, 5, (3, 4)).astype(np.int32),
+              # bf16-representable float32 values, so both writers store the same bits
+              "model.b": (rng.standard_normal((6, 3)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)}
+    np.savez(tmp_path / "in.npz", **arrays)
+    call_mindspore("ms.ckpt_ref", "save_reference", npz_path=str(tmp_path / "in.npz"),
+                   ckpt_path=str(tmp_path / "ref.ckpt"), bf16=["model.b"])
+    with open(tmp_path / "ours.ckpt", "wb") as f:
+        w = CkptWriter(f)
+        for name, a in arrays.items():
+            if name == "model.b":
+                w.write(name, list(a.shape), "bfloat16", torch.from_numpy(a).to(torch.bfloat16).view(torch.uint8)
+                        .numpy().tobytes())
+            else:
+                w.write(name, list(a.shape), str(a.dtype), a.tobytes())
+    assert (tmp_path / "ours.ckpt").read_bytes() == (tmp_path / "ref.ckpt").read_bytes()
+    dtypes = call_mindspore("ms.ckpt_ref", "load_reference", ckpt_path=str(tmp_path / "ours.ckpt"),
+                            npz_path=str(tmp_path / "out.npz"))
+    assert dtypes == {"model.w": "Float32", "model.h": "Float16", "model.i": "Int32", "model.b": "BFloat16"}
+    back = np.load(tmp_path / "out.npz")
+    assert all(np.array_equal(back[k], arrays[k]) for k in arrays)
+    assert {k: e.dims for k, e in index(tmp_path / "ref.ckpt").items()} == {k: a.shape for k, a in arrays.items()}
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2"])
+def test_logits_agree_across_the_three_frameworks(ms_python, models, tmp_path, name):
+    convert(models[name], tmp_path / "mc", "hf", "mcore", tp=2, pp=2, num_layer_list=[1, 3], progress=False)
+    convert(models[name], tmp_path / "mf", "hf", "mindformers", progress=False)
+    results = verify([(models[name], "hf"), (tmp_path / "mc", "mcore"), (tmp_path / "mf", "mindformers")],
+                     get_model(name))
+    assert len(results) == 3
+    for r in results:
+        assert r.passed, r
+        assert r.max_abs < 2e-5 and r.cosine > 0.99999
+
+
+def test_wrong_qkv_packing_fails_verification(models, tmp_path):
+    spec = get_model("tiny-llama")
+    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
+    path = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
+    saved = mcore_fmt.load_rank_file(path)
+    state = {k: v.clone() for k, v in saved["model"].items()}
+    hf = HFReader(models["tiny-llama"])
+    for i in range(spec.num_layers):  # the classic porting mistake: a naive [Q; K; V] concatenation
+        p = f"model.layers.{i}.self_attn."
+        state[MCORE.rule_for_part("q", spec).format(i)] = torch.cat(
+            [hf.get(p + "q_proj.weight"), hf.get(p + "k_proj.weight"), hf.get(p + "v_proj.weight")])
+    path.unlink()
+    mcore_fmt.write_rank(tmp_path / "mc", 0, 0, 1, state, saved["args"])
+    (r,) = verify([(models["tiny-llama"], "hf"), (tmp_path / "mc", "mcore")], spec)
+    assert not r.passed and r.max_abs > 1e-2 > MAX_ABS
+
+
+def test_gate_up_swap_fails_verification(models, tmp_path):
+    spec = get_model("tiny-llama")
+    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
+    path = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
+    saved = mcore_fmt.load_rank_file(path)
+    state = {k: v.clone() for k, v in saved["model"].items()}
+    name = MCORE.rule_for_part("gate", spec).format(0)
+    gate, up = state[name].chunk(2)
+    state[name] = torch.cat([up, gate])  # [up; gate] instead of [gate; up]
+    path.unlink()
+    mcore_fmt.write_rank(tmp_path / "mc", 0, 0, 1, state, saved["args"])
+    (r,) = verify([(models["tiny-llama"], "hf"), (tmp_path / "mc", "mcore")], spec)
+    assert not r.passed
+
+
+# --- bad input: a clear error, and nothing written ------------------------------------------------
+
+
+def refused(tmp_path: Path, fn, *args, match: str, **kwargs) -> None:
+    with pytest.raises(TunebridgeError, match=match):
+        fn(*args, **kwargs)
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
+
+def test_missing_tensor(models, tmp_path):
+    src = HFReader(models["tiny-llama"])
+    tensors = {n: src.get(n) for n in src.names() if n != "model.layers.2.mlp.up_proj.weight"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text((models["tiny-llama"] / "config.json").read_text())
+    from safetensors.torch import save_file
+    save_file(tensors, tmp_path / "bad" / "model.safetensors")
+    refused(tmp_path, convert, tmp_path / "bad", tmp_path / "out", "hf", "mcore", progress=False,
+            match="model.layers.2.mlp.up_proj.weight is missing")
+
+
+def test_wrong_shape(models, tmp_path):
+    refused(tmp_path, convert, models["tiny-llama"], tmp_path / "out", "hf", "mcore",
+            spec=get_model("tiny-llama").with_(ffn_hidden_size=128),
+            progress=False, match="has shape")
+
+
+def test_tp_must_divide_kv_groups(models, tmp_path):
+    refused(tmp_path, convert, models["tiny-qwen2-tied"], tmp_path / "out", "hf", "mcore", tp=2, progress=False,
+            match="does not divide")
+
+
+@pytest.mark.parametrize("pp,layers", [(3, None), (2, [1, 2]), (2, [1, 1, 2])])
+def test_pipeline_split_must_add_up(models, tmp_path, pp, layers):
+    refused(tmp_path, convert, models["tiny-llama"], tmp_path / "out", "hf", "mcore", pp=pp, num_layer_list=layers,
+            progress=False, match="cannot be split")
+
+
+def test_truncated_files(models, tmp_path):
+    import shutil
+    shutil.copytree(models["tiny-llama"], tmp_path / "cut")
+    st = tmp_path / "cut" / "model.safetensors"
+    st.write_bytes(st.read_bytes()[:1000])
+    refused(tmp_path, convert, tmp_path / "cut", tmp_path / "out", "hf", "mcore", progress=False, match="safetensors")
+    convert(models["tiny-llama"], tmp_path / "mf", "hf", "mindformers", progress=False)
+    ckpt = tmp_path / "mf" / "model.ckpt"
+    data = ckpt.read_bytes()
+    os.chmod(ckpt, 0o600)
+    ckpt.write_bytes(data[:-100])
+    refused(tmp_path, convert, tmp_path / "mf", tmp_path / "out", "mindformers", "hf", progress=False,
+            match="truncated")
+    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
+    pt = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
+    pt.write_bytes(pt.read_bytes()[:5000])
+    refused(tmp_path, convert, tmp_path / "mc", tmp_path / "out", "mcore", "hf", progress=False,
+            match="not a readable torch checkpoint")
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/tunebridge-pwned",))
+
+
+def test_non_allow_listed_pickle_is_refused(models, tmp_path):
+    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
+    pt = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
+    saved = mcore_fmt.load_rank_file(pt)  # memory-mapped: copy before replacing the file
+    evil = {"model": {k: v.clone() for k, v in saved["model"].items()}, "args": Evil()}
+    pt.unlink()
+    torch.save(evil, pt)
+    refused(tmp_path, convert, tmp_path / "mc", tmp_path / "out", "mcore", "hf", progress=False,
+            match="refused to unpickle")
+    assert not Path("/tmp/tunebridge-pwned").exists()
+
+
+def test_existing_destination_needs_force(models, tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    assert main(["convert", str(models["tiny-llama"]), str(tmp_path / "out"), "--to", "mcore"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    assert main(["convert", str(models["tiny-llama"]), str(tmp_path / "out"), "--to", "mcore", "--force"]) == 0
+    assert not (tmp_path / "out" / "keep.txt").exists()
+    assert (tmp_path / "out" / "latest_checkpointed_iteration.txt").exists()
+
+
+def test_interrupted_conversion_leaves_nothing(models, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = mcore_fmt.write_rank
+
+    def dies_on_second_rank(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(mcore_fmt, "write_rank", dies_on_second_rank)
+    with pytest.raises(KeyboardInterrupt):
+        convert(models["tiny-llama"], tmp_path / "out", "hf", "mcore", tp=2, progress=False)
+    assert calls["n"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_bare_ckpt_needs_a_model(models, tmp_path):
+    convert(models["tiny-llama"], tmp_path / "mf", "hf", "mindformers", progress=False)
+    refused(tmp_path, convert, tmp_path / "mf" / "model.ckpt", tmp_path / "out", "mindformers", "hf", progress=False,
+            match="carries no model config")
+    convert(tmp_path / "mf" / "model.ckpt", tmp_path / "ok", "mindformers", "hf", spec=get_model("tiny-llama"),
+            progress=False)
+    assert same_tensors(models["tiny-llama"], tmp_path / "ok")

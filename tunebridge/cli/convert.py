@@ -1,0 +1,93 @@
+"""``tunebridge convert`` and ``tunebridge verify``: checkpoints across HF, Megatron-mcore and MindFormers."""
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from ..convert import DTYPES, FORMATS, convert, open_source
+from ..errors import TunebridgeError
+from ..models import ModelSpec, get_model
+from ..verify import detect_format, verify
+
+
+def _spec(args) -> ModelSpec | None:
+    if args.model and args.hf_config:
+        raise TunebridgeError("give --model or --hf-config, not both")
+    if args.model:
+        try:
+            return get_model(args.model)
+        except KeyError as e:
+            raise TunebridgeError(str(e.args[0])) from None
+    return ModelSpec.from_hf_config(args.hf_config) if args.hf_config else None
+
+
+def _layer_list(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise TunebridgeError(f"--num-layer-list {text!r}: expected comma-separated integers, e.g. 4,4,3,3") from None
+
+
+def _model_flags(p) -> None:
+    p.add_argument("--model", help="catalogue model, for checkpoints that carry no config (a bare .ckpt)")
+    p.add_argument("--hf-config", help="HF config.json (or model dir) describing the model")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint between hf, mcore (MindSpeed-LLM) and mindformers")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--from", dest="src_format", choices=FORMATS, help="source format (default: detected)")
+    p.add_argument("--to", dest="dst_format", choices=FORMATS, required=True)
+    p.add_argument("--tp", type=int, default=1, help="mcore target: tensor-parallel size")
+    p.add_argument("--pp", type=int, default=1, help="mcore target: pipeline-parallel size")
+    p.add_argument("--num-layer-list", help="mcore target: layers per pipeline stage, e.g. 4,4,3,3")
+    p.add_argument("--make-vocab-size-divisible-by", type=int, default=1)
+    p.add_argument("--dtype", choices=tuple(DTYPES), help="output dtype (default: keep the source's)")
+    p.add_argument("--max-shard-size", type=int, default=2 << 30, help="hf target: bytes per safetensors shard")
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
+    _model_flags(p)
+    p.set_defaults(func=run_convert)
+
+    v = sub.add_parser("verify", help="compare logits of checkpoints through their own frameworks")
+    v.add_argument("checkpoints", nargs="+", metavar="CKPT[:FORMAT]", help="two or more checkpoints")
+    v.add_argument("--seq-len", type=int, default=16)
+    v.add_argument("--json", action="store_true")
+    _model_flags(v)
+    v.set_defaults(func=run_verify)
+
+
+def run_convert(args) -> int:
+    src_format = args.src_format or detect_format(args.src)
+    out = convert(args.src, args.dst, src_format, args.dst_format, tp=args.tp, pp=args.pp,
+                  num_layer_list=_layer_list(args.num_layer_list),
+                  make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, dtype=args.dtype,
+                  spec=_spec(args), force=args.force, max_shard_bytes=args.max_shard_size)
+    print(f"wrote {out} ({src_format} -> {args.dst_format})")
+    return 0
+
+
+def run_verify(args) -> int:
+    if len(args.checkpoints) < 2:
+        raise TunebridgeError("verify needs at least two checkpoints")
+    paths = []
+    for item in args.checkpoints:
+        path, _, fmt = item.partition(":") if item.rsplit(":", 1)[-1] in FORMATS else (item, "", "")
+        paths.append((path, fmt or detect_format(path)))
+    spec = _spec(args) or open_source(*paths[0]).spec
+    results = verify(paths, spec, seq_len=args.seq_len)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        t = Table(title=f"logit agreement ({spec.name}, fp32)")
+        for col in ("a", "b", "max |Δ|", "mean |Δ|", "cosine", "verdict"):
+            t.add_column(col)
+        for r in results:
+            t.add_row(r.a, r.b, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.8f}",
+                      "pass" if r.passed else f"FAIL (needs max |Δ| ≤ {r.max_abs_limit:g}, cosine ≥ {r.cosine_limit})")
+        Console(width=200).print(t)
+    return 0 if all(r.passed for r in results) else 1

@@ -1,0 +1,237 @@
+"""Streaming checkpoint conversion between HF, Megatron-mcore (MindSpeed-LLM) and MindFormers.
+
+Every format is read as *canonical* tensors (``spec.tensors()``: embed, per-layer q k v o ... , final
+norm, lm_head) and written from them, one tensor or one layer at a time: fused mcore tensors are
+unpacked from their TP shards when first asked for, and an mcore target is written one rank file at a
+time. Peak memory is about one rank file (mcore) or one tensor (HF, MindFormers) plus one layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .atomic import atomic_dir
+from .dialects import HF, MCORE, MINDFORMERS, Dialect, Shard
+from .errors import TunebridgeError
+from .formats import mcore as mcore_fmt
+from .formats import msckpt
+from .formats.hf import HFReader, write_hf
+from .layout import merge, pack, pad_vocab, padded_vocab_size, split, unpack
+from .models import ModelSpec
+
+FORMATS = ("hf", "mcore", "mindformers")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+MF_CKPT = "model.ckpt"
+
+
+class Source:
+    """Canonical tensors of a checkpoint, fetched lazily."""
+
+    spec: ModelSpec
+
+    def get(self, part: str, layer: int | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dtype(self) -> torch.dtype:
+        return self.get("final_norm", None).dtype
+
+
+class FlatSource(Source):
+    """A dialect with one framework tensor per canonical tensor (HF, MindFormers)."""
+
+    def __init__(self, spec: ModelSpec, dialect: Dialect, fetch: Callable[[str], torch.Tensor], where: str):
+        self.spec, self._dialect, self._fetch, self._where = spec, dialect, fetch, where
+
+    def get(self, part: str, layer: int | None) -> torch.Tensor:
+        name = self._dialect.rule_for_part(part, self.spec).format(layer)
+        t = self._fetch(name)
+        if tuple(t.shape) != self.spec.shape(part):
+            raise TunebridgeError(f"{self._where}: {name} has shape {list(t.shape)}, {self.spec.name} needs "
+                                  f"{list(self.spec.shape(part))}")
+        return t
+
+
+class McoreSource(Source):
+    """An mcore checkpoint: fused tensors merged over TP and unpacked, vocab padding stripped."""
+
+    def __init__(self, root: str | Path, spec: ModelSpec | None = None, num_layer_list: list[int] | None = None):
+        self.layout = mcore_fmt.McoreLayout(root)
+        first = mcore_fmt.load_rank_file(self.layout.file(0, 0))
+        args = first.get("args")
+        if spec is None:
+            if args is None:
+                raise TunebridgeError(f"{self.layout.file(0, 0)}: no args saved: pass the model (--model/--hf-config)")
+            spec = mcore_fmt.spec_from_args(args, Path(root).name)
+        if num_layer_list is None and args is not None and getattr(args, "num_layer_list", None):
+            num_layer_list = [int(x) for x in str(args.num_layer_list).split(",")]
+        self.spec = spec
+        self.stages = mcore_fmt.stages(spec, self.layout.pp, num_layer_list)
+        self._stage_states: tuple[int, list[dict]] | None = None
+        self._unpacked: dict[str, list[torch.Tensor]] = {}
+
+    def _states(self, stage: int) -> list[dict]:
+        if self._stage_states is None or self._stage_states[0] != stage:
+            self._stage_states = (stage, [mcore_fmt.load_rank_file(self.layout.file(t, stage))["model"]
+                                          for t in range(self.layout.tp)])
+            self._unpacked.clear()
+        return self._stage_states[1]
+
+    def get(self, part: str, layer: int | None) -> torch.Tensor:
+        rule = MCORE.rule_for_part(part, self.spec)
+        if layer is None:
+            stage = 0 if part == "embed" else self.layout.pp - 1
+            name = rule.name
+        else:
+            stage = next(s for s, r in enumerate(self.stages) if layer in r)
+            name = rule.format(self.stages[stage].index(layer))
+        states = self._states(stage)
+        if name not in self._unpacked:
+            module, _, leaf = name.rpartition(".")
+            wrapped = f"{module}.base_layer.{leaf}"  # a LoRA-wrapped checkpoint keeps its base weights here
+            key = name if name in states[0] else wrapped
+            missing = [t for t, st in enumerate(states) if key not in st]
+            if missing:
+                raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
+            full = merge([st[key] for st in states], rule.shard)
+            if rule.shard is Shard.VOCAB:
+                full = full[:self.spec.vocab_size]
+            self._unpacked[name] = unpack(rule, full, self.spec, self.layout.tp)
+        t = self._unpacked[name][rule.parts.index(part)]
+        if tuple(t.shape) != self.spec.shape(part):
+            raise TunebridgeError(f"{self.layout.root}: {name} gives {part} of shape {list(t.shape)}, "
+                                  f"{self.spec.name} needs {list(self.spec.shape(part))}")
+        return t
+
+
+def _ckpt_fetcher(path: Path) -> Callable[[str], torch.Tensor]:
+    entries = msckpt.index(path)
+
+    def fetch(name: str) -> torch.Tensor:
+        if name not in entries:
+            raise TunebridgeError(f"{path}: tensor {name} is missing")
+        e = entries[name]
+        data = bytearray(msckpt.read_bytes(path, e))
+        return torch.frombuffer(data, dtype=getattr(torch, e.dtype)).reshape(e.dims)
+    return fetch
+
+
+def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
+                num_layer_list: list[int] | None = None) -> Source:
+    path = Path(path)
+    if not path.exists():
+        raise TunebridgeError(f"{path}: no such checkpoint")
+    if fmt == "hf":
+        reader = HFReader(path, spec)
+        return FlatSource(reader.spec, HF, reader.get, str(path))
+    if fmt == "mcore":
+        return McoreSource(path, spec, num_layer_list)
+    if fmt == "mindformers":
+        ckpt = path
+        if path.is_dir():
+            found = sorted(path.glob("*.ckpt"))
+            if len(found) != 1:
+                raise TunebridgeError(f"{path}: expected one .ckpt file, found {len(found)}")
+            ckpt = found[0]
+            if spec is None and (path / "config.json").exists():
+                spec = ModelSpec.from_hf_config(path)
+        if spec is None:
+            raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
+        return FlatSource(spec, MINDFORMERS, _ckpt_fetcher(ckpt), str(ckpt))
+    raise TunebridgeError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+
+
+def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
+    spec = source.spec
+    for part, layer in spec.tensors():
+        t = source.get(part, layer)
+        yield dialect.rule_for_part(part, spec).format(layer), (t.to(dtype) if dtype else t).contiguous()
+
+
+def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, bar: tqdm,
+               max_shard_bytes: int = 2 << 30) -> None:
+    spec = source.spec
+    dialect = HF if fmt == "hf" else MINDFORMERS
+    out_dtype = dtype or source.dtype()
+    if fmt == "hf":
+        entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
+        write_hf(out, spec, entries, _counted(_flat_tensors(source, dialect, dtype), bar), max_shard_bytes)
+        return
+    (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
+    with open(out / MF_CKPT, "wb") as f:
+        writer = msckpt.CkptWriter(f)
+        for name, t in _counted(_flat_tensors(source, dialect, dtype), bar):
+            writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."),
+                         t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    msckpt.finish_readonly(out / MF_CKPT)
+
+
+def _counted(items, bar: tqdm):
+    for item in items:
+        yield item
+        bar.update(1)
+
+
+def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: list[int] | None,
+                divisible_by: int, dtype: torch.dtype | None, bar: tqdm) -> None:
+    spec = source.spec
+    if spec.num_kv_heads % tp:
+        raise TunebridgeError(f"tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
+    stages = mcore_fmt.stages(spec, pp, num_layer_list)
+    vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
+    out_dtype = dtype or source.dtype()
+    args = mcore_fmt.make_args(spec, tp, pp, num_layer_list, divisible_by, out_dtype)
+
+    def tensor(rule, layer: int | None, t_rank: int) -> torch.Tensor:
+        full = pack(rule, [source.get(p, layer) for p in rule.parts], spec, tp)
+        if rule.shard is Shard.VOCAB:
+            full = pad_vocab(full, vocab)
+        return split(full.to(out_dtype), rule.shard, tp)[t_rank].clone()
+
+    for s, layers in enumerate(stages):
+        first, last = s == 0, s == pp - 1
+        for t in range(tp):
+            state: dict[str, torch.Tensor] = {}
+            for rule in MCORE.rules(spec):
+                if rule.per_layer:
+                    for j, g in enumerate(layers):
+                        state[rule.format(j)] = tensor(rule, g, t)
+                        bar.update(1)
+                elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
+                    state[rule.name] = tensor(rule, None, t)
+                    bar.update(1)
+            if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
+                state["output_layer.weight"] = tensor(MCORE.rule_for_part("embed", spec), None, t)
+            mcore_fmt.write_rank(out, t, s, pp, state, args)
+    mcore_fmt.write_latest(out)
+
+
+def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, *, tp: int = 1, pp: int = 1,
+            num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
+            dtype: str | None = None, spec: ModelSpec | None = None, force: bool = False,
+            max_shard_bytes: int = 2 << 30, progress: bool = True) -> Path:
+    """Convert a checkpoint; ``dst`` appears only when the conversion has succeeded."""
+    for f in (src_format, dst_format):
+        if f not in FORMATS:
+            raise TunebridgeError(f"unknown format {f!r} (known: {', '.join(FORMATS)})")
+    if dtype is not None and dtype not in DTYPES:
+        raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
+    source = open_source(src, src_format, spec)
+    spec = source.spec
+    if dst_format == "mcore":
+        if spec.num_kv_heads % tp:
+            raise TunebridgeError(f"--tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
+        mcore_fmt.stages(spec, pp, num_layer_list)
+    n_tensors = sum(1 for _ in spec.tensors())
+    total = n_tensors * tp if dst_format == "mcore" else n_tensors
+    with atomic_dir(dst, force=force) as tmp, \
+            tqdm(total=total, desc=f"{src_format} -> {dst_format}", unit="tensor", disable=not progress) as bar:
+        if dst_format == "mcore":
+            write_mcore(tmp, source, tp, pp, num_layer_list, make_vocab_size_divisible_by,
+                        DTYPES.get(dtype) if dtype else None, bar)
+        else:
+            write_flat(tmp, dst_format, source, DTYPES.get(dtype) if dtype else None, bar, max_shard_bytes)
+    return Path(dst)

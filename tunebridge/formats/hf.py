@@ -1,0 +1,116 @@
+"""HF model directories: config.json + model.safetensors (or shards + index), or pytorch_model*.bin."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from safetensors import safe_open
+
+from ..errors import TunebridgeError
+from ..models import ModelSpec
+from .safetensors_stream import SafetensorsWriter
+
+INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+
+
+class HFReader:
+    """Tensors of an HF model directory by name, loaded lazily (safetensors are memory-mapped)."""
+
+    def __init__(self, path: str | Path, spec: ModelSpec | None = None):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise TunebridgeError(f"{self.path}: not an HF model directory")
+        self.spec = spec or ModelSpec.from_hf_config(self.path)
+        self._open: dict[Path, object] = {}
+        self._files: dict[str, Path] = self._weight_map()
+
+    def _weight_map(self) -> dict[str, Path]:
+        for index_name in (INDEX, BIN_INDEX):
+            index = self.path / index_name
+            if index.exists():
+                try:
+                    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise TunebridgeError(f"{index}: not a valid index ({e})") from None
+                return {k: self.path / v for k, v in weight_map.items()}
+        single = self.path / "model.safetensors"
+        if single.exists():
+            return {k: single for k in self._safetensors_keys(single)}
+        bins = sorted(self.path.glob("pytorch_model*.bin"))
+        if len(bins) == 1:
+            return {k: bins[0] for k in self._bin(bins[0])}
+        raise TunebridgeError(f"{self.path}: no model.safetensors, {INDEX}, pytorch_model.bin or {BIN_INDEX}")
+
+    def _safetensors_keys(self, f: Path) -> list[str]:
+        return list(self._handle(f).keys())
+
+    def _bin(self, f: Path) -> dict[str, torch.Tensor]:
+        try:
+            return torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+            raise TunebridgeError(f"{f}: cannot read as a weights-only torch file ({type(e).__name__}: {e})") from None
+
+    def _handle(self, f: Path):
+        if f not in self._open:
+            if not f.exists():
+                raise TunebridgeError(f"{f}: listed in the index but missing")
+            if f.suffix == ".bin":
+                self._open[f] = self._bin(f)
+            else:
+                try:
+                    self._open[f] = safe_open(str(f), framework="pt")
+                except Exception as e:  # noqa: BLE001
+                    raise TunebridgeError(f"{f}: corrupt or truncated safetensors file ({e})") from None
+        return self._open[f]
+
+    def names(self) -> list[str]:
+        return list(self._files)
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self._files:
+            raise TunebridgeError(f"{self.path}: tensor {name} is missing")
+        handle = self._handle(self._files[name])
+        try:
+            return handle[name] if isinstance(handle, dict) else handle.get_tensor(name)
+        except Exception as e:  # noqa: BLE001
+            raise TunebridgeError(f"{self._files[name]}: cannot read {name} ({e})") from None
+
+
+def shard_plan(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shard_bytes: int) -> list[list]:
+    """Split entries (in order) into shards of at most ``max_shard_bytes`` (a bigger tensor gets its own)."""
+    shards: list[list] = [[]]
+    size = 0
+    for e in entries:
+        n = e[1].itemsize * int(torch.Size(e[2]).numel())
+        if shards[-1] and size + n > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(e)
+        size += n
+    return shards
+
+
+def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+             tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int = 2 << 30) -> list[Path]:
+    """Write config.json and the weights, streaming ``tensors`` (in ``entries`` order) into shards."""
+    (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
+    plan = shard_plan(entries, max_shard_bytes)
+    names = (["model.safetensors"] if len(plan) == 1 else
+             [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
+    it: Iterator = iter(tensors)
+    weight_map, total = {}, 0
+    for fname, shard in zip(names, plan):
+        writer = SafetensorsWriter(out / fname, shard, metadata={"format": "pt"})
+        for name, _, _ in shard:
+            got_name, t = next(it)
+            writer.write(got_name, t)
+            weight_map[name] = fname
+            total += t.numel() * t.element_size()
+        writer.close()
+    if len(plan) > 1:
+        (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+                                 + "\n", encoding="utf-8")
+    return [out / n for n in names]

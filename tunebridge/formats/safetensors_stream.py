@@ -1,0 +1,53 @@
+"""A safetensors file written one tensor at a time: the header is computed up front from shapes and dtypes."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import TunebridgeError
+
+ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+            torch.bool: "BOOL"}
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """Raw little-endian bytes of a tensor (bf16 included), without copying a contiguous CPU tensor."""
+    t = t.detach().contiguous().cpu()
+    return memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+class SafetensorsWriter:
+    """Write ``entries`` [(name, dtype, shape)] in that order; call :meth:`write` for each, then :meth:`close`."""
+
+    def __init__(self, path: str | Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = None):
+        header: dict = {"__metadata__": metadata} if metadata else {}
+        offset = 0
+        self._expected = []
+        for name, dtype, shape in entries:
+            n = dtype.itemsize * int(torch.Size(shape).numel())
+            header[name] = {"dtype": ST_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + n]}
+            self._expected.append((name, dtype, tuple(shape), n))
+            offset += n
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._f = open(path, "wb")
+        self._f.write(len(raw).to_bytes(8, "little") + raw)
+        self._next = 0
+        self.path = Path(path)
+
+    def write(self, name: str, t: torch.Tensor) -> None:
+        exp_name, dtype, shape, n = self._expected[self._next]
+        if name != exp_name or t.dtype != dtype or tuple(t.shape) != shape:
+            raise TunebridgeError(f"{self.path}: expected {exp_name} {dtype} {list(shape)}, got {name} {t.dtype} "
+                                  f"{list(t.shape)}")
+        self._f.write(tensor_bytes(t))
+        self._next += 1
+
+    def close(self) -> None:
+        self._f.close()
+        if self._next != len(self._expected):
+            raise TunebridgeError(f"{self.path}: only {self._next} of {len(self._expected)} tensors written")
