@@ -20,6 +20,8 @@ from .errors import TunebridgeError
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.hf import HFReader, write_hf
+from .formats.safetensors_stream import tensor_bytes
+from .formats.torchzip import lazy_load
 from .layout import merge, pack, pad_vocab, padded_vocab_size, split, unpack
 from .models import ModelSpec
 
@@ -60,7 +62,7 @@ class McoreSource(Source):
 
     def __init__(self, root: str | Path, spec: ModelSpec | None = None, num_layer_list: list[int] | None = None):
         self.layout = mcore_fmt.McoreLayout(root)
-        first = mcore_fmt.load_rank_file(self.layout.file(0, 0))
+        first = lazy_load(self.layout.file(0, 0))
         args = first.get("args")
         if spec is None:
             if args is None:
@@ -75,10 +77,16 @@ class McoreSource(Source):
 
     def _states(self, stage: int) -> list[dict]:
         if self._stage_states is None or self._stage_states[0] != stage:
-            self._stage_states = (stage, [mcore_fmt.load_rank_file(self.layout.file(t, stage))["model"]
-                                          for t in range(self.layout.tp)])
+            self._stage_states = (stage, [self._model(t, stage) for t in range(self.layout.tp)])
             self._unpacked.clear()
         return self._stage_states[1]
+
+    def _model(self, tp_rank: int, stage: int) -> dict:
+        path = self.layout.file(tp_rank, stage)
+        saved = lazy_load(path)
+        if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+            raise TunebridgeError(f"{path}: no 'model' state dict")
+        return saved["model"]
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         rule = MCORE.rule_for_part(part, self.spec)
@@ -96,10 +104,11 @@ class McoreSource(Source):
             missing = [t for t, st in enumerate(states) if key not in st]
             if missing:
                 raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
-            full = merge([st[key] for st in states], rule.shard)
+            full = merge([st[key].load() for st in states], rule.shard)
             if rule.shard is Shard.VOCAB:
                 full = full[:self.spec.vocab_size]
-            self._unpacked[name] = unpack(rule, full, self.spec, self.layout.tp)
+            # canonical tensors are asked for in order (q, k, v together): keep only the fused tensor in use
+            self._unpacked = {name: unpack(rule, full, self.spec, self.layout.tp)}
         t = self._unpacked[name][rule.parts.index(part)]
         if tuple(t.shape) != self.spec.shape(part):
             raise TunebridgeError(f"{self.layout.root}: {name} gives {part} of shape {list(t.shape)}, "
@@ -164,8 +173,7 @@ def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, b
     with open(out / MF_CKPT, "wb") as f:
         writer = msckpt.CkptWriter(f)
         for name, t in _counted(_flat_tensors(source, dialect, dtype), bar):
-            writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."),
-                         t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
     msckpt.finish_readonly(out / MF_CKPT)
 
 

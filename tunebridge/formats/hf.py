@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import torch
-from safetensors import safe_open
-
 from ..errors import TunebridgeError
 from ..models import ModelSpec
-from .safetensors_stream import SafetensorsWriter
+from .safetensors_stream import SafetensorsReader, SafetensorsWriter
 
 INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -60,10 +58,7 @@ class HFReader:
             if f.suffix == ".bin":
                 self._open[f] = self._bin(f)
             else:
-                try:
-                    self._open[f] = safe_open(str(f), framework="pt")
-                except Exception as e:  # noqa: BLE001
-                    raise TunebridgeError(f"{f}: corrupt or truncated safetensors file ({e})") from None
+                self._open[f] = SafetensorsReader(f)
         return self._open[f]
 
     def names(self) -> list[str]:

@@ -8,9 +8,12 @@ import torch
 
 from ..errors import TunebridgeError
 
-ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
             torch.bool: "BOOL"}
+
+
+DTYPE_OF = {v: k for k, v in ST_DTYPE.items()}
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
@@ -51,3 +54,42 @@ class SafetensorsWriter:
         self._f.close()
         if self._next != len(self._expected):
             raise TunebridgeError(f"{self.path}: only {self._next} of {len(self._expected)} tensors written")
+
+
+class SafetensorsReader:
+    """Tensors of a safetensors file read with positioned reads (no memory map), so a streaming
+    conversion's resident memory holds only the tensors in flight."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if n <= 0 or 8 + n > size:
+                raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file (bad header)")
+            try:
+                header = json.loads(f.read(n))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise TunebridgeError(f"{self.path}: corrupt safetensors header") from None
+        header.pop("__metadata__", None)
+        self._start = 8 + n
+        self._entries = header
+        end = max((e["data_offsets"][1] for e in header.values()), default=0)
+        if self._start + end > size:
+            raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
+                                  f"describes {self._start + end})")
+
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def get_tensor(self, name: str) -> torch.Tensor:
+        e = self._entries[name]
+        begin, end = e["data_offsets"]
+        with open(self.path, "rb") as f:
+            f.seek(self._start + begin)
+            data = bytearray(f.read(end - begin))
+        dtype = DTYPE_OF[e["dtype"]]
+        if not data:
+            return torch.empty(e["shape"], dtype=dtype)
+        return torch.frombuffer(data, dtype=dtype).reshape(e["shape"])

@@ -1,0 +1,113 @@
+"""Conversion speed and memory on a synthetic Llama-shaped bf16 checkpoint (not a test).
+
+    .venv/bin/python benchmarks/convert.py [--sizes 1,2] [--keep]
+
+For each model size (GB) it writes a synthetic HF checkpoint, then times in separate processes
+HF -> mcore (tp 2, pp 2), mcore -> HF, and HF -> MindFormers, next to `cp -r` of the same bytes, and
+prints wall time, the ratio to the copy and each conversion's peak RSS. Both sizes share the layer
+shape, so a streaming converter's peak RSS should follow the layer (and the mcore rank file), not the model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tunebridge.dialects import HF  # noqa: E402
+from tunebridge.formats.hf import write_hf  # noqa: E402
+from tunebridge.models import ModelSpec  # noqa: E402
+
+LAYER = dict(hidden_size=2048, num_heads=16, num_kv_heads=4, ffn_hidden_size=5632, vocab_size=32000)
+
+
+def synthetic_spec(gb: float) -> ModelSpec:
+    base = ModelSpec("bench", "llama", num_layers=1, **LAYER)
+    per_layer = base.layer_params() * 2
+    fixed = (base.total_params() - base.layer_params()) * 2
+    layers = max(2, round((gb * 2**30 - fixed) / per_layer))
+    layers += layers % 2  # pp 2
+    return base.with_(num_layers=layers, name=f"bench-{layers}l")
+
+
+def write_synthetic(path: Path, spec: ModelSpec) -> None:
+    path.mkdir(parents=True)
+    entries = [(HF.rule_for_part(p, spec).format(i), torch.bfloat16, spec.shape(p)) for p, i in spec.tensors()]
+    gen = torch.Generator().manual_seed(0)
+
+    def tensors():
+        for (name, _, shape) in entries:
+            yield name, (torch.randn(shape, generator=gen) * 0.02).to(torch.bfloat16)
+    write_hf(path, spec, entries, tensors(), max_shard_bytes=1 << 30)
+
+
+CHILD = """
+import resource, sys, time
+from tunebridge.convert import convert
+a = dict(tp={tp}, pp={pp}) if {mcore} else {{}}
+t = time.perf_counter()
+convert({src!r}, {dst!r}, {sf!r}, {df!r}, progress=False, **a)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def timed_convert(src: Path, dst: Path, sf: str, df: str, tp: int = 2, pp: int = 2) -> tuple[float, int]:
+    code = CHILD.format(src=str(src), dst=str(dst), sf=sf, df=df, tp=tp, pp=pp, mcore=df == "mcore")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    seconds, rss = out.stdout.split()[-2:]
+    return float(seconds), int(rss)
+
+
+def dir_bytes(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1,2", help="model sizes in GB")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    work = ROOT / "benchmarks" / "out" / "convert"
+    shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    try:
+        for gb in (float(s) for s in args.sizes.split(",")):
+            spec = synthetic_spec(gb)
+            d = work / f"{gb:g}gb"
+            write_synthetic(d / "hf", spec)
+            size = dir_bytes(d / "hf")
+            t = time.perf_counter()
+            subprocess.run(["cp", "-r", str(d / "hf"), str(d / "copy")], check=True)
+            cp = time.perf_counter() - t
+            largest_layer = spec.layer_params() * 2
+            for label, src, dst, sf, df in [("hf -> mcore tp2 pp2", d / "hf", d / "mc", "hf", "mcore"),
+                                            ("mcore tp2 pp2 -> hf", d / "mc", d / "back", "mcore", "hf"),
+                                            ("hf -> mindformers", d / "hf", d / "mf", "hf", "mindformers")]:
+                seconds, rss = timed_convert(src, dst, sf, df)
+                rows.append({"model_gb": round(size / 2**30, 2), "layers": spec.num_layers, "conversion": label,
+                             "seconds": round(seconds, 2), "cp_seconds": round(cp, 2),
+                             "ratio_to_cp": round(seconds / cp, 2), "peak_rss_gb": round(rss / 2**30, 3),
+                             "layer_gb": round(largest_layer / 2**30, 3)})
+                print(json.dumps(rows[-1]), flush=True)
+            if not args.keep:
+                shutil.rmtree(d)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print("\n| model | conversion | time | cp | ratio | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model_gb']} GB ({r['layers']} layers) | {r['conversion']} | {r['seconds']} s | "
+              f"{r['cp_seconds']} s | {r['ratio_to_cp']}x | {r['peak_rss_gb']} GB |")
+
+
+if __name__ == "__main__":
+    main()
