@@ -217,17 +217,15 @@ def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: lis
     mcore_fmt.write_latest(out)
 
 
-def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, *, tp: int = 1, pp: int = 1,
-            num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
-            dtype: str | None = None, spec: ModelSpec | None = None, force: bool = False,
-            max_shard_bytes: int = 2 << 30, progress: bool = True) -> Path:
-    """Convert a checkpoint; ``dst`` appears only when the conversion has succeeded."""
-    for f in (src_format, dst_format):
-        if f not in FORMATS:
-            raise TunebridgeError(f"unknown format {f!r} (known: {', '.join(FORMATS)})")
+def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 1, pp: int = 1,
+                 num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
+                 dtype: str | None = None, force: bool = False, max_shard_bytes: int = 2 << 30,
+                 progress: bool = True, label: str = "") -> Path:
+    """Write canonical tensors from ``source`` as ``dst_format``; ``dst`` appears only on success."""
+    if dst_format not in FORMATS:
+        raise TunebridgeError(f"unknown format {dst_format!r} (known: {', '.join(FORMATS)})")
     if dtype is not None and dtype not in DTYPES:
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-    source = open_source(src, src_format, spec)
     spec = source.spec
     if dst_format == "mcore":
         if spec.num_kv_heads % tp:
@@ -236,10 +234,19 @@ def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, 
     n_tensors = sum(1 for _ in spec.tensors())
     total = n_tensors * tp if dst_format == "mcore" else n_tensors
     with atomic_dir(dst, force=force) as tmp, \
-            tqdm(total=total, desc=f"{src_format} -> {dst_format}", unit="tensor", disable=not progress) as bar:
+            tqdm(total=total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
         if dst_format == "mcore":
             write_mcore(tmp, source, tp, pp, num_layer_list, make_vocab_size_divisible_by,
                         DTYPES.get(dtype) if dtype else None, bar)
         else:
             write_flat(tmp, dst_format, source, DTYPES.get(dtype) if dtype else None, bar, max_shard_bytes)
     return Path(dst)
+
+
+def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, *,
+            spec: ModelSpec | None = None, **options) -> Path:
+    """Convert a checkpoint (options as :func:`write_source`); ``dst`` appears only on success."""
+    if src_format not in FORMATS:
+        raise TunebridgeError(f"unknown format {src_format!r} (known: {', '.join(FORMATS)})")
+    source = open_source(src, src_format, spec)
+    return write_source(source, dst, dst_format, label=f"{src_format} -> {dst_format}", **options)

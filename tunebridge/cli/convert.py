@@ -1,4 +1,4 @@
-"""``tunebridge convert`` and ``tunebridge verify``: checkpoints across HF, Megatron-mcore and MindFormers."""
+"""``tunebridge convert``, ``convert-adapter``, ``merge-lora`` and ``verify``: weights across HF, mcore and MindFormers."""
 from __future__ import annotations
 
 import json
@@ -6,8 +6,10 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from ..adapters import ADAPTER_FORMATS, convert_adapter, detect_adapter_format
 from ..convert import DTYPES, FORMATS, convert, open_source
 from ..errors import TunebridgeError
+from ..merge import merge_lora
 from ..models import ModelSpec, get_model
 from ..verify import detect_format, verify
 
@@ -53,6 +55,26 @@ def register(sub) -> None:
     _model_flags(p)
     p.set_defaults(func=run_convert)
 
+    a = sub.add_parser("convert-adapter", help="convert a LoRA adapter between peft, mindformers and mcore (fused)")
+    a.add_argument("src")
+    a.add_argument("dst")
+    a.add_argument("--from", dest="src_format", choices=ADAPTER_FORMATS, help="default: detected")
+    a.add_argument("--to", dest="dst_format", choices=ADAPTER_FORMATS, required=True)
+    a.add_argument("--tp", type=int, default=1, help="mcore target: tensor-parallel size")
+    a.add_argument("--pp", type=int, default=1, help="mcore target: pipeline-parallel size")
+    a.add_argument("--num-layer-list", help="mcore target: layers per pipeline stage")
+    a.add_argument("--force", action="store_true")
+    _model_flags(a)
+    a.set_defaults(func=run_convert_adapter)
+
+    m = sub.add_parser("merge-lora", help="merge a LoRA adapter into base weights (scale alpha / rank)")
+    m.add_argument("base")
+    m.add_argument("adapter")
+    m.add_argument("dst")
+    m.add_argument("--force", action="store_true")
+    _model_flags(m)
+    m.set_defaults(func=run_merge)
+
     v = sub.add_parser("verify", help="compare logits of checkpoints through their own frameworks")
     v.add_argument("checkpoints", nargs="+", metavar="CKPT[:FORMAT]", help="two or more checkpoints")
     v.add_argument("--seq-len", type=int, default=16)
@@ -68,6 +90,23 @@ def run_convert(args) -> int:
                   make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, dtype=args.dtype,
                   spec=_spec(args), force=args.force, max_shard_bytes=args.max_shard_size)
     print(f"wrote {out} ({src_format} -> {args.dst_format})")
+    return 0
+
+
+def run_convert_adapter(args) -> int:
+    spec = _spec(args)
+    if spec is None:
+        raise TunebridgeError("an adapter carries no model description: pass --model or --hf-config")
+    src_format = args.src_format or detect_adapter_format(args.src)
+    out = convert_adapter(args.src, args.dst, src_format, args.dst_format, spec, tp=args.tp, pp=args.pp,
+                          num_layer_list=_layer_list(args.num_layer_list), force=args.force)
+    print(f"wrote {out} ({src_format} -> {args.dst_format})")
+    return 0
+
+
+def run_merge(args) -> int:
+    out = merge_lora(args.base, args.adapter, args.dst, spec=_spec(args), force=args.force)
+    print(f"wrote {out}")
     return 0
 
 

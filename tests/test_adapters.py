@@ -1,0 +1,179 @@
+"""LoRA adapters across PEFT, MindFormers and fused mcore; merging with the right scale."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from tunebridge.adapters import PEFT_WEIGHTS, Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.cli import main
+from tunebridge.convert import convert
+from tunebridge.dialects import HF as HF_DIALECT
+from tunebridge.errors import TunebridgeError
+from tunebridge.formats import mcore as mcore_fmt
+from tunebridge.formats.hf import HFReader
+from tunebridge.formats.safetensors_stream import SafetensorsReader
+from tunebridge.megatron.weights import mcore_shards
+from tunebridge.merge import merge_lora
+from tunebridge.models import get_model
+
+from .test_convert import make_hf, same_tensors
+
+SPEC = get_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return make_hf(tmp_path_factory.mktemp("base") / "hf", "tiny-llama")
+
+
+def peft_adapter(base: Path, out: Path, targets: list[str], seed: int = 1) -> Path:
+    """A real PEFT adapter with non-zero B, saved with save_pretrained."""
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, lora_alpha=8,
+                                                                               target_modules=targets))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn_like(p))
+    model.save_pretrained(out)
+    return out
+
+
+def same_adapter_files(a: Path, b: Path) -> bool:
+    ra, rb = SafetensorsReader(a / PEFT_WEIGHTS), SafetensorsReader(b / PEFT_WEIGHTS)
+    return sorted(ra.keys()) == sorted(rb.keys()) and all(torch.equal(ra.get_tensor(k), rb.get_tensor(k))
+                                                          for k in ra.keys())
+
+
+def test_peft_mindformers_peft_is_bit_exact(base, tmp_path):
+    src = peft_adapter(base, tmp_path / "peft", ["q_proj", "v_proj", "down_proj"])
+    convert_adapter(src, tmp_path / "mf", "peft", "mindformers", SPEC)
+    cfg = (tmp_path / "mf" / "adapter_config.json").read_text()
+    assert '"target_modules": ".*wq|.*wv|.*w2"' in cfg and '"lora_rank": 4' in cfg
+    convert_adapter(tmp_path / "mf", tmp_path / "back", "mindformers", "peft", SPEC)
+    assert same_adapter_files(src, tmp_path / "back")
+    # the converted adapter loads into PEFT and gives the same logits
+    ids = torch.randint(0, SPEC.vocab_size, (1, 10))
+    hf = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        ref = PeftModel.from_pretrained(hf, src)(ids).logits
+        got = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), tmp_path / "back")(ids).logits
+    assert torch.equal(ref, got)
+
+
+def _fused_example(seed: int = 0) -> dict:
+    """Fused LoRA pairs as MindSpeed-LLM holds them: one A per module, B rows in canonical order."""
+    g = torch.Generator().manual_seed(seed)
+    fused = {}
+    for i in range(SPEC.num_layers):
+        fused[("linear_qkv", i)] = (torch.randn(4, SPEC.hidden_size, generator=g),
+                                    torch.randn(SPEC.q_size + 2 * SPEC.kv_size, 4, generator=g))
+        fused[("linear_fc2", i)] = (torch.randn(4, SPEC.ffn_hidden_size, generator=g),
+                                    torch.randn(SPEC.hidden_size, 4, generator=g))
+    return fused
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 2)])
+def test_mcore_lora_to_peft_is_exact(base, tmp_path, tp, pp):
+    # the mcore side is written by the megatron reference's own sharding code, independently of adapters.py
+    fused = _fused_example()
+    src = HFReader(base)
+    canonical = {(p, i): src.get(HF_DIALECT.rule_for_part(p, SPEC).format(i)) for p, i in SPEC.tensors()}
+    shards = mcore_shards(SPEC, canonical, tp, pp, lora=fused)
+    args = mcore_fmt.make_args(SPEC, tp, pp, None, 1, torch.float32)
+    args.lora_r, args.lora_alpha = 4, 8
+    for (s, t), state in shards.items():
+        mcore_fmt.write_rank(tmp_path / "mc", t, s, pp, state, args)
+    mcore_fmt.write_latest(tmp_path / "mc")
+    adapter = read_mcore(tmp_path / "mc", SPEC)
+    assert adapter.rank == 4 and adapter.alpha == 8 and adapter.projections == ["q", "k", "v", "down"]
+    for i in range(SPEC.num_layers):
+        a, b = fused[("linear_qkv", i)]
+        q_b, k_b, v_b = b.split([SPEC.q_size, SPEC.kv_size, SPEC.kv_size])
+        for p, bp in zip("qkv", (q_b, k_b, v_b)):
+            assert torch.equal(adapter.pairs[(p, i)][0], a) and torch.equal(adapter.pairs[(p, i)][1], bp)
+        assert torch.equal(adapter.pairs[("down", i)][0], fused[("linear_fc2", i)][0])
+    # the base weights of that LoRA-wrapped checkpoint (under base_layer) convert back exactly too
+    convert(tmp_path / "mc", tmp_path / "hf", "mcore", "hf", progress=False)
+    assert same_tensors(base, tmp_path / "hf")
+    # and out to PEFT, then back to fused mcore with another layout: identical adapter
+    convert_adapter(tmp_path / "mc", tmp_path / "peft", "mcore", "peft", SPEC)
+    convert_adapter(tmp_path / "peft", tmp_path / "mc2", "peft", "mcore", SPEC, tp=2)
+    again = read_adapter(tmp_path / "mc2", "mcore", SPEC)
+    assert again.pairs.keys() == adapter.pairs.keys()
+    assert all(torch.equal(again.pairs[k][0], adapter.pairs[k][0]) and torch.equal(again.pairs[k][1],
+                                                                                   adapter.pairs[k][1])
+               for k in adapter.pairs)
+
+
+def test_per_projection_to_fused_is_refused_unless_exact(base, tmp_path):
+    src = peft_adapter(base, tmp_path / "qv", ["q_proj", "v_proj"])
+    with pytest.raises(TunebridgeError, match=r"also covers \['k'\]"):
+        convert_adapter(src, tmp_path / "out", "peft", "mcore", SPEC)
+    src = peft_adapter(base, tmp_path / "qkv", ["q_proj", "k_proj", "v_proj"])
+    with pytest.raises(TunebridgeError, match="A matrices differ"):
+        convert_adapter(src, tmp_path / "out", "peft", "mcore", SPEC)
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_equals_base_plus_adapter(base, tmp_path):
+    src = peft_adapter(base, tmp_path / "peft", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                 "down_proj"])
+    merge_lora(base, src, tmp_path / "merged", progress=False)
+    ids = torch.randint(0, SPEC.vocab_size, (2, 12))
+    with torch.no_grad():
+        ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), src)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base)(ids).logits
+    assert (got - ref).abs().max() < 1e-4
+    assert (plain - ref).abs().max() > 1e-2  # the adapter does change the model
+    # scale 1 instead of alpha/r (MindFormers' merge tool default) would not match
+    adapter = read_adapter(src, "peft", SPEC)
+    wrong = Adapter(adapter.rank, adapter.rank, 0.0, adapter.pairs)
+    (tmp_path / "wrong_adapter").mkdir()
+    write_peft(tmp_path / "wrong_adapter", wrong, SPEC)
+    merge_lora(base, tmp_path / "wrong_adapter", tmp_path / "wrong", progress=False)
+    with torch.no_grad():
+        bad = AutoModelForCausalLM.from_pretrained(tmp_path / "wrong")(ids).logits
+    assert (bad - ref).abs().max() > 1e-3
+
+
+def test_merge_keeps_bf16_and_works_on_mindformers(base, tmp_path, capsys):
+    src = peft_adapter(base, tmp_path / "peft", ["q_proj", "v_proj"])
+    convert(base, tmp_path / "bf16", "hf", "hf", dtype="bf16", progress=False)
+    assert main(["merge-lora", str(tmp_path / "bf16"), str(src), str(tmp_path / "m16")]) == 0
+    r = HFReader(tmp_path / "m16")
+    assert all(r.get(n).dtype == torch.bfloat16 for n in r.names())
+    # the same merge on the MindFormers side gives the same bits
+    convert(tmp_path / "bf16", tmp_path / "mf", "hf", "mindformers", progress=False)
+    assert main(["convert-adapter", str(src), str(tmp_path / "mfa"), "--to", "mindformers", "--model",
+                 "tiny-llama"]) == 0
+    assert main(["merge-lora", str(tmp_path / "mf"), str(tmp_path / "mfa"), str(tmp_path / "mfm")]) == 0
+    convert(tmp_path / "mfm", tmp_path / "mfm_hf", "mindformers", "hf", progress=False)
+    assert same_tensors(tmp_path / "m16", tmp_path / "mfm_hf")
+
+
+def test_fused_lora_in_megatron_equals_merged_weights(base, tmp_path):
+    from tunebridge.megatron.forward import mcore_logits
+    fused = _fused_example(seed=3)
+    fused = {k: (a, 0.02 * b) for k, (a, b) in fused.items()}
+    src = HFReader(base)
+    canonical = {(p, i): src.get(HF_DIALECT.rule_for_part(p, SPEC).format(i)) for p, i in SPEC.tensors()}
+    shards = mcore_shards(SPEC, canonical, 2, 1, lora=fused)
+    args = mcore_fmt.make_args(SPEC, 2, 1, None, 1, torch.float32)
+    args.lora_r, args.lora_alpha = 4, 8
+    for (s, t), state in shards.items():
+        mcore_fmt.write_rank(tmp_path / "mc", t, s, 1, state, args)
+    mcore_fmt.write_latest(tmp_path / "mc")
+    ids = torch.randint(0, SPEC.vocab_size, (2, 10))
+    ref = mcore_logits(SPEC, shards, ids, lora_alpha=8)  # megatron-core with the fused LoRA modules, TP 2
+    merge_lora(base, tmp_path / "mc", tmp_path / "merged", progress=False)
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")(ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(base)(ids).logits
+    assert (got - ref).abs().max() < 1e-4
+    assert (plain - ref).abs().max() > 1e-2
