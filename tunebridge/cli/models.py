@@ -14,6 +14,34 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
+    i = sub.add_parser("init-model", help="write a randomly initialised HF model of a catalogue architecture")
+    i.add_argument("arch", help="catalogue name (tiny ones are for tests, labs and demos)")
+    i.add_argument("out", help="output HF model directory")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--force", action="store_true")
+    i.set_defaults(func=run_init)
+
+
+def run_init(args) -> int:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..atomic import atomic_dir
+    from ..errors import TunebridgeError
+    from ..models import get_model
+    try:
+        spec = get_model(args.arch)
+    except KeyError as e:
+        raise TunebridgeError(str(e.args[0])) from None
+    if spec.total_params() > 2_000_000_000:
+        raise TunebridgeError(f"{spec.name} has {spec.total_params():,} parameters: init-model is for small models")
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
+    with atomic_dir(args.out, force=args.force) as tmp:
+        model.save_pretrained(tmp)
+    print(f"wrote {args.out} ({spec.name}, {spec.total_params():,} parameters, seed {args.seed})")
+    return 0
+
 
 def run(args) -> int:
     if args.json:
