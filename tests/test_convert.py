@@ -137,35 +137,37 @@ def test_logits_agree_across_the_three_frameworks(ms_python, models, tmp_path, n
         assert r.max_abs < 2e-5 and r.cosine > 0.99999
 
 
-def test_wrong_qkv_packing_fails_verification(models, tmp_path):
+def tampered_mcore(models, tmp_path: Path, edit) -> Path:
+    """tiny-llama as mcore, with ``edit(state, spec, hf_reader)`` applied to its state dict."""
     spec = get_model("tiny-llama")
     convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
     path = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
     saved = mcore_fmt.load_rank_file(path)
     state = {k: v.clone() for k, v in saved["model"].items()}
-    hf = HFReader(models["tiny-llama"])
-    for i in range(spec.num_layers):  # the classic porting mistake: a naive [Q; K; V] concatenation
-        p = f"model.layers.{i}.self_attn."
-        state[MCORE.rule_for_part("q", spec).format(i)] = torch.cat(
-            [hf.get(p + "q_proj.weight"), hf.get(p + "k_proj.weight"), hf.get(p + "v_proj.weight")])
+    edit(state, spec, HFReader(models["tiny-llama"]))
     path.unlink()
     mcore_fmt.write_rank(tmp_path / "mc", 0, 0, 1, state, saved["args"])
-    (r,) = verify([(models["tiny-llama"], "hf"), (tmp_path / "mc", "mcore")], spec)
+    return tmp_path / "mc"
+
+
+def test_wrong_qkv_packing_fails_verification(models, tmp_path):
+    def naive_qkv(state, spec, hf):  # the classic porting mistake: a plain [Q; K; V] concatenation
+        for i in range(spec.num_layers):
+            p = f"model.layers.{i}.self_attn."
+            state[MCORE.rule_for_part("q", spec).format(i)] = torch.cat(
+                [hf.get(p + "q_proj.weight"), hf.get(p + "k_proj.weight"), hf.get(p + "v_proj.weight")])
+    (r,) = verify([(models["tiny-llama"], "hf"), (tampered_mcore(models, tmp_path, naive_qkv), "mcore")],
+                  get_model("tiny-llama"))
     assert not r.passed and r.max_abs > 1e-2 > MAX_ABS
 
 
 def test_gate_up_swap_fails_verification(models, tmp_path):
-    spec = get_model("tiny-llama")
-    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", progress=False)
-    path = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
-    saved = mcore_fmt.load_rank_file(path)
-    state = {k: v.clone() for k, v in saved["model"].items()}
-    name = MCORE.rule_for_part("gate", spec).format(0)
-    gate, up = state[name].chunk(2)
-    state[name] = torch.cat([up, gate])  # [up; gate] instead of [gate; up]
-    path.unlink()
-    mcore_fmt.write_rank(tmp_path / "mc", 0, 0, 1, state, saved["args"])
-    (r,) = verify([(models["tiny-llama"], "hf"), (tmp_path / "mc", "mcore")], spec)
+    def up_gate(state, spec, hf):  # [up; gate] instead of [gate; up]
+        name = MCORE.rule_for_part("gate", spec).format(0)
+        gate, up = state[name].chunk(2)
+        state[name] = torch.cat([up, gate])
+    (r,) = verify([(models["tiny-llama"], "hf"), (tampered_mcore(models, tmp_path, up_gate), "mcore")],
+                  get_model("tiny-llama"))
     assert not r.passed
 
 
@@ -278,3 +280,11 @@ def test_bare_ckpt_needs_a_model(models, tmp_path):
     convert(tmp_path / "mf" / "model.ckpt", tmp_path / "ok", "mindformers", "hf", spec=get_model("tiny-llama"),
             progress=False)
     assert same_tensors(models["tiny-llama"], tmp_path / "ok")
+
+
+def test_verify_cli_reports_each_pair(ms_python, models, tmp_path, capsys):
+    assert main(["convert", str(models["tiny-qwen2"]), str(tmp_path / "mf"), "--to", "mindformers"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(models["tiny-qwen2"]), str(tmp_path / "mf"), "--json"]) == 0
+    (pair,) = json.loads(capsys.readouterr().out)
+    assert pair["passed"] and pair["max_abs"] < 1e-4 and "MindFormers" in pair["b"]

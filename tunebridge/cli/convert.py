@@ -39,32 +39,28 @@ def _model_flags(p) -> None:
     p.add_argument("--hf-config", help="HF config.json (or model dir) describing the model")
 
 
-def register(sub) -> None:
-    p = sub.add_parser("convert", help="convert a checkpoint between hf, mcore (MindSpeed-LLM) and mindformers")
+def _conversion_flags(p, formats: tuple[str, ...]) -> None:
     p.add_argument("src")
     p.add_argument("dst")
-    p.add_argument("--from", dest="src_format", choices=FORMATS, help="source format (default: detected)")
-    p.add_argument("--to", dest="dst_format", choices=FORMATS, required=True)
+    p.add_argument("--from", dest="src_format", choices=formats, help="source format (default: detected)")
+    p.add_argument("--to", dest="dst_format", choices=formats, required=True)
     p.add_argument("--tp", type=int, default=1, help="mcore target: tensor-parallel size")
     p.add_argument("--pp", type=int, default=1, help="mcore target: pipeline-parallel size")
     p.add_argument("--num-layer-list", help="mcore target: layers per pipeline stage, e.g. 4,4,3,3")
+    p.add_argument("--force", action="store_true", help="replace an existing DST")
+    _model_flags(p)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("convert", help="convert a checkpoint between hf, mcore (MindSpeed-LLM) and mindformers")
+    _conversion_flags(p, FORMATS)
     p.add_argument("--make-vocab-size-divisible-by", type=int, default=1)
     p.add_argument("--dtype", choices=tuple(DTYPES), help="output dtype (default: keep the source's)")
     p.add_argument("--max-shard-size", type=int, default=2 << 30, help="hf target: bytes per safetensors shard")
-    p.add_argument("--force", action="store_true", help="replace an existing DST")
-    _model_flags(p)
     p.set_defaults(func=run_convert)
 
     a = sub.add_parser("convert-adapter", help="convert a LoRA adapter between peft, mindformers and mcore (fused)")
-    a.add_argument("src")
-    a.add_argument("dst")
-    a.add_argument("--from", dest="src_format", choices=ADAPTER_FORMATS, help="default: detected")
-    a.add_argument("--to", dest="dst_format", choices=ADAPTER_FORMATS, required=True)
-    a.add_argument("--tp", type=int, default=1, help="mcore target: tensor-parallel size")
-    a.add_argument("--pp", type=int, default=1, help="mcore target: pipeline-parallel size")
-    a.add_argument("--num-layer-list", help="mcore target: layers per pipeline stage")
-    a.add_argument("--force", action="store_true")
-    _model_flags(a)
+    _conversion_flags(a, ADAPTER_FORMATS)
     a.set_defaults(func=run_convert_adapter)
 
     m = sub.add_parser("merge-lora", help="merge a LoRA adapter into base weights (scale alpha / rank)")
