@@ -258,18 +258,19 @@ def test_existing_destination_needs_force(models, tmp_path, capsys):
 
 
 def test_interrupted_conversion_leaves_nothing(models, tmp_path, monkeypatch):
+    import tunebridge.convert as convert_module
     calls = {"n": 0}
-    real = mcore_fmt.write_rank
+    real = convert_module.pack
 
-    def dies_on_second_rank(*args, **kwargs):
+    def dies_half_way(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 10:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(mcore_fmt, "write_rank", dies_on_second_rank)
+    monkeypatch.setattr(convert_module, "pack", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         convert(models["tiny-llama"], tmp_path / "out", "hf", "mcore", tp=2, progress=False)
-    assert calls["n"] == 2
+    assert calls["n"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

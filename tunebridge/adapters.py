@@ -116,7 +116,7 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
 
 
 def _ckpt_tensor(path: Path, entry: msckpt.CkptEntry) -> torch.Tensor:
-    return torch.frombuffer(bytearray(msckpt.read_bytes(path, entry)), dtype=getattr(torch, entry.dtype)) \
+    return torch.frombuffer(msckpt.read_bytes(path, entry), dtype=getattr(torch, entry.dtype)) \
         .reshape(entry.dims)
 
 

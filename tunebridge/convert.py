@@ -123,7 +123,7 @@ def _ckpt_fetcher(path: Path) -> Callable[[str], torch.Tensor]:
         if name not in entries:
             raise TunebridgeError(f"{path}: tensor {name} is missing")
         e = entries[name]
-        data = bytearray(msckpt.read_bytes(path, e))
+        data = msckpt.read_bytes(path, e)
         return torch.frombuffer(data, dtype=getattr(torch, e.dtype)).reshape(e.dims)
     return fetch
 
@@ -185,6 +185,8 @@ def _counted(items, bar: tqdm):
 
 def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: list[int] | None,
                 divisible_by: int, dtype: torch.dtype | None, bar: tqdm) -> None:
+    """All TP rank files of a stage in one pass over its layers: each fused tensor is packed once, split,
+    and its shards streamed into the rank files, so memory holds one layer."""
     spec = source.spec
     if spec.num_kv_heads % tp:
         raise TunebridgeError(f"tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
@@ -193,27 +195,29 @@ def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: lis
     out_dtype = dtype or source.dtype()
     args = mcore_fmt.make_args(spec, tp, pp, num_layer_list, divisible_by, out_dtype)
 
-    def tensor(rule, layer: int | None, t_rank: int) -> torch.Tensor:
+    def shards(rule, layer: int | None) -> list[torch.Tensor]:
         full = pack(rule, [source.get(p, layer) for p in rule.parts], spec, tp)
         if rule.shard is Shard.VOCAB:
             full = pad_vocab(full, vocab)
-        return split(full.to(out_dtype), rule.shard, tp)[t_rank].clone()
+        return split(full.to(out_dtype), rule.shard, tp)
 
     for s, layers in enumerate(stages):
         first, last = s == 0, s == pp - 1
-        for t in range(tp):
-            state: dict[str, torch.Tensor] = {}
-            for rule in MCORE.rules(spec):
-                if rule.per_layer:
-                    for j, g in enumerate(layers):
-                        state[rule.format(j)] = tensor(rule, g, t)
-                        bar.update(1)
-                elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
-                    state[rule.name] = tensor(rule, None, t)
-                    bar.update(1)
-            if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
-                state["output_layer.weight"] = tensor(MCORE.rule_for_part("embed", spec), None, t)
-            mcore_fmt.write_rank(out, t, s, pp, state, args)
+        writers = [mcore_fmt.RankFileWriter(out, t, s, pp) for t in range(tp)]
+        items: list[tuple[str, object, int | None]] = []
+        for rule in MCORE.rules(spec):
+            if rule.per_layer:
+                items += [(rule.format(j), rule, g) for j, g in enumerate(layers)]
+            elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
+                items.append((rule.name, rule, None))
+        if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
+            items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
+        for name, rule, layer in sorted(items, key=lambda item: (item[2] is None, item[2] or 0)):
+            for writer, shard in zip(writers, shards(rule, layer)):
+                writer.add(name, shard)
+            bar.update(tp)
+        for writer in writers:
+            writer.finish(args)
     mcore_fmt.write_latest(out)
 
 

@@ -20,6 +20,7 @@ import torch
 from ..errors import TunebridgeError
 from ..layout import padded_vocab_size, stage_layers
 from ..models import ModelSpec
+from .torchzip import TorchZipWriter
 
 CHECKPOINT_VERSION = 3.0
 ITERATION = 1
@@ -114,13 +115,30 @@ class McoreLayout:
         return self.iter_dir / rank_dir(tp_rank, pp_rank, self.pp) / "model_optim_rng.pt"
 
 
+class RankFileWriter:
+    """One rank's ``model_optim_rng.pt``, written tensor by tensor (see :class:`TorchZipWriter`)."""
+
+    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int):
+        self.path = iteration_dir(root) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._zip = TorchZipWriter(self.path)
+        self._model: dict = {}
+
+    def add(self, name: str, t: torch.Tensor) -> None:
+        self._model[name] = self._zip.add(t)
+
+    def finish(self, args: argparse.Namespace) -> Path:
+        self._zip.finish({"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": ITERATION,
+                          "args": args})
+        return self.path
+
+
 def write_rank(root: Path, tp_rank: int, pp_rank: int, pp: int, state: dict[str, torch.Tensor],
                args: argparse.Namespace) -> Path:
-    path = iteration_dir(root) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": state, "checkpoint_version": CHECKPOINT_VERSION, "iteration": ITERATION, "args": args},
-               path)
-    return path
+    writer = RankFileWriter(root, tp_rank, pp_rank, pp)
+    for name, t in state.items():
+        writer.add(name, t)
+    return writer.finish(args)
 
 
 def write_latest(root: Path) -> None:

@@ -177,15 +177,17 @@ def _parse_value(buf, pos: int, end: int, path: Path):
     return name, dims, MS_TYPES[dtype], piece
 
 
-def read_bytes(path: str | Path, entry: CkptEntry) -> bytes:
-    """The raw bytes of one tensor (slices joined)."""
+def read_bytes(path: str | Path, entry: CkptEntry) -> bytearray:
+    """The raw bytes of one tensor (slices joined), read straight into one buffer."""
     expected = ITEMSIZE[entry.dtype] * int(np.prod(entry.dims, dtype=np.int64)) if entry.dims else ITEMSIZE[entry.dtype]
+    data = bytearray(sum(length for _, length in entry.pieces))
+    view = memoryview(data)
     with open(path, "rb") as f:
-        parts = []
+        at = 0
         for offset, length in entry.pieces:
             f.seek(offset)
-            parts.append(f.read(length))
-    data = b"".join(parts)
+            f.readinto(view[at:at + length])
+            at += length
     if len(data) != expected:
         raise TunebridgeError(f"{path}: {entry.name} holds {len(data)} bytes, its shape {list(entry.dims)} of "
                               f"{entry.dtype} needs {expected}")

@@ -86,9 +86,10 @@ class SafetensorsReader:
     def get_tensor(self, name: str) -> torch.Tensor:
         e = self._entries[name]
         begin, end = e["data_offsets"]
+        data = bytearray(end - begin)
         with open(self.path, "rb") as f:
             f.seek(self._start + begin)
-            data = bytearray(f.read(end - begin))
+            f.readinto(data)
         dtype = DTYPE_OF[e["dtype"]]
         if not data:
             return torch.empty(e["shape"], dtype=dtype)

@@ -1,4 +1,4 @@
-"""Lazy, allow-listed reading of ``torch.save`` zip files (MindSpeed-LLM's ``model_optim_rng.pt``).
+"""Lazy, allow-listed reading and streaming writing of ``torch.save`` zip files (``model_optim_rng.pt``).
 
 ``torch.load(mmap=True)`` keeps every page it touches resident until the whole state dict is freed, so
 a streaming converter's memory would grow with the file. Here the pickle is read with a restricted
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +74,11 @@ class Archive:
 
     def record(self, key: str) -> bytearray:
         try:
-            return bytearray(self._zip.read(f"{self.prefix}data/{key}"))
+            info = self._zip.getinfo(f"{self.prefix}data/{key}")
+            data = bytearray(info.file_size)
+            with self._zip.open(info) as f:
+                f.readinto(data)
+            return data
         except (KeyError, zipfile.BadZipFile, OSError, EOFError) as e:
             raise TunebridgeError(f"{self.path}: storage {key} is missing or corrupt ({e})") from None
 
@@ -116,3 +122,63 @@ def lazy_load(path: str | Path) -> dict:
                               f"allowed)") from None
     except (EOFError, zipfile.BadZipFile, ValueError) as e:
         raise TunebridgeError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+
+
+_STORAGE_NAME = {dtype: name for name, dtype in _STORAGE_DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class _StorageRef:
+    key: str
+    dtype: torch.dtype
+    numel: int
+
+
+class _TensorRef:
+    """Pickles as torch.save pickles a tensor whose storage record was already written."""
+
+    def __init__(self, storage: _StorageRef, size: tuple[int, ...], stride: tuple[int, ...]):
+        self.storage, self.size, self.stride = storage, size, stride
+
+    def __reduce__(self):
+        return torch._utils._rebuild_tensor_v2, (self.storage, 0, self.size, self.stride, False,
+                                                 collections.OrderedDict())
+
+
+class _Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, _StorageRef):
+            return "storage", getattr(torch, _STORAGE_NAME[obj.dtype]), obj.key, "cpu", obj.numel
+        return None
+
+
+class TorchZipWriter:
+    """Write a ``torch.save``-compatible file one tensor at a time: storage records go out as they come,
+    the pickle (which only references them) last. ``torch.load`` reads the result as usual."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._writer = torch._C.PyTorchFileWriter(str(self.path), torch.serialization.get_crc32_options(),
+                                                  torch.serialization._get_storage_alignment())
+        self._count = 0
+
+    def add(self, t: torch.Tensor) -> _TensorRef:
+        """Write ``t``'s data now; return what stands for it in the object given to :meth:`finish`."""
+        data = t.detach().contiguous()
+        if data.storage_offset() or data.untyped_storage().nbytes() != data.nbytes:
+            data = data.clone()
+        key = str(self._count)
+        self._count += 1
+        self._writer.write_record(f"data/{key}", data.untyped_storage(), data.nbytes)
+        return _TensorRef(_StorageRef(key, data.dtype, data.numel()), tuple(data.shape), tuple(data.stride()))
+
+    def finish(self, obj) -> None:
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=2).dump(obj)
+        data = buf.getvalue()
+        self._writer.write_record("data.pkl", data, len(data))
+        self._writer.write_record(".format_version", "1", 1)
+        alignment = str(torch.serialization._get_storage_alignment())
+        self._writer.write_record(".storage_alignment", alignment, len(alignment))
+        self._writer.write_record("byteorder", sys.byteorder, len(sys.byteorder))
+        self._writer.write_end_of_file()
