@@ -1,0 +1,1 @@
+"""Data: prompt templates, tokenization with supervised positions, and each stack's on-disk format."""

@@ -1,0 +1,68 @@
+"""Prompt templates, with exactly the strings of MindSpeed-LLM's configs/finetune/templates.json (v2.3.0) and
+MindFormers' vicuna_v1.1 conversation.
+
+A single-turn sample is encoded as MindSpeed-LLM encodes it: the prompt is prefix + system + user turn
+(every token labelled -100), the answer is the response followed by the template's end token (the stop word
+when the template replaces eos, else the tokenizer's eos), all supervised.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import TunebridgeError
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    user: str                      # "{content}" is the user turn
+    system: str = "{content}"      # how a system prompt is written
+    default_system: str = ""
+    bos_prefix: bool = False       # the tokenizer's bos before everything (llama3, llama2)
+    end: str | None = None         # the answer's end token; None: the tokenizer's eos
+    system_in_user: bool = False   # llama2: the system block goes inside the first [INST]
+
+    def prompt(self, query: str, system: str | None = None) -> str:
+        """The prompt text (without the bos token, which is added as an id)."""
+        system = self.default_system if system is None else system
+        if self.system_in_user:
+            content = (self.system.format(content=system) if system else "") + query
+            return self.user.format(content=content)
+        head = self.system.format(content=system) if system else ""
+        return head + self.user.format(content=query)
+
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template("qwen", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+             system="<|im_start|>system\n{content}<|im_end|>\n", default_system="You are a helpful assistant.",
+             end="<|im_end|>"),
+    Template("qwen_lf", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+             system="<|im_start|>system\n{content}<|im_end|>\n",
+             default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", end="<|im_end|>"),
+    Template("chatml", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
+             system="<|im_start|>system\n{content}<|im_end|>\n", end="<|im_end|>"),
+    Template("llama3", user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+                            "<|start_header_id|>assistant<|end_header_id|>\n\n",
+             system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>", bos_prefix=True,
+             end="<|eot_id|>"),
+    Template("llama2", user="[INST] {content} [/INST]", system="<<SYS>>\n{content}\n<</SYS>>\n\n", bos_prefix=True,
+             system_in_user=True),
+    Template("alpaca", user="### Instruction:\n{content}\n\n### Response:\n",
+             default_system="Below is an instruction that describes a task. Write a response that appropriately "
+                            "completes the request.\n\n"),
+    # MindFormers' conversation template for its Alpaca converter (llama_preprocess.py, vicuna_v1.1)
+    Template("vicuna_v1.1", user="USER: {content} ASSISTANT:",
+             system="{content} ", default_system="A chat between a curious user and an artificial intelligence "
+             "assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."),
+    Template("none", user="{content}"),
+)}
+
+
+def get_template(name: str) -> Template:
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        import difflib
+        close = difflib.get_close_matches(name, TEMPLATES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TunebridgeError(f"unknown template {name!r}{hint} (known: {', '.join(TEMPLATES)})") from None
