@@ -17,6 +17,9 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from .accounting import BACKENDS, ParamReport, count, native_name
+from .data.spec import DataSpec
+from .data.templates import TEMPLATES
+from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError
 from .models import CATALOGUE, PROJECTIONS, ModelSpec
@@ -93,7 +96,7 @@ class Recipe(_Strict):
     finetune: Finetune
     train: Train = Field(default_factory=Train)
     parallel: Parallel = Field(default_factory=Parallel)
-    data: dict[str, Any] | None = None
+    data: DataSpec | None = None
     evaluate: list[dict[str, Any]] | None = None
 
     _source: Path | None = PrivateAttr(default=None)
@@ -277,6 +280,28 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
                     f"{t.micro_batch_size} x {p.dp}", ""))
     if not any(path[0] == "model" for path, _, _ in out):
         out += _layout_problems(r.spec, p)
+    if r.data is not None:
+        out += _data_problems(r.data, source)
+    return out
+
+
+def _data_problems(d: DataSpec, source: Path | None) -> list[Problem]:
+    out: list[Problem] = []
+    if d.template is not None and d.template not in TEMPLATES:
+        out.append((("data", "template"), f"unknown template {d.template!r}", _did_you_mean(d.template, TEMPLATES)))
+    if d.train is not None and not _resolve(source, d.train.path).is_file():
+        out.append((("data", "train", "path"), f"{_resolve(source, d.train.path)}: no such file", ""))
+    if d.tokenizer is not None and not _resolve(source, d.tokenizer).is_dir():
+        out.append((("data", "tokenizer"), f"{_resolve(source, d.tokenizer)}: no such tokenizer directory", ""))
+    for i, step in enumerate(d.transforms):
+        if len(step) != 1:
+            out.append((("data", "transforms", i), "each transform is a one-key mapping like {prefix: {text: ...}}", ""))
+            continue
+        (name,) = step
+        if name not in TRANSFORMS:
+            out.append((("data", "transforms", i, name), f"unknown transform {name!r}", _did_you_mean(name, TRANSFORMS)))
+    if not 0 <= d.validation_split < 1:
+        out.append((("data", "validation_split"), "must be in [0, 1)", ""))
     return out
 
 

@@ -16,10 +16,8 @@ RENDER_BACKENDS = ("mindformers", "mindspeed-llm")
 
 def default_prompt_type(recipe) -> str:
     """The prompt template a recipe trains with: data.template if set, else the model family's chat template."""
-    data = recipe.data or {}
-    template = data.get("template") if isinstance(data, dict) else getattr(data, "template", None)
-    if template:
-        return template
+    if recipe.data is not None and recipe.data.template:
+        return recipe.data.template
     spec = recipe.spec
     if spec.family == "qwen2":
         return "qwen"

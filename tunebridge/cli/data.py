@@ -1,0 +1,86 @@
+"""``tunebridge data``: prepare a recipe's data for each backend, or convert one file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..accounting import BACKENDS
+from ..atomic import atomic_dir
+from ..data.encode import load_tokenizer
+from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize, write
+from ..data.readers import RECORD_FORMATS, read_records
+from ..data.templates import TEMPLATES, get_template
+from ..errors import TunebridgeError
+from ..recipe import load_recipe
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="prepare or convert instruction data for each stack")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    pr = dsub.add_parser("prepare", help="a recipe's data.train for one or all backends")
+    pr.add_argument("recipe")
+    pr.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--workers", type=int, default=1, help="tokenizer processes (output is identical for any N)")
+    pr.add_argument("--force", action="store_true")
+    pr.set_defaults(func=run_prepare)
+
+    cv = dsub.add_parser("convert", help="one data file to megatron / mindrecord / jsonl")
+    cv.add_argument("input")
+    cv.add_argument("out", help="output directory")
+    cv.add_argument("--reader", choices=RECORD_FORMATS, default="alpaca")
+    cv.add_argument("--map-keys", help='JSON, e.g. {"prompt": "zh_instruction", "query": "zh_input", '
+                                       '"response": "zh_output"}')
+    cv.add_argument("--template", choices=tuple(TEMPLATES), required=True)
+    cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
+    cv.add_argument("--seq-length", type=int, required=True)
+    cv.add_argument("--to", choices=tuple(sorted(set(OUTPUTS.values()))), required=True)
+    cv.add_argument("--workers", type=int, default=1)
+    cv.add_argument("--force", action="store_true")
+    cv.set_defaults(func=run_convert)
+
+
+def run_prepare(args) -> int:
+    recipe = load_recipe(args.recipe)
+    backends = list(BACKENDS) if args.backend == "all" else [args.backend]
+    report = prepare(recipe, backends, args.out, force=args.force, workers=args.workers)
+    _summary(report)
+    print(f"wrote {args.out} (summary.json lists every file)")
+    return 0
+
+
+def run_convert(args) -> int:
+    try:
+        map_keys = json.loads(args.map_keys) if args.map_keys else None
+    except json.JSONDecodeError as e:
+        raise TunebridgeError(f"--map-keys: not JSON ({e.msg})") from None
+    records = list(read_records(args.input, args.reader, map_keys))
+    if not records:
+        raise TunebridgeError(f"{args.input}: no records")
+    samples = tokenize(records, args.tokenizer, get_template(args.template), workers=args.workers)
+    tok = load_tokenizer(args.tokenizer)
+    report = PrepareReport(read=len(records), train=len(records))
+    with atomic_dir(args.out, force=args.force) as tmp:
+        counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,
+                              tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long
+    _summary(report)
+    for f in files:
+        print(f"wrote {Path(args.out) / f.name}")
+    return 0
+
+
+def _summary(r: PrepareReport) -> None:
+    t = Table(title="data")
+    for col in ("step", "kept", "changed", "dropped"):
+        t.add_column(col, justify="left" if col == "step" else "right")
+    t.add_row("read", str(r.read), "", "")
+    for s in r.transforms:
+        t.add_row(s.name, str(s.kept), str(s.changed), str(s.dropped))
+    t.add_row("train / validation", f"{r.train} / {r.validation}", "", "")
+    for k, n in r.written.items():
+        t.add_row(f"written {k}", str(n), "", f"{r.too_long[k]} at or over seq_length")
+    Console(width=120).print(t)

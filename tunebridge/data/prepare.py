@@ -1,0 +1,117 @@
+"""From records to each backend's training files: transforms, template, tokenizer, writer, with counts."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from ..atomic import atomic_dir
+from ..errors import TunebridgeError
+from .encode import Sample, alpaca_query, encode, load_tokenizer
+from .readers import Record, read_records
+from .templates import Template, get_template
+from .transforms import TransformReport, apply, split
+from .writers import write_jsonl, write_megatron, write_mindrecord
+
+OUTPUTS = {"torch": "jsonl", "mindspeed-llm": "megatron", "mindformers": "mindrecord"}
+
+
+@dataclass
+class PrepareReport:
+    read: int = 0
+    transforms: list[TransformReport] = field(default_factory=list)
+    train: int = 0
+    validation: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    too_long: dict[str, int] = field(default_factory=dict)
+    files: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# worker state: each process loads the tokenizer once
+_WORKER: dict = {}
+
+
+def _init_worker(tokenizer: str | None, template: str, system: str | None) -> None:
+    _WORKER.update(tok=load_tokenizer(tokenizer), template=get_template(template), system=system)
+
+
+def _encode_chunk(chunk: list[tuple[str, str, str | None]]) -> list[Sample]:
+    tok, template = _WORKER["tok"], _WORKER["template"]
+    return [encode(tok, template, q, a, s if s is not None else _WORKER["system"]) for q, a, s in chunk]
+
+
+def tokenize(records: list[Record], tokenizer: str | None, template: Template, system: str | None = None,
+             workers: int = 1, chunk: int = 512, progress: bool = True) -> list[Sample]:
+    """Samples in record order, whatever the number of worker processes."""
+    items = [(alpaca_query(r.prompt, r.query), r.response, r.system) for r in records]
+    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+    bar = tqdm(total=len(items), desc="tokenize", unit="sample", disable=not progress, leave=False)
+    out: list[Sample] = []
+    if workers <= 1:
+        _init_worker(tokenizer, template.name, system)
+        results: Iterable[list[Sample]] = map(_encode_chunk, chunks)
+        for part in results:
+            out += part
+            bar.update(len(part))
+    else:
+        with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system)) as pool:
+            for part in pool.imap(_encode_chunk, chunks):
+                out += part
+                bar.update(len(part))
+    bar.close()
+    return out
+
+
+def write(kind: str, out: Path, name: str, samples: list[Sample], seq_length: int, pad_id: int) -> tuple:
+    if kind == "jsonl":
+        path = out / f"{name}.jsonl"
+        return write_jsonl(path, samples, seq_length), [path]
+    if kind == "megatron":
+        from .writers import megatron_files
+        return write_megatron(out / name, samples, seq_length), megatron_files(out / name)
+    if kind == "mindrecord":
+        path = out / f"{name}.mindrecord"
+        return write_mindrecord(path, samples, seq_length, pad_id), [path, Path(f"{path}.db")]
+    raise TunebridgeError(f"unknown output {kind!r} (jsonl, megatron, mindrecord)")
+
+
+def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, workers: int = 1,
+            progress: bool = True) -> PrepareReport:
+    """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json."""
+    from ..render import default_prompt_type
+    d = recipe.data
+    if d is None or d.train is None:
+        raise TunebridgeError(f"{recipe.source}: the recipe has no data.train section")
+    base = recipe.source.parent if recipe.source else Path(".")
+    path = base / d.train.path
+    report = PrepareReport()
+    records = list(read_records(path, d.train.format, d.train.map_keys))
+    report.read = len(records)
+    records, report.transforms = apply(records, d.transforms, recipe.train.seed)
+    train, val = split(records, d.validation_split, recipe.train.seed)
+    report.train, report.validation = len(train), len(val)
+    template = get_template(d.template or default_prompt_type(recipe))
+    tokenizer = str(base / d.tokenizer) if d.tokenizer else None
+    tok = load_tokenizer(tokenizer)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress)}
+    if val:
+        sets["validation"] = tokenize(val, tokenizer, template, d.system, workers, progress=progress)
+    with atomic_dir(out, force=force) as tmp:
+        for backend in backends:
+            kind = OUTPUTS[backend]
+            (tmp / backend).mkdir()
+            for name, samples in sets.items():
+                counts, files = write(kind, tmp / backend, name, samples, recipe.train.seq_length, pad)
+                report.written[f"{backend}/{name}"] = counts.written
+                report.too_long[f"{backend}/{name}"] = counts.too_long
+                report.files[f"{backend}/{name}"] = [str(Path(out) / backend / f.name) for f in files]
+        (tmp / "summary.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    return report

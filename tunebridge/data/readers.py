@@ -1,0 +1,181 @@
+"""Read instruction data (JSON array, JSONL, CSV, Parquet) into records, keeping where each came from.
+
+Record formats: ``alpaca`` (instruction/input/output, or any keys through ``map_keys`` as MindSpeed-LLM's
+``--map-keys`` names them: prompt/query/response/system), ``math`` (problem/solution), ``sharegpt``
+(``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}``, MindFormers' converter output) and
+``mc`` (question,A,B,C,D,answer: C-Eval / MMLU / CMMLU rows).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import TunebridgeError
+
+RECORD_FORMATS = ("alpaca", "math", "sharegpt", "mc")
+ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+
+
+@dataclass
+class Record:
+    """One instruction sample: the user turn's parts and the answer, plus the raw fields (for filters)."""
+    prompt: str
+    response: str
+    query: str = ""
+    system: str | None = None
+    fields: dict = field(default_factory=dict)
+    where: str = ""
+
+
+def rows(path: str | Path) -> Iterator[tuple[str, dict]]:
+    """(location, row) pairs; the location is ``file:line`` (or ``file:row N`` for Parquet)."""
+    path = Path(path)
+    if not path.exists():
+        raise TunebridgeError(f"{path}: no such data file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        yield from _jsonl(path)
+    elif suffix == ".json":
+        yield from _json_array(path)
+    elif suffix == ".csv":
+        yield from _csv(path)
+    elif suffix == ".parquet":
+        yield from _parquet(path)
+    else:
+        raise TunebridgeError(f"{path}: unknown data file type {suffix!r} (.json, .jsonl, .csv, .parquet)")
+
+
+def _open_text(path: Path):
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as e:
+        raise TunebridgeError(f"{path}: cannot open ({e})") from None
+
+
+def _decode_guard(path: Path, fn):
+    try:
+        yield from fn()
+    except UnicodeDecodeError as e:
+        raise TunebridgeError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
+    def gen():
+        with _open_text(path) as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TunebridgeError(f"{path}:{n}:{e.colno}: malformed JSON: {e.msg}") from None
+                if not isinstance(row, dict):
+                    raise TunebridgeError(f"{path}:{n}: expected a JSON object, found {type(row).__name__}")
+                yield f"{path}:{n}", row
+    yield from _decode_guard(path, gen)
+
+
+def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
+    def gen():
+        with _open_text(path) as f:
+            text = f.read()
+        decoder = json.JSONDecoder()
+        pos = _skip(text, 0)
+        if pos >= len(text) or text[pos] != "[":
+            raise TunebridgeError(f"{path}:1: expected a JSON array of records (use .jsonl for one per line)")
+        pos = _skip(text, pos + 1)
+        while pos < len(text) and text[pos] != "]":
+            line = text.count("\n", 0, pos) + 1
+            try:
+                row, pos = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as e:
+                raise TunebridgeError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise TunebridgeError(f"{path}:{line}: expected a JSON object, found {type(row).__name__}")
+            yield f"{path}:{line}", row
+            pos = _skip(text, pos)
+            if pos < len(text) and text[pos] == ",":
+                pos = _skip(text, pos + 1)
+            elif pos < len(text) and text[pos] != "]":
+                raise TunebridgeError(f"{path}:{text.count(chr(10), 0, pos) + 1}: expected ',' or ']'")
+        if pos >= len(text):
+            raise TunebridgeError(f"{path}: the JSON array is not closed (truncated file?)")
+    yield from _decode_guard(path, gen)
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def _csv(path: Path) -> Iterator[tuple[str, dict]]:
+    def gen():
+        with _open_text(path) as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames:
+                raise TunebridgeError(f"{path}:1: empty CSV (a header row is needed)")
+            for row in reader:
+                yield f"{path}:{reader.line_num}", dict(row)
+    yield from _decode_guard(path, gen)
+
+
+def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow.parquet as pq
+    n = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for row in batch.to_pylist():
+            n += 1
+            yield f"{path}:row {n}", row
+
+
+def _get(row: dict, key: str, where: str, required: bool = True) -> str:
+    if key not in row or row[key] is None:
+        if not required:
+            return ""
+        raise TunebridgeError(f"{where}: missing key {key!r} (the record has: {', '.join(map(str, row)) or 'nothing'})")
+    value = row[key]
+    if not isinstance(value, (str, int, float)):
+        raise TunebridgeError(f"{where}: {key!r} should be text, found {type(value).__name__}")
+    return str(value)
+
+
+def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None = None) -> Record:
+    if fmt == "alpaca":
+        keys = {**ALPACA_KEYS, **(map_keys or {})}
+        return Record(prompt=_get(row, keys["prompt"], where), query=_get(row, keys["query"], where, False),
+                      response=_get(row, keys["response"], where),
+                      system=_get(row, keys["system"], where, False) or None, fields=row, where=where)
+    if fmt == "math":
+        keys = {"prompt": "problem", "response": "solution", **(map_keys or {})}
+        return Record(prompt=_get(row, keys["prompt"], where), response=_get(row, keys["response"], where),
+                      fields=row, where=where)
+    if fmt == "sharegpt":
+        return _sharegpt(row, where)
+    if fmt == "mc":
+        question = _get(row, "question", where)
+        options = "\n".join(f"{c}. {_get(row, c, where)}" for c in "ABCD")
+        return Record(prompt=f"{question}\n{options}", response=_get(row, "answer", where), fields=row, where=where)
+    raise TunebridgeError(f"unknown record format {fmt!r} (known: {', '.join(RECORD_FORMATS)})")
+
+
+def _sharegpt(row: dict, where: str) -> Record:
+    turns = row.get("conversations")
+    if not isinstance(turns, list):
+        raise TunebridgeError(f"{where}: missing key 'conversations' (the record has: {', '.join(map(str, row))})")
+    system = next((t.get("value") for t in turns if t.get("from") == "system"), None)
+    dialogue = [t for t in turns if t.get("from") != "system"]
+    roles = [t.get("from") for t in dialogue]
+    if roles != ["human", "gpt"]:
+        raise TunebridgeError(f"{where}: expected one human turn then one gpt turn, found {roles} "
+                              f"(multi-turn conversations are not supported yet)")
+    return Record(prompt=str(dialogue[0].get("value", "")), response=str(dialogue[1].get("value", "")),
+                  system=system, fields=row, where=where)
+
+
+def read_records(path: str | Path, fmt: str, map_keys: dict[str, str] | None = None) -> Iterator[Record]:
+    for where, row in rows(path):
+        yield to_record(fmt, row, where, map_keys)
