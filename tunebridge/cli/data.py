@@ -6,11 +6,12 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from tqdm import tqdm
 
 from ..accounting import BACKENDS
 from ..atomic import atomic_dir
 from ..data.encode import load_tokenizer
-from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize, write
+from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize_stream, write
 from ..data.readers import RECORD_FORMATS, read_records
 from ..data.templates import TEMPLATES, get_template
 from ..errors import TunebridgeError
@@ -57,20 +58,32 @@ def run_convert(args) -> int:
         map_keys = json.loads(args.map_keys) if args.map_keys else None
     except json.JSONDecodeError as e:
         raise TunebridgeError(f"--map-keys: not JSON ({e.msg})") from None
-    records = list(read_records(args.input, args.reader, map_keys))
-    if not records:
-        raise TunebridgeError(f"{args.input}: no records")
-    samples = tokenize(records, args.tokenizer, get_template(args.template), workers=args.workers)
+    report = PrepareReport()
+
+    def counted(records):
+        for r in records:
+            report.read += 1
+            yield r
+    bar = tqdm(desc="convert", unit="record")
+    records = counted(bar_iter(read_records(args.input, args.reader, map_keys), bar))
+    samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers)
     tok = load_tokenizer(args.tokenizer)
-    report = PrepareReport(read=len(records), train=len(records))
     with atomic_dir(args.out, force=args.force) as tmp:
         counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,
                               tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    bar.close()
+    report.train = report.read
     report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long
     _summary(report)
     for f in files:
         print(f"wrote {Path(args.out) / f.name}")
     return 0
+
+
+def bar_iter(items, bar):
+    for item in items:
+        bar.update(1)
+        yield item
 
 
 def _summary(r: PrepareReport) -> None:

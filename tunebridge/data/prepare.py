@@ -5,7 +5,8 @@ import json
 import multiprocessing as mp
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from itertools import islice
+from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
@@ -47,29 +48,29 @@ def _encode_chunk(chunk: list[tuple[str, str, str | None]]) -> list[Sample]:
     return [encode(tok, template, q, a, s if s is not None else _WORKER["system"]) for q, a, s in chunk]
 
 
-def tokenize(records: list[Record], tokenizer: str | None, template: Template, system: str | None = None,
-             workers: int = 1, chunk: int = 512, progress: bool = True) -> list[Sample]:
-    """Samples in record order, whatever the number of worker processes."""
-    items = [(alpaca_query(r.prompt, r.query), r.response, r.system) for r in records]
-    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
-    bar = tqdm(total=len(items), desc="tokenize", unit="sample", disable=not progress, leave=False)
-    out: list[Sample] = []
+def tokenize_stream(records: Iterable[Record], tokenizer: str | None, template: Template, system: str | None = None,
+                    workers: int = 1, chunk: int = 512) -> Iterator[Sample]:
+    """Samples in record order, whatever the number of worker processes; records are consumed lazily."""
+    items = ((alpaca_query(r.prompt, r.query), r.response, r.system) for r in records)
+    chunks = iter(lambda: list(islice(items, chunk)), [])
     if workers <= 1:
         _init_worker(tokenizer, template.name, system)
-        results: Iterable[list[Sample]] = map(_encode_chunk, chunks)
-        for part in results:
-            out += part
-            bar.update(len(part))
-    else:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system)) as pool:
-            for part in pool.imap(_encode_chunk, chunks):
-                out += part
-                bar.update(len(part))
-    bar.close()
-    return out
+        for part in map(_encode_chunk, chunks):
+            yield from part
+        return
+    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system)) as pool:
+        for part in pool.imap(_encode_chunk, chunks):
+            yield from part
 
 
-def write(kind: str, out: Path, name: str, samples: list[Sample], seq_length: int, pad_id: int) -> tuple:
+def tokenize(records: list[Record], tokenizer: str | None, template: Template, system: str | None = None,
+             workers: int = 1, progress: bool = True) -> list[Sample]:
+    samples = tokenize_stream(tqdm(records, desc="tokenize", unit="sample", disable=not progress, leave=False),
+                              tokenizer, template, system, workers)
+    return list(samples)
+
+
+def write(kind: str, out: Path, name: str, samples: Iterable[Sample], seq_length: int, pad_id: int) -> tuple:
     if kind == "jsonl":
         path = out / f"{name}.jsonl"
         return write_jsonl(path, samples, seq_length), [path]

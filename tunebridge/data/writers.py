@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import struct
 import tempfile
+from array import array
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -30,41 +32,75 @@ def megatron_files(prefix: str | Path) -> list[Path]:
             for ext in ("bin", "idx")]
 
 
-def write_megatron(prefix: str | Path, samples: list[Sample], seq_length: int) -> WriteCounts:
+class MegatronWriter:
+    """Megatron indexed files written sample by sample: rows go to the .bin files as they come, the .idx
+    files (sizes, pointers, document index) at :meth:`close`. Memory holds one int per sample."""
+
+    def __init__(self, prefix: str | Path, seq_length: int):
+        self.paths = megatron_files(prefix)
+        self.seq_length = seq_length
+        self.counts = WriteCounts()
+        self._sizes = array("i")
+        self._bins = [open(p, "wb") for p in self.paths[::2]]
+
+    def add(self, s: Sample) -> None:
+        if len(s.input_ids) >= self.seq_length:
+            self.counts.too_long += 1
+            return
+        for f, row in zip(self._bins, (s.input_ids, [1] * len(s.input_ids), s.labels)):
+            f.write(np.asarray(row, dtype=np.int32).tobytes())
+        self._sizes.append(len(s.input_ids))
+        self.counts.written += 1
+
+    def abort(self) -> None:
+        for f in self._bins:
+            f.close()
+        for p in self.paths:
+            p.unlink(missing_ok=True)
+
+    def close(self) -> WriteCounts:
+        for f in self._bins:
+            f.close()
+        if not self._sizes:
+            self.abort()
+            raise TunebridgeError(f"no sample is shorter than seq_length {self.seq_length}: nothing to write")
+        sizes = np.frombuffer(self._sizes, dtype=np.int32)
+        pointers = np.concatenate([[0], np.cumsum(sizes[:-1].astype(np.int64) * 4)]).astype(np.int64)
+        n = len(sizes)
+        header = _IDX_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", _INT32_CODE) + struct.pack("<QQ", n, n + 1)
+        for idx_path in self.paths[1::2]:
+            with open(idx_path, "wb") as f:
+                f.write(header + sizes.tobytes() + pointers.tobytes() + np.arange(n + 1, dtype=np.int64).tobytes())
+        return self.counts
+
+
+def write_megatron(prefix: str | Path, samples: Iterable[Sample], seq_length: int) -> WriteCounts:
     """``<prefix>_packed_{input_ids,attention_mask,labels}_document.{bin,idx}`` as MindSpeed-LLM's instruction
     handler writes them (int32, one document per sample, attention mask all ones); samples of seq_length
-    tokens or more are dropped and counted."""
-    kept = [s for s in samples if len(s.input_ids) < seq_length]
-    counts = WriteCounts(len(kept), len(samples) - len(kept))
-    if not kept:
-        raise TunebridgeError(f"no sample is shorter than seq_length {seq_length}: nothing to write")
-    columns = {"input_ids": [s.input_ids for s in kept], "attention_mask": [[1] * len(s.input_ids) for s in kept],
-               "labels": [s.labels for s in kept]}
-    files = iter(megatron_files(prefix))
-    for key in MEGATRON_KEYS:
-        bin_path, idx_path = next(files), next(files)
-        rows = columns[key]
-        with atomic_file(bin_path, mode="wb") as f:
-            for row in rows:
-                f.write(np.asarray(row, dtype=np.int32).tobytes())
-        sizes = np.array([len(r) for r in rows], dtype=np.int32)
-        pointers = np.concatenate([[0], np.cumsum(sizes[:-1].astype(np.int64) * 4)]).astype(np.int64)
-        with atomic_file(idx_path, mode="wb") as f:
-            f.write(_IDX_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", _INT32_CODE))
-            f.write(struct.pack("<Q", len(rows)) + struct.pack("<Q", len(rows) + 1))
-            f.write(sizes.tobytes() + pointers.tobytes() + np.arange(len(rows) + 1, dtype=np.int64).tobytes())
-    return counts
+    tokens or more are dropped and counted. On failure no file is left behind."""
+    writer = MegatronWriter(prefix, seq_length)
+    try:
+        for s in samples:
+            writer.add(s)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
-def write_jsonl(path: str | Path, samples: list[Sample], seq_length: int) -> WriteCounts:
+def write_jsonl(path: str | Path, samples: Iterable[Sample], seq_length: int) -> WriteCounts:
     """Tokenized JSONL for the torch backend (same drop rule as the Megatron files)."""
-    kept = [s for s in samples if len(s.input_ids) < seq_length]
-    if not kept:
-        raise TunebridgeError(f"no sample is shorter than seq_length {seq_length}: nothing to write")
+    counts = WriteCounts()
     with atomic_file(path, encoding="utf-8") as f:
-        for s in kept:
+        for s in samples:
+            if len(s.input_ids) >= seq_length:
+                counts.too_long += 1
+                continue
             f.write(json.dumps({"input_ids": s.input_ids, "labels": s.labels}) + "\n")
-    return WriteCounts(len(kept), len(samples) - len(kept))
+            counts.written += 1
+        if not counts.written:
+            raise TunebridgeError(f"no sample is shorter than seq_length {seq_length}: nothing to write")
+    return counts
 
 
 def mindrecord_rows(samples: list[Sample], seq_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -78,8 +114,10 @@ def mindrecord_rows(samples: list[Sample], seq_length: int, pad_id: int) -> tupl
     return ids, labels, len(samples) - len(kept)
 
 
-def write_mindrecord(path: str | Path, samples: list[Sample], seq_length: int, pad_id: int) -> WriteCounts:
-    """A MindRecord file (columns input_ids, labels) written by MindSpore in its own environment."""
+def write_mindrecord(path: str | Path, samples: Iterable[Sample], seq_length: int, pad_id: int) -> WriteCounts:
+    """A MindRecord file (columns input_ids, labels) written by MindSpore in its own environment (the rows
+    travel as one .npz: memory grows with the data set here, unlike the Megatron and JSONL writers)."""
+    samples = list(samples)
     from ..bridge import call_mindspore
     ids, labels, dropped = mindrecord_rows(samples, seq_length, pad_id)
     if not len(ids):
