@@ -245,7 +245,5 @@ def get_model(name: str) -> ModelSpec:
     try:
         return CATALOGUE[name]
     except KeyError:
-        import difflib
-        close = difflib.get_close_matches(name, CATALOGUE, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (known: {', '.join(CATALOGUE)})") from None
+        from .errors import unknown
+        raise KeyError(unknown("model", name, CATALOGUE)) from None

@@ -6,7 +6,6 @@ against heads and layers, LoRA targets against the canonical projections) is che
 """
 from __future__ import annotations
 
-import difflib
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,7 @@ from .data.spec import DataSpec
 from .data.templates import TEMPLATES
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
-from .errors import TunebridgeError
+from .errors import TunebridgeError, did_you_mean
 from .models import CATALOGUE, PROJECTIONS, ModelSpec
 
 CANONICAL_TARGETS = (*PROJECTIONS, "all-linear")
@@ -171,8 +170,8 @@ Problem = tuple[tuple, str, str]
 
 
 def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"expected one of: {', '.join(map(str, choices))}"
+    near = did_you_mean(word, choices)
+    return f"did you mean {near!r}?" if near else f"expected one of: {', '.join(map(str, choices))}"
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:

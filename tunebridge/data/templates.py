@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import TunebridgeError
+from ..errors import TunebridgeError, unknown
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,4 @@ def get_template(name: str) -> Template:
     try:
         return TEMPLATES[name]
     except KeyError:
-        import difflib
-        close = difflib.get_close_matches(name, TEMPLATES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TunebridgeError(f"unknown template {name!r}{hint} (known: {', '.join(TEMPLATES)})") from None
+        raise TunebridgeError(unknown("template", name, TEMPLATES)) from None
