@@ -7,6 +7,7 @@
 - seed002_math_ranked.jsonl: problem / solution / difficulty (0-5), numbers with up to 6 decimals
 - seed003_alpaca_zh.json: alpaca-chinese style (en_/zh_ instruction, input, output, metadata)
 - seed004_math.jsonl: problem / solution as in the contest's test_128.json
+- squad_dev_sample.json: SQuAD v1.1 layout, 24 paragraphs of two questions each
 """
 from __future__ import annotations
 
@@ -65,6 +66,26 @@ def seed004(rng: random.Random) -> list[dict]:
     return [dict(zip(("problem", "solution"), _problem(rng, chinese=rng.random() < 0.7)[:2])) for _ in range(300)]
 
 
+def squad(rng: random.Random) -> dict:
+    cities = ["Lanzhou", "Harbin", "Kunming", "Xiamen", "Guilin", "Dalian", "Luoyang", "Suzhou"]
+    rivers = ["Yellow River", "Songhua River", "Pearl River", "Min River"]
+    articles = []
+    for a in range(4):
+        paragraphs = []
+        for p in range(6):
+            city, river, year = rng.choice(cities), rng.choice(rivers), rng.randint(1900, 2020)
+            context = (f"The museum of {city} opened in {year}. It stands near the {river} and holds "
+                       f"{rng.randint(2, 90)} halls. Visitors from {rng.choice(cities)} often arrive by train.")
+            paragraphs.append({"context": context, "qas": [
+                {"id": f"q{a}{p}0", "question": f"When did the museum of {city} open?",
+                 "answers": [{"text": str(year), "answer_start": context.index(str(year))},
+                             {"text": f"in {year}", "answer_start": context.index(f"in {year}")}]},
+                {"id": f"q{a}{p}1", "question": f"Which river is the museum near?",
+                 "answers": [{"text": f"the {river}", "answer_start": context.index(f"the {river}")}]}]})
+        articles.append({"title": f"Museums {a}", "paragraphs": paragraphs})
+    return {"version": "1.1", "data": articles}
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rng = random.Random(2024)
@@ -72,6 +93,7 @@ def main() -> None:
     (OUT / "seed002_math_ranked.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in seed002(rng)))
     (OUT / "seed003_alpaca_zh.json").write_text(json.dumps(seed003(rng), ensure_ascii=False, indent=1) + "\n")
     (OUT / "seed004_math.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in seed004(rng)))
+    (OUT / "squad_dev_sample.json").write_text(json.dumps(squad(rng), ensure_ascii=False, indent=1) + "\n")
     print(f"wrote {OUT}")
 
 

@@ -131,3 +131,23 @@ def test_nothing_to_write_is_an_error(tok, tmp_path):
     with pytest.raises(TunebridgeError, match="nothing to write"):
         write_megatron(tmp_path / "x", _samples(tok), 5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_squad_eval_set_as_mindformers_builds_it(ms_python, tok, tmp_path):
+    from tunebridge.data.squad import eval_rows, squad_eval_items, write_squad_eval
+    src = Path("data/samples/squad_dev_sample.json")
+    assert write_squad_eval(src, tmp_path / "sq", tok, 128) == {"paragraphs": 24, "questions_used": 24}
+    items = [json.loads(line) for line in (tmp_path / "sq" / "squad_eval.jsonl").read_text().splitlines()]
+    assert len(items) == 24 and all(i["id"].endswith("0") for i in items)  # the first question of each paragraph
+    first = json.loads(src.read_text())["data"][0]["paragraphs"][0]
+    assert items[0]["prompt"] == ("Read the passage and answer the question below.\n\n### Instruction:\n"
+                                  f"{first['context']}\n\n### Input:\n{first['qas'][0]['question']}\n\n### Response:")
+    assert items[0]["answers"] == [a["text"] for a in first["qas"][0]["answers"]]
+    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "sq" / "squad_eval.mindrecord"),
+                   npz_path=str(tmp_path / "r.npz"))
+    rows = np.load(tmp_path / "r.npz")
+    ids, labels = eval_rows(squad_eval_items(src), tok, 128)
+    assert np.array_equal(rows["input_ids"], ids) and np.array_equal(rows["labels"], labels)
+    assert rows["input_ids"][0][0] == tok.bos_token_id and rows["input_ids"].shape == (24, 128)
+    assert (rows["labels"][0][:len(tok.encode(items[0]["answers"][0], add_special_tokens=False))]
+            == tok.encode(items[0]["answers"][0], add_special_tokens=False)).all()

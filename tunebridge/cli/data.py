@@ -43,6 +43,16 @@ def register(sub) -> None:
     cv.add_argument("--force", action="store_true")
     cv.set_defaults(func=run_convert)
 
+    sq = dsub.add_parser("squad", help="the SQuAD v1.1 retention set (first question per paragraph) as JSONL + "
+                                       "MindFormers' squad mindrecord")
+    sq.add_argument("input", help="SQuAD v1.1 JSON (e.g. dev-v1.1.json)")
+    sq.add_argument("out")
+    sq.add_argument("--seq-length", type=int, default=8192, help="MindFormers' row length (squad8192: 8192)")
+    sq.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
+    sq.add_argument("--no-mindrecord", action="store_true", help="only the JSONL")
+    sq.add_argument("--force", action="store_true")
+    sq.set_defaults(func=run_squad)
+
 
 def run_prepare(args) -> int:
     recipe = load_recipe(args.recipe)
@@ -77,6 +87,14 @@ def run_convert(args) -> int:
     _summary(report)
     for f in files:
         print(f"wrote {Path(args.out) / f.name}")
+    return 0
+
+
+def run_squad(args) -> int:
+    from ..data.squad import write_squad_eval
+    info = write_squad_eval(args.input, args.out, load_tokenizer(args.tokenizer), args.seq_length, force=args.force,
+                            mindrecord=not args.no_mindrecord)
+    print(f"wrote {args.out}: {info['paragraphs']} paragraphs, the first question of each")
     return 0
 
 
