@@ -9,3 +9,11 @@
 
 Submodules import megatron-core (a few seconds); this package module does not.
 """
+
+import warnings
+
+# megatron-core on CPU (no Apex, Transformer Engine or CUDA) warns about each of those at import and build time,
+# in every rank; expected here, so kept out of tunebridge's output.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"megatron\.")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"megatron\.")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed\.")
