@@ -158,3 +158,71 @@ def test_retention_gate_and_contest_score():
     assert not retention_gate(f1=58.0, em=47.27, base_f1=65.42, base_em=49.69)["passed"]
     c = contest(3_407_872 / 8_030_261_248, 0.619)
     assert c["score"] == pytest.approx((1 - 3_407_872 / 8_030_261_248) * 0.3 + 0.619 * 0.7)
+
+
+# --- scoring files made elsewhere ------------------------------------------------------------------------
+
+
+def _math_refs(tmp_path):
+    import json
+    refs = tmp_path / "test_128.jsonl"
+    refs.write_text("".join(json.dumps({"problem": f"q{i}", "solution": s}, ensure_ascii=False) + "\n"
+                            for i, s in enumerate(["-6925.76", "-7825393.7784", "3412.88", "-0.8961641"])))
+    return refs
+
+
+def test_scores_the_seeds_npy_predictions(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from tunebridge.cli import main
+    np.save(tmp_path / "result.npy", np.array(["答案是 -6925.76", "-7825393.78", "3412.88", ""], dtype=object))
+    assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "result.npy"), "--references",
+                 str(_math_refs(tmp_path)), "--low-param-ratio", "0.000424", "--out", str(tmp_path / "m")]) == 0
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert m["numeric_accuracy"] == 0.5 and m["empty_predictions"] == 1 and m["count"] == 4
+    assert m["contest"]["score"] == pytest.approx((1 - 0.000424) * 0.3 + 0.5 * 0.7)
+
+
+def test_refuses_a_crafted_npy_and_mismatched_counts(tmp_path, capsys):
+    import os
+    import pickle
+
+    import numpy as np
+
+    from tunebridge.cli import main
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > /tmp/tunebridge-npy-pwned",))
+    with open(tmp_path / "evil.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+        pickle.dump(Evil(), f)
+    assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "evil.npy"), "--references",
+                 str(_math_refs(tmp_path))]) == 2
+    assert "refused to unpickle" in capsys.readouterr().err
+    assert not os.path.exists("/tmp/tunebridge-npy-pwned")
+    (tmp_path / "p.jsonl").write_text('"1"\n"2"\n')
+    assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "p.jsonl"), "--references",
+                 str(_math_refs(tmp_path))]) == 2
+    assert "has 2 predictions" in capsys.readouterr().err
+    (tmp_path / "bad.jsonl").write_bytes(b'"\xff"\n')
+    assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "bad.jsonl"), "--references",
+                 str(_math_refs(tmp_path))]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_squad_scoring_with_the_retention_gate(tmp_path, capsys):
+    import json
+
+    from tunebridge.cli import main
+    (tmp_path / "refs.jsonl").write_text('{"answers": ["2018", "in 2018"]}\n{"answers": ["the Yellow River"]}\n')
+    (tmp_path / "preds.jsonl").write_text('{"prediction": "In 2018."}\n{"prediction": "Pearl River"}\n')
+    args = ["eval", "score", "--task", "squad", "--predictions", str(tmp_path / "preds.jsonl"), "--references",
+            str(tmp_path / "refs.jsonl"), "--baseline-f1", "80", "--baseline-em", "50"]
+    assert main(args) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["exact_match"] == 50.0 and m["f1"] == 75.0 and m["retention_gate"]["passed"]
+    assert m["protocol"] == "squad-v1.1-official"
+    assert main(args[:-4] + ["--baseline-f1", "90", "--baseline-em", "50"]) == 1  # gate fails: exit 1
