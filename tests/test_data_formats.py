@@ -31,7 +31,7 @@ REFERENCE = {
     "alpaca": "Below is an instruction that describes a task. Write a response that appropriately completes the "
               "request.\n\n### Instruction:\nWhat is 2 + 3?\n\n### Response:\n",
     "vicuna_v1.1": "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
-                   "helpful, detailed, and polite answers to the user's questions. USER: What is 2 + 3? ASSISTANT:",
+                   "helpful, detailed, and polite answers to the user's questions. USER: What is 2 + 3? ASSISTANT: ",
     "none": "What is 2 + 3?",
 }
 END = {"qwen": "<|im_end|>", "qwen_lf": "<|im_end|>", "chatml": "<|im_end|>", "llama3": "<|eot_id|>", "llama2": None,

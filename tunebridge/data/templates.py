@@ -50,8 +50,9 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
     Template("alpaca", user="### Instruction:\n{content}\n\n### Response:\n",
              default_system="Below is an instruction that describes a task. Write a response that appropriately "
                             "completes the request.\n\n"),
-    # MindFormers' conversation template for its Alpaca converter (llama_preprocess.py, vicuna_v1.1)
-    Template("vicuna_v1.1", user="USER: {content} ASSISTANT:",
+    # MindFormers' Alpaca converter (llama_preprocess.py): FastChat's vicuna_v1.1, "{system} USER: {q} ASSISTANT: {a}</s>".
+    # It masks the round up to "ASSISTANT: " less 3 tokens (a sentencepiece-specific offset); here exactly the prompt.
+    Template("vicuna_v1.1", user="USER: {content} ASSISTANT: ",
              system="{content} ", default_system="A chat between a curious user and an artificial intelligence "
              "assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."),
     Template("none", user="{content}"),
