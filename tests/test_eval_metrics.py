@@ -8,6 +8,7 @@ import pytest
 from torchmetrics.functional.text.squad import _compute_exact_match_score, _compute_f1_score
 from torchmetrics.text import SQuAD
 
+from tunebridge.bridge import call_mindspore
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import squad
 from tunebridge.evaluation.math import accuracy, contains_answer, extract_number, numbers_equal
@@ -226,3 +227,34 @@ def test_squad_scoring_with_the_retention_gate(tmp_path, capsys):
     assert m["exact_match"] == 50.0 and m["f1"] == 75.0 and m["retention_gate"]["passed"]
     assert m["protocol"] == "squad-v1.1-official"
     assert main(args[:-4] + ["--baseline-f1", "90", "--baseline-em", "50"]) == 1  # gate fails: exit 1
+    capsys.readouterr()
+    assert main(args + ["--mindformers"]) == 1  # MindFormers' semantics score these lower: the gate fails
+    m = json.loads(capsys.readouterr().out)
+    assert m["protocol"] == "mindformers-emf1" and m["exact_match"] == 0.0  # no article/"." removal, first gold only
+    assert m["f1"] < 72 and not m["retention_gate"]["passed"]
+
+
+# --- MindFormers' EmF1Metric semantics -----------------------------------------------------------------
+
+
+def test_mindformers_emf1_documented_example():
+    from tunebridge.evaluation import mindformers_emf1 as mf
+    r = mf.score(["I love Beijing, because it's beautiful", "Hello world。"], ["I love Beijing.", "Hello world"])
+    assert (r["F1"], r["Em"], r["protocol"]) == (75.0, 50.0, "mindformers-emf1")
+
+
+def test_mindformers_emf1_equals_the_real_metric(ms_python):
+    from tunebridge.evaluation import mindformers_emf1 as mf
+    rng = random.Random(1)
+    pieces = ["郑州市", "郑州", "。", "河南", "的省会", "是", "Beijing", "beijing", "I love", " ", ",", ".", "the",
+              "Yellow River", "黄河", "2018", "年", "——", "……", "《书》", "-", "a/b", "\n第二行", "  ", "！", "?"]
+    preds = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(320)]
+    golds = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(320)]
+    golds = [g if g.strip() else "郑州" for g in golds]
+    ref = call_mindspore("ms.emf1_ref", "per_case", predictions=preds, golds=golds)
+    for p, g, r in zip(preds, golds, ref):
+        assert mf.f1(p, g) * 100 == pytest.approx(r["F1"], abs=1e-9), (p, g)
+        assert mf.exact(p, g) * 100 == r["Em"], (p, g)
+    total = call_mindspore("ms.emf1_ref", "overall", predictions=preds, golds=golds)
+    ours = mf.score(preds, golds)
+    assert ours["F1"] == pytest.approx(total["F1"], abs=1e-9) and ours["Em"] == pytest.approx(total["Em"], abs=1e-9)

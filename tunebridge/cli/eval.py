@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from ..errors import TunebridgeError
-from ..evaluation import squad
+from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
 from ..evaluation.predictions import read_predictions, read_references
 from ..evaluation.scores import contest, retention_gate
@@ -20,6 +20,8 @@ def register(sub) -> None:
     s.add_argument("--predictions", required=True)
     s.add_argument("--references", required=True, help="JSONL: squad_eval.jsonl (answers) or math (solution)")
     s.add_argument("--empty-match", action="store_true", help="SQuAD: the v2.0 / torchmetrics empty-answer rule")
+    s.add_argument("--mindformers", action="store_true",
+                   help="SQuAD: score as MindFormers' EmF1Metric (the contests' figures; first gold answer)")
     s.add_argument("--rel-tol", type=float, default=0.0, help="math: also accept within this relative tolerance")
     s.add_argument("--baseline-f1", type=float, help="SQuAD: the base model's F1, for the 90 %% retention gate")
     s.add_argument("--baseline-em", type=float)
@@ -36,7 +38,11 @@ def run_score(args) -> int:
                               f"{len(refs)} references")
     metrics: dict = {"task": args.task, "empty_predictions": sum(not p.strip() for p in preds)}
     if args.task == "squad":
-        metrics.update(squad.score(preds, refs, empty_match=args.empty_match))
+        if args.mindformers:
+            r = mindformers_emf1.score(preds, [golds[0] for golds in refs])
+            metrics.update({"f1": r["F1"], "exact_match": r["Em"], "count": r["count"], "protocol": r["protocol"]})
+        else:
+            metrics.update(squad.score(preds, refs, empty_match=args.empty_match))
         if args.baseline_f1 is not None and args.baseline_em is not None:
             metrics["retention_gate"] = retention_gate(metrics["f1"], metrics["exact_match"], args.baseline_f1,
                                                        args.baseline_em)
