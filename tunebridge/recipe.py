@@ -41,6 +41,7 @@ class _Strict(BaseModel):
 class ModelRef(_Strict):
     arch: str | None = None
     hf_config: str | None = None
+    weights: str | None = None  # an HF model directory to fine-tune (relative to the recipe file)
 
 
 class LoraSettings(_Strict):
@@ -109,6 +110,10 @@ class Recipe(_Strict):
         if self.model.arch:
             return CATALOGUE[self.model.arch]
         return ModelSpec.from_hf_config(_resolve(self._source, self.model.hf_config))
+
+    def path(self, relative: str) -> Path:
+        """A path from the recipe, resolved against the recipe file's directory."""
+        return _resolve(self._source, relative)
 
     def native_targets(self, backend: str) -> list[str] | None:
         lora = self.finetune.lora
@@ -243,6 +248,8 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
             except ValueError as e:
                 out.append((("model", "hf_config"), str(e), ""))
 
+    if r.model.weights is not None and not (_resolve(source, r.model.weights) / "config.json").is_file():
+        out.append((("model", "weights"), f"{_resolve(source, r.model.weights)}: not an HF model directory", ""))
     ft = r.finetune
     if ft.method == "lora" and ft.lora is None:
         out.append((("finetune",), "method lora needs a lora: {rank, alpha, dropout, targets} section", ""))

@@ -1,0 +1,40 @@
+"""`tunebridge run --backend torch`: recipe -> data -> transformers + PEFT, counts checked, resumable."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunebridge.cli import main
+
+SAMPLES = Path("data/samples").resolve()
+
+
+def _recipe(tmp_path: Path, weights: str | None) -> Path:
+    text = Path("recipes/data/seed004-math.yaml").read_text().replace("../../data/samples", str(SAMPLES))
+    if weights:
+        text = text.replace("model: {arch: tiny-llama}", f"model: {{arch: tiny-llama, weights: {weights}}}")
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_run_trains_the_recipe_and_resumes(tmp_path, capsys):
+    assert main(["init-model", "tiny-llama", str(tmp_path / "base")]) == 0
+    recipe = _recipe(tmp_path, "base")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "full"), "--max-steps", "4"]) == 0
+    full = json.loads((tmp_path / "full" / "result.json").read_text())
+    assert full["trainable_params"] == 10_752 and [s["step"] for s in full["steps"]] == [1, 2, 3, 4]
+    assert "trainable parameters: 10,752 (tunebridge params: 10,752)" in capsys.readouterr().out
+    assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--save-every", "2"]) == 0
+    import shutil
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step_000004")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--resume"]) == 0
+    resumed = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in resumed] == [s["loss"] for s in full["steps"]]
+
+
+def test_run_needs_weights(tmp_path, capsys):
+    assert main(["run", str(_recipe(tmp_path, None)), "--out", str(tmp_path / "o")]) == 2
+    assert "no model weights" in capsys.readouterr().err
+    assert main(["validate", str(_recipe(tmp_path, "missing"))]) == 2
+    assert "model.weights" in capsys.readouterr().err
