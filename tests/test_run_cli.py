@@ -22,14 +22,14 @@ def test_run_trains_the_recipe_and_resumes(tmp_path, capsys):
     assert main(["init-model", "tiny-llama", str(tmp_path / "base")]) == 0
     recipe = _recipe(tmp_path, "base")
     assert main(["run", str(recipe), "--out", str(tmp_path / "full"), "--max-steps", "4"]) == 0
-    full = json.loads((tmp_path / "full" / "result.json").read_text())
+    full = json.loads((tmp_path / "full" / "torch" / "result.json").read_text())
     assert full["trainable_params"] == 10_752 and [s["step"] for s in full["steps"]] == [1, 2, 3, 4]
-    assert "trainable parameters: 10,752 (tunebridge params: 10,752)" in capsys.readouterr().out
+    assert "torch: trainable parameters 10,752 (tunebridge params: 10,752)" in capsys.readouterr().out
     assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--save-every", "2"]) == 0
     import shutil
-    shutil.rmtree(tmp_path / "part" / "checkpoints" / "step_000004")
+    shutil.rmtree(tmp_path / "part" / "torch" / "checkpoints" / "step_000004")
     assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--resume"]) == 0
-    resumed = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    resumed = [json.loads(line) for line in (tmp_path / "part" / "torch" / "metrics.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in resumed] == [s["loss"] for s in full["steps"]]
 
 

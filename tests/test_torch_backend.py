@@ -9,7 +9,9 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.accounting import count
-from tunebridge.backends.pytorch import TorchTrainConfig, epoch_order, train
+from tunebridge.backends.pytorch import train
+from tunebridge.train.config import TrainConfig
+from tunebridge.train.order import epoch_order
 from tunebridge.dialects.hf import PEFT_TARGET
 from tunebridge.models import get_model
 from tunebridge.train.schedule import Schedule
@@ -31,11 +33,11 @@ def tiny(tmp_path_factory):
     return spec, d
 
 
-def _cfg(**kw) -> TorchTrainConfig:
+def _cfg(**kw) -> TrainConfig:
     base = dict(global_batch_size=8, micro_batch_size=2, lr=2e-3, warmup_ratio=0.1, max_steps=12, save_every=6,
                 lora={"rank": 8, "alpha": 16, "dropout": 0.1, "target_modules": [PEFT_TARGET[p] for p in "qv"]})
     base.update(kw)
-    return TorchTrainConfig(**base)
+    return TrainConfig(**base)
 
 
 def test_trainable_count_matches_accounting_and_loss_falls(tiny, tmp_path):

@@ -63,6 +63,8 @@ class Optimizer(_Strict):
     beta2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0
+    # Adam's bias correction: None = each stack's own (torch and Megatron: on; MindSpore's AdamWeightDecay: off)
+    bias_correction: bool | None = None
 
 
 class Train(_Strict):
@@ -79,6 +81,8 @@ class Train(_Strict):
     seed: int = 0
     dtype: Literal["bf16", "fp16", "fp32"] = "bf16"
     max_steps: int | None = None
+    # warm-up length: None = each stack's own (MindFormers floors ratio x steps, Megatron keeps it fractional)
+    warmup_rounding: Literal["megatron", "mindformers"] | None = None
 
 
 class Parallel(_Strict):

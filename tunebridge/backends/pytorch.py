@@ -13,14 +13,15 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import TunebridgeError
+from ..train.config import TrainConfig
+from ..train.optim import make_adamw
+from ..train.order import global_batches, micro_batches, total_steps
 from ..train.schedule import Schedule
 from .result import RunResult, StepRecord
 
@@ -38,48 +39,6 @@ def detect_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class TorchTrainConfig:
-    global_batch_size: int
-    micro_batch_size: int
-    lr: float
-    min_lr: float = 0.0
-    lr_schedule: str = "cosine"
-    warmup_ratio: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    clip_grad: float = 1.0
-    seed: int = 0
-    dtype: str = "fp32"
-    epochs: int = 1
-    max_steps: int | None = None
-    save_every: int = 0            # checkpoint every N steps (0: only at the end)
-    pad_id: int = 0
-    loss_average: Literal["micro-batch", "token"] = "micro-batch"
-    warmup_rounding: Literal["megatron", "mindformers"] = "megatron"
-    lora: dict | None = None       # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
-
-    @classmethod
-    def from_recipe(cls, recipe, **overrides) -> "TorchTrainConfig":
-        t = recipe.train
-        lora = None
-        if recipe.finetune.method == "lora":
-            from ..accounting import expand_targets
-            from ..dialects.hf import PEFT_TARGET
-            lc = recipe.finetune.lora
-            lora = {"rank": lc.rank, "alpha": lc.alpha, "dropout": lc.dropout,
-                    "target_modules": [PEFT_TARGET[p] for p in expand_targets(list(lc.targets))]}
-        values = dict(global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, lr=t.lr,
-                      min_lr=t.min_lr, lr_schedule=t.lr_schedule, warmup_ratio=t.warmup_ratio,
-                      beta1=t.optimizer.beta1, beta2=t.optimizer.beta2, eps=t.optimizer.eps,
-                      weight_decay=t.optimizer.weight_decay, clip_grad=t.clip_grad, seed=t.seed, dtype=t.dtype,
-                      epochs=t.epochs, max_steps=getattr(t, "max_steps", None), lora=lora)
-        values.update(overrides)
-        return cls(**values)
 
 
 def read_tokenized(path: str | Path) -> list[dict]:
@@ -102,29 +61,6 @@ def read_tokenized(path: str | Path) -> list[dict]:
     return records
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The sample order of one epoch: a permutation that depends only on (seed, epoch)."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
-def global_batches(n: int, cfg: TorchTrainConfig) -> Iterator[list[int]]:
-    """Sample indices of each global batch, epoch after epoch; incomplete last batches are dropped."""
-    per_epoch = n // cfg.global_batch_size
-    if per_epoch == 0:
-        raise TunebridgeError(f"{n} samples do not fill one global batch of {cfg.global_batch_size}")
-    epoch = 0
-    while True:
-        order = epoch_order(n, cfg.seed, epoch)
-        for b in range(per_epoch):
-            yield order[b * cfg.global_batch_size:(b + 1) * cfg.global_batch_size]
-        epoch += 1
-
-
-def total_steps(n: int, cfg: TorchTrainConfig) -> int:
-    return cfg.max_steps or cfg.epochs * (n // cfg.global_batch_size)
-
-
 def collate(records: list[dict], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r["input_ids"]) for r in records)
     ids = torch.full((len(records), width), pad_id, dtype=torch.long)
@@ -144,7 +80,7 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     return loss_sum, int((shift_labels != IGNORE).sum())
 
 
-def build_model(model_dir: str | Path, cfg: TorchTrainConfig, device: torch.device, init_adapter: str | None = None):
+def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, init_adapter: str | None = None):
     """The HF model from ``model_dir`` (+ a fresh or given LoRA adapter)."""
     from transformers import AutoModelForCausalLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
@@ -181,7 +117,7 @@ def latest_checkpoint(out: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TorchTrainConfig,
+def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainConfig,
           resume: bool = False, init_adapter: str | None = None, progress: bool = True) -> RunResult:
     """Fine-tune the HF model in ``model_dir`` on tokenized ``data``; logs and checkpoints go to ``out``."""
     started = time.perf_counter()
@@ -205,8 +141,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TorchTr
     params = _trainable(model)
     trainable = sum(p.numel() for p in params.values())
     total = sum(p.numel() for p in model.parameters())
-    optimizer = torch.optim.AdamW(list(params.values()), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = make_adamw(params.values(), cfg)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     start = 0
@@ -229,7 +164,6 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TorchTr
         next(batches)
     result = RunResult("torch", trainable_params=trainable, total_params=total,
                        environment=environment(device))
-    micro_per_rank = cfg.global_batch_size // (cfg.micro_batch_size * world)
     bar = _progress(steps, start, enabled=progress and rank == 0)
     model.train()
     step_times = []
@@ -237,9 +171,8 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TorchTr
         for step in range(start, steps):
             t0 = time.perf_counter()
             batch = next(batches)
-            mine = batch[rank::world]
-            micro = [mine[i * cfg.micro_batch_size:(i + 1) * cfg.micro_batch_size] for i in range(micro_per_rank)]
-            n_tokens = sum(sum(1 for x in records[i]["labels"][1:] if x != IGNORE) for i in mine)
+            micro = micro_batches(batch, cfg.micro_batch_size, rank, world)
+            n_tokens = sum(sum(1 for x in records[i]["labels"][1:] if x != IGNORE) for mb in micro for i in mb)
             lr = schedule.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -1,4 +1,4 @@
-"""``tunebridge run``: execute a recipe here. The torch backend for now (transformers + PEFT)."""
+"""``tunebridge run``: execute a recipe here, on one backend or all three from the same inputs."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,52 +6,91 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..backends import BACKEND_NAMES, get_backend
 from ..errors import TunebridgeError
 from ..recipe import load_recipe
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="fine-tune a recipe here (torch backend: transformers + PEFT, CPU/CUDA/NPU)")
+    p = sub.add_parser("run", help="fine-tune a recipe here: torch (transformers + PEFT), mindformers (MindSpore "
+                                   "CPU), mindspeed-llm (megatron-core CPU), or all from the same inputs")
     p.add_argument("recipe")
-    p.add_argument("--backend", choices=("torch",), default="torch")
-    p.add_argument("--out", required=True, help="run directory: data/, checkpoints/, metrics.jsonl, result.json")
+    p.add_argument("--backend", choices=(*BACKEND_NAMES, "all"), default="torch")
+    p.add_argument("--out", required=True, help="run directory: inputs/ (data, adapters, weights), one directory "
+                                                "per backend (metrics, logs, checkpoints, result.json)")
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--save-every", type=int, default=0, help="torch: checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="torch: continue from the newest checkpoint")
+    p.add_argument("--mindformers-home", type=Path, help="a MindFormers checkout: launched when an NPU is here")
+    p.add_argument("--mindspeed-llm-home", type=Path, help="a MindSpeed-LLM checkout: launched when an NPU is here")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..backends.pytorch import TorchTrainConfig, train
-    from ..data.prepare import prepare
+    from ..backends.inputs import RunInputs
     recipe = load_recipe(args.recipe)
     weights = Path(args.weights) if args.weights else (recipe.path(recipe.model.weights) if recipe.model.weights
                                                        else None)
-    if weights is None or not (weights / "config.json").is_file():
+    if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
-    if recipe.data is None or recipe.data.train is None:
-        raise TunebridgeError(f"{args.recipe}: no data.train section: nothing to train on")
+    names = list(BACKEND_NAMES) if args.backend == "all" else [args.backend]
+    if args.resume and names != ["torch"]:
+        raise TunebridgeError("--resume is for the torch backend")
     out = Path(args.out)
-    data_dir = out / "data"
-    if not (args.resume and (data_dir / "torch" / "train.jsonl").exists()):
-        prepare(recipe, ["torch"], data_dir, force=True)
+    homes = {"mindformers": args.mindformers_home, "mindspeed-llm": args.mindspeed_llm_home}
+    plans = [get_backend(n).plan(recipe, weights, out / n, homes.get(n)) for n in names]  # every check first
+    for plan in plans:
+        print(f"run {plan.describe()}")
+        if plan.launch:
+            raise TunebridgeError(f"{plan.backend}: launching on Ascend hardware: render the recipe and run "
+                                  f"its scripts in {plan.home} (tunebridge render {args.recipe} --backend "
+                                  f"{plan.backend})")
     overrides = {"save_every": args.save_every}
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
-    cfg = TorchTrainConfig.from_recipe(recipe, **overrides)
-    print(f"torch backend: {weights} on {data_dir / 'torch' / 'train.jsonl'} ({cfg.dtype}, "
-          f"global batch {cfg.global_batch_size} = micro {cfg.micro_batch_size} x accumulation)")
-    result = train(weights, data_dir / "torch" / "train.jsonl", out, cfg, resume=args.resume)
-    expected = recipe.param_report("torch").trainable_params
-    t = Table(title=f"{recipe.name}: torch backend, {len(result.steps)} steps")
-    for col in ("step", "loss", "lr", "grad norm", "tokens"):
-        t.add_column(col, justify="right")
-    for s in result.steps:
-        t.add_row(str(s.step), f"{s.loss:.4f}", f"{s.lr:.3g}", f"{s.grad_norm:.3g}", str(s.tokens))
-    Console(width=120).print(t)
-    print(f"trainable parameters: {result.trainable_params:,} (tunebridge params: {expected:,})")
-    print(f"wrote {out / 'result.json'}, {out / 'metrics.jsonl'}, {result.checkpoints[-1]}")
-    if result.trainable_params != expected:
-        raise TunebridgeError(f"instantiated {result.trainable_params:,} trainable parameters, accounted {expected:,}")
+    inputs_dir = out / "inputs"
+    if args.resume and (out / "torch" / "result.json").exists() and inputs_dir.exists():
+        inputs = RunInputs.load(inputs_dir, weights, overrides)
+    else:
+        inputs = RunInputs.make(recipe, names, weights, inputs_dir, overrides)
+    results = {}
+    for plan in plans:
+        if plan.backend == "torch" and args.resume:
+            from ..backends.pytorch import train
+            results["torch"] = train(plan.weights, inputs.data("jsonl"), plan.out, inputs.config(recipe, "torch"),
+                                     resume=True, init_adapter=str(inputs.adapter("peft")) if inputs.has_adapter
+                                     else None)
+        else:
+            results[plan.backend] = get_backend(plan.backend).run(plan, inputs)
+    _print(recipe, results)
+    problems = []
+    for name, result in results.items():
+        expected = recipe.param_report(name).trainable_params
+        print(f"{name}: trainable parameters {result.trainable_params:,} (tunebridge params: {expected:,}); "
+              f"wrote {out / name / 'result.json'}")
+        if result.trainable_params != expected:
+            problems.append(f"{name} instantiated {result.trainable_params:,} trainable parameters, "
+                            f"accounted {expected:,}")
+    if problems:
+        raise TunebridgeError("; ".join(problems))
     return 0
+
+
+def _print(recipe, results: dict) -> None:
+    names = list(results)
+    t = Table(title=f"{recipe.name}: loss per step")
+    t.add_column("step", justify="right")
+    for name in names:
+        t.add_column(f"{name} loss", justify="right")
+        t.add_column("lr", justify="right")
+        t.add_column("grad norm", justify="right")
+    for i in range(max(len(r.steps) for r in results.values())):
+        row = [str(i + 1)]
+        for name in names:
+            steps = results[name].steps
+            s = steps[i] if i < len(steps) else None
+            row += [f"{s.loss:.5f}", f"{s.lr:.3g}", f"{s.grad_norm:.3g}" if s.grad_norm is not None else "-"] \
+                if s else ["-", "-", "-"]
+        t.add_row(*row)
+    Console(width=160).print(t)

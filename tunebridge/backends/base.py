@@ -1,0 +1,155 @@
+"""The Backend interface and the three implementations' registry."""
+from __future__ import annotations
+
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TunebridgeError
+from .result import RunResult
+
+BACKEND_NAMES = ("torch", "mindformers", "mindspeed-llm")
+
+
+@dataclass
+class Plan:
+    backend: str
+    recipe: object            # tunebridge.recipe.Recipe
+    weights: Path             # HF model directory: every backend's weights are converted from it
+    out: Path                 # this backend's run directory
+    steps: int | None = None
+    executor: str = ""        # what runs, in words
+    home: Path | None = None  # a real checkout of the stack, when given
+    launch: bool = False      # True: launch the rendered artifacts in ``home`` (NPU present)
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.backend}: {self.executor}" + "".join(f"\n  - {n}" for n in self.notes)
+
+
+class Backend(ABC):
+    name: str
+    data_kind: str        # the data format this backend trains from (tunebridge.data.prepare.OUTPUTS)
+    checkout_marker: str  # a file that identifies a real checkout of the stack
+    executor: str         # the reference executor that runs here, in words
+
+    def plan(self, recipe, weights: Path, out: Path, home: Path | None = None) -> Plan:
+        """Everything ``run`` needs, checked now; raises TunebridgeError before any work."""
+        if recipe.data is None or recipe.data.train is None:
+            raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")
+        if not (Path(weights) / "config.json").is_file():
+            raise TunebridgeError(f"{weights}: not an HF model directory (no config.json); set model.weights "
+                                  f"or pass --weights")
+        self.check_layout(recipe)
+        plan = Plan(self.name, recipe, Path(weights), Path(out), recipe.train.max_steps, self.executor)
+        if home is not None:
+            home = Path(home)
+            if not (home / self.checkout_marker).exists():
+                raise TunebridgeError(f"{home}: not a {self.name} checkout (no {self.checkout_marker})")
+            plan.home = home
+            if self.hardware_present():
+                plan.launch = True
+                plan.executor = f"the rendered artifacts, launched in {home}"
+            else:
+                plan.notes.append(f"{home} is a {self.name} checkout, but there is no Ascend NPU here: "
+                                  f"running the CPU reference executor instead of its scripts")
+        return plan
+
+    def check_layout(self, recipe) -> None:
+        """Refuse a parallel layout this backend cannot run here."""
+
+    def hardware_present(self) -> bool:
+        """An Ascend NPU usable by this stack (npu-smi answers)."""
+        return shutil.which("npu-smi") is not None
+
+    def render(self, recipe, out: Path, force: bool = False, num_samples: int | None = None) -> list[Path]:
+        from ..render import render
+        return render(recipe, self.name, out, force=force, num_samples=num_samples)
+
+    @abstractmethod
+    def run(self, plan: Plan, inputs, progress: bool = True) -> RunResult:
+        """Train ``plan`` from the shared ``inputs`` (:class:`tunebridge.backends.inputs.RunInputs`)."""
+
+
+class TorchBackend(Backend):
+    name, data_kind = "torch", "jsonl"
+    checkout_marker = ""
+    executor = "transformers + PEFT on this machine (torch_npu if it imports, else CUDA, else CPU)"
+
+    def plan(self, recipe, weights, out, home=None):
+        if home is not None:
+            raise TunebridgeError("the torch backend runs directly: it takes no checkout")
+        return super().plan(recipe, weights, out)
+
+    def render(self, recipe, out, force=False, num_samples=None):
+        raise TunebridgeError("the torch backend runs directly (tunebridge run --backend torch): nothing to render")
+
+    def run(self, plan, inputs, progress=True):
+        from .pytorch import train
+        cfg = inputs.config(plan.recipe, self.name)
+        return train(plan.weights, inputs.data(self.data_kind), plan.out, cfg,
+                     init_adapter=str(inputs.adapter("peft")) if inputs.has_adapter else None, progress=progress)
+
+
+class MindFormersBackend(Backend):
+    name, data_kind = "mindformers", "mindrecord"
+    checkout_marker = "run_mindformer.py"
+    executor = ("MindFormers LlamaForCausalLM + pet_config on MindSpore CPU (.venv-mindspore), from the "
+                "converted .ckpt and the MindRecord data")
+
+    def check_layout(self, recipe):
+        p = recipe.parallel
+        if p.tp * p.pp * p.dp > 1:
+            raise TunebridgeError(f"{recipe.source}: parallel tp {p.tp} x pp {p.pp} x dp {p.dp}: the MindSpore CPU "
+                                  f"executor runs one card; render the recipe for a cluster instead")
+
+    def run(self, plan, inputs, progress=True):
+        from .mindformers import train_mindformers
+        return train_mindformers(plan.recipe.spec, inputs.weights("mindformers") / "model.ckpt",
+                                 inputs.data(self.data_kind), inputs.batches,
+                                 inputs.config(plan.recipe, self.name), plan.out,
+                                 init_adapter_ckpt=inputs.adapter("mindformers") if inputs.has_adapter else None,
+                                 progress=progress)
+
+
+class MindSpeedLLMBackend(Backend):
+    name, data_kind = "mindspeed-llm", "megatron"
+    checkout_marker = "posttrain_gpt.py"
+    executor = ("megatron-core GPTModel (local spec) with MindSpeed-LLM's fused LoRA on CPU processes (gloo), "
+                "from the converted mcore checkpoint and the Megatron indexed data")
+
+    def hardware_present(self) -> bool:
+        try:
+            import torch
+            import torch_npu  # noqa: F401
+            return bool(torch.npu.is_available())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no usable NPU
+            return False
+
+    def check_layout(self, recipe):
+        p = recipe.parallel
+        spec = recipe.spec
+        if spec.num_kv_heads % p.tp:
+            raise TunebridgeError(f"{recipe.source}: parallel.tp {p.tp} does not divide {spec.name}'s "
+                                  f"{spec.num_kv_heads} KV groups")
+        if p.dp != 1:
+            raise TunebridgeError(f"{recipe.source}: parallel.dp {p.dp}: the CPU reference executor runs dp 1")
+
+    def run(self, plan, inputs, progress=True):
+        from .mindspeed_llm import train_mindspeed_llm
+        p = plan.recipe.parallel
+        return train_mindspeed_llm(plan.recipe.spec, inputs.weights("mcore"), inputs.data(self.data_kind),
+                                   inputs.batches, inputs.config(plan.recipe, self.name), plan.out,
+                                   tp=p.tp, pp=p.pp, num_layer_list=p.num_layer_list,
+                                   init_adapter=inputs.adapter("mcore") if inputs.has_adapter else None,
+                                   progress=progress)
+
+
+_BACKENDS = {b.name: b for b in (TorchBackend(), MindFormersBackend(), MindSpeedLLMBackend())}
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        raise TunebridgeError(f"unknown backend {name!r} (known: {', '.join(BACKEND_NAMES)})")
+    return _BACKENDS[name]

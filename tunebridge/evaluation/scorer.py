@@ -1,0 +1,21 @@
+"""The backend-neutral scorer interface every evaluation task is written against.
+
+A scorer wraps one model on one framework (HF transformers + PEFT, megatron-core, MindFormers) and answers
+two questions in batches: what does greedy decoding produce after each prompt, and how likely is each
+continuation after its context. Tasks (SQuAD, math, C-Eval/MMLU/CMMLU) never see the framework.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+
+class Scorer(Protocol):
+    name: str  # "hf", "mcore", "mindformers": named in every report
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuation of each prompt (text after the prompt, special tokens dropped)."""
+        ...
+
+    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Sum of log-probabilities of each continuation's tokens given its context."""
+        ...

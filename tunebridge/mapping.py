@@ -1,0 +1,121 @@
+"""One recipe field -> each stack's setting: the table ``tunebridge explain`` prints and the renderers read.
+
+``FIELDS`` lists, per recipe field, the MindFormers YAML key (a dotted path in the finetune config), the
+torch backend's ``TrainConfig`` field; the MindSpeed-LLM flags are taken from the renderer's versioned flag
+table (``render.mindspeed_llm.FLAGS``, which names the recipe field of each flag), so a flag cannot be
+rendered without appearing here. ``NON_EQUIVALENCES`` are the places where the stacks' math differs
+for the same setting, with the way a parity run aligns them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    recipe: str               # dotted recipe field
+    mindformers: str | None   # dotted key in the MindFormers finetune YAML
+    torch: str | None         # TrainConfig field (or what the torch backend does)
+
+
+FIELDS: tuple[FieldMap, ...] = (
+    FieldMap("train.seed", "seed", "seed"),
+    FieldMap("train.epochs", "runner_config.epochs", "epochs"),
+    FieldMap("train.micro_batch_size", "runner_config.batch_size", "micro_batch_size"),
+    FieldMap("train.global_batch_size", "runner_config.gradient_accumulation_steps", "global_batch_size"),
+    FieldMap("train.seq_length", "model.model_config.seq_length", None),
+    FieldMap("train.lr", "lr_schedule.learning_rate", "lr"),
+    FieldMap("train.min_lr", "lr_schedule.lr_end", "min_lr"),
+    FieldMap("train.lr_schedule", "lr_schedule.type", "lr_schedule"),
+    FieldMap("train.warmup_ratio", "lr_schedule.warmup_ratio", "warmup_ratio"),
+    FieldMap("train.optimizer.beta1", "optimizer.beta1", "beta1"),
+    FieldMap("train.optimizer.beta2", "optimizer.beta2", "beta2"),
+    FieldMap("train.optimizer.eps", "optimizer.eps", "eps"),
+    FieldMap("train.optimizer.weight_decay", "optimizer.weight_decay", "weight_decay"),
+    FieldMap("train.clip_grad", "runner_wrapper.max_grad_norm", "clip_grad"),
+    FieldMap("train.dtype", "model.model_config.compute_dtype", "dtype"),
+    FieldMap("finetune.lora.rank", "model.model_config.pet_config.lora_rank", "lora.rank"),
+    FieldMap("finetune.lora.alpha", "model.model_config.pet_config.lora_alpha", "lora.alpha"),
+    FieldMap("finetune.lora.dropout", "model.model_config.pet_config.lora_dropout", "lora.dropout"),
+    FieldMap("finetune.lora.targets", "model.model_config.pet_config.target_modules", "lora.target_modules"),
+    FieldMap("parallel.tp", "parallel_config.model_parallel", None),
+    FieldMap("parallel.pp", "parallel_config.pipeline_stage", None),
+    FieldMap("parallel.dp", "parallel_config.data_parallel", None),
+    FieldMap("parallel.sequence_parallel", "parallel_config.use_seq_parallel", None),
+)
+
+
+@dataclass(frozen=True)
+class NonEquivalence:
+    topic: str
+    mindformers: str
+    mindspeed_llm: str
+    torch: str
+    alignment: str    # how a parity run makes the stacks agree
+
+
+NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
+    NonEquivalence(
+        "LoRA targets",
+        "one (A, B) per projection matched by the pet_config regex (.*wq, .*wk, ...)",
+        "one A per fused module: linear_qkv (q, k, v share A), linear_fc1 (gate, up share A); q or v alone "
+        "is impossible, and the count is lower at the same rank",
+        "PEFT: one (A, B) per projection, like MindFormers",
+        "parity runs target o and down (linear_proj, linear_fc2), which every stack expresses exactly; "
+        "`tunebridge params` reports exact: false otherwise"),
+    NonEquivalence(
+        "Adam bias correction",
+        "FP32StateAdamWeightDecay / AdamWeightDecay: no bias correction (m / (sqrt(v) + eps) from step 1)",
+        "torch AdamW semantics (bias-corrected m / (1 - b1^t), v / (1 - b2^t))",
+        "torch.optim.AdamW: bias-corrected",
+        "parity runs set adam_bias_correction: false on torch and megatron-core (tunebridge's "
+        "AdamWNoBiasCorrection), matching MindSpore's update; left in, the curves part from step 2"),
+    NonEquivalence(
+        "loss averaging",
+        "token mean of each micro-batch (positions with label -100 or input == pad_token_id masked), "
+        "averaged over accumulation steps",
+        "token mean of each micro-batch, averaged over micro-batches and DP ranks "
+        "(--calculate-per-token-loss: over all tokens)",
+        "as MindSpeed-LLM (loss_average: micro-batch); 'token' averages over the global batch",
+        "all three use the micro-batch mean; MindFormers' pad_token_id is set to an id that never occurs "
+        "as input so only label -100 masks"),
+    NonEquivalence(
+        "warm-up length",
+        "CosineWithWarmUpLR: int(total_steps * warmup_ratio) whole steps",
+        "--lr-warmup-fraction * train_iters, kept fractional",
+        "follows warmup_rounding (megatron by default)",
+        "parity runs use one rounding for every backend (20 steps x 0.1 = 2 steps in both)"),
+    NonEquivalence(
+        "'Network Parameters' line",
+        "trainable parameters floored to whole millions (`Network Parameters: 3 M.` for 3,407,872)",
+        "per-rank counts in the log (`number of parameters on (tensor, pipeline) model parallel rank`)",
+        "PEFT print_trainable_parameters: trainable % of base + adapter",
+        "compare exact counts: `tunebridge params` (base-model denominator for the contest ratio)"),
+    NonEquivalence(
+        "optimizer state dtype",
+        "FP32StateAdamWeightDecay keeps m and v in fp32 whatever the parameter dtype",
+        "fp32 main params and moments under --bf16 (distributed optimizer or not)",
+        "AdamW state in the parameter dtype (bf16 states under dtype bf16)",
+        "parity runs are fp32, where all three keep fp32 state"),
+    NonEquivalence(
+        "LoRA initialisation",
+        "A ~ normal (MindFormers' default lora_a_init), B = 0",
+        "A kaiming-uniform (PEFT's), B = 0",
+        "A kaiming-uniform, B = 0",
+        "parity runs start every backend from one PEFT adapter converted to each stack's format"),
+)
+
+
+def flags_for(recipe_field: str, version: str = "v2") -> list[str]:
+    """MindSpeed-LLM flags rendered from ``recipe_field`` (from the renderer's flag table)."""
+    from .render.mindspeed_llm import FLAGS
+    return [f.flag for f in FLAGS if version in f.versions and
+            recipe_field in (part.strip() for part in f.recipe_field.split("/"))]
+
+
+def get_path(config: dict, dotted: str):
+    """The value at a dotted key path of a nested dict."""
+    value = config
+    for key in dotted.split("."):
+        value = value[key]
+    return value
