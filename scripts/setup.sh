@@ -28,9 +28,24 @@ make_env() {  # name, extras
   echo "$STAMP" > "$venv/.tunebridge-stamp"
 }
 
+# Debian's headless Chromium: the report test opens the HTML report in it.
+browser() {
+  [[ -x /usr/bin/chromium ]] && { echo "setup: chromium is installed"; return; }
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+    echo "setup: no /usr/bin/chromium (apt-get install chromium as root); the report's browser test will skip"
+    return
+  fi
+  echo "setup: installing Debian's chromium (log: .chromium-setup.log)"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+      > .chromium-setup.log 2>&1; then
+    tail -n 20 .chromium-setup.log >&2; echo "setup: installing chromium failed" >&2; exit 1
+  fi
+}
+
 case "${1:-all}" in
   torch) make_env .venv torch,test ;;
   mindspore) make_env .venv-mindspore mindspore ;;
-  all) make_env .venv torch,test; make_env .venv-mindspore mindspore ;;
-  *) echo "usage: scripts/setup.sh [all|torch|mindspore]" >&2; exit 2 ;;
+  browser) browser ;;
+  all) make_env .venv torch,test; make_env .venv-mindspore mindspore; browser ;;
+  *) echo "usage: scripts/setup.sh [all|torch|mindspore|browser]" >&2; exit 2 ;;
 esac

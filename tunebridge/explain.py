@@ -32,7 +32,7 @@ def explain_rows(recipe, version: str = "v2") -> list[ExplainRow]:
     spec = recipe.spec
     mf_config = mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
     ctx = msl.Context(recipe, spec, _lora_plan(recipe, "mindspeed-llm"), default_prompt_type(recipe))
-    rendered = {line.split(" ", 1)[0]: line for g in msl.GROUPS for line in msl.flag_args(ctx, g, version)}
+    rendered = {line.split(" ", 1)[0]: line for g in msl.TUNE_GROUPS for line in msl.flag_args(ctx, g, version)}
     torch_cfg = TrainConfig.from_recipe(recipe)
     rows = []
     for f in FIELDS:

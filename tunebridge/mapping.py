@@ -109,8 +109,8 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
 def flags_for(recipe_field: str, version: str = "v2") -> list[str]:
     """MindSpeed-LLM flags rendered from ``recipe_field`` (from the renderer's flag table)."""
     from .render.mindspeed_llm import FLAGS
-    return [f.flag for f in FLAGS if version in f.versions and
-            recipe_field in (part.strip() for part in f.recipe_field.split("/"))]
+    return list(dict.fromkeys(f.flag for f in FLAGS if version in f.versions and
+                              recipe_field in (part.strip() for part in f.recipe_field.split("/"))))
 
 
 def get_path(config: dict, dotted: str):

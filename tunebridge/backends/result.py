@@ -10,9 +10,11 @@ from pathlib import Path
 class StepRecord:
     step: int            # 1-based optimizer step
     loss: float          # as the stack reports it (see the backend's loss averaging)
-    lr: float            # rate used by this step's update
+    lr: float | None     # rate used by this step's update (None: the log did not print it)
     grad_norm: float | None = None
     tokens: int | None = None  # supervised tokens in this step's global batch
+    loss_scale: float | None = None
+    skipped: bool | None = None  # update skipped (fp16 overflow, Megatron's skipped iterations)
 
 
 @dataclass
@@ -26,6 +28,7 @@ class RunResult:
     step_time_s: float | None = None
     environment: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    source: str = ""  # the file the steps were read from, when parsed from a log
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""``tunebridge eval score``: score prediction files made by any stack, labelling the protocol of each figure."""
+"""``tunebridge eval score`` scores prediction files made by any stack; ``tunebridge eval run`` makes them with a
+model and scores them. Every figure names its protocol."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ from ..atomic import atomic_file
 from ..errors import TunebridgeError
 from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
+from ..evaluation.multiple_choice import PROTOCOLS
 from ..evaluation.predictions import read_predictions, read_references
+from ..evaluation.runner import MAX_NEW_TOKENS, TASKS
 from ..evaluation.scores import contest, retention_gate
 
 
@@ -28,6 +31,26 @@ def register(sub) -> None:
     s.add_argument("--low-param-ratio", type=float, help="math: trainable / base total, for the contest score")
     s.add_argument("--out", help="write metrics.json here")
     s.set_defaults(func=run_score)
+
+    r = esub.add_parser("run", help="evaluate a model: predictions.jsonl + metrics.json")
+    r.add_argument("model", metavar="MODEL", help="HF model directory")
+    r.add_argument("--task", choices=TASKS, required=True)
+    r.add_argument("--data", required=True,
+                   help="squad: squad_eval.jsonl; math: problem/solution JSONL; ceval/mmlu/cmmlu: the benchmark "
+                        "directory or its val/test directory (next to dev/)")
+    r.add_argument("--adapter", help="a PEFT adapter directory on top of MODEL")
+    r.add_argument("--tokenizer", help="tokenizer directory (default: MODEL's if it has one, else the embedded one)")
+    r.add_argument("--protocol", choices=tuple(PROTOCOLS), default="generate",
+                   help="multiple choice: first generated letter, or the option letters' log-likelihood")
+    r.add_argument("--batch-size", type=int, default=8)
+    r.add_argument("--max-new-tokens", type=int, help=f"default: {MAX_NEW_TOKENS}")
+    r.add_argument("--limit", type=int, help="first N questions (multiple choice: per subject)")
+    r.add_argument("--shots", type=int, default=5, help="multiple choice: shots from dev/ (default 5)")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    r.add_argument("--out", required=True)
+    r.add_argument("--force", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=run_model)
 
 
 def run_score(args) -> int:
@@ -57,3 +80,28 @@ def run_score(args) -> int:
             f.write(text + "\n")
     gate = metrics.get("retention_gate")
     return 1 if gate is not None and not gate["passed"] else 0
+
+
+def _tokenizer_dir(args) -> str | None:
+    if args.tokenizer:
+        return args.tokenizer
+    model = Path(args.model)
+    return str(model) if (model / "tokenizer.json").exists() or (model / "tokenizer.model").exists() else None
+
+
+def run_model(args) -> int:
+    import torch
+
+    from ..data.encode import load_tokenizer
+    from ..evaluation.hf_scorer import HFScorer
+    from ..evaluation.runner import run_eval
+    torch.manual_seed(0)
+    tokenizer_dir = _tokenizer_dir(args)
+    scorer = HFScorer.from_dir(args.model, args.adapter, load_tokenizer(tokenizer_dir), args.dtype)
+    metrics = run_eval(scorer, args.task, args.data, args.out, protocol=args.protocol, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, limit=args.limit, shots=args.shots, force=args.force,
+                       progress=not args.no_progress,
+                       about={"model": args.model, "adapter": args.adapter, "tokenizer": tokenizer_dir or "embedded",
+                              "device": str(scorer.device), "dtype": args.dtype})
+    print(json.dumps(metrics, indent=2, ensure_ascii=False))
+    return 0

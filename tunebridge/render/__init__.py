@@ -64,6 +64,13 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
             f"tune_{name}_{method}_ptd.sh": msl.tune_script(
                 ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH")},
                 train_iters(recipe, num_samples), version),
+            f"generate_{name}_ptd.sh": msl.inference_script(
+                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH")}, "generate", version),
+            f"evaluate_{name}_ptd.sh": msl.inference_script(
+                ctx, {**{k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH")},
+                      "EVAL_DATA": "./mmlu/data/test"}, "evaluate", version),
+            f"ckpt_convert_{name}_mcore2hf.sh": msl.export_script(
+                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR")}),
         }
     if backend == "mindformers":
         lora = _lora_plan(recipe, backend)
@@ -74,6 +81,14 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
                 recipe, {"LOAD_CHECKPOINT": f"./checkpoint_download/{name}.ckpt",
                          "TRAIN_DATA": f"./dataset/{name}.mindrecord"}, config_name),
         }
+        files[f"eval_{name}_squad.yaml"] = mf.dump_yaml(mf.eval_config(recipe, spec, lora))
+        files[f"predict_{name}.yaml"] = mf.dump_yaml(mf.predict_config(recipe, spec, lora))
+        files[f"eval_{name}.sh"] = mf.eval_script(
+            recipe, {"EVAL_CHECKPOINT": "./output/checkpoint/rank_0", "EVAL_DATA": "./dataset/squad8192.mindrecord",
+                     "PREDICT_INPUT": f"./dataset/{name}_test.json"}, f"eval_{name}_squad.yaml", f"predict_{name}.yaml")
+        files[f"prepare_{name}.sh"] = mf.prepare_script(
+            recipe, {"HF_DIR": f"./model_from_hf/{name}", "LOAD_CHECKPOINT": f"./checkpoint_download/{name}.ckpt",
+                     "RECIPE": f"./{name}.yaml", "TRAIN_DATA": f"./dataset/{name}.mindrecord"})
         if lora is not None:
             files[f"merge_{name}_lora.sh"] = mf.merge_lora_script(
                 recipe, {"STRATEGY_DIR": "./output/strategy", "TRAINED_CKPT_DIR": "./output/checkpoint",

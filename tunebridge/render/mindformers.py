@@ -218,3 +218,73 @@ def merge_lora_script(recipe, paths: dict[str, str]) -> str:
         f"    --lora_scaling {scaling!r}  # = lora_alpha / lora_rank = {lc.alpha} / {lc.rank}",
         "",
     ])
+
+
+def _without_training(config: dict) -> dict:
+    out = {k: v for k, v in config.items()
+           if k not in ("train_dataset", "train_dataset_task", "optimizer", "lr_schedule", "runner_wrapper",
+                        "callbacks", "runner_config")}
+    out["model"] = {"model_config": dict(config["model"]["model_config"]), "arch": dict(config["model"]["arch"])}
+    return out
+
+
+def eval_config(recipe, spec: ModelSpec, lora: LoraPlan | None) -> dict:
+    """``run_mode eval`` on MindFormers' SQuAD set (squad8192.mindrecord), scored by its EmF1Metric (the seeds')."""
+    config = _without_training(finetune_config(recipe, spec, lora))
+    seq = min(8192, max(spec.max_position_embeddings, recipe.train.seq_length))
+    config["run_mode"] = "eval"
+    config["model"]["model_config"].update(batch_size=1, seq_length=seq, use_past=False, use_flash_attention=False)
+    dataset = {"data_loader": {"type": "MindDataset", "dataset_dir": "", "shuffle": False},
+               "input_columns": ["input_ids", "labels"], "num_parallel_workers": 1, "python_multiprocessing": False,
+               "drop_remainder": False, "batch_size": 1, "repeat": 1, "numa_enable": False, "prefetch_size": 1}
+    config["eval_dataset"] = dataset
+    config["eval_dataset_task"] = {"type": "CausalLanguageModelDataset", "dataset_config": dataset}
+    config["metric"] = {"type": "EmF1Metric"}
+    config["runner_config"] = {"epochs": 1, "batch_size": 1, "sink_mode": True, "sink_size": 1}
+    return config
+
+
+def predict_config(recipe, spec: ModelSpec, lora: LoraPlan | None, max_decode_length: int = 512) -> dict:
+    """``run_mode predict``: greedy generation with the incremental (use_past) graph."""
+    config = _without_training(finetune_config(recipe, spec, lora))
+    config["run_mode"] = "predict"
+    config["model"]["model_config"].update(batch_size=1, use_past=True, do_sample=False, top_k=1,
+                                           max_decode_length=max_decode_length)
+    return config
+
+
+def eval_script(recipe, paths: dict[str, str], eval_name: str, predict_name: str) -> str:
+    """SQuAD evaluation (the retention check) and generation on a test file, single card."""
+    return "\n".join([
+        _header(f"{recipe.name}: evaluate (SQuAD, EmF1Metric) and predict with the fine-tuned weights"),
+        *(assign(k, v) for k, v in paths.items()),
+        'HERE="$(dirname "$0")"',
+        "",
+        'python run_mindformer.py --config "$HERE/' + eval_name + '" --run_mode eval '
+        '--load_checkpoint "$EVAL_CHECKPOINT" --eval_dataset_dir "$EVAL_DATA" --use_parallel False '
+        '--auto_trans_ckpt False',
+        'python run_mindformer.py --config "$HERE/' + predict_name + '" --run_mode predict '
+        '--load_checkpoint "$EVAL_CHECKPOINT" --predict_data "$PREDICT_INPUT" --use_parallel False '
+        '--auto_trans_ckpt False',
+        "",
+    ])
+
+
+def prepare_script(recipe, paths: dict[str, str]) -> str:
+    """Weights and data for the finetune run, made by tunebridge (the same tokens every stack trains on)."""
+    dtype = recipe.train.dtype
+    return "\n".join([
+        _header(f"{recipe.name}: HF weights -> MindFormers .ckpt, recipe data -> MindRecord"),
+        *(assign(k, v) for k, v in paths.items()),
+        "",
+        "# MindFormers' own convert_weight.py is broken for llama in recent releases; tunebridge's converter writes",
+        "# the .ckpt byte-identically to mindspore.save_checkpoint.",
+        'WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"',
+        f'tunebridge convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype {dtype} --force',
+        'mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"',
+        'DATA_DIR="$(dirname "$TRAIN_DATA")/.tunebridge-data"',
+        'tunebridge data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force',
+        'mv -f "$DATA_DIR/mindformers/train.mindrecord" "$TRAIN_DATA"',
+        'mv -f "$DATA_DIR/mindformers/train.mindrecord.db" "$TRAIN_DATA.db" && rm -rf "$DATA_DIR"',
+        "",
+    ])

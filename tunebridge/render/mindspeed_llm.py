@@ -145,9 +145,30 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--eval-iters", lambda c: 0, "OUTPUT_ARGS"),
     Flag("--load", lambda c: "$CKPT_LOAD_DIR", "OUTPUT_ARGS"),
     Flag("--save", lambda c: "$CKPT_SAVE_DIR", "OUTPUT_ARGS"),
+    # generation and evaluation (inference.py, evaluation.py): the trained LoRA on the base checkpoint
+    Flag("--load", lambda c: "$CKPT_LOAD_DIR", "INFER_ARGS"),
+    Flag("--lora-load", lambda c: "$CKPT_SAVE_DIR" if _lora(c) else None, "INFER_ARGS", "finetune.lora"),
+    Flag("--lora-r", lambda c: _lora(c).rank if _lora(c) else None, "INFER_ARGS", "finetune.lora.rank"),
+    Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "INFER_ARGS", "finetune.lora.alpha"),
+    Flag("--lora-target-modules", lambda c: list(c.lora.native_targets) if c.lora else None, "INFER_ARGS",
+         "finetune.lora.targets"),
+    Flag("--prompt-type", lambda c: c.prompt_type, "INFER_ARGS", "data.template"),
+    Flag("--micro-batch-size", lambda c: 1, "INFER_ARGS"),
+    Flag("--exit-on-missing-checkpoint", lambda c: True, "INFER_ARGS"),
+    Flag("--task", lambda c: "chat", "GENERATE_ARGS"),
+    Flag("--max-new-tokens", lambda c: 256, "GENERATE_ARGS"),
+    Flag("--task", lambda c: "$TASK", "EVAL_ARGS", "evaluate"),
+    Flag("--task-data-path", lambda c: "$EVAL_DATA", "EVAL_ARGS", "evaluate"),
+    Flag("--max-new-tokens", lambda c: 1, "EVAL_ARGS"),
+    Flag("--evaluation-batch-size", lambda c: 1, "EVAL_ARGS"),
 )
 
-GROUPS = ("GPT_ARGS", "DATA_ARGS", "OUTPUT_ARGS", "TUNE_ARGS")
+TUNE_GROUPS = ("GPT_ARGS", "DATA_ARGS", "OUTPUT_ARGS", "TUNE_ARGS")
+GROUPS = (*TUNE_GROUPS, "INFER_ARGS", "GENERATE_ARGS", "EVAL_ARGS")
+# GPT_ARGS flags that only training reads: generation and evaluation leave them out.
+TRAINING_ONLY = frozenset({"--micro-batch-size", "--global-batch-size", "--train-iters", "--lr", "--min-lr", "--lr-decay-style",
+                           "--lr-warmup-fraction", "--weight-decay", "--adam-beta1", "--adam-beta2", "--adam-eps",
+                           "--clip-grad", "--initial-loss-scale", "--no-load-optim", "--no-load-rng"})
 
 
 def _render_value(v: object) -> list[str]:
@@ -211,7 +232,7 @@ def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, ve
                                         "--node_rank \"$NODE_RANK\"", "--master_addr \"$MASTER_ADDR\"",
                                         "--master_port \"$MASTER_PORT\""]),
         "",
-        *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in GROUPS),
+        *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in TUNE_GROUPS),
         "mkdir -p logs",
         'torchrun "${DISTRIBUTED_ARGS[@]}" posttrain_gpt.py \\',
         '    "${GPT_ARGS[@]}" "${DATA_ARGS[@]}" "${OUTPUT_ARGS[@]}" "${TUNE_ARGS[@]}" \\',
@@ -257,5 +278,64 @@ def preprocess_script(ctx: Context, paths: dict[str, str], handler: str = "Alpac
         "",
         args_block("PREPROCESS_ARGS", args),
         'python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"',
+        "",
+    ])
+
+
+def _distributed_lines(world: int) -> list[str]:
+    return [f'NPUS_PER_NODE="${{NPUS_PER_NODE:-{world}}}"', 'MASTER_ADDR="${MASTER_ADDR:-localhost}"',
+            'MASTER_PORT="${MASTER_PORT:-6011}"', 'NNODES="${NNODES:-1}"', 'NODE_RANK="${NODE_RANK:-0}"', "",
+            args_block("DISTRIBUTED_ARGS", ["--nproc_per_node \"$NPUS_PER_NODE\"", "--nnodes \"$NNODES\"",
+                                            "--node_rank \"$NODE_RANK\"", "--master_addr \"$MASTER_ADDR\"",
+                                            "--master_port \"$MASTER_PORT\""])]
+
+
+def _model_args(ctx: Context, version: str) -> list[str]:
+    return [line for line in flag_args(ctx, "GPT_ARGS", version) if line.split(" ", 1)[0] not in TRAINING_ONLY]
+
+
+def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = "v2") -> str:
+    """``generate`` (inference.py, chat with the tuned model) or ``evaluate`` (evaluation.py, C-Eval/MMLU...)."""
+    r = ctx.recipe
+    world = r.parallel.tp * r.parallel.pp
+    entry, group = {"generate": ("inference.py", "GENERATE_ARGS"), "evaluate": ("evaluation.py", "EVAL_ARGS")}[kind]
+    extra = ['TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...'] if kind == "evaluate" else []
+    return "\n".join([
+        _header(f"{r.name}: {kind} with the fine-tuned model (MindSpeed-LLM {version})"),
+        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+        *(assign(k, v) for k, v in paths.items()),
+        *extra,
+        *_distributed_lines(world),
+        "",
+        args_block("MODEL_ARGS", _model_args(ctx, version)),
+        "",
+        *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in ("INFER_ARGS", group)),
+        "mkdir -p logs",
+        f'torchrun "${{DISTRIBUTED_ARGS[@]}}" {entry} "${{MODEL_ARGS[@]}}" "${{INFER_ARGS[@]}}" "${{{group}[@]}}" \\',
+        f"    | tee {q('logs/' + kind + '_' + r.name + '.log')}",
+        "",
+    ])
+
+
+def export_script(ctx: Context, paths: dict[str, str]) -> str:
+    """mcore -> HF (MindSpeed-LLM writes <save-dir>/mg2hf/), merging the trained LoRA when there is one."""
+    r, spec = ctx.recipe, ctx.spec
+    args = ["--use-mcore-models", "--model-type GPT", f"--model-type-hf {model_type_hf(spec)}",
+            "--load-model-type mg", "--save-model-type hf", "--target-tensor-parallel-size 1",
+            "--target-pipeline-parallel-size 1", '--load-dir "$CKPT_LOAD_DIR"', '--save-dir "$HF_DIR"']
+    if spec.qkv_bias:
+        args.append("--add-qkv-bias")
+    lora = _lora(ctx)
+    if lora:
+        args += [f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
+                 f"--lora-target-modules {' '.join(ctx.lora.native_targets)}", '--lora-load "$CKPT_SAVE_DIR"']
+    return "\n".join([
+        _header(f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if lora else ''} "
+                f"(written to $HF_DIR/mg2hf/)"),
+        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+        *(assign(k, v) for k, v in paths.items()),
+        "",
+        args_block("CONVERT_ARGS", args),
+        'python convert_ckpt.py "${CONVERT_ARGS[@]}"',
         "",
     ])

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# internlm-7b-mmlu-lora: instruction data -> Megatron indexed dataset
+# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
+set -euo pipefail
+
+RAW_DATA=${RAW_DATA:-./dataset/internlm-7b-mmlu-lora.json}
+TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/internlm-7b-mmlu-lora}
+DATA_PATH=${DATA_PATH:-./finetune_dataset/internlm-7b-mmlu-lora}
+
+PREPROCESS_ARGS=(
+    --input "$RAW_DATA"
+    --tokenizer-type PretrainedFromHF
+    --tokenizer-name-or-path "$TOKENIZER_PATH"
+    --output-prefix "$DATA_PATH"
+    --workers 4
+    --log-interval 1000
+    --handler-name AlpacaStyleInstructionHandler
+    --prompt-type alpaca
+    --seq-length 2048
+)
+python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# qwen2.5-7b-alpaca-zh-full: generate with the fine-tuned model (MindSpeed-LLM v2)
+# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
+set -euo pipefail
+
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/qwen2.5-7b-alpaca-zh-full-mcore}
+CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/qwen2.5-7b-alpaca-zh-full}
+TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/qwen2.5-7b-alpaca-zh-full}
+NPUS_PER_NODE="${NPUS_PER_NODE:-8}"
+MASTER_ADDR="${MASTER_ADDR:-localhost}"
+MASTER_PORT="${MASTER_PORT:-6011}"
+NNODES="${NNODES:-1}"
+NODE_RANK="${NODE_RANK:-0}"
+
+DISTRIBUTED_ARGS=(
+    --nproc_per_node "$NPUS_PER_NODE"
+    --nnodes "$NNODES"
+    --node_rank "$NODE_RANK"
+    --master_addr "$MASTER_ADDR"
+    --master_port "$MASTER_PORT"
+)
+
+MODEL_ARGS=(
+    --use-mcore-models
+    --num-layers 28
+    --hidden-size 3584
+    --ffn-hidden-size 18944
+    --num-attention-heads 28
+    --group-query-attention
+    --num-query-groups 4
+    --max-position-embeddings 131072
+    --make-vocab-size-divisible-by 1
+    --padded-vocab-size 152064
+    --position-embedding-type rope
+    --use-rotary-position-embeddings
+    --rotary-base 1000000
+    --normalization RMSNorm
+    --norm-epsilon 1e-6
+    --swiglu
+    --disable-bias-linear
+    --add-qkv-bias
+    --untie-embeddings-and-output-weights
+    --attention-dropout 0
+    --hidden-dropout 0
+    --no-masked-softmax-fusion
+    --attention-softmax-in-fp32
+    --no-gradient-accumulation-fusion
+    --tokenizer-type PretrainedFromHF
+    --tokenizer-name-or-path "${TOKENIZER_PATH}"
+    --tensor-model-parallel-size 1
+    --pipeline-model-parallel-size 8
+    --num-layer-list 4,4,4,4,3,3,3,3
+    --seq-length 4096
+    --seed 42
+    --bf16
+)
+
+INFER_ARGS=(
+    --load "${CKPT_LOAD_DIR}"
+    --prompt-type qwen
+    --micro-batch-size 1
+    --exit-on-missing-checkpoint
+)
+
+GENERATE_ARGS=(
+    --task chat
+    --max-new-tokens 256
+)
+
+mkdir -p logs
+torchrun "${DISTRIBUTED_ARGS[@]}" inference.py "${MODEL_ARGS[@]}" "${INFER_ARGS[@]}" "${GENERATE_ARGS[@]}" \
+    | tee logs/generate_qwen2.5-7b-alpaca-zh-full.log

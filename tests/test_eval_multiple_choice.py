@@ -1,0 +1,186 @@
+"""C-Eval / MMLU / CMMLU: layouts, MindSpeed-LLM's prompts, both protocols and the four averages, checked
+with real tiny HF Llamas whose preferences are set in their weights."""
+from __future__ import annotations
+
+from fractions import Fraction as F
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunebridge.data.encode import load_tokenizer
+from tunebridge.errors import TunebridgeError
+from tunebridge.evaluation import multiple_choice as mc
+from tunebridge.evaluation.hf_scorer import HFScorer
+from tunebridge.evaluation.runner import run_eval
+from tunebridge.models import get_model
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SPEC = get_model("tiny-llama").with_(max_position_embeddings=1024)  # 5-shot Chinese prompts are ~700 tokens
+
+
+def random_model(seed: int = 0):
+    from transformers import AutoConfig, AutoModelForCausalLM
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(AutoConfig.for_model(**SPEC.to_hf_config())).eval()
+
+
+def preferring_model(ranking: dict[int, float]):
+    """A tiny Llama whose next-token logits are ``ranking[token]`` (0 for other tokens) after any input,
+    times a positive factor: attention and MLP outputs are zeroed, so the last hidden state is the current
+    token's embedding, whose dimension 0 is set to 1 and is the only one the final norm keeps."""
+    model = random_model()
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+        model.lm_head.weight.zero_()
+        for token, logit in ranking.items():
+            model.lm_head.weight[token, 0] = logit
+    return model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(None)
+
+
+def letter_id(tokenizer, letter: str) -> int:
+    (token,) = tokenizer.encode(letter, add_special_tokens=False)
+    return token
+
+
+def test_fixture_layouts_and_prompts():
+    ceval = mc.load_items("ceval", FIXTURES / "ceval")
+    assert len(ceval) == 15 and ceval[0].question.subject == "civil_servant"
+    first = ceval[0]
+    assert first.prompt.startswith("请从下列选择题中选择正确的选项。\n\n问：“画蛇添足”比喻什么？\nA. 多此一举\nB. 勤奋\nC. 聪明\nD. 节约\n答：A")
+    assert first.prompt.endswith("\n\n问：“守株待兔”比喻什么？\nA. 勤劳\nB. 死守经验\nC. 机智\nD. 勇敢\n答：")
+    assert first.prompt.count("\n答：") == 6 and first.letter_prefix == ""
+    assert first.question.source.endswith("ceval/val/civil_servant_val.csv:2") and first.question.id == "0"
+    # the val directory itself (MindSpeed-LLM's --task-data-path) reads the same
+    assert [i.prompt for i in mc.load_items("ceval", FIXTURES / "ceval" / "val")] == [i.prompt for i in ceval]
+
+    mmlu = mc.load_items("mmlu", FIXTURES / "mmlu", shots=1)
+    assert mmlu[0].prompt == ("The following are multiple choice questions (with answers) about  abstract algebra.\n"
+                              "The identity of (Z, +) is\nA. 0\nB. 1\nC. -1\nD. 2\nAnswer: A\n\n"
+                              "The order of the group Z_6 is\nA. 3\nB. 6\nC. 2\nD. 12\nAnswer:")
+    assert mmlu[0].letter_prefix == " "
+    macro = [i for i in mmlu if i.question.subject == "high_school_macroeconomics"]
+    assert macro[2].question.question == "A central bank lowering rates, ceteris paribus, tends to"  # quoted commas
+
+    cmmlu = mc.load_items("cmmlu", FIXTURES / "cmmlu", shots=1, limit=1)
+    assert len(cmmlu) == 5
+    assert cmmlu[0].prompt == ("以下是中国关于农学考试的单项选择题，请选出其中的正确答案。\n玉米属于？\nA. 粮食作物\nB. 饮料\n"
+                               "C. 木材\nD. 药材\n答案： A\n\n\n水稻主要生长在？\nA. 沙漠\nB. 水田\nC. 冰川\nD. 高山\n答案： ")
+    assert cmmlu[0].question.id == "0"  # CMMLU's unnamed index column
+
+
+# Always-"B" answers on the fixtures, by hand: C-Eval computer_network 2/4, college_physics 2/3, marxism 1/3,
+# modern_chinese_history 0/2, civil_servant 2/3; MMLU abstract_algebra 2/3, college_physics 1/2, philosophy 2/2,
+# high_school_macroeconomics 0/3, nutrition 1/2; CMMLU anatomy 1/2, astronomy 2/2, philosophy 1/3, economics 1/2,
+# agronomy 1/2.
+ALWAYS_B = {
+    "ceval": {"count": 15, "correct": 7, "micro": F(7, 15), "macro": F(13, 30),
+              "categories": {"STEM": (F(4, 7), F(7, 12)), "Social Science": (F(1, 3), F(1, 3)),
+                             "Humanities": (0, 0), "Other": (F(2, 3), F(2, 3))}},
+    "mmlu": {"count": 12, "correct": 6, "micro": F(1, 2), "macro": F(8, 15),
+             "categories": {"STEM": (F(3, 5), F(7, 12)), "humanities": (1, 1), "social sciences": (0, 0),
+                            "other (business, health, misc.)": (F(1, 2), F(1, 2))}},
+    "cmmlu": {"count": 11, "correct": 6, "micro": F(6, 11), "macro": F(17, 30),
+              "categories": {"STEM": (F(3, 4), F(3, 4)), "Humanities": (F(1, 3), F(1, 3)),
+                             "Social Science": (F(1, 2), F(1, 2)), "Other": (F(1, 2), F(1, 2))}},
+}
+
+
+@pytest.mark.parametrize("task", ["ceval", "mmlu", "cmmlu"])
+def test_controlled_model_gives_the_expected_averages_under_both_protocols(task, tokenizer, tmp_path):
+    scorer = HFScorer(preferring_model({letter_id(tokenizer, "B"): 5.0}), tokenizer, torch.device("cpu"))
+    want = ALWAYS_B[task]
+    for protocol in ("generate", "loglik"):
+        m = run_eval(scorer, task, FIXTURES / task, tmp_path / protocol, protocol=protocol, batch_size=4,
+                     progress=False)
+        assert (m["protocol"], m["count"], m["correct"], m["no_answer"]) == (protocol, want["count"],
+                                                                             want["correct"], 0)
+        # sums of float fractions: equal to the exact fraction to 1e-12
+        assert m["micro_average"] == pytest.approx(float(want["micro"]), abs=1e-12)
+        assert m["macro_average"] == pytest.approx(float(want["macro"]), abs=1e-12)
+        assert list(m["categories"]) == list(want["categories"])
+        for name, (micro, macro) in want["categories"].items():
+            assert m["categories"][name]["accuracy_micro"] == pytest.approx(float(micro), abs=1e-12)
+            assert m["categories"][name]["accuracy_macro"] == pytest.approx(float(macro), abs=1e-12)
+        rows = (tmp_path / protocol / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+        assert len(rows) == want["count"] and all('"prediction": "B"' in r for r in rows)
+
+
+def test_protocols_differ_when_the_model_prefers_a_non_letter(tokenizer, tmp_path):
+    # "X" first, then "C": greedy text starts with X (no answer); among the letters C is the most likely
+    scorer = HFScorer(preferring_model({letter_id(tokenizer, "X"): 8.0, letter_id(tokenizer, "C"): 4.0}),
+                      tokenizer, torch.device("cpu"))
+    gen = run_eval(scorer, "ceval", FIXTURES / "ceval", tmp_path / "g", protocol="generate", progress=False)
+    assert (gen["correct"], gen["no_answer"], gen["micro_average"]) == (0, 15, 0.0)
+    ll = run_eval(scorer, "ceval", FIXTURES / "ceval", tmp_path / "l", protocol="loglik", progress=False)
+    # gold C: computer_network 1, college_physics 1, modern_chinese_history 1
+    assert (ll["correct"], ll["no_answer"]) == (3, 0)
+    assert ll["subjects"]["modern_chinese_history"]["accuracy"] == 0.5
+
+
+def test_batched_scoring_equals_one_at_a_time(tokenizer):
+    scorer = HFScorer(random_model(1), tokenizer, torch.device("cpu"))
+    items = mc.load_items("mmlu", FIXTURES / "mmlu", shots=2)[:6]
+    prompts = [i.prompt for i in items]
+    assert scorer.generate(prompts, 5) == [scorer.generate([p], 5)[0] for p in prompts]
+    pairs = [p for i in items for p in mc.option_pairs(i)]
+    batched = scorer.loglikelihood([c for c, _ in pairs], [x for _, x in pairs])
+    single = [scorer.loglikelihood([c], [x])[0] for c, x in pairs]
+    assert batched == pytest.approx(single, abs=1e-4)
+
+
+def test_averages_and_letters():
+    q = [mc.Question(s, str(i), "q", ("a", "b", "c", "d"), a, "f:1")
+         for i, (s, a) in enumerate([("law", "A"), ("law", "B"), ("logic", "C"), ("physician", "D")])]
+    m = mc.averages("ceval", q, ["A", None, "C", "A"], "generate")
+    assert (m["correct"], m["no_answer"], m["micro_average"], m["macro_average"]) == (2, 1, 0.5, (0.5 + 1 + 0) / 3)
+    assert m["categories"]["Humanities"] == {"subjects": ["law", "logic"], "correct": 2, "total": 3,
+                                             "accuracy_micro": 2 / 3, "accuracy_macro": 0.75}
+    assert mc.letter_of("  B. 因为") == "B" and mc.letter_of("b") is None and mc.letter_of("") is None
+    assert mc.best_letter([-1.0, -0.5, -0.5, -2.0]) == "B"  # ties go to the earlier letter
+    unknown = mc.averages("cmmlu", q[:1], ["A"], "loglik")
+    assert list(unknown["categories"]) == [mc.UNCATEGORIZED]
+
+
+def _write(path: Path, data: bytes | str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    return path
+
+
+def test_bad_input(tmp_path):
+    root = tmp_path / "ceval"
+    _write(root / "val" / "law_val.csv", "id,question,A,B,C,D\n0,q,a,b,c,d\n")
+    with pytest.raises(TunebridgeError, match=r"law_val\.csv:1: missing column 'answer'"):
+        mc.load_items("ceval", root, shots=0)
+    _write(root / "val" / "law_val.csv", "id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n1,q2,a,b,c,d,E\n")
+    with pytest.raises(TunebridgeError, match=r"law_val\.csv:3: answer 'E' is not one of A, B, C, D"):
+        mc.load_items("ceval", root, shots=0)
+    _write(root / "val" / "law_val.csv", "id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n".encode() + b"1,\xff,a,b,c,d,B\n")
+    with pytest.raises(TunebridgeError, match=r"law_val\.csv:3: not UTF-8 \(byte 0xff"):
+        mc.load_items("ceval", root, shots=0)
+    _write(root / "val" / "law_val.csv", "id,question,A,B,C,D,answer\n0,q,a,b,c,d,A\n")
+    with pytest.raises(TunebridgeError, match=r"dev/law_dev\.csv: no such dev file"):
+        mc.load_items("ceval", root)
+    _write(tmp_path / "mmlu" / "test" / "x_test.csv", "q,a,b,c,d,A\nq,a,b,c,A\n")
+    with pytest.raises(TunebridgeError, match=r"x_test\.csv:2: 5 fields, expected 6"):
+        mc.load_items("mmlu", tmp_path / "mmlu", shots=0)
+    with pytest.raises(TunebridgeError, match=r"x_test\.csv:1: missing column 'question'"):
+        mc.load_items("cmmlu", tmp_path / "mmlu", shots=0)  # CMMLU files have a header
+    with pytest.raises(TunebridgeError, match="not a cmmlu directory"):
+        mc.load_items("cmmlu", root)
+    q = mc.load_items("ceval", root, shots=0)[0].question
+    with pytest.raises(TunebridgeError, match="2 predictions for 1 questions"):
+        mc.averages("ceval", [q], ["A", "B"], "generate")
+    with pytest.raises(TunebridgeError, match="no questions"):
+        mc.averages("ceval", [], [], "generate")

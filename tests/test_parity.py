@@ -1,0 +1,137 @@
+"""Parity verdicts: pass on equal curves and counts, fail on perturbed ones, with exact figures."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tunebridge import parity
+from tunebridge.accounting import count
+from tunebridge.backends.result import RunResult, StepRecord
+from tunebridge.errors import TunebridgeError
+from tunebridge.recipe import load_recipe
+from tunebridge.verify import compare
+
+
+def run(losses, start=1, norms=None, backend="torch") -> RunResult:
+    norms = norms or [None] * len(losses)
+    return RunResult(backend, [StepRecord(start + i, x, 1e-4, g) for i, (x, g) in enumerate(zip(losses, norms))])
+
+
+LOSSES = [2.0, 1.8, 1.6, 1.5]
+NORMS = [4.0, 3.0, 2.0, 1.0]
+
+
+def by_name(verdicts):
+    return {v.name.split(":")[0]: v for v in verdicts}
+
+
+def test_equal_curves_pass_with_zero_error():
+    v = by_name(parity.loss_checks(run(LOSSES, norms=NORMS), run(LOSSES, norms=NORMS), "mf", "ms"))
+    assert set(v) == {"loss, first step", "loss, mean over steps", "global norm, mean over steps"}
+    assert all(x.passed for x in v.values())
+    assert v["loss, mean over steps"].measured["mean rel error"] == 0.0
+    assert v["loss, mean over steps"].series["rel_error"] == [0.0] * 4
+    assert v["loss, first step"].tolerance == "rel < 0.5 % or abs < 0.005"
+
+
+def test_perturbed_curve_fails_with_exact_figures():
+    # +2 % on every step: first step rel 0.02 > 0.5 % and abs 0.04 > 0.005
+    b = run([x * 1.02 for x in LOSSES], norms=[g * 1.2 for g in NORMS])
+    v = by_name(parity.loss_checks(run(LOSSES, norms=NORMS), b, "mf", "ms"))
+    first, mean, norm = v["loss, first step"], v["loss, mean over steps"], v["global norm, mean over steps"]
+    assert not first.passed and first.measured["rel error"] == pytest.approx(0.02, abs=1e-12)
+    assert first.measured["abs error"] == pytest.approx(0.04, abs=1e-12)
+    assert not mean.passed and mean.measured["mean rel error"] == pytest.approx(0.02, abs=1e-12)
+    assert mean.measured["mean abs error"] == pytest.approx(0.02 * sum(LOSSES) / 4, abs=1e-12)
+    assert not norm.passed and norm.measured["mean rel error"] == pytest.approx(0.2, abs=1e-12)
+    assert first.figure() == "step 1, mf loss 2, ms loss 2.04, rel error 2 %, abs error 0.04"
+
+
+def test_small_errors_pass_by_relative_or_absolute_bar():
+    # rel 0.2 %, 0.4 %, 0.4 %, 0.4 %: first step < 0.5 %, mean 0.35 % < 1 %
+    a = run(LOSSES)
+    b = run([2.004, 1.8072, 1.6064, 1.506])
+    v = by_name(parity.loss_checks(a, b, "a", "b"))
+    assert v["loss, first step"].passed and v["loss, mean over steps"].passed
+    assert v["loss, mean over steps"].measured["mean rel error"] == pytest.approx(0.0035, abs=1e-12)
+    # a low loss: rel 0.8 % fails the relative bar, abs 0.004 passes the absolute one
+    low = by_name(parity.loss_checks(run([0.5]), run([0.504]), "a", "b"))["loss, first step"]
+    assert low.passed and low.measured["rel error"] == pytest.approx(0.008, abs=1e-12)
+    assert not by_name(parity.loss_checks(run([0.5]), run([0.506]), "a", "b"))["loss, first step"].passed
+    # a single bad step among many: the mean bar still fails above 1 %
+    c = run([2.0, 1.8, 1.6, 1.5 * 1.05])
+    mean = by_name(parity.loss_checks(a, c, "a", "c"))["loss, mean over steps"]
+    assert not mean.passed and mean.measured["max rel error"] == pytest.approx(0.05) and mean.measured["at step"] == 4
+
+
+def test_mismatched_steps_compare_the_common_ones_or_refuse():
+    v = parity.loss_checks(run(LOSSES), run(LOSSES[:2]), "long", "short")
+    assert v[1].measured["steps"] == 2
+    assert "compared the 2 common steps only" in v[1].explanation
+    assert "long: 4 steps (1-4), short: 2 steps (1-2)" in v[1].explanation
+    with pytest.raises(TunebridgeError, match=r"cannot compare loss curves: a logged 4 steps \(1-4\) and b logged "
+                                              r"2 steps \(11-12\); no step is in both"):
+        parity.loss_checks(run(LOSSES), run(LOSSES[:2], start=11), "a", "b")
+
+
+def test_overflow_steps_are_left_out_of_the_norm_check():
+    v = parity.loss_checks(run(LOSSES, norms=[math.inf, 3.0, 2.0, 1.0]), run(LOSSES, norms=NORMS), "a", "b")
+    norm = by_name(v)["global norm, mean over steps"]
+    assert norm.passed and norm.measured["steps"] == 3 and "1 step(s) without a finite norm" in norm.explanation
+
+
+def test_nan_loss_fails():
+    v = by_name(parity.loss_checks(run(LOSSES), run([2.0, math.nan, 1.6, 1.5]), "a", "b"))
+    assert not v["loss, mean over steps"].passed
+
+
+def test_parameters_accounted_vs_instantiated():
+    recipe = load_recipe("recipes/llama3-8b-math-lora-r8.yaml")
+    report = recipe.param_report("torch")
+    good = parity.params_instantiated(report, 3_407_872, report.total_params + 3_407_872)
+    assert good.passed and good.measured["instantiated trainable"] == 3_407_872
+    assert not parity.params_instantiated(report, 3_407_872 + 1).passed
+    assert not parity.params_instantiated(report, 3_407_872, report.total_params).passed  # adapter not in total
+
+
+def test_parameters_across_backends_explain_the_fused_lora():
+    recipe = load_recipe("recipes/llama3-8b-math-lora-r8.yaml")
+    reports = [recipe.param_report(b) for b in ("torch", "mindformers", "mindspeed-llm")]
+    v = parity.params_across(reports, recipe.spec)
+    assert v.passed
+    assert v.measured == {"torch trainable": 3_407_872, "mindformers trainable": 3_407_872,
+                          "mindspeed-llm trainable": 2_621_440}
+    # q, k, v per projection at rank 8 over 32 layers minus the two A matrices linear_qkv does not need
+    assert "2,621,440 = 4,718,592 (per-projection LoRA on q+k+v) - 2,097,152 (linear_qkv = q+k+v share one LoRA A)" \
+        in v.explanation
+    assert count(recipe.spec, "torch", rank=8, targets=["q", "k", "v"]).trainable_params == 4_718_592
+    wrong = reports[2].__class__(**{**reports[2].to_dict(), "trainable_params": 3_407_872})
+    bad = parity.params_across([reports[0], wrong], recipe.spec)
+    assert not bad.passed and "DOES NOT HOLD" in bad.explanation
+
+
+def test_logits_verdicts_reuse_the_agreement():
+    torch.manual_seed(0)
+    a = torch.randn(2, 8, 32)
+    same = parity.logits(compare(a, a.clone(), "hf", "mcore"))
+    assert same.passed and same.measured["max |Δ|"] == 0.0 and same.measured["cosine"] == pytest.approx(1.0)
+    off = parity.logits_tensors(a, a + 1e-3, "hf", "mindformers")
+    assert not off.passed and off.measured["max |Δ|"] == pytest.approx(1e-3, rel=1e-4)
+    assert parity.logits_tensors(a, a + 1e-3, "hf", "mindformers", max_abs=1e-2).passed
+
+
+def test_metrics_same_predictions_and_trained_apart():
+    preds = {"torch": ["12", "7", "x"], "mindformers": ["12", "7", "x"], "mindspeed-llm": ["12", "8", "x"]}
+    v = parity.same_predictions(preds)
+    assert not v.passed and v.measured == {"mindformers differing": 0, "mindspeed-llm differing": 1, "predictions": 3}
+    assert parity.same_predictions({k: preds["torch"] for k in preds}).passed
+    same = parity.same_metrics({"official": {"f1": 65.42, "em": 49.69}, "torchmetrics": {"f1": 65.4200001, "em": 49.69}})
+    assert same.passed and same.measured["f1 max |Δ|"] == pytest.approx(1e-7, rel=1e-3)
+    assert not parity.same_metrics({"a": {"f1": 65.0}, "b": {"f1": 65.1}}).passed
+    apart = parity.metric_difference({"accuracy": 40.0}, {"accuracy": 40.75}, "torch", "mindformers")
+    assert apart.passed and apart.measured == {"accuracy Δ": 0.75}
+    assert not parity.metric_difference({"accuracy": 40.0}, {"accuracy": 42.0}, "a", "b").passed
+    with pytest.raises(TunebridgeError, match="no metric in common"):
+        parity.metric_difference({"f1": 1.0}, {"accuracy": 1.0}, "a", "b")

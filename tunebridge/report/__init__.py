@@ -1,0 +1,145 @@
+"""Parity reports: ``report.md`` (plots as PNG files beside it) and one self-contained ``report.html``."""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+from .. import __version__
+from ..accounting import contest_score
+from ..atomic import atomic_dir
+from ..backends.result import RunResult
+from ..parity import Verdict
+from .document import Block, Image, Table, to_html, to_markdown
+from .plots import loss_figure
+
+
+def _num(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.6g}"
+
+
+def _steps_text(run: RunResult) -> str:
+    return f"{len(run.steps)} ({run.steps[0].step}-{run.steps[-1].step})" if run.steps else "0"
+
+
+def runs_section(runs: dict[str, RunResult]) -> list[Block]:
+    rows = [[name, r.backend, _steps_text(r), _num(r.steps[0].loss) if r.steps else "-",
+             _num(r.steps[-1].loss) if r.steps else "-", _num(r.trainable_params), r.source or "-"]
+            for name, r in runs.items()]
+    blocks = [Block("h2", "Runs"),
+              Block("table", Table(["run", "backend", "steps", "first loss", "last loss", "trainable", "source"], rows))]
+    for name, r in runs.items():
+        for note in r.notes:
+            blocks.append(Block("p", f"{name}: {note}"))
+    return blocks
+
+
+def loss_section(runs: dict[str, RunResult]) -> list[Block]:
+    names = list(runs)
+    blocks = [Block("h2", "Loss curves"),
+              Block("image", Image("loss.png", loss_figure(runs), "loss curves and relative error"))]
+    if len(names) < 2:
+        return blocks
+    ref = {s.step: s.loss for s in runs[names[0]].steps}
+    by_run = [{s.step: s.loss for s in runs[n].steps} for n in names]
+    steps = sorted(set().union(*by_run))
+    headers = ["step", *names, *(f"rel err {n} vs {names[0]}" for n in names[1:])]
+    rows = []
+    for step in steps:
+        losses = [_num(b.get(step)) for b in by_run]
+        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3f} %" if step in b and ref.get(step) else "-"
+                for b in by_run[1:]]
+        rows.append([str(step), *losses, *rels])
+    blocks.append(Block("table", Table(headers, rows)))
+    return blocks
+
+
+def _as_dict(row) -> dict:
+    return row.to_dict() if hasattr(row, "to_dict") else asdict(row) if is_dataclass(row) else dict(row)
+
+
+def params_section(params_table: list) -> list[Block]:
+    """Rows are ParamReports or dicts with their keys; ``instantiated`` and ``accuracy`` (a fraction) add
+    columns, the latter the contest score = (1 - low-param ratio) * 0.3 + accuracy * 0.7."""
+    rows = [_as_dict(r) for r in params_table]
+    with_inst = any("instantiated" in r for r in rows)
+    with_score = any(r.get("accuracy") is not None for r in rows)
+    headers = ["backend", "total", "trainable", *(["instantiated"] if with_inst else []), "low-param ratio",
+               "PEFT trainable %", "exact", *(["accuracy", "contest score"] if with_score else [])]
+    body = []
+    for r in rows:
+        line = [r["backend"], _num(r["total_params"]), _num(r["trainable_params"])]
+        if with_inst:
+            line.append(_num(r.get("instantiated")))
+        line += [f"{100 * r['low_param_ratio']:.6g} %", f"{r.get('peft_trainable_percent', 0):.6g} %",
+                 "yes" if r.get("exact", True) else "no"]
+        if with_score:
+            acc = r.get("accuracy")
+            line += ["-", "-"] if acc is None else [f"{100 * acc:.2f} %",
+                                                    f"{contest_score(r['low_param_ratio'], acc):.6f}"]
+        body.append(line)
+    blocks = [Block("h2", "Parameters"), Block("table", Table(headers, body)),
+              Block("p", "low-param ratio = trainable / base total (the contests' definition); "
+                         "PEFT trainable % = trainable / (base + adapter).")]
+    blocks += [Block("p", f"{r['backend']}: {r['note']}") for r in rows if r.get("note")]
+    return blocks
+
+
+def metrics_section(metrics_table: dict[str, dict[str, float]]) -> list[Block]:
+    metrics = list(dict.fromkeys(k for row in metrics_table.values() for k in row))
+    rows = [[name, *(_num(row.get(k)) for k in metrics)] for name, row in metrics_table.items()]
+    return [Block("h2", "Metrics"), Block("table", Table(["run", *metrics], rows))]
+
+
+def verdicts_section(verdicts: list[Verdict]) -> list[Block]:
+    passed = sum(v.passed for v in verdicts)
+    rows = [["PASS" if v.passed else "FAIL", v.name, v.figure(), v.tolerance, v.explanation] for v in verdicts]
+    return [Block("h2", "Parity verdicts"),
+            Block("p", f"{passed} of {len(verdicts)} checks pass."),
+            Block("table", Table(["verdict", "check", "measured", "tolerance", "explanation"], rows,
+                                 ["pass" if v.passed else "fail" for v in verdicts]))]
+
+
+def environment_section(runs: dict[str, RunResult]) -> list[Block]:
+    host = {"tunebridge": __version__, "python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "processor": platform.processor() or "-",
+            "cpus": str(os.cpu_count())}
+    rows = [["report host", k, v] for k, v in host.items()]
+    rows += [[name, k, str(v)] for name, r in runs.items() for k, v in r.environment.items()]
+    return [Block("h2", "Versions and hardware"), Block("table", Table(["where", "item", "value"], rows))]
+
+
+def build(runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None, metrics_table=None,
+          recipe: str | None = None) -> list[Block]:
+    blocks = [Block("h1", "tunebridge parity report"),
+              Block("p", f"Runs: {', '.join(f'{n} ({r.backend})' for n, r in runs.items())}.")]
+    if recipe:
+        blocks += [Block("h2", "Recipe"), Block("pre", recipe)]
+    if params_table:
+        blocks += params_section(params_table)
+    blocks += runs_section(runs) + loss_section(runs)
+    if metrics_table:
+        blocks += metrics_section(metrics_table)
+    blocks += verdicts_section(verdicts) + environment_section(runs)
+    return blocks
+
+
+def write_report(out_dir: str | Path, runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None,
+                 metrics_table=None, recipe: str | Path | None = None, force: bool = False) -> Path:
+    """Write ``report.md``, ``loss.png`` and the self-contained ``report.html`` into ``out_dir`` (atomically;
+    an existing ``out_dir`` only with ``force``). ``recipe`` is YAML text or a path to it."""
+    if isinstance(recipe, Path):
+        recipe = recipe.read_text(encoding="utf-8")
+    blocks = build(runs, verdicts, params_table, metrics_table, recipe)
+    with atomic_dir(out_dir, force=force) as tmp:
+        (tmp / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+        (tmp / "report.html").write_text(to_html(blocks, "tunebridge parity report"), encoding="utf-8")
+        for b in blocks:
+            if b.kind == "image":
+                (tmp / b.content.filename).write_bytes(b.content.png)
+    return Path(out_dir)
