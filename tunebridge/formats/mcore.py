@@ -118,8 +118,9 @@ class McoreLayout:
 class RankFileWriter:
     """One rank's ``model_optim_rng.pt``, written tensor by tensor (see :class:`TorchZipWriter`)."""
 
-    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int):
-        self.path = iteration_dir(root) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
+    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int, iteration: int = ITERATION):
+        self.path = iteration_dir(root, iteration) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
+        self.iteration = iteration
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._zip = TorchZipWriter(self.path)
         self._model: dict = {}
@@ -128,21 +129,21 @@ class RankFileWriter:
         self._model[name] = self._zip.add(t)
 
     def finish(self, args: argparse.Namespace) -> Path:
-        self._zip.finish({"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": ITERATION,
+        self._zip.finish({"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": self.iteration,
                           "args": args})
         return self.path
 
 
 def write_rank(root: Path, tp_rank: int, pp_rank: int, pp: int, state: dict[str, torch.Tensor],
-               args: argparse.Namespace) -> Path:
-    writer = RankFileWriter(root, tp_rank, pp_rank, pp)
+               args: argparse.Namespace, iteration: int = ITERATION) -> Path:
+    writer = RankFileWriter(root, tp_rank, pp_rank, pp, iteration)
     for name, t in state.items():
         writer.add(name, t)
     return writer.finish(args)
 
 
-def write_latest(root: Path) -> None:
-    (root / "latest_checkpointed_iteration.txt").write_text(str(ITERATION))
+def write_latest(root: Path, iteration: int = ITERATION) -> None:
+    (root / "latest_checkpointed_iteration.txt").write_text(str(iteration))
 
 
 def stages(spec: ModelSpec, pp: int, num_layer_list: list[int] | None) -> list[range]:

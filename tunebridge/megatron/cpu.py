@@ -11,7 +11,8 @@ megatron-core hard-codes CUDA in a few places a CPU forward (and a tied-embeddin
 - ``get_default_causal_mask`` (taken when ``attention_mask`` is None) builds the mask on CUDA:
   callers pass an explicit bool causal mask instead (see :func:`causal_mask`);
 - the default RNG tracker keeps CUDA generator states: :func:`init_parallel` installs megatron's
-  inference tracker (``fork()`` is a no-op, so dropout draws from the CPU generator).
+  inference tracker (``fork()`` is a no-op, so dropout draws from the CPU generator);
+- the pipeline schedules allocate with ``device="cuda"``: :func:`pipeline_schedule_on_cpu`.
 
 Each patched method runs unchanged, inside a context in which ``torch.cuda.current_device()`` names
 the CPU and ``Tensor.cuda()`` is the identity; nothing else is touched and nothing stays swapped.
@@ -72,6 +73,27 @@ def patch_megatron_for_cpu() -> None:
         fn = owner.__dict__[name]
         if not hasattr(fn, _ORIGINAL):
             setattr(owner, name, _on_cpu(fn))
+
+
+@contextlib.contextmanager
+def pipeline_schedule_on_cpu() -> Iterator[None]:
+    """Run one of megatron-core's forward-backward schedules on CPU: they create their token counter with
+    a literal ``torch.zeros(..., device="cuda")``, p2p buffers on ``torch.cuda.current_device()``, and
+    call ``torch.cuda.synchronize()`` after exchanging shapes; inside this context the first two land on
+    the CPU and the last is a no-op (gloo's requests have been waited on already)."""
+    zeros, synchronize = torch.zeros, torch.cuda.synchronize
+
+    def cpu_zeros(*args, device=None, **kwargs):
+        if device is not None and torch.device(device).type == "cuda":
+            device = "cpu"
+        return zeros(*args, device=device, **kwargs)
+
+    torch.zeros, torch.cuda.synchronize = cpu_zeros, lambda device=None: None
+    try:
+        with _cuda_means_cpu():
+            yield
+    finally:
+        torch.zeros, torch.cuda.synchronize = zeros, synchronize
 
 
 def causal_mask(seq_len: int) -> torch.Tensor:

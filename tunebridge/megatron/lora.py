@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
-from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear, set_tensor_model_parallel_attributes
 from megatron.core.tensor_parallel.mappings import (copy_to_tensor_model_parallel_region,
                                                     reduce_from_tensor_model_parallel_region)
 from torch import nn
@@ -56,6 +56,12 @@ class FusedLoraLinear(nn.Module):
         with torch.no_grad():
             self.lora_A["default"].weight.copy_(a)
             self.lora_B["default"].weight.zero_()
+        # Mark the TP-split matrix as Megatron marks its parallel linears' weights, so grad-norm code
+        # (param_is_not_tensor_parallel_duplicate) counts it on every rank and the replicated one once.
+        if parallel is Shard.COLUMN:
+            set_tensor_model_parallel_attributes(self.lora_B["default"].weight, True, 0, 1)
+        else:
+            set_tensor_model_parallel_attributes(self.lora_A["default"].weight, True, 1, 1)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, *args, **kwargs):

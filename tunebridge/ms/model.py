@@ -9,9 +9,14 @@ def _context() -> None:
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
 
 
-def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1):
-    """LlamaConfig for ``spec``: fp32, rope slicing, no flash attention, unfused RMSNorm (what runs on CPU)."""
+def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1, pad_token_id: int | None = None):
+    """LlamaConfig for ``spec``: fp32, rope slicing, no flash attention, unfused RMSNorm (what runs on CPU).
+
+    ``pad_token_id`` (LlamaConfig's default: 0) is the input id LlamaForCausalLM drops from both the attention
+    keys and the loss; an id outside the vocabulary turns that off.
+    """
     from mindformers.models.llama import LlamaConfig
+    extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
     return LlamaConfig(
         batch_size=batch_size, seq_length=seq_length, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
         num_heads=spec.num_heads, n_kv_heads=spec.num_kv_heads, vocab_size=spec.vocab_size,
@@ -20,15 +25,16 @@ def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1):
         max_position_embedding=max(seq_length, spec.max_position_embeddings),
         compute_dtype="float32", param_init_type="float32", layernorm_compute_type="float32",
         softmax_compute_type="float32", rotary_dtype="float32", use_rope_slice=True, use_flash_attention=False,
-        use_past=False, fused_rms_norm=False, checkpoint_name_or_path="")
+        use_past=False, fused_rms_norm=False, checkpoint_name_or_path="", **extra)
 
 
-def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size: int = 1):
+def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size: int = 1,
+          pad_token_id: int | None = None):
     """The MindFormers model for a ModelSpec dict, wrapped with LoRA when ``pet`` (a pet_config) is given."""
     _context()
     from mindformers.models.llama import LlamaForCausalLM
     from mindformers.pet import get_pet_model
-    model = LlamaForCausalLM(llama_config(ModelSpec(**spec), seq_length, batch_size))
+    model = LlamaForCausalLM(llama_config(ModelSpec(**spec), seq_length, batch_size, pad_token_id))
     return get_pet_model(model, dict(pet)) if pet else model
 
 
