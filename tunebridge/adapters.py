@@ -98,9 +98,10 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
     cfg_path = (path if path.is_dir() else path.parent) / PEFT_CONFIG
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        rank, alpha = int(cfg["lora_rank"]), float(cfg["lora_alpha"])
+        # tunebridge's pet_config says lora_rank; MindFormers 1.9's own adapter_config.json is PEFT-style ("r")
+        rank, alpha = int(cfg["lora_rank"] if "lora_rank" in cfg else cfg["r"]), float(cfg["lora_alpha"])
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        raise TunebridgeError(f"{cfg_path}: need the pet_config (lora_rank, lora_alpha) next to the LoRA "
+        raise TunebridgeError(f"{cfg_path}: need the pet_config (lora_rank or r, lora_alpha) next to the LoRA "
                               f"checkpoint ({type(e).__name__}: {e})") from None
     entries = msckpt.index(ckpt)
     adapter = Adapter(rank, alpha, float(cfg.get("lora_dropout", 0.0)))

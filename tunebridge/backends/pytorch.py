@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import TunebridgeError
 from ..train.config import TrainConfig
-from ..train.optim import make_adamw
+from ..train.optim import decay_groups, make_adamw
 from ..train.order import global_batches, micro_batches, total_steps
 from ..train.schedule import Schedule
 from .result import RunResult, StepRecord
@@ -141,7 +141,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
     params = _trainable(model)
     trainable = sum(p.numel() for p in params.values())
     total = sum(p.numel() for p in model.parameters())
-    optimizer = make_adamw(params.values(), cfg)
+    optimizer = make_adamw(decay_groups(params.items(), cfg.weight_decay), cfg)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     start = 0

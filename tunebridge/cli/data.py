@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..accounting import BACKENDS
 from ..atomic import atomic_dir
-from ..data.encode import load_tokenizer
+from ..data.encode import MASKS, load_tokenizer
 from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize_stream, write
 from ..data.readers import RECORD_FORMATS, read_records
 from ..data.templates import TEMPLATES, get_template
@@ -37,6 +37,8 @@ def register(sub) -> None:
                                        '"response": "zh_output"}')
     cv.add_argument("--template", choices=tuple(TEMPLATES), required=True)
     cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
+    cv.add_argument("--mask", choices=MASKS, default="tunebridge",
+                    help="label mask (mindformers: vicuna_v1.1 as MindFormers' llama_preprocess.py masks it)")
     cv.add_argument("--seq-length", type=int, required=True)
     cv.add_argument("--to", choices=tuple(sorted(set(OUTPUTS.values()))), required=True)
     cv.add_argument("--workers", type=int, default=1)
@@ -76,7 +78,8 @@ def run_convert(args) -> int:
             yield r
     bar = tqdm(desc="convert", unit="record")
     records = counted(bar_iter(read_records(args.input, args.reader, map_keys), bar))
-    samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers)
+    samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers,
+                              mask=args.mask)
     tok = load_tokenizer(args.tokenizer)
     with atomic_dir(args.out, force=args.force) as tmp:
         counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,

@@ -39,34 +39,40 @@ class PrepareReport:
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer: str | None, template: str, system: str | None) -> None:
-    _WORKER.update(tok=load_tokenizer(tokenizer), template=get_template(template), system=system)
+def _init_worker(tokenizer: str | None, template: str, system: str | None, mask: str) -> None:
+    _WORKER.update(tok=load_tokenizer(tokenizer), template=get_template(template), system=system, mask=mask)
 
 
-def _encode_chunk(chunk: list[tuple[str, str, str | None]]) -> list[Sample]:
-    tok, template = _WORKER["tok"], _WORKER["template"]
-    return [encode(tok, template, q, a, s if s is not None else _WORKER["system"]) for q, a, s in chunk]
+def _encode_chunk(chunk: list[tuple[str, str, str | None, tuple, str]]) -> list[Sample]:
+    tok, template, mask = _WORKER["tok"], _WORKER["template"], _WORKER["mask"]
+    out = []
+    for q, a, s, history, where in chunk:
+        try:
+            out.append(encode(tok, template, q, a, s if s is not None else _WORKER["system"], history, mask))
+        except TunebridgeError as e:
+            raise TunebridgeError(f"{where}: {e}") from None
+    return out
 
 
 def tokenize_stream(records: Iterable[Record], tokenizer: str | None, template: Template, system: str | None = None,
-                    workers: int = 1, chunk: int = 512) -> Iterator[Sample]:
+                    workers: int = 1, chunk: int = 512, mask: str = "tunebridge") -> Iterator[Sample]:
     """Samples in record order, whatever the number of worker processes; records are consumed lazily."""
-    items = ((alpaca_query(r.prompt, r.query), r.response, r.system) for r in records)
+    items = ((alpaca_query(r.prompt, r.query), r.response, r.system, r.history, r.where) for r in records)
     chunks = iter(lambda: list(islice(items, chunk)), [])
     if workers <= 1:
-        _init_worker(tokenizer, template.name, system)
+        _init_worker(tokenizer, template.name, system, mask)
         for part in map(_encode_chunk, chunks):
             yield from part
         return
-    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system)) as pool:
+    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system, mask)) as pool:
         for part in pool.imap(_encode_chunk, chunks):
             yield from part
 
 
 def tokenize(records: list[Record], tokenizer: str | None, template: Template, system: str | None = None,
-             workers: int = 1, progress: bool = True) -> list[Sample]:
+             workers: int = 1, progress: bool = True, mask: str = "tunebridge") -> list[Sample]:
     samples = tokenize_stream(tqdm(records, desc="tokenize", unit="sample", disable=not progress, leave=False),
-                              tokenizer, template, system, workers)
+                              tokenizer, template, system, workers, mask=mask)
     return list(samples)
 
 
@@ -102,9 +108,10 @@ def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, w
     tokenizer = str(base / d.tokenizer) if d.tokenizer else None
     tok = load_tokenizer(tokenizer)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress)}
+    mask = d.mask
+    sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress, mask=mask)}
     if val:
-        sets["validation"] = tokenize(val, tokenizer, template, d.system, workers, progress=progress)
+        sets["validation"] = tokenize(val, tokenizer, template, d.system, workers, progress=progress, mask=mask)
     with atomic_dir(out, force=force) as tmp:
         for backend in backends:
             kind = OUTPUTS[backend]

@@ -4,6 +4,11 @@ Record formats: ``alpaca`` (instruction/input/output, or any keys through ``map_
 ``--map-keys`` names them: prompt/query/response/system), ``math`` (problem/solution), ``sharegpt``
 (``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}``, MindFormers' converter output) and
 ``mc`` (question,A,B,C,D,answer: C-Eval / MMLU / CMMLU rows).
+
+A conversation becomes one record as MindSpeed-LLM's sharegpt converter aligns it: an optional leading system
+turn, then human / gpt turns alternating from human, even in number; the last pair is ``prompt`` / ``response``,
+the earlier pairs are ``history`` (so the prompt transforms edit the last user turn). MindSpeed-LLM skips a
+conversation that breaks these rules with a warning; tunebridge stops and names it.
 """
 from __future__ import annotations
 
@@ -21,11 +26,13 @@ ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output", 
 
 @dataclass
 class Record:
-    """One instruction sample: the user turn's parts and the answer, plus the raw fields (for filters)."""
+    """One instruction sample: the user turn's parts and the answer, plus the raw fields (for filters).
+    ``history`` holds the (user, assistant) turns before them, oldest first."""
     prompt: str
     response: str
     query: str = ""
     system: str | None = None
+    history: tuple[tuple[str, str], ...] = ()
     fields: dict = field(default_factory=dict)
     where: str = ""
 
@@ -166,14 +173,28 @@ def _sharegpt(row: dict, where: str) -> Record:
     turns = row.get("conversations")
     if not isinstance(turns, list):
         raise TunebridgeError(f"{where}: missing key 'conversations' (the record has: {', '.join(map(str, row))})")
-    system = next((t.get("value") for t in turns if t.get("from") == "system"), None)
-    dialogue = [t for t in turns if t.get("from") != "system"]
-    roles = [t.get("from") for t in dialogue]
-    if roles != ["human", "gpt"]:
-        raise TunebridgeError(f"{where}: expected one human turn then one gpt turn, found {roles} "
-                              f"(multi-turn conversations are not supported yet)")
-    return Record(prompt=str(dialogue[0].get("value", "")), response=str(dialogue[1].get("value", "")),
-                  system=system, fields=row, where=where)
+    texts = [_turn_text(t, i, where) for i, t in enumerate(turns)]
+    roles = [t.get("from") for t in turns]
+    system = None
+    if roles[:1] == ["system"]:
+        system, texts, roles = texts[0], texts[1:], roles[1:]
+    for i, role in enumerate(roles):
+        if role != ("human", "gpt")[i % 2]:
+            raise TunebridgeError(f"{where}: conversations[{i + (system is not None)}] is from {role!r} where "
+                                  f"{('human', 'gpt')[i % 2]!r} is expected (an optional system turn first, then "
+                                  f"human and gpt alternating; found {roles})")
+    if not roles or len(roles) % 2:
+        raise TunebridgeError(f"{where}: a conversation must end with a gpt turn after each human turn "
+                              f"(found {roles})")
+    pairs = tuple(zip(texts[::2], texts[1::2]))
+    return Record(prompt=pairs[-1][0], response=pairs[-1][1], system=system, history=pairs[:-1], fields=row,
+                  where=where)
+
+
+def _turn_text(turn, i: int, where: str) -> str:
+    if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+        raise TunebridgeError(f"{where}: conversations[{i}] should be an object with a text 'value'")
+    return turn["value"]
 
 
 def read_records(path: str | Path, fmt: str, map_keys: dict[str, str] | None = None) -> Iterator[Record]:

@@ -23,3 +23,4 @@ class DataSpec(_Strict):
     system: str | None = None                   # overrides the template's default system prompt
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
+    mask: Literal["tunebridge", "mindformers"] = "tunebridge"  # label mask; mindformers: llama_preprocess.py's (vicuna_v1.1)

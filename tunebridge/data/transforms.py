@@ -107,7 +107,7 @@ def filter_regex(records, field: str = "prompt", pattern: str = "", action: str 
 def dedup(records, fields: list[str] = ("prompt", "response"), **_):
     seen, out = set(), []
     for r in records:
-        key = tuple(_text(r, f) for f in fields)
+        key = (tuple(_text(r, f) for f in fields), r.history)  # conversations differing in earlier turns stay
         if key not in seen:
             seen.add(key)
             out.append(r)

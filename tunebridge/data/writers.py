@@ -1,8 +1,11 @@
-"""Each stack's tokenized format: Megatron indexed files (MindSpeed-LLM), MindRecord (MindFormers), JSONL (torch)."""
+"""Each stack's tokenized format: Megatron indexed files (MindSpeed-LLM), MindRecord (MindFormers), JSONL (torch).
+All three are written as the samples come, in memory flat in the number of samples."""
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
 import tempfile
 from array import array
 from dataclasses import dataclass
@@ -103,27 +106,101 @@ def write_jsonl(path: str | Path, samples: Iterable[Sample], seq_length: int) ->
     return counts
 
 
-def mindrecord_rows(samples: list[Sample], seq_length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """MindFormers' instruction rows: seq_length + 1 ids padded with pad_id, labels -100 on the padding."""
-    kept = [s for s in samples if len(s.input_ids) < seq_length]
-    ids = np.full((len(kept), seq_length + 1), pad_id, dtype=np.int32)
-    labels = np.full((len(kept), seq_length + 1), IGNORE, dtype=np.int32)
-    for i, s in enumerate(kept):
-        ids[i, :len(s.input_ids)] = s.input_ids
-        labels[i, :len(s.labels)] = s.labels
-    return ids, labels, len(samples) - len(kept)
+class MindRecordWriter:
+    """A MindRecord file written by one long-lived MindSpore process (``tunebridge.ms.mindrecord stream``):
+    rows of seq_length + 1 are buffered ``chunk`` at a time and piped to it, which passes each chunk to
+    ``FileWriter.write_raw_data``. Memory here holds one chunk; the file appears only at :meth:`close`."""
+
+    def __init__(self, path: str | Path, seq_length: int, pad_id: int, chunk: int = 1024):
+        from ..bridge import mindspore_python
+        from ..ms.mindrecord import FRAME
+        self.path = Path(path).resolve()
+        self.seq_length, self.pad_id, self._frame = seq_length, pad_id, FRAME
+        self.counts = WriteCounts()
+        self._block = np.empty((2, chunk, seq_length + 1), dtype=np.int32)
+        self._n = 0
+        self._done = False
+        self._scratch = tempfile.TemporaryDirectory(prefix="tunebridge-mr-")
+        self._stderr = open(Path(self._scratch.name) / "stderr", "w+b")
+        env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
+        env.pop("PYTHONPATH", None)
+        self._proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.ms.mindrecord", "stream",
+                                       str(self.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=self._stderr, env=env, cwd=self._scratch.name)
+
+    def add(self, s: Sample) -> None:
+        n = len(s.input_ids)
+        if n >= self.seq_length:
+            self.counts.too_long += 1
+            return
+        ids, labels = self._block[0, self._n], self._block[1, self._n]
+        ids[:n], ids[n:] = s.input_ids, self.pad_id
+        labels[:n], labels[n:] = s.labels, IGNORE
+        self._n += 1
+        self.counts.written += 1
+        if self._n == self._block.shape[1]:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._n:
+            self._send(self._frame.pack(self._n, self._block.shape[2]) + self._block[:, :self._n].tobytes())
+        self._n = 0
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._proc.stdin.write(data)
+        except BrokenPipeError:
+            self._finish()  # raises with MindSpore's error output
+            raise
+
+    def _finish(self) -> dict:
+        """Close the pipe, wait for MindSpore, and return its result (or raise with its error output)."""
+        self._done = True
+        try:
+            self._proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        out = self._proc.stdout.read()
+        self._proc.wait()
+        self._stderr.seek(0)
+        err = self._stderr.read().decode(errors="replace")
+        self._stderr.close()
+        self._scratch.cleanup()
+        if self._proc.returncode != 0:
+            raise RuntimeError(f"MindSpore's MindRecord writer exited {self._proc.returncode}:\n{err[-4000:]}")
+        return json.loads(out.decode().strip().splitlines()[-1])
+
+    def abort(self) -> None:
+        """Stop without the end frame: MindSpore removes its partial file."""
+        self._n = 0
+        if not self._done:
+            try:
+                self._finish()
+            except RuntimeError:
+                pass
+
+    def close(self) -> WriteCounts:
+        if not self.counts.written:
+            self.abort()
+            raise TunebridgeError(f"no sample is shorter than seq_length {self.seq_length}: nothing to write")
+        self._flush()
+        self._send(self._frame.pack(0, 0))
+        result = self._finish()
+        if result["rows"] != self.counts.written:
+            raise RuntimeError(f"MindSpore wrote {result['rows']} rows of {self.counts.written}")
+        return self.counts
 
 
-def write_mindrecord(path: str | Path, samples: Iterable[Sample], seq_length: int, pad_id: int) -> WriteCounts:
-    """A MindRecord file (columns input_ids, labels) written by MindSpore in its own environment (the rows
-    travel as one .npz: memory grows with the data set here, unlike the Megatron and JSONL writers)."""
-    samples = list(samples)
-    from ..bridge import call_mindspore
-    ids, labels, dropped = mindrecord_rows(samples, seq_length, pad_id)
-    if not len(ids):
-        raise TunebridgeError(f"no sample is shorter than seq_length {seq_length}: nothing to write")
-    path = Path(path).resolve()
-    with tempfile.TemporaryDirectory(prefix="tunebridge-mr-") as tmp:
-        np.savez(Path(tmp) / "rows.npz", input_ids=ids, labels=labels)
-        call_mindspore("ms.mindrecord", "write", npz_path=str(Path(tmp) / "rows.npz"), out_path=str(path))
-    return WriteCounts(len(ids), dropped)
+def write_mindrecord(path: str | Path, samples: Iterable[Sample], seq_length: int, pad_id: int,
+                     chunk: int = 1024) -> WriteCounts:
+    """A MindRecord file (columns input_ids, labels: MindFormers' instruction rows of seq_length + 1 ids padded
+    with pad_id, labels -100 on the padding) written by MindSpore in its own environment, streamed in chunks of
+    ``chunk`` rows: memory is flat in the number of samples. On failure no file is left behind."""
+    writer = MindRecordWriter(path, seq_length, pad_id, chunk)
+    try:
+        for s in samples:
+            writer.add(s)
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()

@@ -1,29 +1,77 @@
-"""MindRecord files written and read by MindSpore itself (runs in .venv-mindspore)."""
+"""MindRecord files written and read by MindSpore itself (runs in .venv-mindspore).
+
+``python -m tunebridge.ms.mindrecord stream OUT`` is the streaming writer: it reads frames from stdin, each a
+``<II`` header (rows, width) then rows x width int32 input ids and as many labels, passes each frame to
+``FileWriter.write_raw_data`` and, on the (0, 0) end frame, commits and renames the file into place. Input that
+ends without the end frame leaves nothing behind.
+"""
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import struct
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+FRAME = struct.Struct("<II")
+SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}, "labels": {"type": "int32", "shape": [-1]}}
+
+
+def _writer(out: Path):
+    from mindspore.mindrecord import FileWriter
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    writer = FileWriter(str(tmp_dir / out.name), shard_num=1, overwrite=True)
+    writer.add_schema(SCHEMA, "tunebridge instruction data")
+    return writer, tmp_dir
+
+
+def _publish(writer, tmp_dir: Path, out: Path) -> None:
+    writer.commit()
+    for suffix in ("", ".db"):
+        os.replace(f"{tmp_dir / out.name}{suffix}", f"{out}{suffix}")
+    tmp_dir.rmdir()
+
 
 def write(npz_path: str, out_path: str) -> dict:
     """input_ids / labels rows (int32) from an .npz into a MindRecord file; written beside it and renamed."""
-    from mindspore.mindrecord import FileWriter
     rows = np.load(npz_path)
     out = Path(out_path)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    tmp = tmp_dir / out.name
-    writer = FileWriter(str(tmp), shard_num=1, overwrite=True)
-    writer.add_schema({"input_ids": {"type": "int32", "shape": [-1]}, "labels": {"type": "int32", "shape": [-1]}},
-                      "tunebridge instruction data")
+    writer, tmp_dir = _writer(out)
     writer.write_raw_data([{"input_ids": i, "labels": l} for i, l in zip(rows["input_ids"], rows["labels"])])
-    writer.commit()
-    for suffix in ("", ".db"):
-        os.replace(f"{tmp}{suffix}", f"{out}{suffix}")
-    tmp_dir.rmdir()
+    _publish(writer, tmp_dir, out)
     return {"rows": int(len(rows["input_ids"]))}
+
+
+def _read_exactly(stream, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError(f"the row stream ended after {len(data)} of {n} bytes")
+    return data
+
+
+def stream(out_path: str, source=None) -> dict:
+    """Frames from ``source`` (stdin) into a MindRecord file, one ``write_raw_data`` call per frame."""
+    source = source or sys.stdin.buffer
+    out = Path(out_path)
+    writer, tmp_dir = _writer(out)
+    rows = 0
+    try:
+        while True:
+            n, width = FRAME.unpack(_read_exactly(source, FRAME.size))
+            if n == 0:
+                break
+            block = np.frombuffer(_read_exactly(source, 2 * n * width * 4), dtype=np.int32).reshape(2, n, width)
+            writer.write_raw_data([{"input_ids": i, "labels": l} for i, l in zip(block[0], block[1])])
+            rows += n
+        _publish(writer, tmp_dir, out)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return {"rows": rows}
 
 
 def read(path: str, npz_path: str) -> dict:
@@ -36,3 +84,9 @@ def read(path: str, npz_path: str) -> dict:
         labels.append(row["labels"])
     np.savez(npz_path, input_ids=np.stack(ids), labels=np.stack(labels))
     return {"rows": len(ids)}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["stream"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m tunebridge.ms.mindrecord stream OUT")
+    sys.stdout.write(json.dumps(stream(sys.argv[2])) + "\n")

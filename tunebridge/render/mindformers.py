@@ -22,6 +22,13 @@ def _layer_offset(spec: ModelSpec, pp: int, num_layer_list: list[int] | None) ->
     return [n - base for n in num_layer_list]
 
 
+def optimizer_type(recipe) -> str:
+    """MindFormers 1.9's AdamW (fp32 moments, bias-corrected) unless the recipe turns bias correction off:
+    then MindSpore's AdamWeightDecay, the uncorrected update of the seeds' FP32StateAdamWeightDecay (a class
+    MindFormers 1.9.0 no longer registers)."""
+    return "AdamWeightDecay" if recipe.train.optimizer.bias_correction is False else "AdamW"
+
+
 def accumulation(recipe) -> int:
     t, p = recipe.train, recipe.parallel
     return t.global_batch_size // (t.micro_batch_size * p.dp)
@@ -98,7 +105,7 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, save_steps: 
         "trainer": {"type": "CausalLanguageModelingTrainer", "model_name": recipe.name},
         "runner_config": {"epochs": t.epochs, "batch_size": t.micro_batch_size, "sink_mode": True, "sink_size": 2,
                           "gradient_accumulation_steps": accum if p.pp == 1 else 1},
-        "optimizer": {"type": "FP32StateAdamWeightDecay", "beta1": t.optimizer.beta1, "beta2": t.optimizer.beta2,
+        "optimizer": {"type": optimizer_type(recipe), "beta1": t.optimizer.beta1, "beta2": t.optimizer.beta2,
                       "eps": t.optimizer.eps, "weight_decay": t.optimizer.weight_decay},
         "lr_schedule": {"type": {"cosine": "CosineWithWarmUpLR", "constant": "ConstantWarmUpLR",
                                  "linear": "LinearWithWarmUpLR"}[t.lr_schedule],

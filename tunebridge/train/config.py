@@ -13,7 +13,7 @@ from typing import Literal
 NATIVE = {
     "torch": {"adam_bias_correction": True, "warmup_rounding": "megatron"},
     "mindspeed-llm": {"adam_bias_correction": True, "warmup_rounding": "megatron"},
-    "mindformers": {"adam_bias_correction": False, "warmup_rounding": "mindformers"},
+    "mindformers": {"adam_bias_correction": True, "warmup_rounding": "mindformers"},
 }
 
 

@@ -44,7 +44,18 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
         return None
 
 
-def make_adamw(params: Iterable[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The recipe's AdamW, with or without Adam's bias correction as ``cfg`` says."""
+def decay_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
+    """Megatron's and MindFormers' grouping: no weight decay on biases and 1-D tensors (norms)."""
+    decay, no_decay = [], []
+    for name, p in named:
+        (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def make_adamw(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's AdamW, with or without Adam's bias correction as ``cfg`` says.
+
+    ``params``: parameters, or param groups (e.g. from :func:`decay_groups`)."""
     kind = torch.optim.AdamW if cfg.adam_bias_correction else AdamWNoBiasCorrection
     return kind(list(params), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)

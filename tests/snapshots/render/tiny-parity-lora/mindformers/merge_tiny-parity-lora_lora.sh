@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# tiny-parity-lora: merge the LoRA weights into the base checkpoint
+# Rendered by tunebridge; run from the root of a MindFormers checkout.
+set -euo pipefail
+
+STRATEGY_DIR=${STRATEGY_DIR:-./output/strategy}
+TRAINED_CKPT_DIR=${TRAINED_CKPT_DIR:-./output/checkpoint}
+MERGED_DIR=${MERGED_DIR:-./output/tiny-parity-lora-merged}
+
+python mindformers/tools/transform_ckpt_lora.py \
+    --src_ckpt_strategy "$STRATEGY_DIR" \
+    --src_ckpt_path_or_dir "$TRAINED_CKPT_DIR" \
+    --dst_ckpt_dir "$MERGED_DIR" \
+    --prefix checkpoint_ \
+    --lora_scaling 2.0  # = lora_alpha / lora_rank = 16 / 8

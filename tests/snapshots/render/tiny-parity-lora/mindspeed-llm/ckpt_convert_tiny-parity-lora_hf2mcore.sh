@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# tiny-parity-lora: HF -> Megatron-mcore weights (tp 1, pp 1)
+# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
+set -euo pipefail
+
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+HF_DIR=${HF_DIR:-./model_from_hf/tiny-parity-lora}
+TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/tiny-parity-lora}
+CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/tiny-parity-lora-mcore}
+
+CONVERT_ARGS=(
+    --use-mcore-models
+    --model-type GPT
+    --model-type-hf llama2
+    --load-model-type hf
+    --save-model-type mg
+    --params-dtype bf16
+    --target-tensor-parallel-size 1
+    --target-pipeline-parallel-size 1
+    --load-dir "$HF_DIR"
+    --save-dir "$CKPT_LOAD_DIR"
+    --tokenizer-model "$TOKENIZER_PATH"
+)
+python convert_ckpt.py "${CONVERT_ARGS[@]}"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# tiny-parity-lora: instruction data -> Megatron indexed dataset
+# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
+set -euo pipefail
+
+RAW_DATA=${RAW_DATA:-./dataset/tiny-parity-lora.json}
+TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/tiny-parity-lora}
+DATA_PATH=${DATA_PATH:-./finetune_dataset/tiny-parity-lora}
+
+PREPROCESS_ARGS=(
+    --input "$RAW_DATA"
+    --tokenizer-type PretrainedFromHF
+    --tokenizer-name-or-path "$TOKENIZER_PATH"
+    --output-prefix "$DATA_PATH"
+    --workers 4
+    --log-interval 1000
+    --handler-name AlpacaStyleInstructionHandler
+    --prompt-type qwen
+    --seq-length 64
+)
+python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# tiny-parity-lora: generate with the fine-tuned model (MindSpeed-LLM v2)
+# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
+set -euo pipefail
+
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/tiny-parity-lora-mcore}
+CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/tiny-parity-lora}
+TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/tiny-parity-lora}
+NPUS_PER_NODE="${NPUS_PER_NODE:-1}"
+MASTER_ADDR="${MASTER_ADDR:-localhost}"
+MASTER_PORT="${MASTER_PORT:-6011}"
+NNODES="${NNODES:-1}"
+NODE_RANK="${NODE_RANK:-0}"
+
+DISTRIBUTED_ARGS=(
+    --nproc_per_node "$NPUS_PER_NODE"
+    --nnodes "$NNODES"
+    --node_rank "$NODE_RANK"
+    --master_addr "$MASTER_ADDR"
+    --master_port "$MASTER_PORT"
+)
+
+MODEL_ARGS=(
+    --use-mcore-models
+    --num-layers 4
+    --hidden-size 64
+    --ffn-hidden-size 160
+    --num-attention-heads 4
+    --group-query-attention
+    --num-query-groups 2
+    --max-position-embeddings 512
+    --make-vocab-size-divisible-by 1
+    --padded-vocab-size 512
+    --position-embedding-type rope
+    --use-rotary-position-embeddings
+    --rotary-base 10000
+    --normalization RMSNorm
+    --norm-epsilon 1e-5
+    --swiglu
+    --disable-bias-linear
+    --untie-embeddings-and-output-weights
+    --attention-dropout 0
+    --hidden-dropout 0
+    --no-masked-softmax-fusion
+    --attention-softmax-in-fp32
+    --no-gradient-accumulation-fusion
+    --tokenizer-type PretrainedFromHF
+    --tokenizer-name-or-path "${TOKENIZER_PATH}"
+    --tensor-model-parallel-size 1
+    --pipeline-model-parallel-size 1
+    --seq-length 64
+    --seed 0
+)
+
+INFER_ARGS=(
+    --load "${CKPT_LOAD_DIR}"
+    --lora-load "${CKPT_SAVE_DIR}"
+    --lora-r 8
+    --lora-alpha 16
+    --lora-target-modules linear_proj linear_fc2
+    --prompt-type qwen
+    --micro-batch-size 1
+    --exit-on-missing-checkpoint
+)
+
+GENERATE_ARGS=(
+    --task chat
+    --max-new-tokens 256
+)
+
+mkdir -p logs
+torchrun "${DISTRIBUTED_ARGS[@]}" inference.py "${MODEL_ARGS[@]}" "${INFER_ARGS[@]}" "${GENERATE_ARGS[@]}" \
+    | tee logs/generate_tiny-parity-lora.log
