@@ -14,6 +14,8 @@ from ..evaluation.predictions import read_predictions, read_references
 from ..evaluation.runner import MAX_NEW_TOKENS, TASKS
 from ..evaluation.scores import contest, retention_gate
 
+SCORERS = ("hf", "mcore", "mindformers")
+
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate predictions (SQuAD F1/EM, math accuracy, gate and contest score)")
@@ -33,12 +35,18 @@ def register(sub) -> None:
     s.set_defaults(func=run_score)
 
     r = esub.add_parser("run", help="evaluate a model: predictions.jsonl + metrics.json")
-    r.add_argument("model", metavar="MODEL", help="HF model directory")
+    r.add_argument("model", metavar="MODEL",
+                   help="the checkpoint in the scorer's format: an HF model directory (hf), a converted mcore "
+                        "directory (mcore), a MindFormers .ckpt or the directory holding it (mindformers)")
+    r.add_argument("--scorer", choices=SCORERS, default="hf",
+                   help="the framework that runs MODEL: transformers (+ PEFT), megatron-core GPTModel on tp x pp "
+                        "CPU processes, MindFormers LlamaForCausalLM in .venv-mindspore (default: hf)")
     r.add_argument("--task", choices=TASKS, required=True)
     r.add_argument("--data", required=True,
                    help="squad: squad_eval.jsonl; math: problem/solution JSONL; ceval/mmlu/cmmlu: the benchmark "
                         "directory or its val/test directory (next to dev/)")
-    r.add_argument("--adapter", help="a PEFT adapter directory on top of MODEL")
+    r.add_argument("--adapter", help="a LoRA adapter on top of MODEL: a PEFT directory (hf) or a LoRA-only mcore "
+                                     "checkpoint (mcore); a MindFormers model takes merged weights")
     r.add_argument("--tokenizer", help="tokenizer directory (default: MODEL's if it has one, else the embedded one)")
     r.add_argument("--protocol", choices=tuple(PROTOCOLS), default="generate",
                    help="multiple choice: first generated letter, or the option letters' log-likelihood")
@@ -46,7 +54,8 @@ def register(sub) -> None:
     r.add_argument("--max-new-tokens", type=int, help=f"default: {MAX_NEW_TOKENS}")
     r.add_argument("--limit", type=int, help="first N questions (multiple choice: per subject)")
     r.add_argument("--shots", type=int, default=5, help="multiple choice: shots from dev/ (default 5)")
-    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32")
+    r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="hf only: megatron-core and MindFormers compute in fp32")
     r.add_argument("--out", required=True)
     r.add_argument("--force", action="store_true")
     r.add_argument("--no-progress", action="store_true")
@@ -89,19 +98,37 @@ def _tokenizer_dir(args) -> str | None:
     return str(model) if (model / "tokenizer.json").exists() or (model / "tokenizer.model").exists() else None
 
 
+def _scorer(args, tokenizer):
+    """The scorer ``--scorer`` names over MODEL, and what the report says about where it ran."""
+    if args.scorer == "hf":
+        from ..evaluation.hf_scorer import HFScorer
+        scorer = HFScorer.from_dir(args.model, args.adapter, tokenizer, args.dtype)
+        return scorer, {"device": str(scorer.device), "dtype": args.dtype}
+    if args.dtype != "fp32":
+        raise TunebridgeError(f"--dtype {args.dtype}: the {args.scorer} scorer computes in fp32")
+    if args.scorer == "mcore":
+        from ..evaluation.mcore_scorer import McoreScorer
+        scorer = McoreScorer(args.model, tokenizer, adapter=args.adapter, batch_size=args.batch_size)
+        ckpt = scorer.checkpoint
+        return scorer, {"device": f"cpu (gloo, tp {ckpt.tp} x pp {ckpt.pp})", "dtype": "fp32"}
+    if args.adapter:
+        raise TunebridgeError("--adapter: the mindformers scorer takes merged weights (tunebridge merge-lora)")
+    from ..evaluation.mindformers_scorer import MindFormersScorer
+    return MindFormersScorer(args.model, tokenizer, batch_size=args.batch_size), {"device": "cpu", "dtype": "fp32"}
+
+
 def run_model(args) -> int:
     import torch
 
     from ..data.encode import load_tokenizer
-    from ..evaluation.hf_scorer import HFScorer
     from ..evaluation.runner import run_eval
     torch.manual_seed(0)
     tokenizer_dir = _tokenizer_dir(args)
-    scorer = HFScorer.from_dir(args.model, args.adapter, load_tokenizer(tokenizer_dir), args.dtype)
+    scorer, where = _scorer(args, load_tokenizer(tokenizer_dir))
     metrics = run_eval(scorer, args.task, args.data, args.out, protocol=args.protocol, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, limit=args.limit, shots=args.shots, force=args.force,
                        progress=not args.no_progress,
                        about={"model": args.model, "adapter": args.adapter, "tokenizer": tokenizer_dir or "embedded",
-                              "device": str(scorer.device), "dtype": args.dtype})
+                              **where})
     print(json.dumps(metrics, indent=2, ensure_ascii=False))
     return 0

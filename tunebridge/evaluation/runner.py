@@ -74,6 +74,12 @@ def _by_length(fn: Callable[[list], list], items: Sequence, length: Callable, ba
     return result
 
 
+def _call_size(scorer: Scorer, batch_size: int) -> int:
+    """Items per scorer call: ``batch_size``, or all of them for a scorer that starts processes per call
+    (megatron-core ranks, MindSpore) and batches by itself."""
+    return 1 << 62 if getattr(scorer, "whole_task_per_call", False) else batch_size
+
+
 def _generate(scorer: Scorer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, bar: tqdm) -> list[str]:
     return _by_length(lambda chunk: scorer.generate(chunk, max_new_tokens), prompts, len, batch_size, bar)
 
@@ -140,6 +146,7 @@ def run_eval(scorer: Scorer, task: str, data: str | Path, out: str | Path, proto
     if batch_size < 1 or (limit is not None and limit < 1) or shots < 0:
         raise TunebridgeError("--batch-size and --limit must be >= 1, --shots >= 0")
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task]
+    batch_size = _call_size(scorer, batch_size)
     if task in ("squad", "math"):
         records, metrics = _free_text(scorer, task, data, batch_size, max_new_tokens, limit, progress)
     else:

@@ -1,0 +1,66 @@
+"""The text side of scorers whose framework runs in other processes (megatron-core ranks, MindSpore).
+
+Tokenizing, length checks and decoding follow :class:`~tunebridge.evaluation.hf_scorer.HFScorer` exactly
+(``tokenizer.encode`` with its default special tokens, continuations without, decoding with special tokens
+skipped); a subclass only turns token ids into new ids or log-probabilities, all of a call's work in one
+framework start.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import TunebridgeError
+from .greedy import loglik_plan, sum_by_pair
+
+
+class TokenScorer:
+    name = ""
+    # Each call starts the framework (seconds): the runner passes a whole task in one call and the
+    # scorer batches it by ``batch_size`` itself.
+    whole_task_per_call = True
+
+    def __init__(self, tokenizer, max_positions: int | None, batch_size: int = 8):
+        if batch_size < 1:
+            raise TunebridgeError(f"batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.max_positions = max_positions
+        self.batch_size = batch_size
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if self.pad_id is None:
+            raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
+
+    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None) -> list[list[int]]:
+        raise NotImplementedError
+
+    def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:
+        """log p(target | row[:position + 1]) for each (row, position, target)."""
+        raise NotImplementedError
+
+    def _check_length(self, n: int, what: str) -> None:
+        if self.max_positions and n > self.max_positions:
+            raise TunebridgeError(f"{what} needs {n} positions, the model has {self.max_positions} "
+                                  f"(shorten the prompt, e.g. fewer --shots)")
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        ids = [self.tokenizer.encode(p) for p in prompts]
+        for row in ids:
+            self._check_length(len(row) + max_new_tokens,
+                               f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
+        if not ids:
+            return []
+        new = self._generate_ids(ids, max_new_tokens, self.tokenizer.eos_token_id)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
+
+    def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        if len(contexts) != len(continuations):
+            raise TunebridgeError(f"{len(contexts)} contexts for {len(continuations)} continuations")
+        pairs = [(self.tokenizer.encode(c), self.tokenizer.encode(x, add_special_tokens=False))
+                 for c, x in zip(contexts, continuations)]
+        for i, (ctx, cont) in enumerate(pairs):
+            if not ctx or not cont:
+                raise TunebridgeError(f"pair {i}: an empty context or continuation has no log-likelihood")
+            self._check_length(len(ctx) + len(cont), f"a context of {len(ctx)} tokens + its continuation")
+        if not pairs:
+            return []
+        rows, picks, pair_of = loglik_plan(pairs)
+        return sum_by_pair(self._pick_logprobs(rows, picks), pair_of, len(pairs))
