@@ -6,13 +6,15 @@ The model is the catalogue's ``tiny-llama`` (GQA, 4 layers, hidden 64, the embed
 pre-trained from a fixed seed on the project's own synthetic text:
 
 - arithmetic facts, written as ``17 + 5 = 22.`` (small integers, + and -);
-- reading comprehension in MindFormers' SQuAD prompt (tunebridge.data.squad.PROMPT) over museum
-  passages made like data/samples/squad_dev_sample.json, but from another random stream.
+- reading comprehension in MindFormers' SQuAD prompt (tunebridge.data.squad.PROMPT) over passages about
+  the museums of a fixed set of cities (each with its own opening year and river; the other details vary).
 
-So the base model can read (SQuAD F1 well above zero: the retention check has a baseline) and knows
-sums, but has never seen the instruction template the demo fine-tunes with: LoRA on the demo's
-instruction math data (data/samples/demo_math_{train,test}.jsonl, written here too) visibly moves
-math accuracy.
+A model this small does not learn to copy an answer out of an arbitrary passage, so the facts are fixed:
+the base model answers the demo's SQuAD set (data/samples/demo_squad.json, written here) from what it
+learnt, as a large model answers from its knowledge, and the retention check has a real baseline to lose.
+It knows sums but has never seen the instruction template the demo fine-tunes with: LoRA on the demo's
+instruction math data (data/samples/demo_math_{train,test}.jsonl, written here too) visibly moves math
+accuracy.
 """
 from __future__ import annotations
 
@@ -34,8 +36,11 @@ from tunebridge.models import get_model  # noqa: E402
 
 OUT = REPO / "tunebridge" / "assets" / "tiny-base"
 SAMPLES = REPO / "data" / "samples"
-CITIES = ["Lanzhou", "Harbin", "Kunming", "Xiamen", "Guilin", "Dalian", "Luoyang", "Suzhou"]
+CITIES = ["Lanzhou", "Harbin", "Kunming", "Xiamen", "Guilin", "Dalian", "Luoyang", "Suzhou", "Wuhan", "Xining",
+          "Nanjing", "Hefei", "Jinan", "Lhasa", "Ningbo", "Zhuhai"]
 RIVERS = ["Yellow River", "Songhua River", "Pearl River", "Min River"]
+_FACTS = random.Random(3)
+MUSEUMS = {city: (_FACTS.randint(1900, 2020), _FACTS.choice(RIVERS)) for city in CITIES}
 MAX_OPERAND = 20
 
 
@@ -47,15 +52,34 @@ def arithmetic(rng: random.Random) -> str:
     return f"{a} - {b} = {a - b}."
 
 
+def passage(city: str, rng: random.Random) -> str:
+    year, river = MUSEUMS[city]
+    return (f"The museum of {city} opened in {year}. It stands near the {river} and holds "
+            f"{rng.randint(2, 90)} halls. Visitors from {rng.choice(CITIES)} often arrive by train.")
+
+
+def questions(city: str) -> list[tuple[str, str]]:
+    year, river = MUSEUMS[city]
+    return [(f"When did the museum of {city} open?", str(year)),
+            (f"Which river is the museum of {city} near?", f"the {river}")]
+
+
 def reading(rng: random.Random) -> str:
-    city, river, year = rng.choice(CITIES), rng.choice(RIVERS), rng.randint(1900, 2020)
-    context = (f"The museum of {city} opened in {year}. It stands near the {river} and holds "
-               f"{rng.randint(2, 90)} halls. Visitors from {rng.choice(CITIES)} often arrive by train.")
-    if rng.random() < 0.7:
-        question, answer = f"When did the museum of {city} open?", str(year)
-    else:
-        question, answer = "Which river is the museum near?", f"the {river}"
-    return PROMPT.format(context=context, question=question) + " " + answer
+    city = rng.choice(CITIES)
+    question, answer = rng.choice(questions(city))
+    return PROMPT.format(context=passage(city, rng), question=question) + " " + answer
+
+
+def squad_set(rng: random.Random) -> dict:
+    """SQuAD v1.1 layout: one paragraph per city, its questions with the answer spans."""
+    paragraphs = []
+    for i, city in enumerate(CITIES):
+        context = passage(city, rng)
+        qas = [{"id": f"demo{i:02d}{k}", "question": q,
+                "answers": [{"text": a, "answer_start": context.index(a)}]}
+               for k, (q, a) in enumerate(questions(city))]
+        paragraphs.append({"context": context, "qas": qas})
+    return {"version": "1.1", "data": [{"title": "Museums", "paragraphs": paragraphs}]}
 
 
 def math_records(rng: random.Random, n: int) -> list[dict]:
@@ -83,7 +107,7 @@ def batches(tok, rng: random.Random, batch: int, seq: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -115,7 +139,8 @@ def main() -> None:
     for name, n in (("demo_math_train.jsonl", 320), ("demo_math_test.jsonl", 64)):
         rows = math_records(data_rng, n)
         (SAMPLES / name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print(f"wrote {args.out} and {SAMPLES}/demo_math_{{train,test}}.jsonl")
+    (SAMPLES / "demo_squad.json").write_text(json.dumps(squad_set(data_rng), indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} and {SAMPLES}/demo_math_{{train,test}}.jsonl, demo_squad.json")
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ def test_merge_equals_base_plus_adapter(base, tmp_path):
     with torch.no_grad():
         bad = AutoModelForCausalLM.from_pretrained(tmp_path / "wrong")(ids).logits
     assert (bad - ref).abs().max() > 1e-3
+    # the report's logits verdict: passes for alpha / r, fails for the wrong scaling
+    from tunebridge.parity import logits_tensors
+    assert logits_tensors(ref, got, "base + adapter (PEFT)", "merged").passed
+    assert not logits_tensors(ref, bad, "base + adapter (PEFT)", "merged with scale 1").passed
 
 
 def test_merge_keeps_bf16_and_works_on_mindformers(base, tmp_path, capsys):

@@ -159,6 +159,8 @@ def test_wrong_qkv_packing_fails_verification(models, tmp_path):
     (r,) = verify([(models["tiny-llama"], "hf"), (tampered_mcore(models, tmp_path, naive_qkv), "mcore")],
                   get_model("tiny-llama"))
     assert not r.passed and r.max_abs > 1e-2 > MAX_ABS
+    from tunebridge.parity import logits
+    assert not logits(r).passed  # and the report's verdict says so
 
 
 def test_gate_up_swap_fails_verification(models, tmp_path):

@@ -8,7 +8,7 @@ import sys
 from ..errors import TunebridgeError
 
 # Subcommand modules, in the order `tunebridge --help` lists them.
-COMMANDS = ("models", "validate", "params", "explain", "render", "convert", "data", "eval", "run", "sweep", "compare", "report")
+COMMANDS = ("demo", "models", "validate", "params", "explain", "render", "convert", "data", "eval", "run", "sweep", "compare", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_file
+from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
 from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
@@ -53,6 +54,9 @@ def register(sub) -> None:
     r.add_argument("--batch-size", type=int, default=8)
     r.add_argument("--max-new-tokens", type=int, help=f"default: {MAX_NEW_TOKENS}")
     r.add_argument("--limit", type=int, help="first N questions (multiple choice: per subject)")
+    r.add_argument("--template", choices=tuple(TEMPLATES),
+                   help="squad, math: ask each question in this prompt template (as the model was tuned) and stop "
+                        "at its end token")
     r.add_argument("--shots", type=int, default=5, help="multiple choice: shots from dev/ (default 5)")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="hf only: megatron-core and MindFormers compute in fp32")
@@ -127,7 +131,7 @@ def run_model(args) -> int:
     scorer, where = _scorer(args, load_tokenizer(tokenizer_dir))
     metrics = run_eval(scorer, args.task, args.data, args.out, protocol=args.protocol, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, limit=args.limit, shots=args.shots, force=args.force,
-                       progress=not args.no_progress,
+                       progress=not args.no_progress, template=args.template,
                        about={"model": args.model, "adapter": args.adapter, "tokenizer": tokenizer_dir or "embedded",
                               **where})
     print(json.dumps(metrics, indent=2, ensure_ascii=False))

@@ -16,9 +16,10 @@ from typing import Callable, Sequence
 NextTokens = Callable[[list[list[int]]], list[int]]
 
 
-def greedy(next_tokens: NextTokens, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | None,
+def greedy(next_tokens: NextTokens, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | list[int] | None,
            batch_size: int) -> list[list[int]]:
     """New token ids after each prompt, in input order; ``batch_size`` prompts are decoded together."""
+    stops = set(eos_id) if isinstance(eos_id, (list, tuple, set)) else {eos_id}
     out: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
         chunk = [list(p) for p in prompts[start:start + batch_size]]
@@ -30,7 +31,7 @@ def greedy(next_tokens: NextTokens, prompts: Sequence[Sequence[int]], max_new_to
             picks = next_tokens([chunk[i] + generated[i] for i in live])
             for i, token in zip(live, picks):
                 generated[i].append(token)
-            live = [i for i in live if generated[i][-1] != eos_id]
+            live = [i for i in live if generated[i][-1] not in stops]
         out.extend(generated)
     return out
 

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from ..errors import TunebridgeError
+from .stop import stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,6 +29,7 @@ def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str,
             raise TunebridgeError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, str(adapter))
     return model.to(device).eval()
+
 
 
 class HFScorer:
@@ -61,14 +63,14 @@ class HFScorer:
                                   f"(shorten the prompt, e.g. fewer --shots)")
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         ids = [self._encode(p) for p in prompts]
         for row in ids:
             self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
         width = max(len(row) for row in ids)
         input_ids = torch.tensor([[self.pad_id] * (width - len(row)) + row for row in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids], device=self.device)
-        eos = self.tokenizer.eos_token_id
+        eos = stop_ids(self.tokenizer, stop)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                   do_sample=False, num_beams=1, pad_token_id=self.pad_id, eos_token_id=eos,
                                   temperature=None, top_p=None, top_k=None)

@@ -102,7 +102,7 @@ def _stage_logits(model: torch.nn.Module, spec: ModelSpec, rows: list[list[int]]
 
 
 @torch.no_grad()
-def generate_rank(ckpt: McoreCheckpoint, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None,
+def generate_rank(ckpt: McoreCheckpoint, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None,
                   pad_id: int, batch_size: int) -> list[list[int]] | None:
     """Per-rank greedy decoding; the answering rank returns the new ids."""
     model = _load_rank_model(ckpt)
@@ -152,7 +152,7 @@ class McoreScorer(TokenScorer):
         ckpt = self.checkpoint
         return launch.run(fn, ckpt.tp, ckpt.pp, args=(ckpt, *args), timeout_s=self.timeout_s)[ckpt.answering_rank]
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None) -> list[list[int]]:
+    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
         return self._run(generate_rank, prompts, max_new_tokens, eos_id, self.pad_id, self.batch_size)
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:

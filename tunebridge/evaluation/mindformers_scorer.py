@@ -49,7 +49,7 @@ class MindFormersScorer(TokenScorer):
         return call_mindspore("ms.generate", function, timeout=self.timeout_s, spec=self.spec.to_dict(),
                               ckpt_path=str(self.ckpt), pad_id=self.pad_id, batch_size=self.batch_size, **kwargs)
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None) -> list[list[int]]:
+    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
         return self._call("generate", prompts=prompts, max_new_tokens=max_new_tokens, eos_id=eos_id)
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:

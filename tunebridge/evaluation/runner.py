@@ -80,8 +80,9 @@ def _call_size(scorer: Scorer, batch_size: int) -> int:
     return 1 << 62 if getattr(scorer, "whole_task_per_call", False) else batch_size
 
 
-def _generate(scorer: Scorer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, bar: tqdm) -> list[str]:
-    return _by_length(lambda chunk: scorer.generate(chunk, max_new_tokens), prompts, len, batch_size, bar)
+def _generate(scorer: Scorer, prompts: Sequence[str], max_new_tokens: int, batch_size: int, bar: tqdm,
+              stop: Sequence[str] = ()) -> list[str]:
+    return _by_length(lambda chunk: scorer.generate(chunk, max_new_tokens, stop), prompts, len, batch_size, bar)
 
 
 def _multiple_choice(scorer: Scorer, task: str, data: str | Path, protocol: str, batch_size: int,
@@ -109,7 +110,7 @@ def _multiple_choice(scorer: Scorer, task: str, data: str | Path, protocol: str,
 
 
 def _free_text(scorer: Scorer, task: str, data: str | Path, batch_size: int, max_new_tokens: int,
-               limit: int | None, progress: bool) -> tuple[list[dict], dict]:
+               limit: int | None, progress: bool, template=None) -> tuple[list[dict], dict]:
     fields = ("prompt", "answers") if task == "squad" else ("problem", "solution")
     rows = read_jsonl(data, fields)[:limit]
     if task == "squad":
@@ -117,8 +118,12 @@ def _free_text(scorer: Scorer, task: str, data: str | Path, batch_size: int, max
         if bad is not None:
             raise TunebridgeError(f"{data}: record {bad + 1} has no gold answers (a non-empty list)")
     prompts = [r[fields[0]] for r in rows]
+    stop: tuple[str, ...] = ()
+    if template is not None:  # questions asked the way the model was tuned: in its prompt template
+        prompts = [template.prompt(p) for p in prompts]
+        stop = (template.end,) if template.end else ()
     with tqdm(total=len(rows), desc=task, unit="q", disable=not progress) as bar:
-        outputs = _generate(scorer, prompts, max_new_tokens, batch_size, bar)
+        outputs = _generate(scorer, prompts, max_new_tokens, batch_size, bar, stop)
     metrics: dict = {"task": task, "protocol": "generate", "empty_predictions": sum(not o.strip() for o in outputs)}
     if task == "squad":
         official = squad.score(outputs, [r["answers"] for r in rows])
@@ -135,8 +140,11 @@ def _free_text(scorer: Scorer, task: str, data: str | Path, batch_size: int, max
 
 def run_eval(scorer: Scorer, task: str, data: str | Path, out: str | Path, protocol: str = "generate",
              batch_size: int = 8, max_new_tokens: int | None = None, limit: int | None = None, shots: int = 5,
-             force: bool = False, progress: bool = True, about: dict | None = None) -> dict:
-    """Predict, score and write ``predictions.jsonl`` + ``metrics.json``; returns the metrics."""
+             force: bool = False, progress: bool = True, about: dict | None = None,
+             template: str | None = None) -> dict:
+    """Predict, score and write ``predictions.jsonl`` + ``metrics.json``; returns the metrics.
+
+    ``template`` (squad, math): wrap each question in that prompt template and stop at its end token."""
     if task not in TASKS:
         raise TunebridgeError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
     if protocol not in multiple_choice.PROTOCOLS:
@@ -148,11 +156,13 @@ def run_eval(scorer: Scorer, task: str, data: str | Path, out: str | Path, proto
     max_new_tokens = max_new_tokens or MAX_NEW_TOKENS[task]
     batch_size = _call_size(scorer, batch_size)
     if task in ("squad", "math"):
-        records, metrics = _free_text(scorer, task, data, batch_size, max_new_tokens, limit, progress)
+        from ..data.templates import get_template
+        records, metrics = _free_text(scorer, task, data, batch_size, max_new_tokens, limit, progress,
+                                      get_template(template) if template else None)
     else:
         records, metrics = _multiple_choice(scorer, task, data, protocol, batch_size, max_new_tokens, limit, shots,
                                             progress)
-    metrics = {**metrics, "scorer": scorer.name, "data": str(data), "limit": limit,
+    metrics = {**metrics, "scorer": scorer.name, "data": str(data), "limit": limit, "template": template,
                "max_new_tokens": max_new_tokens if protocol == "generate" else None, **(about or {})}
     with atomic_dir(out, force=force) as tmp:
         with open(tmp / "predictions.jsonl", "w", encoding="utf-8") as f:

@@ -12,8 +12,9 @@ from typing import Protocol, Sequence
 class Scorer(Protocol):
     name: str  # "hf", "mcore", "mindformers": named in every report
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuation of each prompt (text after the prompt, special tokens dropped)."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        """Greedy continuation of each prompt (text after the prompt, special tokens dropped), ending at the
+        tokenizer's eos or at any of the ``stop`` tokens (a template's end token, e.g. ``<|im_end|>``)."""
         ...
 
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:

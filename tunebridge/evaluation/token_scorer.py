@@ -11,6 +11,7 @@ from typing import Sequence
 
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
+from .stop import stop_ids
 
 
 class TokenScorer:
@@ -29,7 +30,7 @@ class TokenScorer:
         if self.pad_id is None:
             raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None) -> list[list[int]]:
+    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
         raise NotImplementedError
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:
@@ -41,14 +42,14 @@ class TokenScorer:
             raise TunebridgeError(f"{what} needs {n} positions, the model has {self.max_positions} "
                                   f"(shorten the prompt, e.g. fewer --shots)")
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         ids = [self.tokenizer.encode(p) for p in prompts]
         for row in ids:
             self._check_length(len(row) + max_new_tokens,
                                f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
         if not ids:
             return []
-        new = self._generate_ids(ids, max_new_tokens, self.tokenizer.eos_token_id)
+        new = self._generate_ids(ids, max_new_tokens, stop_ids(self.tokenizer, stop))
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in new]
 
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:

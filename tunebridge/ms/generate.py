@@ -48,7 +48,7 @@ def _logits(model, rows: list[list[int]], pad_id: int, width: int, batch_size: i
     return values.reshape(batch_size, width, -1)[:len(rows)], last
 
 
-def generate(spec: dict, ckpt_path: str, prompts: list[list[int]], max_new_tokens: int, eos_id: int | None,
+def generate(spec: dict, ckpt_path: str, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None,
              pad_id: int, batch_size: int) -> list[list[int]]:
     """New token ids after each prompt (greedy, stopping at ``eos_id``), in input order."""
     import numpy as np

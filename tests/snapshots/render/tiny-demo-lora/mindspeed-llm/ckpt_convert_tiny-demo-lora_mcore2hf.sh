@@ -20,7 +20,7 @@ CONVERT_ARGS=(
     --save-dir "$HF_DIR"
     --lora-r 8
     --lora-alpha 16
-    --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2
+    --lora-target-modules linear_proj linear_fc2
     --lora-load "$CKPT_SAVE_DIR"
 )
 python convert_ckpt.py "${CONVERT_ARGS[@]}"

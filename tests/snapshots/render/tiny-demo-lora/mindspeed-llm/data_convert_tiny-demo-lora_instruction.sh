@@ -15,7 +15,7 @@ PREPROCESS_ARGS=(
     --workers 4
     --log-interval 1000
     --handler-name AlpacaStyleInstructionHandler
-    --prompt-type llama2
-    --seq-length 128
+    --prompt-type qwen
+    --seq-length 64
 )
 python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

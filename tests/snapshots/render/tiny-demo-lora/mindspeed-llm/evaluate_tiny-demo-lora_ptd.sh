@@ -51,7 +51,7 @@ MODEL_ARGS=(
     --tokenizer-name-or-path "${TOKENIZER_PATH}"
     --tensor-model-parallel-size 1
     --pipeline-model-parallel-size 1
-    --seq-length 128
+    --seq-length 64
     --seed 0
 )
 
@@ -60,8 +60,8 @@ INFER_ARGS=(
     --lora-load "${CKPT_SAVE_DIR}"
     --lora-r 8
     --lora-alpha 16
-    --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2
-    --prompt-type llama2
+    --lora-target-modules linear_proj linear_fc2
+    --prompt-type qwen
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )

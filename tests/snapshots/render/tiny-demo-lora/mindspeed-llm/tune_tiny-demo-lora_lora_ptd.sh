@@ -17,7 +17,7 @@ CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/tiny-demo-lora-mcore}
 CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/tiny-demo-lora}
 DATA_PATH=${DATA_PATH:-./finetune_dataset/tiny-demo-lora}
 TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/tiny-demo-lora}
-TRAIN_ITERS=${TRAIN_ITERS:-20}
+TRAIN_ITERS=${TRAIN_ITERS:-40}
 
 DISTRIBUTED_ARGS=(
     --nproc_per_node "$NPUS_PER_NODE"
@@ -55,11 +55,11 @@ GPT_ARGS=(
     --tokenizer-name-or-path "${TOKENIZER_PATH}"
     --tensor-model-parallel-size 1
     --pipeline-model-parallel-size 1
-    --seq-length 128
+    --seq-length 64
     --micro-batch-size 2
     --global-batch-size 8
     --train-iters "${TRAIN_ITERS}"
-    --lr 0.002
+    --lr 0.003
     --min-lr 0
     --lr-decay-style cosine
     --lr-warmup-fraction 0.1
@@ -92,11 +92,11 @@ TUNE_ARGS=(
     --finetune
     --is-instruction-dataset
     --variable-seq-lengths
-    --prompt-type llama2
+    --prompt-type qwen
     --lora-r 8
     --lora-alpha 16
     --lora-fusion
-    --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2
+    --lora-target-modules linear_proj linear_fc2
 )
 
 mkdir -p logs
