@@ -1,26 +1,19 @@
 #!/usr/bin/env bash
-# The README's first command: set up, then run tunebridge end to end on what works today:
-# parameter accounting and launch artifacts for a seed recipe, then a tiny model's weights converted
-# to MindSpeed-LLM's mcore layout (tp 2, pp 2) and MindFormers' .ckpt, proven by logits through
-# transformers, megatron-core and MindFormers.
+# The README's first command: set up both environments (idempotent), then run tunebridge end to end on the
+# embedded tiny base model and embedded data: data prepared for the three stacks, weights converted and proven by
+# logits, LoRA-tuned on torch, MindFormers (MindSpore CPU) and megatron-core from the same inputs, evaluated
+# (math accuracy, SQuAD retention), scored through the three frameworks, every parity check, and a report.
+# Before that, a 7-8B seed recipe's exact parameter counts and launch artifacts for both Ascend stacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 TB=.venv/bin/tunebridge
-RECIPE=${1:-recipes/llama3-8b-math-lora-r8.yaml}
 OUT=${OUT:-out/demo}
-mkdir -p "$OUT"
+RECIPE=${RECIPE:-recipes/llama3-8b-math-lora-r8.yaml}
 
-echo "== 1. parameters of $RECIPE on each backend"
+echo "== 0. $RECIPE: parameters on each stack, and its launch artifacts for MindFormers and MindSpeed-LLM"
 $TB params "$RECIPE" --backend all
+$TB render "$RECIPE" --backend all --out "$OUT-render" --num-samples 100000 --force
+echo "launch artifacts: $OUT-render"
 
-echo "== 2. launch artifacts for MindFormers and MindSpeed-LLM"
-$TB render "$RECIPE" --backend all --out "$OUT/render" --num-samples 100000 --force
-
-echo "== 3. a tiny Qwen2-shaped model (GQA, qkv bias) across the three checkpoint formats"
-$TB init-model tiny-qwen2 "$OUT/tiny-hf" --force
-$TB convert "$OUT/tiny-hf" "$OUT/tiny-mcore" --to mcore --tp 2 --pp 2 --num-layer-list 1,3 --force
-$TB convert "$OUT/tiny-hf" "$OUT/tiny-mindformers" --to mindformers --force
-$TB verify "$OUT/tiny-hf" "$OUT/tiny-mcore" "$OUT/tiny-mindformers"
-
-echo "demo output: $OUT"
+$TB demo --out "$OUT" --force

@@ -38,3 +38,25 @@ def test_run_needs_weights(tmp_path, capsys):
     assert "no model weights" in capsys.readouterr().err
     assert main(["validate", str(_recipe(tmp_path, "missing"))]) == 2
     assert "model.weights" in capsys.readouterr().err
+
+
+def test_torchrun_two_cpu_processes_give_the_single_process_losses(tmp_path):
+    """Several devices go through torchrun (DDP over gloo here): rank 0 makes the inputs, the global batch is
+    split over the ranks, and the losses equal one process's."""
+    import os
+    import subprocess
+    import sys
+    recipe = Path("recipes/tiny-parity-lora.yaml")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "one"), "--max-steps", "3"]) == 0
+    torchrun = Path(sys.executable).parent / "torchrun"
+    tunebridge = Path(sys.executable).parent / "tunebridge"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(tunebridge), "run",
+                           str(recipe), "--out", str(tmp_path / "two"), "--max-steps", "3"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "torch" / "result.json").read_text())["steps"]
+    two = json.loads((tmp_path / "two" / "torch" / "result.json").read_text())["steps"]
+    assert len(two) == 3
+    for a, b in zip(one, two):
+        assert abs(a["loss"] - b["loss"]) <= 1e-5 * abs(a["loss"])

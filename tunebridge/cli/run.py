@@ -50,10 +50,17 @@ def run(args) -> int:
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
     inputs_dir = out / "inputs"
-    if args.resume and (out / "torch" / "result.json").exists() and inputs_dir.exists():
+    rank = _distributed(names)
+    if rank <= 0:
+        if args.resume and (out / "torch" / "result.json").exists() and inputs_dir.exists():
+            inputs = RunInputs.load(inputs_dir, weights, overrides)
+        else:
+            inputs = RunInputs.make(recipe, names, weights, inputs_dir, overrides)
+    if rank >= 0:
+        import torch
+        torch.distributed.barrier()  # rank 0 has made the inputs
+    if rank > 0:
         inputs = RunInputs.load(inputs_dir, weights, overrides)
-    else:
-        inputs = RunInputs.make(recipe, names, weights, inputs_dir, overrides)
     results = {}
     for plan in plans:
         if plan.backend == "torch" and args.resume:
@@ -63,6 +70,8 @@ def run(args) -> int:
                                      else None)
         else:
             results[plan.backend] = get_backend(plan.backend).run(plan, inputs)
+    if rank > 0:
+        return 0  # rank 0 reports
     _print(recipe, results)
     problems = []
     for name, result in results.items():
@@ -75,6 +84,25 @@ def run(args) -> int:
     if problems:
         raise TunebridgeError("; ".join(problems))
     return 0
+
+
+def _distributed(names: list[str]) -> int:
+    """Under torchrun (several devices, torch backend): this process's rank, after joining the group; else -1.
+
+    Rank 0 makes the shared inputs, the others wait at a barrier and read them."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return -1
+    if names != ["torch"]:
+        raise TunebridgeError("under torchrun only the torch backend runs (the others launch their own ranks)")
+    import torch
+
+    from ..backends.pytorch import detect_device
+    device = detect_device()
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("hccl" if device.type == "npu" else
+                                             "nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank()
 
 
 def _print(recipe, results: dict) -> None:
