@@ -93,7 +93,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     from .data.squad import write_squad_eval
     from .data.encode import load_tokenizer
     from .evaluation.scores import retention_gate
-    from .parity import Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
+    from .parity import LossTolerance, Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
@@ -132,7 +132,8 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     verdicts += [params_instantiated(r, results[r.backend].trainable_params) for r in reports]
     verdicts.append(params_across(reports, spec))
     for other in names[1:]:
-        verdicts += loss_checks(results["torch"], results[other], "torch", other)
+        verdicts += loss_checks(results["torch"], results[other], "torch", other,
+                                LossTolerance(**recipe.parity.model_dump()))
 
     _say("4. evaluation: math accuracy and SQuAD (retention) of the base and of each tuned adapter")
     eval_dir = out / "eval"

@@ -94,6 +94,15 @@ class Parallel(_Strict):
     make_vocab_size_divisible_by: int = 1
 
 
+class ParityTolerances(_Strict):
+    """Loss-curve tolerances (defaults: the MindFormers migration standard, FACTS §6); a check passes on rel or abs."""
+    first_rel: float = 0.005
+    first_abs: float = 0.005
+    mean_rel: float = 0.01
+    mean_abs: float = 0.01
+    grad_norm_mean_rel: float = 0.10
+
+
 class Recipe(_Strict):
     name: str
     model: ModelRef
@@ -102,6 +111,7 @@ class Recipe(_Strict):
     parallel: Parallel = Field(default_factory=Parallel)
     data: DataSpec | None = None
     evaluate: list[dict[str, Any]] | None = None
+    parity: ParityTolerances = Field(default_factory=ParityTolerances)
 
     _source: Path | None = PrivateAttr(default=None)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..accounting import BACKENDS
 from ..backends.result import RunResult
-from ..parity import Verdict, params_across, params_instantiated
+from ..parity import LossTolerance, Verdict, params_across, params_instantiated
 from ..recipe import load_recipe
 from ..report import write_report
 from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdicts
@@ -48,10 +48,11 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list[Verdict
 
 def run(args) -> int:
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)
-    verdicts = curve_verdicts(runs) if len(runs) > 1 else []
+    recipe = load_recipe(args.recipe) if args.recipe else None
+    tol = LossTolerance(**recipe.parity.model_dump()) if recipe else LossTolerance()
+    verdicts = curve_verdicts(runs, tol) if len(runs) > 1 else []
     params_table, recipe_text = None, None
-    if args.recipe:
-        recipe = load_recipe(args.recipe)
+    if recipe:
         recipe_text = Path(args.recipe).read_text(encoding="utf-8")
         params_table, param_verdicts = param_checks(recipe, runs)
         verdicts = param_verdicts + verdicts
