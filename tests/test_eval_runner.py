@@ -133,3 +133,18 @@ def test_bad_input(model_dir, squad_jsonl, tmp_path, capsys):
     assert main(["eval", "score", "--task", "squad", "--predictions", str(preds), "--references",
                  str(squad_jsonl)]) == 2
     assert "has 2 predictions" in capsys.readouterr().err
+
+
+def test_eval_run_takes_a_recipe(tmp_path, capsys):
+    """RECIPE instead of MODEL: its weights, and for math its prompt template (the tuned model's format)."""
+    from tunebridge.cli import main
+    out = tmp_path / "m"
+    assert main(["eval", "run", "recipes/tiny-demo-lora.yaml", "--task", "math", "--data",
+                 "data/samples/demo_math_test.jsonl", "--limit", "4", "--max-new-tokens", "4", "--out", str(out),
+                 "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["template"] == "qwen" and metrics["count"] == 4
+    assert metrics["model"].endswith("tunebridge/assets/tiny-base")
+    assert main(["eval", "run", "recipes/tiny-demo-lora.yaml", "--scorer", "mcore", "--task", "math", "--data",
+                 "data/samples/demo_math_test.jsonl", "--out", str(tmp_path / "x")]) == 2
+    assert "convert them for --scorer mcore" in capsys.readouterr().err

@@ -36,9 +36,10 @@ def register(sub) -> None:
     s.set_defaults(func=run_score)
 
     r = esub.add_parser("run", help="evaluate a model: predictions.jsonl + metrics.json")
-    r.add_argument("model", metavar="MODEL",
-                   help="the checkpoint in the scorer's format: an HF model directory (hf), a converted mcore "
-                        "directory (mcore), a MindFormers .ckpt or the directory holding it (mindformers)")
+    r.add_argument("model", metavar="RECIPE|MODEL",
+                   help="a recipe (its model.weights, tokenizer and prompt template), or the checkpoint in the "
+                        "scorer's format: an HF model directory (hf), a converted mcore directory (mcore), a "
+                        "MindFormers .ckpt or the directory holding it (mindformers)")
     r.add_argument("--scorer", choices=SCORERS, default="hf",
                    help="the framework that runs MODEL: transformers (+ PEFT), megatron-core GPTModel on tp x pp "
                         "CPU processes, MindFormers LlamaForCausalLM in .venv-mindspore (default: hf)")
@@ -121,9 +122,28 @@ def _scorer(args, tokenizer):
     return MindFormersScorer(args.model, tokenizer, batch_size=args.batch_size), {"device": "cpu", "dtype": "fp32"}
 
 
+def _from_recipe(args) -> None:
+    """RECIPE instead of MODEL: the recipe's weights (hf scorer), tokenizer and prompt template."""
+    from ..recipe import load_recipe
+    from ..render import default_prompt_type
+    recipe = load_recipe(args.model)
+    if not recipe.model.weights:
+        raise TunebridgeError(f"{args.model}: the recipe has no model.weights to evaluate")
+    if args.scorer != "hf":
+        raise TunebridgeError(f"{args.model}: a recipe names HF weights; convert them for --scorer {args.scorer} "
+                              f"(tunebridge convert) and pass the converted checkpoint")
+    args.model = str(recipe.path(recipe.model.weights))
+    if args.tokenizer is None and recipe.data is not None and recipe.data.tokenizer:
+        args.tokenizer = str(recipe.path(recipe.data.tokenizer))
+    if args.template is None and args.task in ("squad", "math") and recipe.data is not None:
+        args.template = default_prompt_type(recipe) if args.task == "math" else None
+
+
 def run_model(args) -> int:
     import torch
 
+    if str(args.model).endswith((".yaml", ".yml")):
+        _from_recipe(args)
     from ..data.encode import load_tokenizer
     from ..evaluation.runner import run_eval
     torch.manual_seed(0)
