@@ -58,6 +58,7 @@ def bare_loop(inputs: RunInputs, cfg, steps: int) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--skip-backends", action="store_true", help="only the torch overhead measurement")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -69,13 +70,17 @@ def main() -> None:
         inputs = RunInputs.make(recipe, names, weights, root / "inputs", {"max_steps": args.steps}, progress=False)
         cfg = dataclasses.replace(inputs.config(recipe, "torch"))
         bare, backend = [], []
-        for rep in range(3):  # interleaved, so machine load hits both alike
-            bare.append(statistics.mean(bare_loop(inputs, cfg, args.steps)))
-            result = train(weights, inputs.data("jsonl"), root / f"torch-{rep}", cfg,
-                           init_adapter=str(inputs.adapter("peft")), progress=False)
-            backend += [result.step_time_s]
+        for rep in range(args.reps):  # interleaved, each first in turn, so machine load hits both alike
+            order = ("bare", "backend") if rep % 2 == 0 else ("backend", "bare")
+            for which in order:
+                if which == "bare":
+                    bare.append(statistics.mean(bare_loop(inputs, cfg, args.steps)))
+                else:
+                    result = train(weights, inputs.data("jsonl"), root / f"torch-{rep}", cfg,
+                                   init_adapter=str(inputs.adapter("peft")), progress=False)
+                    backend.append(result.step_time_s)
         b, t = statistics.median(bare), statistics.median(backend)
-        print(f"torch backend vs bare transformers + PEFT loop ({args.steps} steps x 3, tiny-llama, LoRA o+down, "
+        print(f"torch backend vs bare transformers + PEFT loop ({args.steps} steps x {args.reps}, tiny-llama, LoRA o+down, "
               f"global batch {cfg.global_batch_size} = {cfg.global_batch_size // cfg.micro_batch_size} x micro "
               f"{cfg.micro_batch_size}):")
         print(f"  bare loop   {1000 * b:8.2f} ms/step (median of run means)")
