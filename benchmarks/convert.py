@@ -1,16 +1,20 @@
 """Conversion speed and memory on a synthetic Llama-shaped bf16 checkpoint (not a test).
 
-    .venv/bin/python benchmarks/convert.py [--sizes 1,2] [--keep]
+    .venv/bin/python benchmarks/convert.py [--sizes 1,2] [--work DIR] [--keep]
 
 For each model size (GB) it writes a synthetic HF checkpoint, then times in separate processes
-HF -> mcore (tp 2, pp 2), mcore -> HF, and HF -> MindFormers, next to `cp -r` of the same bytes, and
+HF -> mcore (tp 2, pp 2), mcore -> HF, and HF -> MindFormers, each right after `cp -r` of its source
+(the same bytes, in the same state of the page cache and the file system), and
 prints wall time, the ratio to the copy and each conversion's peak RSS. Both sizes share the layer
-shape, so a streaming converter's peak RSS should follow the layer (and the mcore rank file), not the model.
+shape, so a streaming converter's peak RSS should follow the layer, not the model.
+Before each timed step (the copy too) dirty pages are flushed with an untimed ``sync``, so that no step is
+throttled by the write-back of the ones before it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -66,6 +70,13 @@ def timed_convert(src: Path, dst: Path, sf: str, df: str, tp: int = 2, pp: int =
     return float(seconds), int(rss)
 
 
+def timed_copy(src: Path, dst: Path) -> float:
+    os.sync()
+    t = time.perf_counter()
+    subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
+    return time.perf_counter() - t
+
+
 def dir_bytes(p: Path) -> int:
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
 
@@ -73,9 +84,10 @@ def dir_bytes(p: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1,2", help="model sizes in GB")
+    ap.add_argument("--work", default="/tmp/tunebridge-bench-convert", help="scratch directory (GBs; removed)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
-    work = ROOT / "benchmarks" / "out" / "convert"
+    work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     rows = []
     try:
@@ -84,14 +96,14 @@ def main() -> None:
             d = work / f"{gb:g}gb"
             write_synthetic(d / "hf", spec)
             size = dir_bytes(d / "hf")
-            t = time.perf_counter()
-            subprocess.run(["cp", "-r", str(d / "hf"), str(d / "copy")], check=True)
-            cp = time.perf_counter() - t
             largest_layer = spec.layer_params() * 2
             for label, src, dst, sf, df in [("hf -> mcore tp2 pp2", d / "hf", d / "mc", "hf", "mcore"),
                                             ("mcore tp2 pp2 -> hf", d / "mc", d / "back", "mcore", "hf"),
                                             ("hf -> mindformers", d / "hf", d / "mf", "hf", "mindformers")]:
+                cp = timed_copy(src, d / "copy")
+                os.sync()
                 seconds, rss = timed_convert(src, dst, sf, df)
+                shutil.rmtree(d / "copy")
                 rows.append({"model_gb": round(size / 2**30, 2), "layers": spec.num_layers, "conversion": label,
                              "seconds": round(seconds, 2), "cp_seconds": round(cp, 2),
                              "ratio_to_cp": round(seconds / cp, 2), "peak_rss_gb": round(rss / 2**30, 3),

@@ -2,12 +2,16 @@
 
 Every format is read as *canonical* tensors (``spec.tensors()``: embed, per-layer q k v o ... , final
 norm, lm_head) and written from them, one tensor or one layer at a time: fused mcore tensors are
-unpacked from their TP shards when first asked for, and an mcore target is written one rank file at a
-time. Peak memory is about one rank file (mcore) or one tensor (HF, MindFormers) plus one layer.
+read into their canonical parts when first asked for, and an mcore target is written all TP ranks of a
+stage at once. Tensor bytes go from the source's page cache to the output with as few copies as the
+layout allows (mapped ranges, views, positioned I/O), and a writer thread writes while the next tensor is
+read. Peak memory is about one layer plus the writer's queue (``Background``), whatever the model size.
 """
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -15,14 +19,16 @@ import torch
 from tqdm import tqdm
 
 from .atomic import atomic_dir
-from .dialects import HF, MCORE, MINDFORMERS, Dialect, Shard
+from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard
 from .errors import TunebridgeError
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
+from .formats.background import Background
 from .formats.hf import HFReader, write_hf
 from .formats.safetensors_stream import tensor_bytes
 from .formats.torchzip import lazy_load
-from .layout import merge, pack, pad_vocab, padded_vocab_size, split, unpack
+from .layout import pack_shards as pack  # the per-tensor step of write_mcore (tests interrupt it by this name)
+from .layout import padded_vocab_size, row_plan, unpack_shards
 from .models import ModelSpec
 
 FORMATS = ("hf", "mcore", "mindformers")
@@ -88,6 +94,28 @@ class McoreSource(Source):
             raise TunebridgeError(f"{path}: no 'model' state dict")
         return saved["model"]
 
+    def _read_parts(self, rule, shards: list) -> list[torch.Tensor]:
+        """The canonical parts (vocab still padded) of the fused tensor whose TP shards are ``shards``:
+        read straight into place when each shard is a run of the parts' rows, else unpacked from the shards."""
+        first = shards[0]
+        tp = len(shards)
+        if rule.pack is Pack.NONE:
+            rows = [sum(s.size[0] for s in shards) if rule.shard is not Shard.REPLICATED else first.size[0]]
+        else:
+            rows = [self.spec.shape(p)[0] for p in rule.parts]
+        plan = row_plan(rule, self.spec, tp, rows) if first.size else None
+        if plan is None or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
+                                   s.storage.dtype == first.storage.dtype for s in shards):
+            return unpack_shards(rule, [s.load() for s in shards], self.spec)
+        parts = [torch.empty((n, *first.size[1:]), dtype=first.storage.dtype) for n in rows]
+        jobs = [(shard, [tensor_bytes(parts[j][a:a + n]) for j, a, n in blocks]) for shard, blocks in zip(shards, plan)]
+        if tp == 1:
+            first.read_into(jobs[0][1])
+        else:  # one thread per rank file: reads and CRCs release the GIL
+            with ThreadPoolExecutor(tp) as pool:
+                list(pool.map(lambda job: job[0].read_into(job[1]), jobs))
+        return parts
+
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         rule = MCORE.rule_for_part(part, self.spec)
         if layer is None:
@@ -104,11 +132,11 @@ class McoreSource(Source):
             missing = [t for t, st in enumerate(states) if key not in st]
             if missing:
                 raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
-            full = merge([st[key].load() for st in states], rule.shard)
+            parts = self._read_parts(rule, [st[key] for st in states])
             if rule.shard is Shard.VOCAB:
-                full = full[:self.spec.vocab_size]
+                parts = [p[:self.spec.vocab_size] for p in parts]
             # canonical tensors are asked for in order (q, k, v together): keep only the fused tensor in use
-            self._unpacked = {name: unpack(rule, full, self.spec, self.layout.tp)}
+            self._unpacked = {name: parts}
         t = self._unpacked[name][rule.parts.index(part)]
         if tuple(t.shape) != self.spec.shape(part):
             raise TunebridgeError(f"{self.layout.root}: {name} gives {part} of shape {list(t.shape)}, "
@@ -165,14 +193,16 @@ def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, b
     spec = source.spec
     dialect = HF if fmt == "hf" else MINDFORMERS
     out_dtype = dtype or source.dtype()
+    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
     if fmt == "hf":
         entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
-        write_hf(out, spec, entries, _counted(_flat_tensors(source, dialect, dtype), bar), max_shard_bytes)
+        with Background() as background:
+            write_hf(out, spec, entries, tensors, max_shard_bytes, background)
         return
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
-    with open(out / MF_CKPT, "wb") as f:
-        writer = msckpt.CkptWriter(f)
-        for name, t in _counted(_flat_tensors(source, dialect, dtype), bar):
+    with open(out / MF_CKPT, "wb") as f, Background() as background:
+        writer = msckpt.CkptWriter(f, background)
+        for name, t in tensors:
             writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
     msckpt.finish_readonly(out / MF_CKPT)
 
@@ -185,8 +215,9 @@ def _counted(items, bar: tqdm):
 
 def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: list[int] | None,
                 divisible_by: int, dtype: torch.dtype | None, bar: tqdm) -> None:
-    """All TP rank files of a stage in one pass over its layers: each fused tensor is packed once, split,
-    and its shards streamed into the rank files, so memory holds one layer."""
+    """All TP rank files of a stage in one pass over its layers: each rank's shard of a fused tensor is
+    written from views of the canonical tensors (:func:`pack_shards`; only row-parallel shards are copied),
+    by a writer thread while the next tensor is read, so memory holds about one layer."""
     spec = source.spec
     if spec.num_kv_heads % tp:
         raise TunebridgeError(f"tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
@@ -195,29 +226,30 @@ def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: lis
     out_dtype = dtype or source.dtype()
     args = mcore_fmt.make_args(spec, tp, pp, num_layer_list, divisible_by, out_dtype)
 
-    def shards(rule, layer: int | None) -> list[torch.Tensor]:
-        full = pack(rule, [source.get(p, layer) for p in rule.parts], spec, tp)
-        if rule.shard is Shard.VOCAB:
-            full = pad_vocab(full, vocab)
-        return split(full.to(out_dtype), rule.shard, tp)
+    def shards(rule, layer: int | None):
+        parts = [source.get(p, layer).to(out_dtype) for p in rule.parts]
+        return pack(rule, parts, spec, tp, vocab if rule.shard is Shard.VOCAB else None)
 
-    for s, layers in enumerate(stages):
-        first, last = s == 0, s == pp - 1
-        writers = [mcore_fmt.RankFileWriter(out, t, s, pp) for t in range(tp)]
-        items: list[tuple[str, object, int | None]] = []
-        for rule in MCORE.rules(spec):
-            if rule.per_layer:
-                items += [(rule.format(j), rule, g) for j, g in enumerate(layers)]
-            elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
-                items.append((rule.name, rule, None))
-        if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
-            items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
-        for name, rule, layer in sorted(items, key=lambda item: (item[2] is None, item[2] or 0)):
-            for writer, shard in zip(writers, shards(rule, layer)):
-                writer.add(name, shard)
-            bar.update(tp)
-        for writer in writers:
-            writer.finish(args)
+    with ExitStack() as stack:
+        # a writer thread per TP rank file: their CRCs and writes run side by side
+        backgrounds = [stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp))) for _ in range(tp)]
+        for s, layers in enumerate(stages):
+            first, last = s == 0, s == pp - 1
+            writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
+            items: list[tuple[str, object, int | None]] = []
+            for rule in MCORE.rules(spec):
+                if rule.per_layer:
+                    items += [(rule.format(j), rule, g) for j, g in enumerate(layers)]
+                elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
+                    items.append((rule.name, rule, None))
+            if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
+                items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
+            for name, rule, layer in sorted(items, key=lambda item: (item[2] is None, item[2] or 0)):
+                for writer, (shape, pieces) in zip(writers, shards(rule, layer)):
+                    writer.add_pieces(name, out_dtype, shape, pieces)
+                bar.update(tp)
+            for writer in writers:
+                writer.finish(args)
     mcore_fmt.write_latest(out)
 
 

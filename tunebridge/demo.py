@@ -97,6 +97,8 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would drown the demo's lines
     started = time.perf_counter()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:

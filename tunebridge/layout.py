@@ -51,6 +51,22 @@ def unpack(rule: TensorRule, fused: torch.Tensor, spec: ModelSpec, tp: int = 1) 
     raise ValueError(rule.pack)
 
 
+def unpack_shards(rule: TensorRule, shards: list[torch.Tensor], spec: ModelSpec) -> list[torch.Tensor]:
+    """``unpack(rule, merge(shards, rule.shard), spec, len(shards))`` with one copy per part: each rank's
+    shard is unpacked in place (views) and the parts are joined over the ranks."""
+    if rule.pack is Pack.NONE:
+        return [merge(shards, rule.shard)]
+    if rule.pack is Pack.QKV_GROUPED:
+        rows = [_qkv_rows(spec, name) for name in rule.parts]
+        tail = shards[0].shape[1:]
+        local = [s.reshape(-1, sum(rows), *tail).split(rows, dim=1) for s in shards]
+        return [torch.cat([views[j] for views in local]).reshape(-1, *tail) for j in range(len(rows))]
+    if rule.pack is Pack.STACKED:
+        local = [s.chunk(len(rule.parts), dim=0) for s in shards]
+        return [torch.cat([views[j] for views in local]) for j in range(len(rule.parts))]
+    raise ValueError(rule.pack)
+
+
 def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
     """Megatron's vocabulary padding: up to a multiple of ``divisible_by * tp``."""
     multiple = divisible_by * tp
@@ -71,6 +87,52 @@ def split(t: torch.Tensor, shard: Shard, tp: int) -> list[torch.Tensor]:
     if t.shape[dim] % tp:
         raise ValueError(f"dimension {dim} of size {t.shape[dim]} does not split over tp={tp}")
     return [c.contiguous() for c in t.chunk(tp, dim=dim)]
+
+
+def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int]) -> list[list[tuple[int, int, int]]] | None:
+    """Where each TP rank's shard comes from when it is a run of whole rows of the canonical parts: per
+    rank, the (part index, first row, row count) blocks of its shard in order. ``rows`` are the parts'
+    row counts (padded, for a vocabulary). None for a row-parallel (dim 1) split, which is not such a run."""
+    if rule.pack is Pack.QKV_GROUPED:
+        groups = spec.num_kv_heads // tp
+        per_group = [_qkv_rows(spec, name) for name in rule.parts]
+        return [[(j, g * n, n) for g in range(r * groups, (r + 1) * groups) for j, n in enumerate(per_group)]
+                for r in range(tp)]
+    if rule.shard is Shard.REPLICATED or tp == 1:
+        return [[(j, 0, n) for j, n in enumerate(rows)] for _ in range(tp)]
+    if rule.shard is Shard.ROW:
+        return None
+    for n in rows:
+        if n % tp:
+            raise ValueError(f"dimension 0 of size {n} does not split over tp={tp}")
+    return [[(j, r * (n // tp), n // tp) for j, n in enumerate(rows)] for r in range(tp)]
+
+
+def pack_shards(rule: TensorRule, parts: list[torch.Tensor], spec: ModelSpec, tp: int,
+                rows: int | None = None) -> list[tuple[tuple[int, ...], list[torch.Tensor]]]:
+    """Each TP rank's shard of ``split(pack(rule, parts), rule.shard, tp)`` (vocab padded to ``rows``) as its
+    shape and the contiguous tensors whose bytes, in order, are the shard's: views of ``parts`` wherever
+    the shard's rows are contiguous in them, so the caller can write them without packing or copying."""
+    parts = [p.contiguous() for p in parts]
+    t = parts[0]
+    tail = tuple(t.shape[1:])
+    if rule.shard is Shard.ROW and tp > 1:
+        if t.shape[1] % tp:
+            raise ValueError(f"dimension 1 of size {t.shape[1]} does not split over tp={tp}")
+        return [((t.shape[0], t.shape[1] // tp) + tail[1:], [c.contiguous()]) for c in t.chunk(tp, dim=1)]
+    padded = rows if rule.shard is Shard.VOCAB and rows else t.shape[0]
+    plan = row_plan(rule, spec, tp, [padded] if rule.pack is Pack.NONE else [p.shape[0] for p in parts])
+    out = []
+    for blocks in plan:
+        pieces = []
+        for j, first, n in blocks:
+            real = min(first + n, parts[j].shape[0]) - first  # rows past the end are vocab padding
+            if real > 0:
+                pieces.append(parts[j][first:first + real])
+            if real < n:
+                pieces.append(t[-1:].expand(n - max(real, 0), *tail).contiguous())
+        out.append(((sum(n for _, _, n in blocks),) + tail, pieces))
+    return out
 
 
 def merge(shards: list[torch.Tensor], shard: Shard) -> torch.Tensor:

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,6 +27,9 @@ from ..train.schedule import Schedule
 from .result import RunResult, StepRecord
 
 IGNORE = -100
+
+# PEFT 0.21.2 reads transformers 5's deprecated `is_gradient_checkpointing` when wrapping a model: expected, not ours.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def detect_device() -> torch.device:

@@ -8,6 +8,7 @@ from typing import Iterable, Iterator
 import torch
 from ..errors import TunebridgeError
 from ..models import ModelSpec
+from .background import Background
 from .safetensors_stream import SafetensorsReader, SafetensorsWriter
 
 INDEX = "model.safetensors.index.json"
@@ -89,8 +90,10 @@ def shard_plan(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shar
 
 
 def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
-             tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int = 2 << 30) -> list[Path]:
-    """Write config.json and the weights, streaming ``tensors`` (in ``entries`` order) into shards."""
+             tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int = 2 << 30,
+             background: Background | None = None) -> list[Path]:
+    """Write config.json and the weights, streaming ``tensors`` (in ``entries`` order) into shards
+    (through ``background``, if given: the caller closes it)."""
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
     plan = shard_plan(entries, max_shard_bytes)
     names = (["model.safetensors"] if len(plan) == 1 else
@@ -98,7 +101,7 @@ def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, t
     it: Iterator = iter(tensors)
     weight_map, total = {}, 0
     for fname, shard in zip(names, plan):
-        writer = SafetensorsWriter(out / fname, shard, metadata={"format": "pt"})
+        writer = SafetensorsWriter(out / fname, shard, metadata={"format": "pt"}, background=background)
         for name, _, _ in shard:
             got_name, t = next(it)
             writer.write(got_name, t)

@@ -20,6 +20,7 @@ import torch
 from ..errors import TunebridgeError
 from ..layout import padded_vocab_size, stage_layers
 from ..models import ModelSpec
+from .background import Background
 from .torchzip import TorchZipWriter
 
 CHECKPOINT_VERSION = 3.0
@@ -118,15 +119,20 @@ class McoreLayout:
 class RankFileWriter:
     """One rank's ``model_optim_rng.pt``, written tensor by tensor (see :class:`TorchZipWriter`)."""
 
-    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int, iteration: int = ITERATION):
+    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int, iteration: int = ITERATION,
+                 background: Background | None = None):
         self.path = iteration_dir(root, iteration) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
         self.iteration = iteration
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._zip = TorchZipWriter(self.path)
+        self._zip = TorchZipWriter(self.path, background)
         self._model: dict = {}
 
     def add(self, name: str, t: torch.Tensor) -> None:
         self._model[name] = self._zip.add(t)
+
+    def add_pieces(self, name: str, dtype: torch.dtype, shape: tuple[int, ...], pieces: list[torch.Tensor]) -> None:
+        """A tensor given as the dim-0 pieces of its bytes (see :func:`tunebridge.layout.pack_shards`)."""
+        self._model[name] = self._zip.add_pieces(dtype, shape, pieces)
 
     def finish(self, args: argparse.Namespace) -> Path:
         self._zip.finish({"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": self.iteration,

@@ -19,6 +19,8 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import TunebridgeError
+from .background import Background
+from .mapped import map_range
 
 SLICE_BYTES = 524288 * 1024  # MindSpore's SLICE_SIZE (in KB)
 
@@ -69,20 +71,28 @@ def _slices(shape: list[int], nbytes: int) -> list[int]:
 
 
 class CkptWriter:
-    """Append tensors to a ``.ckpt`` one at a time (name, dims, dtype name, raw little-endian bytes)."""
+    """Append tensors to a ``.ckpt`` one at a time (name, dims, dtype name, raw little-endian bytes), through
+    ``background`` if given (the caller closes it before closing ``f``)."""
 
-    def __init__(self, f: BinaryIO):
+    def __init__(self, f: BinaryIO, background: Background | None = None):
         self._f = f
+        self._background = background or Background(max_bytes=0)
 
     def write(self, name: str, dims: list[int], dtype: str, data: bytes | memoryview) -> None:
         if dtype not in TYPE_OF:
             raise TunebridgeError(f"{name}: dtype {dtype} cannot be stored in a MindSpore checkpoint")
         view = memoryview(data).cast("B")
+        records = []
         start = 0
         for length in _slices(list(dims), len(view)):
-            self._f.write(_message_prefix(name, list(dims), dtype, length))
-            self._f.write(view[start:start + length])
+            records.append((_message_prefix(name, list(dims), dtype, length), view[start:start + length]))
             start += length
+        self._background.submit(lambda: self._write(records), len(view))
+
+    def _write(self, records: list[tuple[bytes, memoryview]]) -> None:
+        for prefix, content in records:
+            self._f.write(prefix)
+            self._f.write(content)
 
 
 def finish_readonly(path: Path) -> None:
@@ -177,18 +187,23 @@ def _parse_value(buf, pos: int, end: int, path: Path):
     return name, dims, MS_TYPES[dtype], piece
 
 
-def read_bytes(path: str | Path, entry: CkptEntry) -> bytearray:
-    """The raw bytes of one tensor (slices joined), read straight into one buffer."""
+def read_bytes(path: str | Path, entry: CkptEntry) -> bytearray | memoryview:
+    """The raw bytes of one tensor: its bytes in the file as they are (:func:`map_range`) when stored in one
+    slice, else the slices read into one buffer."""
     expected = ITEMSIZE[entry.dtype] * int(np.prod(entry.dims, dtype=np.int64)) if entry.dims else ITEMSIZE[entry.dtype]
-    data = bytearray(sum(length for _, length in entry.pieces))
-    view = memoryview(data)
-    with open(path, "rb") as f:
+    got = sum(length for _, length in entry.pieces)
+    if got != expected:
+        raise TunebridgeError(f"{path}: {entry.name} holds {got} bytes, its shape {list(entry.dims)} of "
+                              f"{entry.dtype} needs {expected}")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if len(entry.pieces) == 1:
+            return map_range(fd, *entry.pieces[0])
+        data = bytearray(got)
+        view = memoryview(data)
         at = 0
         for offset, length in entry.pieces:
-            f.seek(offset)
-            f.readinto(view[at:at + length])
-            at += length
-    if len(data) != expected:
-        raise TunebridgeError(f"{path}: {entry.name} holds {len(data)} bytes, its shape {list(entry.dims)} of "
-                              f"{entry.dtype} needs {expected}")
-    return data
+            at += os.preadv(fd, [view[at:at + length]], offset)
+        return data
+    finally:
+        os.close(fd)

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 
 from ..errors import TunebridgeError
+from .background import Background
+from .mapped import map_range
 
 ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -17,16 +20,17 @@ DTYPE_OF = {v: k for k, v in ST_DTYPE.items()}
 
 
 def tensor_bytes(t: torch.Tensor) -> memoryview:
-    """Raw little-endian bytes of a tensor (bf16 included), without copying a contiguous CPU tensor."""
+    """Raw little-endian bytes of a tensor (bf16 included) as a flat, writable view, without copying a
+    contiguous CPU tensor."""
     t = t.detach().contiguous().cpu()
-    return memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
 class SafetensorsWriter:
     """Write ``entries`` [(name, dtype, shape)] in that order; call :meth:`write` for each, then :meth:`close`."""
 
     def __init__(self, path: str | Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, background: Background | None = None):
         header: dict = {"__metadata__": metadata} if metadata else {}
         offset = 0
         self._expected = []
@@ -41,23 +45,25 @@ class SafetensorsWriter:
         self._f.write(len(raw).to_bytes(8, "little") + raw)
         self._next = 0
         self.path = Path(path)
+        self._background = background or Background(max_bytes=0)
 
     def write(self, name: str, t: torch.Tensor) -> None:
         exp_name, dtype, shape, n = self._expected[self._next]
         if name != exp_name or t.dtype != dtype or tuple(t.shape) != shape:
             raise TunebridgeError(f"{self.path}: expected {exp_name} {dtype} {list(shape)}, got {name} {t.dtype} "
                                   f"{list(t.shape)}")
-        self._f.write(tensor_bytes(t))
+        data = tensor_bytes(t)
+        self._background.submit(lambda: self._f.write(data), len(data))
         self._next += 1
 
     def close(self) -> None:
-        self._f.close()
+        self._background.submit(self._f.close, 0)
         if self._next != len(self._expected):
             raise TunebridgeError(f"{self.path}: only {self._next} of {len(self._expected)} tensors written")
 
 
 class SafetensorsReader:
-    """Tensors of a safetensors file read with positioned reads (no memory map), so a streaming
+    """Tensors of a safetensors file, each mapped on its own (:func:`map_range`), so a streaming
     conversion's resident memory holds only the tensors in flight."""
 
     def __init__(self, path: str | Path):
@@ -73,6 +79,7 @@ class SafetensorsReader:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise TunebridgeError(f"{self.path}: corrupt safetensors header") from None
         header.pop("__metadata__", None)
+        self._fd = os.open(self.path, os.O_RDONLY)
         self._start = 8 + n
         self._entries = header
         end = max((e["data_offsets"][1] for e in header.values()), default=0)
@@ -80,16 +87,17 @@ class SafetensorsReader:
             raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
                                   f"describes {self._start + end})")
 
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
     def keys(self) -> list[str]:
         return list(self._entries)
 
     def get_tensor(self, name: str) -> torch.Tensor:
         e = self._entries[name]
         begin, end = e["data_offsets"]
-        data = bytearray(end - begin)
-        with open(self.path, "rb") as f:
-            f.seek(self._start + begin)
-            f.readinto(data)
+        data = map_range(self._fd, self._start + begin, end - begin)
         dtype = DTYPE_OF[e["dtype"]]
         if not data:
             return torch.empty(e["shape"], dtype=dtype)

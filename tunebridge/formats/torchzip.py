@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import collections
 import io
+import math
+import os
 import pickle
+import struct
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import TunebridgeError
+from .background import Background
+from .mapped import map_range
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -54,6 +60,15 @@ class LazyTensor:
         flat = torch.frombuffer(raw, dtype=self.storage.dtype) if raw else torch.empty(0, dtype=self.storage.dtype)
         return torch.as_strided(flat, self.size, self.stride, self.offset)
 
+    def is_whole_storage(self) -> bool:
+        """Whether this tensor is its storage, in row-major order (then :meth:`read_into` applies)."""
+        contiguous = tuple(math.prod(self.size[i + 1:]) for i in range(len(self.size)))
+        return self.offset == 0 and self.stride == contiguous and math.prod(self.size) == self.storage.numel
+
+    def read_into(self, targets: list[memoryview]) -> None:
+        """Read the bytes, in order, into ``targets`` (which together hold exactly its bytes)."""
+        self.storage.archive.read_into(self.storage.key, targets)
+
 
 def _rebuild_tensor(storage: _Storage, offset: int, size, stride, requires_grad=False, hooks=None, metadata=None):
     return LazyTensor(storage, offset, tuple(size), tuple(stride))
@@ -72,15 +87,51 @@ class Archive:
             raise TunebridgeError(f"{path}: not a torch checkpoint (no data.pkl)")
         self.prefix = pkl[0][:-len("data.pkl")]
 
-    def record(self, key: str) -> bytearray:
+    def _locate(self, key: str, f) -> tuple[zipfile.ZipInfo, int]:
+        """A stored record's entry and where its bytes start."""
         try:
             info = self._zip.getinfo(f"{self.prefix}data/{key}")
-            data = bytearray(info.file_size)
-            with self._zip.open(info) as f:
-                f.readinto(data)
-            return data
-        except (KeyError, zipfile.BadZipFile, OSError, EOFError) as e:
-            raise TunebridgeError(f"{self.path}: storage {key} is missing or corrupt ({e})") from None
+        except KeyError:
+            raise TunebridgeError(f"{self.path}: storage {key} is missing") from None
+        f.seek(info.header_offset)
+        head = f.read(30)
+        if len(head) < 30 or head[:4] != b"PK\x03\x04" or info.compress_type != zipfile.ZIP_STORED:
+            raise TunebridgeError(f"{self.path}: storage {key} is corrupt (bad local header)")
+        name_len, extra_len = struct.unpack("<HH", head[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        if start + info.file_size > os.fstat(f.fileno()).st_size:
+            raise TunebridgeError(f"{self.path}: storage {key} is truncated")
+        return info, start
+
+    def _check(self, key: str, info: zipfile.ZipInfo, crc: int) -> None:
+        if crc != info.CRC:
+            raise TunebridgeError(f"{self.path}: storage {key} is corrupt (CRC-32 mismatch)")
+
+    def record(self, key: str) -> memoryview:
+        """A stored record's bytes (:func:`map_range`), checked against its CRC-32."""
+        with open(self.path, "rb") as f:
+            info, start = self._locate(key, f)
+            data = map_range(f.fileno(), start, info.file_size)
+        self._check(key, info, zlib.crc32(data))
+        return data
+
+    def read_into(self, key: str, targets: list[memoryview]) -> None:
+        """A stored record's bytes read in order into ``targets``, chunk by chunk, each chunk's CRC-32
+        taken while it is in the CPU cache."""
+        with open(self.path, "rb") as f:
+            info, at = self._locate(key, f)
+            if sum(len(t) for t in targets) != info.file_size:
+                raise TunebridgeError(f"{self.path}: storage {key} holds {info.file_size} bytes, expected "
+                                      f"{sum(len(t) for t in targets)}")
+            crc = 0
+            for target in targets:
+                for start in range(0, len(target), _CHUNK):
+                    chunk = target[start:start + _CHUNK]
+                    if os.preadv(f.fileno(), [chunk], at) != len(chunk):
+                        raise TunebridgeError(f"{self.path}: storage {key} is truncated")
+                    crc = zlib.crc32(chunk, crc)
+                    at += len(chunk)
+        self._check(key, info, crc)
 
 
 class _Unpickler(pickle.Unpickler):
@@ -154,31 +205,139 @@ class _Pickler(pickle.Pickler):
 
 class TorchZipWriter:
     """Write a ``torch.save``-compatible file one tensor at a time: storage records go out as they come,
-    the pickle (which only references them) last. ``torch.load`` reads the result as usual."""
+    the pickle (which only references them) last. ``torch.load`` reads the result as usual.
 
-    def __init__(self, path: str | Path):
+    The archive is a stored (uncompressed) zip as torch writes it, with each record's data aligned to
+    ``ALIGNMENT`` bytes by a padding extra field. Offsets are laid out when a record is added, so the
+    records themselves (CRC-32 with zlib, positioned writes of the tensor bytes as given, no copy) can
+    be written by ``background`` while the caller prepares the next tensor."""
+
+    def __init__(self, path: str | Path, background: Background | None = None):
         self.path = Path(path)
-        self._writer = torch._C.PyTorchFileWriter(str(self.path), torch.serialization.get_crc32_options(),
-                                                  torch.serialization._get_storage_alignment())
+        self._prefix = self.path.stem + "/"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._background = background or Background(max_bytes=0)
+        self._at = 0
+        self._central: list[_Record] = []
         self._count = 0
 
     def add(self, t: torch.Tensor) -> _TensorRef:
         """Write ``t``'s data now; return what stands for it in the object given to :meth:`finish`."""
-        data = t.detach().contiguous()
-        if data.storage_offset() or data.untyped_storage().nbytes() != data.nbytes:
-            data = data.clone()
+        return self.add_pieces(t.dtype, tuple(t.shape), [t])
+
+    def add_pieces(self, dtype: torch.dtype, shape: tuple[int, ...], pieces: list[torch.Tensor]) -> _TensorRef:
+        """A tensor of ``shape`` whose bytes are those of ``pieces`` (CPU tensors of ``dtype``) in order."""
+        pieces = [p.detach().cpu().contiguous() for p in pieces]
+        views = [memoryview(p.reshape(-1).view(torch.uint8).numpy()) if p.numel() else memoryview(b"") for p in pieces]
+        numel = int(torch.Size(shape).numel())
+        if sum(len(v) for v in views) != numel * dtype.itemsize or any(p.dtype != dtype for p in pieces):
+            raise ValueError(f"pieces of {[p.dtype for p in pieces]} {[list(p.shape) for p in pieces]} "
+                             f"do not make a {dtype} tensor of shape {list(shape)}")
         key = str(self._count)
         self._count += 1
-        self._writer.write_record(f"data/{key}", data.untyped_storage(), data.nbytes)
-        return _TensorRef(_StorageRef(key, data.dtype, data.numel()), tuple(data.shape), tuple(data.stride()))
+        self._record(f"data/{key}", views)
+        stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+        return _TensorRef(_StorageRef(key, dtype, numel), tuple(shape), stride)
+
+    def _record(self, name: str, views: list[memoryview]) -> None:
+        size = sum(len(v) for v in views)
+        rec = _Record(self._prefix + name, size, self._at)
+        header_len = rec.local_header_len()
+        self._at += header_len + size
+        self._central.append(rec)
+        self._background.submit(lambda: self._write_record(rec, views), size)
+
+    def _write_record(self, rec: _Record, views: list[memoryview]) -> None:
+        # chunk by chunk, so that the CRC leaves each chunk in the CPU cache for its write
+        crc, at = 0, rec.offset + rec.local_header_len()
+        for v in views:
+            for start in range(0, len(v), _CHUNK):
+                chunk = v[start:start + _CHUNK]
+                crc = zlib.crc32(chunk, crc)
+                _pwrite_all(self._fd, [chunk], at)
+                at += len(chunk)
+        rec.crc = crc
+        _pwrite_all(self._fd, [rec.local_header()], rec.offset)
 
     def finish(self, obj) -> None:
         buf = io.BytesIO()
         _Pickler(buf, protocol=2).dump(obj)
-        data = buf.getvalue()
-        self._writer.write_record("data.pkl", data, len(data))
-        self._writer.write_record(".format_version", "1", 1)
-        alignment = str(torch.serialization._get_storage_alignment())
-        self._writer.write_record(".storage_alignment", alignment, len(alignment))
-        self._writer.write_record("byteorder", sys.byteorder, len(sys.byteorder))
-        self._writer.write_end_of_file()
+        alignment = str(ALIGNMENT).encode()
+        for name, data in (("data.pkl", buf.getvalue()), (".format_version", b"1"),
+                           (".storage_alignment", alignment), ("byteorder", sys.byteorder.encode()),
+                           ("version", b"3\n")):
+            self._record(name, [memoryview(data)])
+        self._background.submit(self._write_directory, 0)
+
+    def __del__(self) -> None:  # an aborted conversion never writes the directory, which closes the file
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _write_directory(self) -> None:
+        try:
+            central = b"".join(rec.central_header() for rec in self._central)
+            _pwrite_all(self._fd, [memoryview(central + _end_records(len(self._central), len(central), self._at))],
+                        self._at)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+ALIGNMENT = 64
+_CHUNK = 1 << 20
+_ZIP64 = 0xFFFFFFFF
+_FLAGS = 0x0800  # names are UTF-8
+
+
+@dataclass
+class _Record:
+    name: str
+    size: int
+    offset: int
+    crc: int = 0
+
+    def _zip64_local(self) -> bytes:
+        return struct.pack("<HHQQ", 1, 16, self.size, self.size) if self.size >= _ZIP64 else b""
+
+    def local_header_len(self) -> int:
+        fixed = 30 + len(self.name.encode()) + len(self._zip64_local()) + 4
+        return fixed + (-(self.offset + fixed) % ALIGNMENT)
+
+    def local_header(self) -> bytes:
+        name = self.name.encode()
+        zip64 = self._zip64_local()
+        pad = self.local_header_len() - 30 - len(name) - len(zip64) - 4
+        extra = zip64 + b"FB" + struct.pack("<H", pad) + b"Z" * pad
+        size32 = _ZIP64 if zip64 else self.size
+        return struct.pack("<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, _FLAGS, 0, 0, 0, self.crc,
+                           size32, size32, len(name), len(extra)) + name + extra
+
+    def central_header(self) -> bytes:
+        name = self.name.encode()
+        values = [v for v in (self.size, self.size) if v >= _ZIP64] if self.size >= _ZIP64 else []
+        if self.offset >= _ZIP64:
+            values.append(self.offset)
+        extra = struct.pack("<HH", 1, 8 * len(values)) + struct.pack(f"<{len(values)}Q", *values) if values else b""
+        size32 = _ZIP64 if self.size >= _ZIP64 else self.size
+        return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45 if extra else 20, _FLAGS, 0, 0, 0,
+                           self.crc, size32, size32, len(name), len(extra), 0, 0, 0, 0,
+                           min(self.offset, _ZIP64)) + name + extra
+
+
+def _end_records(count: int, central_len: int, central_at: int) -> bytes:
+    """Zip64 end of central directory record and locator (as torch writes them), then the classic one."""
+    zip64_end = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, central_len, central_at)
+    locator = struct.pack("<IIQI", 0x07064B50, 0, central_at + central_len, 1)
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
+                      min(central_len, _ZIP64), min(central_at, _ZIP64), 0)
+    return zip64_end + locator + end
+
+
+def _pwrite_all(fd: int, views: list, offset: int) -> None:
+    for v in views:
+        v = memoryview(v)
+        while len(v):
+            n = os.pwrite(fd, v, offset)
+            offset += n
+            v = v[n:]
