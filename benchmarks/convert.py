@@ -54,12 +54,14 @@ def write_synthetic(path: Path, spec: ModelSpec) -> None:
 
 
 CHILD = """
-import resource, sys, time
+import sys, time
 from tunebridge.convert import convert
 a = dict(tp={tp}, pp={pp}) if {mcore} else {{}}
 t = time.perf_counter()
 convert({src!r}, {dst!r}, {sf!r}, {df!r}, progress=False, **a)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, not ru_maxrss: the latter carries the parent's peak across exec
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(time.perf_counter() - t, hwm * 1024)
 """
 
 
@@ -70,8 +72,16 @@ def timed_convert(src: Path, dst: Path, sf: str, df: str, tp: int = 2, pp: int =
     return float(seconds), int(rss)
 
 
-def timed_copy(src: Path, dst: Path) -> float:
+SETTLE_S = 4.0  # after each sync, so the copy and the conversion start from the same memory state
+
+
+def settle() -> None:
     os.sync()
+    time.sleep(SETTLE_S)
+
+
+def timed_copy(src: Path, dst: Path) -> float:
+    settle()
     t = time.perf_counter()
     subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
     return time.perf_counter() - t
@@ -101,9 +111,9 @@ def main() -> None:
                                             ("mcore tp2 pp2 -> hf", d / "mc", d / "back", "mcore", "hf"),
                                             ("hf -> mindformers", d / "hf", d / "mf", "hf", "mindformers")]:
                 cp = timed_copy(src, d / "copy")
-                os.sync()
-                seconds, rss = timed_convert(src, dst, sf, df)
                 shutil.rmtree(d / "copy")
+                settle()
+                seconds, rss = timed_convert(src, dst, sf, df)
                 rows.append({"model_gb": round(size / 2**30, 2), "layers": spec.num_layers, "conversion": label,
                              "seconds": round(seconds, 2), "cp_seconds": round(cp, 2),
                              "ratio_to_cp": round(seconds / cp, 2), "peak_rss_gb": round(rss / 2**30, 3),

@@ -2,14 +2,16 @@
 
 Every format is read as *canonical* tensors (``spec.tensors()``: embed, per-layer q k v o ... , final
 norm, lm_head) and written from them, one tensor or one layer at a time: fused mcore tensors are
-read into their canonical parts when first asked for, and an mcore target is written all TP ranks of a
-stage at once. Tensor bytes go from the source's page cache to the output with as few copies as the
-layout allows (mapped ranges, views, positioned I/O), and a writer thread writes while the next tensor is
-read. Peak memory is about one layer plus the writer's queue (``Background``), whatever the model size.
+read into their canonical parts when first asked for (or, for an HF target, handed over as slices of
+the mapped rank files), and an mcore target is written all TP ranks of a stage at once. Tensor bytes
+go from the source's page cache to the output with as few copies as the layout allows (mapped ranges,
+views, positioned I/O), and a writer thread writes while the next tensor is read. Peak memory is about
+one layer plus the writer's queue (``Background``), whatever the model size.
 """
 from __future__ import annotations
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .atomic import atomic_dir
-from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard
+from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
@@ -47,6 +49,14 @@ class Source:
     def dtype(self) -> torch.dtype:
         return self.get("final_norm", None).dtype
 
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview] | None:
+        """The canonical tensor's row-major bytes as ``dtype``, as buffers to write in order, when the
+        source has them without assembling the tensor; else None (then :meth:`get` it)."""
+        return None
+
+    def finish(self) -> None:
+        """Wait for checks still running on bytes handed out; raise the first failure."""
+
 
 class FlatSource(Source):
     """A dialect with one framework tensor per canonical tensor (HF, MindFormers)."""
@@ -64,7 +74,9 @@ class FlatSource(Source):
 
 
 class McoreSource(Source):
-    """An mcore checkpoint: fused tensors merged over TP and unpacked, vocab padding stripped."""
+    """An mcore checkpoint: fused tensors merged over TP and unpacked, vocab padding stripped. To an HF
+    target it hands :meth:`pieces`: slices of the rank files' mapped records, CRC-checked by a thread per
+    rank file while the writer writes them, so no tensor is assembled in memory."""
 
     def __init__(self, root: str | Path, spec: ModelSpec | None = None, num_layer_list: list[int] | None = None):
         self.layout = mcore_fmt.McoreLayout(root)
@@ -78,31 +90,50 @@ class McoreSource(Source):
             num_layer_list = [int(x) for x in str(args.num_layer_list).split(",")]
         self.spec = spec
         self.stages = mcore_fmt.stages(spec, self.layout.pp, num_layer_list)
-        self._stage_states: tuple[int, list[dict]] | None = None
+        self._loaded: dict[tuple[int, int], dict] = {(0, 0): first}
         self._unpacked: dict[str, list[torch.Tensor]] = {}
-
-    def _states(self, stage: int) -> list[dict]:
-        if self._stage_states is None or self._stage_states[0] != stage:
-            self._stage_states = (stage, [self._model(t, stage) for t in range(self.layout.tp)])
-            self._unpacked.clear()
-        return self._stage_states[1]
+        self._mapped: dict[str, list[list[memoryview]] | None] = {}
+        self._checks: list[Background] = []
 
     def _model(self, tp_rank: int, stage: int) -> dict:
-        path = self.layout.file(tp_rank, stage)
-        saved = lazy_load(path)
+        """The rank file's state dict of lazy tensors (only the pickle is read, once)."""
+        if (tp_rank, stage) not in self._loaded:
+            self._loaded[(tp_rank, stage)] = lazy_load(self.layout.file(tp_rank, stage))
+        saved = self._loaded[(tp_rank, stage)]
         if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-            raise TunebridgeError(f"{path}: no 'model' state dict")
+            raise TunebridgeError(f"{self.layout.file(tp_rank, stage)}: no 'model' state dict")
         return saved["model"]
 
-    def _read_parts(self, rule, shards: list) -> list[torch.Tensor]:
+    def _shards(self, part: str, layer: int | None) -> tuple[TensorRule, str, list]:
+        """The mcore rule holding ``part``, its tensor's name and that tensor's TP shards (lazy)."""
+        rule = MCORE.rule_for_part(part, self.spec)
+        if layer is None:
+            stage = 0 if part == "embed" else self.layout.pp - 1
+            name = rule.name
+        else:
+            stage = next(s for s, r in enumerate(self.stages) if layer in r)
+            name = rule.format(self.stages[stage].index(layer))
+        states = [self._model(t, stage) for t in range(self.layout.tp)]
+        module, _, leaf = name.rpartition(".")
+        wrapped = f"{module}.base_layer.{leaf}"  # a LoRA-wrapped checkpoint keeps its base weights here
+        key = name if name in states[0] else wrapped
+        missing = [t for t, st in enumerate(states) if key not in st]
+        if missing:
+            raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
+        return rule, f"{stage}:{name}", [st[key] for st in states]
+
+    def _rows(self, rule: TensorRule, shards: list) -> list[int]:
+        """Row counts of the canonical parts (vocab still padded)."""
+        if rule.pack is not Pack.NONE:
+            return [self.spec.shape(p)[0] for p in rule.parts]
+        return [sum(s.size[0] for s in shards) if rule.shard is not Shard.REPLICATED else shards[0].size[0]]
+
+    def _read_parts(self, rule: TensorRule, shards: list) -> list[torch.Tensor]:
         """The canonical parts (vocab still padded) of the fused tensor whose TP shards are ``shards``:
         read straight into place when each shard is a run of the parts' rows, else unpacked from the shards."""
         first = shards[0]
         tp = len(shards)
-        if rule.pack is Pack.NONE:
-            rows = [sum(s.size[0] for s in shards) if rule.shard is not Shard.REPLICATED else first.size[0]]
-        else:
-            rows = [self.spec.shape(p)[0] for p in rule.parts]
+        rows = self._rows(rule, shards)
         plan = row_plan(rule, self.spec, tp, rows) if first.size else None
         if plan is None or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
                                    s.storage.dtype == first.storage.dtype for s in shards):
@@ -117,31 +148,91 @@ class McoreSource(Source):
         return parts
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
-        rule = MCORE.rule_for_part(part, self.spec)
-        if layer is None:
-            stage = 0 if part == "embed" else self.layout.pp - 1
-            name = rule.name
-        else:
-            stage = next(s for s, r in enumerate(self.stages) if layer in r)
-            name = rule.format(self.stages[stage].index(layer))
-        states = self._states(stage)
-        if name not in self._unpacked:
-            module, _, leaf = name.rpartition(".")
-            wrapped = f"{module}.base_layer.{leaf}"  # a LoRA-wrapped checkpoint keeps its base weights here
-            key = name if name in states[0] else wrapped
-            missing = [t for t, st in enumerate(states) if key not in st]
-            if missing:
-                raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
-            parts = self._read_parts(rule, [st[key] for st in states])
+        rule, key, shards = self._shards(part, layer)
+        if key not in self._unpacked:
+            parts = self._read_parts(rule, shards)
             if rule.shard is Shard.VOCAB:
                 parts = [p[:self.spec.vocab_size] for p in parts]
             # canonical tensors are asked for in order (q, k, v together): keep only the fused tensor in use
-            self._unpacked = {name: parts}
-        t = self._unpacked[name][rule.parts.index(part)]
+            self._unpacked = {key: parts}
+        t = self._unpacked[key][rule.parts.index(part)]
         if tuple(t.shape) != self.spec.shape(part):
-            raise TunebridgeError(f"{self.layout.root}: {name} gives {part} of shape {list(t.shape)}, "
-                                  f"{self.spec.name} needs {list(self.spec.shape(part))}")
+            raise TunebridgeError(f"{self.layout.root}: {key.partition(':')[2]} gives {part} of shape "
+                                  f"{list(t.shape)}, {self.spec.name} needs {list(self.spec.shape(part))}")
         return t
+
+    def dtype(self) -> torch.dtype:
+        return self._shards("final_norm", None)[2][0].storage.dtype
+
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview] | None:
+        rule, key, shards = self._shards(part, layer)
+        if key not in self._mapped:
+            self._mapped = {key: self._map_parts(rule, shards, dtype)}
+        parts = self._mapped[key]
+        return None if parts is None else parts[rule.parts.index(part)]
+
+    def _map_parts(self, rule: TensorRule, shards: list, dtype: torch.dtype) -> list[list[memoryview]] | None:
+        """Each canonical part's bytes as slices of the shards' mapped records (None where the layout
+        is not plain rows of whole records): a CRC check of each record runs on its rank's thread."""
+        first = shards[0]
+        tp = len(shards)
+        if len(first.size) == 0 or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
+                                           s.storage.dtype == dtype for s in shards):
+            return None
+        row_bytes = math.prod(first.size[1:]) * dtype.itemsize
+        if rule.shard is Shard.ROW and tp > 1:  # split along dim 1: HF row i is every rank's row i in turn
+            if len(first.size) < 2 or any(s.size != first.size for s in shards):
+                return None
+            shape = (first.size[0], first.size[1] * tp, *first.size[2:])
+            if shape != self.spec.shape(rule.parts[0]):
+                return None
+            views = self._map_checked(shards)
+            return [[v[i * row_bytes:(i + 1) * row_bytes] for i in range(first.size[0]) for v in views]]
+        rows = self._rows(rule, shards)
+        plan = row_plan(rule, self.spec, tp, rows)
+        canonical = [(n, *first.size[1:]) for n in rows]
+        if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or \
+                any(shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)):
+            return None
+        views = self._map_checked(shards)
+        blocks: list[list[tuple[int, memoryview]]] = [[] for _ in rows]
+        for view, rank_blocks in zip(views[:1] if rule.shard is Shard.REPLICATED else views, plan):
+            at = 0
+            for j, a, n in rank_blocks:
+                blocks[j].append((a, view[at:at + n * row_bytes]))
+                at += n * row_bytes
+        parts = [[v for _, v in sorted(b, key=lambda item: item[0])] for b in blocks]
+        if rule.shard is Shard.VOCAB:
+            parts = [_prefix(p, self.spec.vocab_size * row_bytes) for p in parts]
+        if any(sum(v.nbytes for v in p) != dtype.itemsize * math.prod(self.spec.shape(name))
+               for p, name in zip(parts, rule.parts)):
+            return None
+        return parts
+
+    def _map_checked(self, shards: list) -> list[memoryview]:
+        """The shards' records mapped, each queued for its CRC check on its rank's thread."""
+        if not self._checks:  # one thread per rank file; zlib.crc32 releases the GIL
+            self._checks = [Background(max_bytes=128 << 20) for _ in shards]
+        views = [s.map_unchecked() for s in shards]
+        for check, shard, view in zip(self._checks, shards, views):
+            check.submit(lambda shard=shard, view=view: shard.check(view), view.nbytes)
+        return views
+
+    def finish(self) -> None:
+        checks, self._checks = self._checks, []
+        for check in checks:
+            check.close()
+
+
+def _prefix(pieces: list[memoryview], nbytes: int) -> list[memoryview]:
+    """The pieces holding the first ``nbytes`` of their concatenation."""
+    out = []
+    for p in pieces:
+        if nbytes <= 0:
+            break
+        out.append(p[:nbytes])
+        nbytes -= out[-1].nbytes
+    return out
 
 
 def _ckpt_fetcher(path: Path) -> Callable[[str], torch.Tensor]:
@@ -181,11 +272,17 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
     raise TunebridgeError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
+def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None, as_pieces: bool = False):
     spec = source.spec
+    out_dtype = dtype or source.dtype()
     for part, layer in spec.tensors():
+        name = dialect.rule_for_part(part, spec).format(layer)
+        pieces = source.pieces(part, layer, out_dtype) if as_pieces else None
+        if pieces is not None:
+            yield name, pieces
+            continue
         t = source.get(part, layer)
-        yield dialect.rule_for_part(part, spec).format(layer), (t.to(dtype) if dtype else t).contiguous()
+        yield name, (t.to(dtype) if dtype else t).contiguous()
 
 
 def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, bar: tqdm,
@@ -193,12 +290,13 @@ def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, b
     spec = source.spec
     dialect = HF if fmt == "hf" else MINDFORMERS
     out_dtype = dtype or source.dtype()
-    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
-    if fmt == "hf":
+    if fmt == "hf":  # the safetensors writer takes a tensor's bytes in pieces, straight from the source's files
+        tensors = _counted(_flat_tensors(source, dialect, dtype, as_pieces=True), bar)
         entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
         with Background() as background:
             write_hf(out, spec, entries, tensors, max_shard_bytes, background)
         return
+    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
     with open(out / MF_CKPT, "wb") as f, Background() as background:
         writer = msckpt.CkptWriter(f, background)
@@ -271,11 +369,14 @@ def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 
     total = n_tensors * tp if dst_format == "mcore" else n_tensors
     with atomic_dir(dst, force=force) as tmp, \
             tqdm(total=total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
-        if dst_format == "mcore":
-            write_mcore(tmp, source, tp, pp, num_layer_list, make_vocab_size_divisible_by,
-                        DTYPES.get(dtype) if dtype else None, bar)
-        else:
-            write_flat(tmp, dst_format, source, DTYPES.get(dtype) if dtype else None, bar, max_shard_bytes)
+        try:
+            if dst_format == "mcore":
+                write_mcore(tmp, source, tp, pp, num_layer_list, make_vocab_size_divisible_by,
+                            DTYPES.get(dtype) if dtype else None, bar)
+            else:
+                write_flat(tmp, dst_format, source, DTYPES.get(dtype) if dtype else None, bar, max_shard_bytes)
+        finally:
+            source.finish()  # the source's pending checks (CRCs) pass before dst appears
     return Path(dst)
 
 

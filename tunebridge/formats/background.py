@@ -53,6 +53,7 @@ class Background:
                     job()
             except BaseException as e:  # noqa: BLE001 - handed to the submitting thread
                 self._error = e
+            job = None  # a done job's buffers (memory maps) go now, not when the next job comes
             with self._cond:
                 self._jobs.popleft()
                 self._pending -= nbytes

@@ -90,10 +90,11 @@ def shard_plan(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shar
 
 
 def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
-             tensors: Iterable[tuple[str, torch.Tensor]], max_shard_bytes: int = 2 << 30,
+             tensors: Iterable[tuple[str, torch.Tensor | list[memoryview]]], max_shard_bytes: int = 2 << 30,
              background: Background | None = None) -> list[Path]:
     """Write config.json and the weights, streaming ``tensors`` (in ``entries`` order) into shards
-    (through ``background``, if given: the caller closes it)."""
+    (through ``background``, if given: the caller closes it). A tensor may come as the buffers whose
+    bytes, in order, are its row-major bytes (:meth:`SafetensorsWriter.write_pieces`)."""
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
     plan = shard_plan(entries, max_shard_bytes)
     names = (["model.safetensors"] if len(plan) == 1 else
@@ -102,11 +103,14 @@ def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, t
     weight_map, total = {}, 0
     for fname, shard in zip(names, plan):
         writer = SafetensorsWriter(out / fname, shard, metadata={"format": "pt"}, background=background)
-        for name, _, _ in shard:
+        for name, dtype, shape in shard:
             got_name, t = next(it)
-            writer.write(got_name, t)
+            if isinstance(t, torch.Tensor):
+                writer.write(got_name, t)
+            else:
+                writer.write_pieces(got_name, t)
             weight_map[name] = fname
-            total += t.numel() * t.element_size()
+            total += dtype.itemsize * int(torch.Size(shape).numel())
         writer.close()
     if len(plan) > 1:
         (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)

@@ -26,8 +26,25 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+
+
+def write_all(fd: int, pieces: list[memoryview]) -> None:
+    """Write the pieces' bytes (flat byte views) in order at ``fd``'s position, many per call (``os.writev``)."""
+    pending = [p for p in pieces if p.nbytes]
+    i = 0
+    while i < len(pending):
+        n = os.writev(fd, pending[i:i + _IOV_MAX])
+        while i < len(pending) and n >= pending[i].nbytes:
+            n -= pending[i].nbytes
+            i += 1
+        if n:
+            pending[i] = pending[i][n:]
+
+
 class SafetensorsWriter:
-    """Write ``entries`` [(name, dtype, shape)] in that order; call :meth:`write` for each, then :meth:`close`."""
+    """Write ``entries`` [(name, dtype, shape)] in that order; call :meth:`write` (or :meth:`write_pieces`)
+    for each, then :meth:`close`."""
 
     def __init__(self, path: str | Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
                  metadata: dict[str, str] | None = None, background: Background | None = None):
@@ -41,19 +58,27 @@ class SafetensorsWriter:
             offset += n
         raw = json.dumps(header, separators=(",", ":")).encode()
         raw += b" " * (-len(raw) % 8)
-        self._f = open(path, "wb")
-        self._f.write(len(raw).to_bytes(8, "little") + raw)
+        self._f = open(path, "wb", buffering=0)
+        write_all(self._f.fileno(), [memoryview(len(raw).to_bytes(8, "little") + raw)])
         self._next = 0
         self.path = Path(path)
         self._background = background or Background(max_bytes=0)
 
     def write(self, name: str, t: torch.Tensor) -> None:
+        _, dtype, shape, _ = self._expected[self._next]
+        if t.dtype != dtype or tuple(t.shape) != shape:
+            raise TunebridgeError(f"{self.path}: expected {self._expected[self._next][0]} {dtype} {list(shape)}, "
+                                  f"got {name} {t.dtype} {list(t.shape)}")
+        self.write_pieces(name, [tensor_bytes(t)])
+
+    def write_pieces(self, name: str, pieces: list[memoryview]) -> None:
+        """The next tensor as buffers whose bytes, in order, are its row-major bytes (written as they are)."""
         exp_name, dtype, shape, n = self._expected[self._next]
-        if name != exp_name or t.dtype != dtype or tuple(t.shape) != shape:
-            raise TunebridgeError(f"{self.path}: expected {exp_name} {dtype} {list(shape)}, got {name} {t.dtype} "
-                                  f"{list(t.shape)}")
-        data = tensor_bytes(t)
-        self._background.submit(lambda: self._f.write(data), len(data))
+        got = sum(p.nbytes for p in pieces)
+        if name != exp_name or got != n:
+            raise TunebridgeError(f"{self.path}: expected {exp_name} {dtype} {list(shape)} ({n} bytes), got {name} "
+                                  f"({got} bytes)")
+        self._background.submit(lambda: write_all(self._f.fileno(), pieces), n)
         self._next += 1
 
     def close(self) -> None:

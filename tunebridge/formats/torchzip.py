@@ -25,7 +25,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import map_range
+from .mapped import map_range, map_range_readonly
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -68,6 +68,14 @@ class LazyTensor:
     def read_into(self, targets: list[memoryview]) -> None:
         """Read the bytes, in order, into ``targets`` (which together hold exactly its bytes)."""
         self.storage.archive.read_into(self.storage.key, targets)
+
+    def map_unchecked(self) -> memoryview:
+        """Its storage's bytes, mapped read-only and not yet checked: pass them to :meth:`check`."""
+        return self.storage.archive.map_record(self.storage.key)
+
+    def check(self, data: memoryview) -> None:
+        """Raise unless ``data`` (from :meth:`map_unchecked`) matches the record's CRC-32."""
+        self.storage.archive.check_record(self.storage.key, data)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size, stride, requires_grad=False, hooks=None, metadata=None):
@@ -114,6 +122,15 @@ class Archive:
             data = map_range(f.fileno(), start, info.file_size)
         self._check(key, info, zlib.crc32(data))
         return data
+
+    def map_record(self, key: str) -> memoryview:
+        """A stored record's bytes (:func:`map_range_readonly`), not checked: see :meth:`check_record`."""
+        with open(self.path, "rb") as f:
+            info, start = self._locate(key, f)
+            return map_range_readonly(f.fileno(), start, info.file_size)
+
+    def check_record(self, key: str, data: memoryview) -> None:
+        self._check(key, self._zip.getinfo(f"{self.prefix}data/{key}"), zlib.crc32(data))
 
     def read_into(self, key: str, targets: list[memoryview]) -> None:
         """A stored record's bytes read in order into ``targets``, chunk by chunk, each chunk's CRC-32
