@@ -211,7 +211,7 @@ class McoreSource(Source):
 
     def _map_checked(self, shards: list) -> list[memoryview]:
         """The shards' records mapped, each queued for its CRC check on its rank's thread."""
-        if not self._checks:  # one thread per rank file; zlib.crc32 releases the GIL
+        if not self._checks:  # one thread per rank file; the CRC-32 releases the GIL
             self._checks = [Background(max_bytes=128 << 20) for _ in shards]
         views = [s.map_unchecked() for s in shards]
         for check, shard, view in zip(self._checks, shards, views):

@@ -1,6 +1,6 @@
 """One writer thread, so that a converter reads and rearranges the next tensor while the last is written.
 
-File writes and ``zlib.crc32`` release the GIL, so the two overlap. Jobs run in submission order; the
+File writes and the CRC-32 (ISA-L or zlib) release the GIL, so the two overlap. Jobs run in submission order; the
 bytes they hold are bounded by ``max_bytes`` (a job bigger than that runs alone), which keeps memory flat.
 """
 from __future__ import annotations

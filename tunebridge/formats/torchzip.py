@@ -17,7 +17,10 @@ import pickle
 import struct
 import sys
 import zipfile
-import zlib
+try:  # ISA-L's CRC-32 (carry-less multiply): the same checksum, ~5x zlib's speed on this machine
+    from isal.isal_zlib import crc32
+except ImportError:  # pragma: no cover - isal is a dependency of the torch extra
+    from zlib import crc32
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +123,7 @@ class Archive:
         with open(self.path, "rb") as f:
             info, start = self._locate(key, f)
             data = map_range(f.fileno(), start, info.file_size)
-        self._check(key, info, zlib.crc32(data))
+        self._check(key, info, crc32(data))
         return data
 
     def map_record(self, key: str) -> memoryview:
@@ -130,7 +133,7 @@ class Archive:
             return map_range_readonly(f.fileno(), start, info.file_size)
 
     def check_record(self, key: str, data: memoryview) -> None:
-        self._check(key, self._zip.getinfo(f"{self.prefix}data/{key}"), zlib.crc32(data))
+        self._check(key, self._zip.getinfo(f"{self.prefix}data/{key}"), crc32(data))
 
     def read_into(self, key: str, targets: list[memoryview]) -> None:
         """A stored record's bytes read in order into ``targets``, chunk by chunk, each chunk's CRC-32
@@ -146,7 +149,7 @@ class Archive:
                     chunk = target[start:start + _CHUNK]
                     if os.preadv(f.fileno(), [chunk], at) != len(chunk):
                         raise TunebridgeError(f"{self.path}: storage {key} is truncated")
-                    crc = zlib.crc32(chunk, crc)
+                    crc = crc32(chunk, crc)
                     at += len(chunk)
         self._check(key, info, crc)
 
@@ -226,7 +229,7 @@ class TorchZipWriter:
 
     The archive is a stored (uncompressed) zip as torch writes it, with each record's data aligned to
     ``ALIGNMENT`` bytes by a padding extra field. Offsets are laid out when a record is added, so the
-    records themselves (CRC-32 with zlib, positioned writes of the tensor bytes as given, no copy) can
+    records themselves (CRC-32 with ISA-L or zlib, positioned writes of the tensor bytes as given, no copy) can
     be written by ``background`` while the caller prepares the next tensor."""
 
     def __init__(self, path: str | Path, background: Background | None = None):
@@ -270,7 +273,7 @@ class TorchZipWriter:
         for v in views:
             for start in range(0, len(v), _CHUNK):
                 chunk = v[start:start + _CHUNK]
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
                 _pwrite_all(self._fd, [chunk], at)
                 at += len(chunk)
         rec.crc = crc
