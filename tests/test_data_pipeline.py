@@ -135,7 +135,7 @@ def test_missing_key_lists_available_keys(tmp_path):
 
 def test_non_utf8_is_reported(tmp_path):
     (tmp_path / "d.jsonl").write_bytes(b'{"problem": "\xff\xfe", "solution": "1"}\n')
-    with pytest.raises(TunebridgeError, match="not UTF-8"):
+    with pytest.raises(TunebridgeError, match=r"d\.jsonl:1: not UTF-8 \(byte 0xff at column 14\)"):
         list(read_records(tmp_path / "d.jsonl", "math"))
 
 

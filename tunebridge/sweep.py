@@ -31,6 +31,8 @@ def parse_axis(text: str) -> Axis:
 
 def with_values(recipe, assignment: dict[str, object]):
     """A copy of ``recipe`` with dotted fields replaced, re-validated (a bad value names the field)."""
+    from pydantic import ValidationError
+
     from .recipe import Recipe, RecipeError
     data = recipe.model_dump()
     for dotted, value in assignment.items():
@@ -46,7 +48,7 @@ def with_values(recipe, assignment: dict[str, object]):
     data["name"] = recipe.name + "".join(f"-{k.rsplit('.', 1)[-1]}{v}" for k, v in assignment.items())
     try:
         point = Recipe.model_validate(data)
-    except Exception as e:  # pydantic's ValidationError: name the fields
+    except ValidationError as e:
         raise RecipeError([f"--set {', '.join(f'{k}={v}' for k, v in assignment.items())}: {e}"]) from None
     point._source = recipe.source
     return point

@@ -94,10 +94,10 @@ class RunInputs:
 
 
 def _pad_id(recipe) -> int:
-    from ..data.encode import load_tokenizer
+    from ..data.encode import load_tokenizer, pad_id
     d = recipe.data
     tok = load_tokenizer(str(recipe.path(d.tokenizer)) if d and d.tokenizer else None)
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return pad_id(tok)
 
 
 def _initial_adapter(weights: Path, cfg: TrainConfig, out: Path) -> None:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..accounting import BACKENDS
 from ..atomic import atomic_dir
-from ..data.encode import MASKS, load_tokenizer
+from ..data.encode import MASKS, load_tokenizer, pad_id
 from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize_stream, write
 from ..data.readers import RECORD_FORMATS, read_records
 from ..data.templates import TEMPLATES, get_template
@@ -83,7 +83,7 @@ def run_convert(args) -> int:
     tok = load_tokenizer(args.tokenizer)
     with atomic_dir(args.out, force=args.force) as tmp:
         counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,
-                              tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+                              pad_id(tok))
     bar.close()
     report.train = report.read
     report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long

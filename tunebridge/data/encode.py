@@ -44,6 +44,14 @@ def load_tokenizer(path: str | Path | None = None):
         raise TunebridgeError(f"{where}: not a tokenizer directory ({e})") from None
 
 
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: pad, else eos."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
+    return pad
+
+
 def alpaca_query(instruction: str, query: str = "") -> str:
     """MindSpeed-LLM's user turn for Alpaca records: instruction, then the input on its own line if any."""
     return f"{instruction}\n{query}" if query else instruction

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
-from .encode import Sample, alpaca_query, encode, load_tokenizer
+from .encode import Sample, alpaca_query, encode, load_tokenizer, pad_id
 from .readers import Record, read_records
 from .templates import Template, get_template
 from .transforms import TransformReport, apply, split
@@ -107,7 +107,7 @@ def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, w
     template = get_template(d.template or default_prompt_type(recipe))
     tokenizer = str(base / d.tokenizer) if d.tokenizer else None
     tok = load_tokenizer(tokenizer)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     mask = d.mask
     sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress, mask=mask)}
     if val:

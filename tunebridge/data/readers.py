@@ -44,7 +44,7 @@ def rows(path: str | Path) -> Iterator[tuple[str, dict]]:
         raise TunebridgeError(f"{path}: no such data file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        yield from _jsonl(path)
+        yield from jsonl_objects(path)
     elif suffix == ".json":
         yield from _json_array(path)
     elif suffix == ".csv":
@@ -69,20 +69,28 @@ def _decode_guard(path: Path, fn):
         raise TunebridgeError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    def gen():
-        with _open_text(path) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TunebridgeError(f"{path}:{n}:{e.colno}: malformed JSON: {e.msg}") from None
-                if not isinstance(row, dict):
-                    raise TunebridgeError(f"{path}:{n}: expected a JSON object, found {type(row).__name__}")
-                yield f"{path}:{n}", row
-    yield from _decode_guard(path, gen)
+def jsonl_objects(path: Path) -> Iterator[tuple[str, dict]]:
+    """(``file:line``, object) for each non-blank line of a JSONL file; bad bytes and JSON name file:line."""
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise TunebridgeError(f"{path}: cannot open ({e})") from None
+    with f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise TunebridgeError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") \
+                    from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TunebridgeError(f"{path}:{n}:{e.colno}: malformed JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise TunebridgeError(f"{path}:{n}: expected a JSON object, found {type(row).__name__}")
+            yield f"{path}:{n}", row
 
 
 def _json_array(path: Path) -> Iterator[tuple[str, dict]]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
+from .encode import pad_id
 
 PROMPT = ("Read the passage and answer the question below.\n\n### Instruction:\n{context}\n\n### Input:\n{question}"
           "\n\n### Response:")
@@ -42,7 +43,7 @@ def squad_eval_items(path: str | Path) -> list[dict]:
 
 
 def eval_rows(items: list[dict], tokenizer, max_length: int) -> tuple[np.ndarray, np.ndarray]:
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     ids = np.full((len(items), max_length), pad, dtype=np.int32)
     labels = np.full((len(items), max_length), pad, dtype=np.int32)
     for i, item in enumerate(items):

@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 
 from ..errors import TunebridgeError
-from .stop import stop_ids
+from ..data.encode import pad_id
+from .tokens import check_length, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,9 +41,7 @@ class HFScorer:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device or detect_device()
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if self.pad_id is None:
-            raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
+        self.pad_id = pad_id(tokenizer)
         config = getattr(model, "config", None)
         self.max_positions = getattr(config, "max_position_embeddings", None)
 
@@ -58,9 +57,7 @@ class HFScorer:
         return self.tokenizer.encode(text)
 
     def _check_length(self, n: int, what: str) -> None:
-        if self.max_positions and n > self.max_positions:
-            raise TunebridgeError(f"{what} needs {n} positions, the model has {self.max_positions} "
-                                  f"(shorten the prompt, e.g. fewer --shots)")
+        check_length(self.max_positions, n, what)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:

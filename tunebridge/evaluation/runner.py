@@ -17,6 +17,7 @@ from ..atomic import atomic_dir
 from ..errors import TunebridgeError
 from . import mindformers_emf1, multiple_choice, squad
 from .math import accuracy
+from ..data.readers import jsonl_objects
 from .scorer import Scorer
 
 TASKS = ("squad", "math", "ceval", "mmlu", "cmmlu")
@@ -29,25 +30,11 @@ def read_jsonl(path: str | Path, fields: Sequence[str]) -> list[dict]:
     if not path.is_file():
         raise TunebridgeError(f"{path}: no such file")
     rows = []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise TunebridgeError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") \
-                    from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TunebridgeError(f"{path}:{n}:{e.colno}: malformed JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise TunebridgeError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            missing = [k for k in fields if k not in row]
-            if missing:
-                raise TunebridgeError(f"{path}:{n}: missing field {missing[0]!r} (it has: {', '.join(row)})")
-            rows.append(row)
+    for where, row in jsonl_objects(path):
+        missing = [k for k in fields if k not in row]
+        if missing:
+            raise TunebridgeError(f"{where}: missing field {missing[0]!r} (it has: {', '.join(row)})")
+        rows.append(row)
     if not rows:
         raise TunebridgeError(f"{path}: no records")
     return rows

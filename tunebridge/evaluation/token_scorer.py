@@ -11,7 +11,8 @@ from typing import Sequence
 
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
-from .stop import stop_ids
+from ..data.encode import pad_id
+from .tokens import check_length, stop_ids
 
 
 class TokenScorer:
@@ -26,9 +27,7 @@ class TokenScorer:
         self.tokenizer = tokenizer
         self.max_positions = max_positions
         self.batch_size = batch_size
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if self.pad_id is None:
-            raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
+        self.pad_id = pad_id(tokenizer)
 
     def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
         raise NotImplementedError
@@ -38,9 +37,7 @@ class TokenScorer:
         raise NotImplementedError
 
     def _check_length(self, n: int, what: str) -> None:
-        if self.max_positions and n > self.max_positions:
-            raise TunebridgeError(f"{what} needs {n} positions, the model has {self.max_positions} "
-                                  f"(shorten the prompt, e.g. fewer --shots)")
+        check_length(self.max_positions, n, what)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         ids = [self.tokenizer.encode(p) for p in prompts]

@@ -1,4 +1,4 @@
-"""Where greedy generation stops: the tokenizer's eos and the prompt template's end token."""
+"""Token-level facts every scorer shares: the stop ids and the model's position limit."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -14,3 +14,9 @@ def stop_ids(tokenizer, stop: Sequence[str]) -> list[int]:
             raise TunebridgeError(f"stop token {token!r} is not in the tokenizer's vocabulary")
         ids.append(i)
     return ids
+
+
+def check_length(max_positions: int | None, n: int, what: str) -> None:
+    if max_positions and n > max_positions:
+        raise TunebridgeError(f"{what} needs {n} positions, the model has {max_positions} "
+                              f"(shorten the prompt, e.g. fewer --shots)")
