@@ -231,21 +231,26 @@ def test_truncated_files(models, tmp_path):
             match="not a readable torch checkpoint")
 
 
-def test_a_flipped_byte_in_an_mcore_record_is_refused(models, tmp_path):
+@pytest.mark.parametrize("tensor", ["decoder.layers.1.self_attention.linear_proj.weight",  # rows interleaved
+                                    "decoder.layers.0.mlp.linear_fc1.weight",  # copied as file ranges
+                                    "embedding.word_embeddings.weight"])
+def test_a_flipped_byte_in_an_mcore_record_is_refused(models, tmp_path, tensor):
     """Every record's CRC-32 is checked while the HF output is written; a corrupt one leaves no output."""
     import struct
     import zipfile
+    from tunebridge.formats.torchzip import lazy_load
     convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", tp=2, progress=False)
     pt = mcore_fmt.McoreLayout(tmp_path / "mc").file(1, 0)
+    key = lazy_load(pt)["model"][tensor].storage.key
     with zipfile.ZipFile(pt) as z:
-        record = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        record = next(i for i in z.infolist() if i.filename.endswith(f"/data/{key}"))
     data = bytearray(pt.read_bytes())
     name_len, extra_len = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
     start = record.header_offset + 30 + name_len + extra_len
     data[start + record.file_size // 2] ^= 0x01
     pt.write_bytes(bytes(data))
     refused(tmp_path, convert, tmp_path / "mc", tmp_path / "out", "mcore", "hf", progress=False,
-            match="CRC-32 mismatch")
+            match=f"storage {key} is corrupt \\(CRC-32 mismatch\\)")
 
 
 class Evil:

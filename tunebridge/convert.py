@@ -3,10 +3,11 @@
 Every format is read as *canonical* tensors (``spec.tensors()``: embed, per-layer q k v o ... , final
 norm, lm_head) and written from them, one tensor or one layer at a time: fused mcore tensors are
 read into their canonical parts when first asked for (or, for an HF target, handed over as slices of
-the mapped rank files), and an mcore target is written all TP ranks of a stage at once. Tensor bytes
-go from the source's page cache to the output with as few copies as the layout allows (mapped ranges,
-views, positioned I/O), and a writer thread writes while the next tensor is read. Peak memory is about
-one layer plus the writer's queue (``Background``), whatever the model size.
+the rank files' records), and an mcore target is written all TP ranks of a stage at once. Tensor bytes
+go from the source's page cache to the output with as few copies as the layout allows (file ranges
+copied in the kernel, mapped ranges, views, positioned I/O), and a writer thread writes while the next
+tensor is read. Peak memory is about one layer plus the writer's queue (``Background``), whatever the
+model size.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -26,6 +28,7 @@ from .errors import TunebridgeError
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.background import Background
+from .formats.mapped import FileRange
 from .formats.hf import HFReader, write_hf
 from .formats.safetensors_stream import tensor_bytes
 from .formats.torchzip import lazy_load
@@ -49,7 +52,7 @@ class Source:
     def dtype(self) -> torch.dtype:
         return self.get("final_norm", None).dtype
 
-    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview] | None:
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview | FileRange] | None:
         """The canonical tensor's row-major bytes as ``dtype``, as buffers to write in order, when the
         source has them without assembling the tensor; else None (then :meth:`get` it)."""
         return None
@@ -75,8 +78,9 @@ class FlatSource(Source):
 
 class McoreSource(Source):
     """An mcore checkpoint: fused tensors merged over TP and unpacked, vocab padding stripped. To an HF
-    target it hands :meth:`pieces`: slices of the rank files' mapped records, CRC-checked by a thread per
-    rank file while the writer writes them, so no tensor is assembled in memory."""
+    target it hands :meth:`pieces`: file ranges of the rank files' records, which the writer copies file
+    to file, CRC-checked by a thread per rank file meanwhile; only a row-parallel tensor split over TP is
+    assembled in memory (its rows interleave the ranks' rows)."""
 
     def __init__(self, root: str | Path, spec: ModelSpec | None = None, num_layer_list: list[int] | None = None):
         self.layout = mcore_fmt.McoreLayout(root)
@@ -92,7 +96,7 @@ class McoreSource(Source):
         self.stages = mcore_fmt.stages(spec, self.layout.pp, num_layer_list)
         self._loaded: dict[tuple[int, int], dict] = {(0, 0): first}
         self._unpacked: dict[str, list[torch.Tensor]] = {}
-        self._mapped: dict[str, list[list[memoryview]] | None] = {}
+        self._mapped: dict[str, list[list] | None] = {}
         self._checks: list[Background] = []
 
     def _model(self, tp_rank: int, stage: int) -> dict:
@@ -164,59 +168,61 @@ class McoreSource(Source):
     def dtype(self) -> torch.dtype:
         return self._shards("final_norm", None)[2][0].storage.dtype
 
-    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview] | None:
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview | FileRange] | None:
         rule, key, shards = self._shards(part, layer)
         if key not in self._mapped:
             self._mapped = {key: self._map_parts(rule, shards, dtype)}
         parts = self._mapped[key]
         return None if parts is None else parts[rule.parts.index(part)]
 
-    def _map_parts(self, rule: TensorRule, shards: list, dtype: torch.dtype) -> list[list[memoryview]] | None:
-        """Each canonical part's bytes as slices of the shards' mapped records (None where the layout
-        is not plain rows of whole records): a CRC check of each record runs on its rank's thread."""
+    def _map_parts(self, rule: TensorRule, shards: list, dtype: torch.dtype) -> list[list] | None:
+        """Each canonical part's bytes as file ranges of the shards' records (a row-parallel tensor over
+        TP: assembled from the mapped records, as one writev per row would cost more than the copy), or
+        None where the layout is not plain rows of whole records. Each record's CRC is checked on its
+        rank's thread."""
         first = shards[0]
         tp = len(shards)
         if len(first.size) == 0 or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
                                            s.storage.dtype == dtype for s in shards):
             return None
         row_bytes = math.prod(first.size[1:]) * dtype.itemsize
-        if rule.shard is Shard.ROW and tp > 1:  # split along dim 1: HF row i is every rank's row i in turn
+        if rule.shard is Shard.ROW and tp > 1:
             if len(first.size) < 2 or any(s.size != first.size for s in shards):
                 return None
             shape = (first.size[0], first.size[1] * tp, *first.size[2:])
             if shape != self.spec.shape(rule.parts[0]):
                 return None
-            views = self._map_checked(shards)
-            return [[v[i * row_bytes:(i + 1) * row_bytes] for i in range(first.size[0]) for v in views]]
+            views = [np.frombuffer(s.map_unchecked(), np.uint8).reshape(first.size[0], row_bytes)
+                     for s in self._checked(shards)]
+            return [[memoryview(np.concatenate(views, axis=1)).cast("B")]]
         rows = self._rows(rule, shards)
         plan = row_plan(rule, self.spec, tp, rows)
         canonical = [(n, *first.size[1:]) for n in rows]
         if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or \
                 any(shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)):
             return None
-        views = self._map_checked(shards)
-        blocks: list[list[tuple[int, memoryview]]] = [[] for _ in rows]
-        for view, rank_blocks in zip(views[:1] if rule.shard is Shard.REPLICATED else views, plan):
+        ranges = [s.range_unchecked() for s in self._checked(shards)]
+        blocks: list[list[tuple[int, FileRange]]] = [[] for _ in rows]
+        for whole, rank_blocks in zip(ranges[:1] if rule.shard is Shard.REPLICATED else ranges, plan):
             at = 0
             for j, a, n in rank_blocks:
-                blocks[j].append((a, view[at:at + n * row_bytes]))
+                blocks[j].append((a, whole[at:at + n * row_bytes]))
                 at += n * row_bytes
-        parts = [[v for _, v in sorted(b, key=lambda item: item[0])] for b in blocks]
+        parts = [[r for _, r in sorted(b, key=lambda item: item[0])] for b in blocks]
         if rule.shard is Shard.VOCAB:
             parts = [_prefix(p, self.spec.vocab_size * row_bytes) for p in parts]
-        if any(sum(v.nbytes for v in p) != dtype.itemsize * math.prod(self.spec.shape(name))
+        if any(sum(r.nbytes for r in p) != dtype.itemsize * math.prod(self.spec.shape(name))
                for p, name in zip(parts, rule.parts)):
             return None
         return parts
 
-    def _map_checked(self, shards: list) -> list[memoryview]:
-        """The shards' records mapped, each queued for its CRC check on its rank's thread."""
+    def _checked(self, shards: list) -> list:
+        """``shards``, each queued for the CRC check of its record on its rank's thread."""
         if not self._checks:  # one thread per rank file; the CRC-32 releases the GIL
-            self._checks = [Background(max_bytes=128 << 20) for _ in shards]
-        views = [s.map_unchecked() for s in shards]
-        for check, shard, view in zip(self._checks, shards, views):
-            check.submit(lambda shard=shard, view=view: shard.check(view), view.nbytes)
-        return views
+            self._checks = [Background(max_bytes=1 << 30) for _ in shards]
+        for check, shard in zip(self._checks, shards):
+            check.submit(shard.check, shard.storage.numel * shard.storage.dtype.itemsize)
+        return shards
 
     def finish(self) -> None:
         checks, self._checks = self._checks, []
@@ -224,7 +230,7 @@ class McoreSource(Source):
             check.close()
 
 
-def _prefix(pieces: list[memoryview], nbytes: int) -> list[memoryview]:
+def _prefix(pieces: list[FileRange], nbytes: int) -> list[FileRange]:
     """The pieces holding the first ``nbytes`` of their concatenation."""
     out = []
     for p in pieces:

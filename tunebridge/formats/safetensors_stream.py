@@ -1,6 +1,7 @@
 """A safetensors file written one tensor at a time: the header is computed up front from shapes and dtypes."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -9,7 +10,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import map_range
+from .mapped import FileRange, map_range
 
 ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -29,9 +30,21 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
 
 
-def write_all(fd: int, pieces: list[memoryview]) -> None:
-    """Write the pieces' bytes (flat byte views) in order at ``fd``'s position, many per call (``os.writev``)."""
-    pending = [p for p in pieces if p.nbytes]
+def write_all(fd: int, pieces: list[memoryview | FileRange]) -> None:
+    """Write the pieces' bytes in order at ``fd``'s position: runs of flat byte views many per call
+    (``os.writev``), file ranges copied inside the kernel (:func:`copy_range`)."""
+    views: list[memoryview] = []
+    for p in pieces:
+        if isinstance(p, FileRange):
+            _writev_all(fd, views)
+            views = []
+            copy_range(p, fd)
+        elif p.nbytes:
+            views.append(p)
+    _writev_all(fd, views)
+
+
+def _writev_all(fd: int, pending: list[memoryview]) -> None:
     i = 0
     while i < len(pending):
         n = os.writev(fd, pending[i:i + _IOV_MAX])
@@ -40,6 +53,26 @@ def write_all(fd: int, pieces: list[memoryview]) -> None:
             i += 1
         if n:
             pending[i] = pending[i][n:]
+
+
+_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def copy_range(src: FileRange, fd: int) -> None:
+    """Append ``src``'s bytes at ``fd``'s position with ``os.copy_file_range`` (where the kernel or the
+    file systems refuse it, by writing a memory map of the range)."""
+    at, left = src.offset, src.nbytes
+    while left:
+        try:
+            n = os.copy_file_range(src.fd, fd, left, at)
+        except OSError as e:
+            if e.errno not in _NO_COPY_RANGE:
+                raise
+            _writev_all(fd, [src[at - src.offset:].mapped()])
+            return
+        if n == 0:
+            raise TunebridgeError(f"source file ended {left} bytes early while copying (truncated under us?)")
+        at, left = at + n, left - n
 
 
 class SafetensorsWriter:
@@ -71,8 +104,8 @@ class SafetensorsWriter:
                                   f"got {name} {t.dtype} {list(t.shape)}")
         self.write_pieces(name, [tensor_bytes(t)])
 
-    def write_pieces(self, name: str, pieces: list[memoryview]) -> None:
-        """The next tensor as buffers whose bytes, in order, are its row-major bytes (written as they are)."""
+    def write_pieces(self, name: str, pieces: list[memoryview | FileRange]) -> None:
+        """The next tensor as buffers or file ranges whose bytes, in order, are its row-major bytes."""
         exp_name, dtype, shape, n = self._expected[self._next]
         got = sum(p.nbytes for p in pieces)
         if name != exp_name or got != n:

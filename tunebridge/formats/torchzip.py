@@ -28,7 +28,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import map_range, map_range_readonly
+from .mapped import FileRange, map_range
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -73,12 +73,16 @@ class LazyTensor:
         self.storage.archive.read_into(self.storage.key, targets)
 
     def map_unchecked(self) -> memoryview:
-        """Its storage's bytes, mapped read-only and not yet checked: pass them to :meth:`check`."""
+        """Its storage's bytes, mapped read-only and not yet checked (:meth:`check` them)."""
         return self.storage.archive.map_record(self.storage.key)
 
-    def check(self, data: memoryview) -> None:
-        """Raise unless ``data`` (from :meth:`map_unchecked`) matches the record's CRC-32."""
-        self.storage.archive.check_record(self.storage.key, data)
+    def range_unchecked(self) -> FileRange:
+        """Where its storage's bytes are in the file, not yet checked (:meth:`check` them)."""
+        return self.storage.archive.record_range(self.storage.key)
+
+    def check(self) -> None:
+        """Raise unless its storage's bytes match the record's CRC-32."""
+        self.storage.archive.check_record(self.storage.key)
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size, stride, requires_grad=False, hooks=None, metadata=None):
@@ -97,20 +101,24 @@ class Archive:
         if not pkl:
             raise TunebridgeError(f"{path}: not a torch checkpoint (no data.pkl)")
         self.prefix = pkl[0][:-len("data.pkl")]
+        self._fd = os.open(path, os.O_RDONLY)  # for the file ranges handed out: open while the archive is
 
-    def _locate(self, key: str, f) -> tuple[zipfile.ZipInfo, int]:
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def _locate(self, key: str) -> tuple[zipfile.ZipInfo, int]:
         """A stored record's entry and where its bytes start."""
         try:
             info = self._zip.getinfo(f"{self.prefix}data/{key}")
         except KeyError:
             raise TunebridgeError(f"{self.path}: storage {key} is missing") from None
-        f.seek(info.header_offset)
-        head = f.read(30)
+        head = os.pread(self._fd, 30, info.header_offset)
         if len(head) < 30 or head[:4] != b"PK\x03\x04" or info.compress_type != zipfile.ZIP_STORED:
             raise TunebridgeError(f"{self.path}: storage {key} is corrupt (bad local header)")
         name_len, extra_len = struct.unpack("<HH", head[26:30])
         start = info.header_offset + 30 + name_len + extra_len
-        if start + info.file_size > os.fstat(f.fileno()).st_size:
+        if start + info.file_size > os.fstat(self._fd).st_size:
             raise TunebridgeError(f"{self.path}: storage {key} is truncated")
         return info, start
 
@@ -120,37 +128,40 @@ class Archive:
 
     def record(self, key: str) -> memoryview:
         """A stored record's bytes (:func:`map_range`), checked against its CRC-32."""
-        with open(self.path, "rb") as f:
-            info, start = self._locate(key, f)
-            data = map_range(f.fileno(), start, info.file_size)
+        info, start = self._locate(key)
+        data = map_range(self._fd, start, info.file_size)
         self._check(key, info, crc32(data))
         return data
 
+    def record_range(self, key: str) -> FileRange:
+        """Where a stored record's bytes are, not checked: see :meth:`check_record`."""
+        info, start = self._locate(key)
+        return FileRange(self._fd, start, info.file_size)
+
     def map_record(self, key: str) -> memoryview:
         """A stored record's bytes (:func:`map_range_readonly`), not checked: see :meth:`check_record`."""
-        with open(self.path, "rb") as f:
-            info, start = self._locate(key, f)
-            return map_range_readonly(f.fileno(), start, info.file_size)
+        return self.record_range(key).mapped()
 
-    def check_record(self, key: str, data: memoryview) -> None:
+    def check_record(self, key: str) -> None:
+        """Raise unless the record's bytes match its CRC-32 (they are mapped for the check only)."""
+        data = self.map_record(key)
         self._check(key, self._zip.getinfo(f"{self.prefix}data/{key}"), crc32(data))
 
     def read_into(self, key: str, targets: list[memoryview]) -> None:
         """A stored record's bytes read in order into ``targets``, chunk by chunk, each chunk's CRC-32
         taken while it is in the CPU cache."""
-        with open(self.path, "rb") as f:
-            info, at = self._locate(key, f)
-            if sum(len(t) for t in targets) != info.file_size:
-                raise TunebridgeError(f"{self.path}: storage {key} holds {info.file_size} bytes, expected "
-                                      f"{sum(len(t) for t in targets)}")
-            crc = 0
-            for target in targets:
-                for start in range(0, len(target), _CHUNK):
-                    chunk = target[start:start + _CHUNK]
-                    if os.preadv(f.fileno(), [chunk], at) != len(chunk):
-                        raise TunebridgeError(f"{self.path}: storage {key} is truncated")
-                    crc = crc32(chunk, crc)
-                    at += len(chunk)
+        info, at = self._locate(key)
+        if sum(len(t) for t in targets) != info.file_size:
+            raise TunebridgeError(f"{self.path}: storage {key} holds {info.file_size} bytes, expected "
+                                  f"{sum(len(t) for t in targets)}")
+        crc = 0
+        for target in targets:
+            for start in range(0, len(target), _CHUNK):
+                chunk = target[start:start + _CHUNK]
+                if os.preadv(self._fd, [chunk], at) != len(chunk):
+                    raise TunebridgeError(f"{self.path}: storage {key} is truncated")
+                crc = crc32(chunk, crc)
+                at += len(chunk)
         self._check(key, info, crc)
 
 

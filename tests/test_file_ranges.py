@@ -1,0 +1,56 @@
+"""Tensor bytes written from views and from file ranges (copied inside the kernel) land in order."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tunebridge.errors import TunebridgeError
+from tunebridge.formats.mapped import FileRange
+from tunebridge.formats.safetensors_stream import copy_range, write_all
+
+
+@pytest.fixture
+def source(tmp_path):
+    path = tmp_path / "src.bin"
+    path.write_bytes(bytes(range(256)) * 1024)  # 256 KiB
+    fd = os.open(path, os.O_RDONLY)
+    yield fd
+    os.close(fd)
+
+
+def test_a_file_range_slices_like_a_memoryview(source):
+    r = FileRange(source, 100, 50)
+    assert r[10:20] == FileRange(source, 110, 10)
+    assert r[:5] == FileRange(source, 100, 5)
+    assert r[45:] == FileRange(source, 145, 5)
+    assert r[40:999].nbytes == 10 and len(r[60:]) == 0
+    assert bytes(r[3:7].mapped()) == bytes([103, 104, 105, 106])
+    with pytest.raises(ValueError, match="step 1"):
+        r[::2]
+
+
+@pytest.mark.parametrize("flags", [0, os.O_APPEND])  # copy_file_range refuses O_APPEND (EBADF): the mapped fallback
+def test_views_and_ranges_are_written_in_order(source, tmp_path, flags):
+    data = bytes(range(256)) * 1024
+    pieces = [memoryview(b"head"), FileRange(source, 70_000, 100_000), memoryview(b""), memoryview(b"mid"),
+              FileRange(source, 3, 5), FileRange(source, 0, 0), FileRange(source, 200_000, 62_144)]
+    out = tmp_path / "out.bin"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | flags)
+    try:
+        os.write(fd, b"<")
+        write_all(fd, pieces)
+        os.write(fd, b">")
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == (b"<head" + data[70_000:170_000] + b"mid" + data[3:8] + data[200_000:262_144]
+                                + b">")
+
+
+def test_a_range_past_the_end_of_its_file_is_an_error(source, tmp_path):
+    fd = os.open(tmp_path / "out.bin", os.O_WRONLY | os.O_CREAT)
+    try:
+        with pytest.raises(TunebridgeError, match="ended 10 bytes early"):
+            copy_range(FileRange(source, 256 * 1024 - 20, 30), fd)
+    finally:
+        os.close(fd)
