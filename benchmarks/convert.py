@@ -6,7 +6,9 @@ For each model size (GB) it writes a synthetic HF checkpoint, then times in sepa
 HF -> mcore (tp 2, pp 2), mcore -> HF, and HF -> MindFormers, each right after `cp -r` of its source
 (the same bytes, in the same state of the page cache and the file system), and
 prints wall time, the ratio to the copy and each conversion's peak RSS. Both sizes share the layer
-shape, so a streaming converter's peak RSS should follow the layer, not the model.
+shape, so a streaming converter's peak RSS should follow the layer, not the model. Each copy and
+conversion runs ``--repeat`` times, alternating; the table shows medians (this VM's write speed swings
+2-3x from run to run, for ``cp`` as much as for the conversion).
 Before each timed step (the copy too) dirty pages are flushed with an untimed ``sync``, so that no step is
 throttled by the write-back of the ones before it.
 """
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -95,6 +98,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1,2", help="model sizes in GB")
     ap.add_argument("--work", default="/tmp/tunebridge-bench-convert", help="scratch directory (GBs; removed)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each copy and conversion (medians shown)")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -110,14 +114,21 @@ def main() -> None:
             for label, src, dst, sf, df in [("hf -> mcore tp2 pp2", d / "hf", d / "mc", "hf", "mcore"),
                                             ("mcore tp2 pp2 -> hf", d / "mc", d / "back", "mcore", "hf"),
                                             ("hf -> mindformers", d / "hf", d / "mf", "hf", "mindformers")]:
-                cp = timed_copy(src, d / "copy")
-                shutil.rmtree(d / "copy")
-                settle()
-                seconds, rss = timed_convert(src, dst, sf, df)
+                cps, runs = [], []
+                for run in range(args.repeat):
+                    cps.append(timed_copy(src, d / "copy"))
+                    shutil.rmtree(d / "copy")
+                    if run:  # drop the previous run's output (the last one stays: the next conversion reads it)
+                        shutil.rmtree(dst)
+                    settle()
+                    runs.append(timed_convert(src, dst, sf, df))
+                cp, seconds = statistics.median(cps), statistics.median(s for s, _ in runs)
+                rss = max(r for _, r in runs)
                 rows.append({"model_gb": round(size / 2**30, 2), "layers": spec.num_layers, "conversion": label,
                              "seconds": round(seconds, 2), "cp_seconds": round(cp, 2),
                              "ratio_to_cp": round(seconds / cp, 2), "peak_rss_gb": round(rss / 2**30, 3),
-                             "layer_gb": round(largest_layer / 2**30, 3)})
+                             "layer_gb": round(largest_layer / 2**30, 3),
+                             "runs": [round(s, 2) for s, _ in runs], "cp_runs": [round(c, 2) for c in cps]})
                 print(json.dumps(rows[-1]), flush=True)
             if not args.keep:
                 shutil.rmtree(d)

@@ -74,6 +74,28 @@ def test_hf_mindformers_hf_is_bit_exact(models, tmp_path, name):
     assert same_tensors(models[name], tmp_path / "back")
 
 
+def test_ckpt_slices_cut_from_file_ranges(models, tmp_path, monkeypatch):
+    """Tensors over MindSpore's slice size are split into several records, whether their bytes come as file
+    ranges (copied from the safetensors file) or as tensors: the same bytes either way, read back exactly."""
+    from tunebridge.formats import msckpt
+    from tunebridge.formats.safetensors_stream import tensor_bytes
+    monkeypatch.setattr(msckpt, "SLICE_BYTES", 3000)
+    convert(models["tiny-llama"], tmp_path / "mf", "hf", "mindformers", progress=False)
+    reader = msckpt.CkptReader(tmp_path / "mf" / "model.ckpt")
+    embed = reader.entries["model.tok_embeddings.embedding_weight"]
+    assert len(embed.pieces) > 1
+    src = HFReader(models["tiny-llama"])
+    with open(tmp_path / "from_tensors.ckpt", "wb") as f:
+        writer = CkptWriter(f)
+        for name in reader.entries:
+            t = reader.get(name)
+            writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t.clone()))
+    assert (tmp_path / "from_tensors.ckpt").read_bytes() == (tmp_path / "mf" / "model.ckpt").read_bytes()
+    assert torch.equal(reader.get("model.tok_embeddings.embedding_weight"), src.get("model.embed_tokens.weight"))
+    convert(tmp_path / "mf", tmp_path / "back", "mindformers", "hf", progress=False)
+    assert same_tensors(models["tiny-llama"], tmp_path / "back")
+
+
 def test_dtype_and_sharded_output(models, tmp_path):
     convert(models["tiny-llama"], tmp_path / "bf16", "hf", "hf", dtype="bf16", max_shard_bytes=100_000, progress=False)
     index_file = json.loads((tmp_path / "bf16" / "model.safetensors.index.json").read_text())

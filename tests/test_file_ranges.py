@@ -6,8 +6,7 @@ import os
 import pytest
 
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats.mapped import FileRange
-from tunebridge.formats.safetensors_stream import copy_range, write_all
+from tunebridge.formats.mapped import FileRange, byte_range, copy_range, write_all
 
 
 @pytest.fixture
@@ -54,3 +53,13 @@ def test_a_range_past_the_end_of_its_file_is_an_error(source, tmp_path):
             copy_range(FileRange(source, 256 * 1024 - 20, 30), fd)
     finally:
         os.close(fd)
+
+
+def test_byte_range_cuts_across_views_and_ranges(source):
+    data = bytes(range(256)) * 1024
+    pieces = [memoryview(b"abcdef"), FileRange(source, 1000, 10), memoryview(b"xyz")]
+    cut = byte_range(pieces, 4, 10)  # "ef" + 8 bytes of the range
+    assert bytes(cut[0]) == b"ef" and cut[1] == FileRange(source, 1000, 8) and len(cut) == 2
+    assert byte_range(pieces, 16, 3)[0].tobytes() == b"xyz"
+    assert byte_range(pieces, 6, 10) == [FileRange(source, 1000, 10)]
+    assert bytes(byte_range(pieces, 14, 1)[0].mapped()) == data[1008:1009]

@@ -103,22 +103,18 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         raise TunebridgeError(f"{cfg_path}: need the pet_config (lora_rank or r, lora_alpha) next to the LoRA "
                               f"checkpoint ({type(e).__name__}: {e})") from None
-    entries = msckpt.index(ckpt)
+    reader = msckpt.CkptReader(ckpt)
     adapter = Adapter(rank, alpha, float(cfg.get("lora_dropout", 0.0)))
     for p in PROJECTIONS:
         module = MINDFORMERS.lora_module_for(p)
         for i in range(spec.num_layers):
             a, b = MINDFORMERS.lora_names(module, i)
-            if a in entries and b in entries:
-                adapter.pairs[(p, i)] = (_ckpt_tensor(ckpt, entries[a]), _ckpt_tensor(ckpt, entries[b]))
+            if a in reader.entries and b in reader.entries:
+                adapter.pairs[(p, i)] = (reader.get(a), reader.get(b))
     if not adapter.pairs:
         raise TunebridgeError(f"{ckpt}: no mindpet_delta_lora_a/b tensors")
     return adapter
 
-
-def _ckpt_tensor(path: Path, entry: msckpt.CkptEntry) -> torch.Tensor:
-    return torch.frombuffer(msckpt.read_bytes(path, entry), dtype=getattr(torch, entry.dtype)) \
-        .reshape(entry.dims)
 
 
 def write_mindformers(out: Path, adapter: Adapter) -> None:

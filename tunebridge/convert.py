@@ -28,7 +28,7 @@ from .errors import TunebridgeError
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.background import Background
-from .formats.mapped import FileRange
+from .formats.mapped import FileRange, byte_range
 from .formats.hf import HFReader, write_hf
 from .formats.safetensors_stream import tensor_bytes
 from .formats.torchzip import lazy_load
@@ -61,19 +61,36 @@ class Source:
         """Wait for checks still running on bytes handed out; raise the first failure."""
 
 
-class FlatSource(Source):
-    """A dialect with one framework tensor per canonical tensor (HF, MindFormers)."""
+Locate = Callable[[str], "tuple[torch.dtype, tuple[int, ...], list[FileRange]] | None"]
 
-    def __init__(self, spec: ModelSpec, dialect: Dialect, fetch: Callable[[str], torch.Tensor], where: str):
-        self.spec, self._dialect, self._fetch, self._where = spec, dialect, fetch, where
+
+class FlatSource(Source):
+    """A dialect with one framework tensor per canonical tensor (HF, MindFormers). ``locate`` tells where a
+    tensor's bytes are in its file (None where they are not stored as they are), for :meth:`pieces`."""
+
+    def __init__(self, spec: ModelSpec, dialect: Dialect, fetch: Callable[[str], torch.Tensor], where: str,
+                 locate: Locate | None = None):
+        self.spec, self._dialect, self._fetch, self._where, self._locate = spec, dialect, fetch, where, locate
+
+    def _check_shape(self, name: str, part: str, shape: tuple[int, ...]) -> None:
+        if tuple(shape) != self.spec.shape(part):
+            raise TunebridgeError(f"{self._where}: {name} has shape {list(shape)}, {self.spec.name} needs "
+                                  f"{list(self.spec.shape(part))}")
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         name = self._dialect.rule_for_part(part, self.spec).format(layer)
         t = self._fetch(name)
-        if tuple(t.shape) != self.spec.shape(part):
-            raise TunebridgeError(f"{self._where}: {name} has shape {list(t.shape)}, {self.spec.name} needs "
-                                  f"{list(self.spec.shape(part))}")
+        self._check_shape(name, part, tuple(t.shape))
         return t
+
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[FileRange] | None:
+        name = self._dialect.rule_for_part(part, self.spec).format(layer)
+        found = self._locate(name) if self._locate else None
+        if found is None:
+            return None
+        stored, shape, ranges = found
+        self._check_shape(name, part, shape)
+        return ranges if stored == dtype else None
 
 
 class McoreSource(Source):
@@ -210,7 +227,7 @@ class McoreSource(Source):
                 at += n * row_bytes
         parts = [[r for _, r in sorted(b, key=lambda item: item[0])] for b in blocks]
         if rule.shard is Shard.VOCAB:
-            parts = [_prefix(p, self.spec.vocab_size * row_bytes) for p in parts]
+            parts = [byte_range(p, 0, self.spec.vocab_size * row_bytes) for p in parts]
         if any(sum(r.nbytes for r in p) != dtype.itemsize * math.prod(self.spec.shape(name))
                for p, name in zip(parts, rule.parts)):
             return None
@@ -230,27 +247,11 @@ class McoreSource(Source):
             check.close()
 
 
-def _prefix(pieces: list[FileRange], nbytes: int) -> list[FileRange]:
-    """The pieces holding the first ``nbytes`` of their concatenation."""
-    out = []
-    for p in pieces:
-        if nbytes <= 0:
-            break
-        out.append(p[:nbytes])
-        nbytes -= out[-1].nbytes
-    return out
-
-
-def _ckpt_fetcher(path: Path) -> Callable[[str], torch.Tensor]:
-    entries = msckpt.index(path)
-
-    def fetch(name: str) -> torch.Tensor:
-        if name not in entries:
-            raise TunebridgeError(f"{path}: tensor {name} is missing")
-        e = entries[name]
-        data = msckpt.read_bytes(path, e)
-        return torch.frombuffer(data, dtype=getattr(torch, e.dtype)).reshape(e.dims)
-    return fetch
+def _ckpt_locate(reader: msckpt.CkptReader) -> Locate:
+    def locate(name: str):
+        e = reader.entry(name)
+        return getattr(torch, e.dtype), e.dims, reader.ranges(name)
+    return locate
 
 
 def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
@@ -260,7 +261,7 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
         raise TunebridgeError(f"{path}: no such checkpoint")
     if fmt == "hf":
         reader = HFReader(path, spec)
-        return FlatSource(reader.spec, HF, reader.get, str(path))
+        return FlatSource(reader.spec, HF, reader.get, str(path), reader.locate)
     if fmt == "mcore":
         return McoreSource(path, spec, num_layer_list)
     if fmt == "mindformers":
@@ -274,16 +275,18 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
                 spec = ModelSpec.from_hf_config(path)
         if spec is None:
             raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
-        return FlatSource(spec, MINDFORMERS, _ckpt_fetcher(ckpt), str(ckpt))
+        reader = msckpt.CkptReader(ckpt)
+        return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), _ckpt_locate(reader))
     raise TunebridgeError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 
-def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None, as_pieces: bool = False):
+def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
+    """(name, tensor or the pieces of its bytes) in ``spec.tensors()`` order."""
     spec = source.spec
     out_dtype = dtype or source.dtype()
     for part, layer in spec.tensors():
         name = dialect.rule_for_part(part, spec).format(layer)
-        pieces = source.pieces(part, layer, out_dtype) if as_pieces else None
+        pieces = source.pieces(part, layer, out_dtype)
         if pieces is not None:
             yield name, pieces
             continue
@@ -293,21 +296,26 @@ def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None, a
 
 def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, bar: tqdm,
                max_shard_bytes: int = 2 << 30) -> None:
+    """An HF directory or a MindFormers ``.ckpt``; tensor bytes the source has as file ranges are copied
+    file to file, the others written from the (converted) tensors."""
     spec = source.spec
     dialect = HF if fmt == "hf" else MINDFORMERS
     out_dtype = dtype or source.dtype()
-    if fmt == "hf":  # the safetensors writer takes a tensor's bytes in pieces, straight from the source's files
-        tensors = _counted(_flat_tensors(source, dialect, dtype, as_pieces=True), bar)
+    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
+    if fmt == "hf":
         entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
         with Background() as background:
             write_hf(out, spec, entries, tensors, max_shard_bytes, background)
         return
-    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
+    dtype_name = str(out_dtype).removeprefix("torch.")
     with open(out / MF_CKPT, "wb") as f, Background() as background:
         writer = msckpt.CkptWriter(f, background)
-        for name, t in tensors:
-            writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
+        for (part, _), (name, t) in zip(spec.tensors(), tensors):
+            if isinstance(t, torch.Tensor):
+                writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
+            else:
+                writer.write(name, list(spec.shape(part)), dtype_name, t)
     msckpt.finish_readonly(out / MF_CKPT)
 
 

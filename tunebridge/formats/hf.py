@@ -9,6 +9,7 @@ import torch
 from ..errors import TunebridgeError
 from ..models import ModelSpec
 from .background import Background
+from .mapped import FileRange
 from .safetensors_stream import SafetensorsReader, SafetensorsWriter
 
 INDEX = "model.safetensors.index.json"
@@ -65,10 +66,21 @@ class HFReader:
     def names(self) -> list[str]:
         return list(self._files)
 
-    def get(self, name: str) -> torch.Tensor:
+    def locate(self, name: str) -> tuple[torch.dtype, tuple[int, ...], list[FileRange]] | None:
+        """A safetensors tensor's dtype, shape and bytes as a file range; None for a ``.bin`` one."""
+        handle = self._handle(self._file(name))
+        if isinstance(handle, dict):
+            return None
+        dtype, shape, where = handle.locate(name)
+        return dtype, shape, [where]
+
+    def _file(self, name: str) -> Path:
         if name not in self._files:
             raise TunebridgeError(f"{self.path}: tensor {name} is missing")
-        handle = self._handle(self._files[name])
+        return self._files[name]
+
+    def get(self, name: str) -> torch.Tensor:
+        handle = self._handle(self._file(name))
         try:
             return handle[name] if isinstance(handle, dict) else handle.get_tensor(name)
         except Exception as e:  # noqa: BLE001

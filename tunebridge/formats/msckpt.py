@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import map_range
+from .mapped import FileRange, byte_range, map_range, write_all
 
 SLICE_BYTES = 524288 * 1024  # MindSpore's SLICE_SIZE (in KB)
 
@@ -78,21 +79,22 @@ class CkptWriter:
         self._f = f
         self._background = background or Background(max_bytes=0)
 
-    def write(self, name: str, dims: list[int], dtype: str, data: bytes | memoryview) -> None:
+    def write(self, name: str, dims: list[int], dtype: str, data: bytes | memoryview | list) -> None:
+        """One tensor's bytes: a buffer, or the byte views and file ranges whose bytes in order are its bytes."""
         if dtype not in TYPE_OF:
             raise TunebridgeError(f"{name}: dtype {dtype} cannot be stored in a MindSpore checkpoint")
-        view = memoryview(data).cast("B")
-        records = []
+        pieces = data if isinstance(data, list) else [memoryview(data).cast("B")]
+        nbytes = sum(len(p) for p in pieces)
+        out: list = []
         start = 0
-        for length in _slices(list(dims), len(view)):
-            records.append((_message_prefix(name, list(dims), dtype, length), view[start:start + length]))
+        for length in _slices(list(dims), nbytes):
+            out += [memoryview(_message_prefix(name, list(dims), dtype, length)), *byte_range(pieces, start, length)]
             start += length
-        self._background.submit(lambda: self._write(records), len(view))
+        self._background.submit(lambda: self._write(out), nbytes)
 
-    def _write(self, records: list[tuple[bytes, memoryview]]) -> None:
-        for prefix, content in records:
-            self._f.write(prefix)
-            self._f.write(content)
+    def _write(self, pieces: list) -> None:
+        self._f.flush()
+        write_all(self._f.fileno(), pieces)
 
 
 def finish_readonly(path: Path) -> None:
@@ -187,23 +189,44 @@ def _parse_value(buf, pos: int, end: int, path: Path):
     return name, dims, MS_TYPES[dtype], piece
 
 
-def read_bytes(path: str | Path, entry: CkptEntry) -> bytearray | memoryview:
-    """The raw bytes of one tensor: its bytes in the file as they are (:func:`map_range`) when stored in one
-    slice, else the slices read into one buffer."""
-    expected = ITEMSIZE[entry.dtype] * int(np.prod(entry.dims, dtype=np.int64)) if entry.dims else ITEMSIZE[entry.dtype]
-    got = sum(length for _, length in entry.pieces)
-    if got != expected:
-        raise TunebridgeError(f"{path}: {entry.name} holds {got} bytes, its shape {list(entry.dims)} of "
-                              f"{entry.dtype} needs {expected}")
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if len(entry.pieces) == 1:
-            return map_range(fd, *entry.pieces[0])
-        data = bytearray(got)
-        view = memoryview(data)
-        at = 0
-        for offset, length in entry.pieces:
-            at += os.preadv(fd, [view[at:at + length]], offset)
-        return data
-    finally:
-        os.close(fd)
+class CkptReader:
+    """The tensors of a ``.ckpt`` by name: indexed once, each one's bytes mapped (one slice) or read (several)
+    when asked for, or handed out as file ranges to copy."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries = index(self.path)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def entry(self, name: str) -> CkptEntry:
+        if name not in self.entries:
+            raise TunebridgeError(f"{self.path}: tensor {name} is missing")
+        e = self.entries[name]
+        expected = ITEMSIZE[e.dtype] * (int(np.prod(e.dims, dtype=np.int64)) if e.dims else 1)
+        got = sum(length for _, length in e.pieces)
+        if got != expected:
+            raise TunebridgeError(f"{self.path}: {name} holds {got} bytes, its shape {list(e.dims)} of {e.dtype} "
+                                  f"needs {expected}")
+        return e
+
+    def ranges(self, name: str) -> list[FileRange]:
+        """Where the tensor's bytes are, slice by slice (valid while this reader lives)."""
+        return [FileRange(self._fd, offset, length) for offset, length in self.entry(name).pieces]
+
+    def get(self, name: str) -> torch.Tensor:
+        """The tensor: its bytes in the file as they are (:func:`map_range`) when stored in one slice, else
+        the slices read into one buffer."""
+        e = self.entry(name)
+        if len(e.pieces) == 1:
+            data = map_range(self._fd, *e.pieces[0])
+        else:
+            data = bytearray(sum(length for _, length in e.pieces))
+            view, at = memoryview(data), 0
+            for offset, length in e.pieces:
+                at += os.preadv(self._fd, [view[at:at + length]], offset)
+        dtype = getattr(torch, e.dtype)
+        return torch.frombuffer(data, dtype=dtype).reshape(e.dims) if data else torch.empty(e.dims, dtype=dtype)

@@ -1,7 +1,6 @@
 """A safetensors file written one tensor at a time: the header is computed up front from shapes and dtypes."""
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import FileRange, map_range
+from .mapped import FileRange, map_range, write_all
 
 ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -25,54 +24,6 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     contiguous CPU tensor."""
     t = t.detach().contiguous().cpu()
     return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
-
-
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
-
-
-def write_all(fd: int, pieces: list[memoryview | FileRange]) -> None:
-    """Write the pieces' bytes in order at ``fd``'s position: runs of flat byte views many per call
-    (``os.writev``), file ranges copied inside the kernel (:func:`copy_range`)."""
-    views: list[memoryview] = []
-    for p in pieces:
-        if isinstance(p, FileRange):
-            _writev_all(fd, views)
-            views = []
-            copy_range(p, fd)
-        elif p.nbytes:
-            views.append(p)
-    _writev_all(fd, views)
-
-
-def _writev_all(fd: int, pending: list[memoryview]) -> None:
-    i = 0
-    while i < len(pending):
-        n = os.writev(fd, pending[i:i + _IOV_MAX])
-        while i < len(pending) and n >= pending[i].nbytes:
-            n -= pending[i].nbytes
-            i += 1
-        if n:
-            pending[i] = pending[i][n:]
-
-
-_NO_COPY_RANGE = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
-
-
-def copy_range(src: FileRange, fd: int) -> None:
-    """Append ``src``'s bytes at ``fd``'s position with ``os.copy_file_range`` (where the kernel or the
-    file systems refuse it, by writing a memory map of the range)."""
-    at, left = src.offset, src.nbytes
-    while left:
-        try:
-            n = os.copy_file_range(src.fd, fd, left, at)
-        except OSError as e:
-            if e.errno not in _NO_COPY_RANGE:
-                raise
-            _writev_all(fd, [src[at - src.offset:].mapped()])
-            return
-        if n == 0:
-            raise TunebridgeError(f"source file ended {left} bytes early while copying (truncated under us?)")
-        at, left = at + n, left - n
 
 
 class SafetensorsWriter:
@@ -151,6 +102,12 @@ class SafetensorsReader:
 
     def keys(self) -> list[str]:
         return list(self._entries)
+
+    def locate(self, name: str) -> tuple[torch.dtype, tuple[int, ...], FileRange]:
+        """The tensor's dtype, shape and where its bytes are (valid while this reader lives)."""
+        e = self._entries[name]
+        begin, end = e["data_offsets"]
+        return DTYPE_OF[e["dtype"]], tuple(e["shape"]), FileRange(self._fd, self._start + begin, end - begin)
 
     def get_tensor(self, name: str) -> torch.Tensor:
         e = self._entries[name]
