@@ -247,13 +247,6 @@ class McoreSource(Source):
             check.close()
 
 
-def _ckpt_locate(reader: msckpt.CkptReader) -> Locate:
-    def locate(name: str):
-        e = reader.entry(name)
-        return getattr(torch, e.dtype), e.dims, reader.ranges(name)
-    return locate
-
-
 def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
                 num_layer_list: list[int] | None = None) -> Source:
     path = Path(path)
@@ -276,7 +269,7 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
         if spec is None:
             raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
         reader = msckpt.CkptReader(ckpt)
-        return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), _ckpt_locate(reader))
+        return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), reader.locate)
     raise TunebridgeError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import weakref
 from dataclasses import dataclass
 
 from ..errors import TunebridgeError
@@ -39,6 +40,14 @@ class FileRange:
 
     def mapped(self) -> memoryview:
         return map_range_readonly(self.fd, self.offset, self.nbytes)
+
+
+def open_owned(owner: object, path) -> int:
+    """A read-only descriptor of ``path`` that stays open as long as ``owner`` lives (for the file ranges
+    and maps ``owner`` hands out)."""
+    fd = os.open(path, os.O_RDONLY)
+    weakref.finalize(owner, os.close, fd)
+    return fd
 
 
 def byte_range(pieces: list, start: int, nbytes: int) -> list:

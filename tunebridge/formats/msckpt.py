@@ -21,7 +21,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import FileRange, byte_range, map_range, write_all
+from .mapped import FileRange, byte_range, map_range, open_owned, write_all
 
 SLICE_BYTES = 524288 * 1024  # MindSpore's SLICE_SIZE (in KB)
 
@@ -196,11 +196,7 @@ class CkptReader:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.entries = index(self.path)
-        self._fd = os.open(self.path, os.O_RDONLY)
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        self._fd = open_owned(self, self.path)
 
     def entry(self, name: str) -> CkptEntry:
         if name not in self.entries:
@@ -213,9 +209,10 @@ class CkptReader:
                                   f"needs {expected}")
         return e
 
-    def ranges(self, name: str) -> list[FileRange]:
-        """Where the tensor's bytes are, slice by slice (valid while this reader lives)."""
-        return [FileRange(self._fd, offset, length) for offset, length in self.entry(name).pieces]
+    def locate(self, name: str) -> tuple[torch.dtype, tuple[int, ...], list[FileRange]]:
+        """The tensor's dtype, shape and where its bytes are, slice by slice (valid while this reader lives)."""
+        e = self.entry(name)
+        return getattr(torch, e.dtype), e.dims, [FileRange(self._fd, offset, length) for offset, length in e.pieces]
 
     def get(self, name: str) -> torch.Tensor:
         """The tensor: its bytes in the file as they are (:func:`map_range`) when stored in one slice, else

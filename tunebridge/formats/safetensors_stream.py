@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import FileRange, map_range, write_all
+from .mapped import FileRange, map_range, open_owned, write_all
 
 ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -88,17 +87,13 @@ class SafetensorsReader:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise TunebridgeError(f"{self.path}: corrupt safetensors header") from None
         header.pop("__metadata__", None)
-        self._fd = os.open(self.path, os.O_RDONLY)
+        self._fd = open_owned(self, self.path)
         self._start = 8 + n
         self._entries = header
         end = max((e["data_offsets"][1] for e in header.values()), default=0)
         if self._start + end > size:
             raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
                                   f"describes {self._start + end})")
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
 
     def keys(self) -> list[str]:
         return list(self._entries)

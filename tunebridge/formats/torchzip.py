@@ -28,7 +28,7 @@ import torch
 
 from ..errors import TunebridgeError
 from .background import Background
-from .mapped import FileRange, map_range
+from .mapped import FileRange, map_range, open_owned
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -101,11 +101,7 @@ class Archive:
         if not pkl:
             raise TunebridgeError(f"{path}: not a torch checkpoint (no data.pkl)")
         self.prefix = pkl[0][:-len("data.pkl")]
-        self._fd = os.open(path, os.O_RDONLY)  # for the file ranges handed out: open while the archive is
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            os.close(self._fd)
+        self._fd = open_owned(self, path)
 
     def _locate(self, key: str) -> tuple[zipfile.ZipInfo, int]:
         """A stored record's entry and where its bytes start."""
