@@ -1,158 +1,125 @@
-"""The MindFormers backend trains MindFormers' own LlamaForCausalLM + pet_config LoRA on CPU through the bridge.
+"""``tunebridge run --backend mindformers``: MindFormers' own Trainer on the rendered CPU YAML, fed through what it
+reads (a MindRecord in step order, a checkpoint holding the initial LoRA), its result read from its own output.
 
-One run (tiny-llama, LoRA r 8 / alpha 16 on o and down, 8 steps of 4 micro-batches, starting from a PEFT adapter
-converted to MindFormers; MindFormers' native optimizer: AdamWeightDecay, no bias correction) is checked against
-the accounting, MindFormers' own schedule, its log format, an independent first-step loss from transformers + PEFT,
-and the torch backend's loss curve from the same start with the same optimizer semantics.
+The session's parity run (``parity_run``: recipes/tiny-parity-lora.yaml, 20 steps) is checked here for what the
+MindFormers side did; its curve against torch is in test_parity_backends.py.
 """
 from __future__ import annotations
 
-import random
 import re
 
+import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.accounting import count
-from tunebridge.adapters import convert_adapter, read_mindformers
-from tunebridge.backends.mindformers import train_mindformers
-from tunebridge.convert import convert
-from tunebridge.data.encode import Sample
-from tunebridge.data.writers import write_jsonl, write_mindrecord
-from tunebridge.models import get_model
-from tunebridge.train.config import TrainConfig
-from tunebridge.train.order import micro_batches, step_batches
+from tunebridge.adapters import read_mindformers
+from tunebridge.backends import get_backend
+from tunebridge.backends.mindformers import recipe_as_run, start_checkpoint
+from tunebridge.bridge import call_mindspore
+from tunebridge.errors import TunebridgeError
+from tunebridge.formats import msckpt
+from tunebridge.recipe import load_recipe
+from tunebridge.render import render_files
 from tunebridge.train.schedule import Schedule
 
-SEQ = 32
-PAD = 0
-STEPS = 8
+
+def test_result_names_the_trainer_and_counts_equal_the_accounting(parity_run):
+    recipe, _, results, _, _ = parity_run
+    result = results["mindformers"]
+    assert result.executor.startswith("mindformers.Trainer.train, run_mode finetune (mindformers 1.9.0, "
+                                      "mindspore 2.9.0; entry tunebridge's launch_mindformers.py)")
+    assert result.environment == {"mindspore": "2.9.0", "mindformers": "1.9.0", "device": "cpu"}
+    assert result.trainable_params == recipe.param_report("mindformers").trainable_params == 11_264
+    assert result.total_params == recipe.spec.total_params() + 11_264
+    assert 0 < result.step_time_s < 2.0 < result.wall_time_s
 
 
-def _cfg(**kw) -> TrainConfig:
-    base = dict(global_batch_size=8, micro_batch_size=2, lr=2e-3, warmup_ratio=0.2, max_steps=STEPS,
-                warmup_rounding="mindformers", weight_decay=0.01, pad_id=PAD, adam_bias_correction=False,
-                lora={"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["o_proj", "down_proj"]})
-    base.update(kw)
-    return TrainConfig(**base)
+def test_the_run_yaml_is_what_render_writes_for_cpu(parity_run):
+    recipe, inputs, _, root, _ = parity_run
+    rendered = render_files(recipe, "mindformers", num_samples=inputs.samples, device="cpu")
+    assert sorted(p.name for p in (root / "mindformers" / "config").iterdir()) == sorted(rendered)
+    for name, text in rendered.items():
+        assert (root / "mindformers" / "config" / name).read_text(encoding="utf-8") == text, name
 
 
-def _samples(vocab: int) -> list[Sample]:
-    rng = random.Random(0)
-    samples = []
-    for _ in range(24):
-        n = rng.randint(10, SEQ - 1)
-        p = rng.randint(2, n - 4)
-        ids = [rng.randrange(1, vocab) for _ in range(n)]
-        ids[p + 1] = PAD  # a supervised input token equal to the pad id: MindFormers' default would drop it
-        samples.append(Sample(ids, [-100] * p + ids[p:]))
-    return samples
+def test_mindformers_reads_the_runs_batches_in_step_order(parity_run, tmp_path):
+    _, inputs, _, root, _ = parity_run
+    call_mindspore("ms.mindrecord", "read", path=str(root / "mindformers" / "data" / "train.mindrecord"),
+                   npz_path=str(tmp_path / "run.npz"))
+    call_mindspore("ms.mindrecord", "read", path=str(inputs.data("mindrecord")), npz_path=str(tmp_path / "all.npz"))
+    run, every = np.load(tmp_path / "run.npz"), np.load(tmp_path / "all.npz")
+    order = [i for batch in inputs.batches for i in batch]
+    assert len(order) == 20 * 8
+    assert np.array_equal(run["input_ids"], every["input_ids"][order])
+    assert np.array_equal(run["labels"], every["labels"][order])
 
 
-@pytest.fixture(scope="module")
-def run(ms_python, tmp_path_factory):
-    d = tmp_path_factory.mktemp("mindformers_backend")
-    spec = get_model("tiny-llama")
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config())).save_pretrained(d / "base")
-    convert(d / "base", d / "mf", "hf", "mindformers", progress=False)
-    samples = _samples(spec.vocab_size)
-    write_mindrecord(d / "train.mindrecord", samples, SEQ, PAD)
-    write_jsonl(d / "train.jsonl", samples, SEQ)
-
-    from peft import LoraConfig, get_peft_model
-    cfg = _cfg()
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(d / "base"), LoraConfig(
-        r=8, lora_alpha=16, target_modules=cfg.lora["target_modules"], lora_dropout=0.0))
-    with torch.no_grad():  # a non-zero B, so the start adapter changes the first loss
-        for name, p in peft_model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.05)
-    peft_model.save_pretrained(d / "init_peft")
-    convert_adapter(d / "init_peft", d / "init_mf", "peft", "mindformers", spec)
-
-    batches = step_batches(len(samples), cfg)
-    result = train_mindformers(spec, d / "mf" / "model.ckpt", d / "train.mindrecord", batches, cfg, d / "out",
-                               init_adapter_ckpt=d / "init_mf" / "lora.ckpt", progress=False)
-    return spec, d, samples, batches, cfg, result
+def test_the_loaded_checkpoint_holds_the_initial_lora(parity_run):
+    _, inputs, results, root, _ = parity_run
+    start = msckpt.CkptReader(root / "mindformers" / "start.ckpt")
+    base = msckpt.CkptReader(inputs.weights("mindformers") / "model.ckpt")
+    lora = msckpt.CkptReader(inputs.adapter("mindformers") / "lora.ckpt")
+    assert set(start.entries) == set(base.entries) | set(lora.entries)
+    assert all(torch.equal(start.get(n), r.get(n)) for r in (base, lora) for n in r.entries)
+    # MindFormers loaded it: step 1's loss is the torch backend's, which starts from the same PEFT adapter
+    assert results["mindformers"].steps[0].loss == pytest.approx(results["torch"].steps[0].loss, rel=1e-6)
 
 
-def test_counts_equal_the_accounting(run):
-    spec, _, _, _, _, result = run
-    expected = count(spec, "mindformers", rank=8, targets=["o", "down"]).trainable_params
-    assert result.trainable_params == expected == 11264
-    assert result.total_params == spec.total_params() + expected
-    assert result.environment == {"mindspore": "2.9.0", "mindformers": "1.9.0", "device": "CPU",
-                                  "mode": "PYNATIVE + ms.jit"}
+def test_start_checkpoint_refuses_a_base_that_already_has_lora(parity_run, tmp_path):
+    _, inputs, _, root, _ = parity_run
+    with pytest.raises(TunebridgeError, match="already holds LoRA tensors"):
+        start_checkpoint(root / "mindformers" / "start.ckpt", inputs.adapter("mindformers"), tmp_path / "x.ckpt")
 
 
-def test_loss_falls_and_rates_are_mindformers_own_schedule(run):
-    _, _, samples, batches, cfg, result = run
-    assert [s.step for s in result.steps] == list(range(1, STEPS + 1))
-    assert sum(s.loss for s in result.steps[-3:]) / 3 < result.steps[0].loss
-    # CosineWithWarmUpLR (float32) gives the rates of Schedule with MindFormers' warm-up rounding.
-    schedule = Schedule(cfg.lr, cfg.min_lr, STEPS, cfg.warmup_ratio, "cosine", "mindformers")
-    assert schedule.warmup_steps == 1 and result.steps[0].lr == 0.0
-    for k, s in enumerate(result.steps):
-        assert s.lr == pytest.approx(schedule.lr_at(k), rel=1e-6, abs=1e-12)
-    assert "learning rate from mindformers.core.lr.CosineWithWarmUpLR" in result.notes
-    assert result.notes[0].startswith("optimizer mindspore.nn.AdamWeightDecay (adam_bias_correction=False)")
-    tokens = [sum(sum(1 for x in samples[i].labels[1:] if x != -100) for i in b) for b in batches]
-    assert [s.tokens for s in result.steps] == tokens
+def test_rates_are_mindformers_own_schedule(parity_run):
+    recipe, _, results, _, _ = parity_run
+    t = recipe.train
+    schedule = Schedule(t.lr, t.min_lr, 20, t.warmup_ratio, "cosine", "mindformers")
+    assert schedule.warmup_steps == 2
+    assert [s.lr for s in results["mindformers"].steps] == pytest.approx(
+        [schedule.lr_at(k) for k in range(20)], rel=1e-6, abs=1e-10)  # float32
 
 
-def test_worker_log_has_mfloss_monitor_lines(run):
-    _, d, _, _, _, result = run
-    line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - mindformers\S*\[mindformers/core/callback/callback\.py:"
-                      r"\d+\] - INFO - \{ Epoch:\[  1/  3\], step:\[\s+(\d+)/    3\], loss: (\d+\.\d{6}), "
-                      r"per_step_time: \d+ms, lr: (\S+), overflow cond: False, loss_scale: 1\.0, "
-                      r"global_norm: \[([\d.e+-]+)\]$")
-    text = (d / "out" / "worker_0.log").read_text()
-    found = [m.groups() for m in map(line.match, text.splitlines()) if m]
-    # steps 4-8 are in epoch 2 and 3; only epoch 1 matches the pattern above
-    assert [int(g[0]) for g in found] == [1, 2, 3]
-    assert [g[1] for g in found] == [f"{s.loss:.6f}" for s in result.steps[:3]]
-    assert [float(g[3]) for g in found] == pytest.approx([s.grad_norm for s in result.steps[:3]], rel=1e-6)
-    assert text.count("samples/s/p") == STEPS and text.count("{ Epoch:[  3/  3], step:[    2/    3]") == 1
+def test_worker_log_is_mindformers_own(parity_run):
+    _, _, results, root, _ = parity_run
+    text = (root / "mindformers" / "worker_0.log").read_text()
+    line = re.compile(r"\{ Epoch:\[  1/  1\], step:\[\s+(\d+)/   20\], loss:\[(\d+\.\d{6})/\d+\.\d{6}\], "
+                      r"per_step_time: \d+ms, lr: \S+, overflow cond: False, loss_scale: 1\.0, "
+                      r"global_norm: \[([\d.e+-]+)\]")
+    found = line.findall(text)
+    assert [int(g[0]) for g in found] == list(range(1, 21))
+    assert [float(g[1]) for g in found] == [s.loss for s in results["mindformers"].steps]
+    assert "global_batch_size = batch_size_per_card * device_num * gradient_accumulation_steps = 8 = 8 * 1 * 1" in text
 
 
-def test_first_step_loss_equals_transformers_peft(run):
-    _, d, samples, batches, _, result = run
-    from peft import PeftModel
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(d / "base"), d / "init_peft")
-    losses = []
-    with torch.no_grad():
-        for mb in micro_batches(batches[0], 2):
-            width = max(len(samples[i].input_ids) for i in mb)
-            ids = torch.full((len(mb), width), PAD)
-            labels = torch.full((len(mb), width), -100)
-            for r, i in enumerate(mb):
-                ids[r, :len(samples[i].input_ids)] = torch.tensor(samples[i].input_ids)
-                labels[r, :len(samples[i].labels)] = torch.tensor(samples[i].labels)
-            logits = model(input_ids=ids).logits[:, :-1]
-            losses.append(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)).item())
-    assert result.steps[0].loss == pytest.approx(sum(losses) / len(losses), rel=1e-5)
-    pad_note = next(n for n in result.notes if n.startswith("LlamaConfig.pad_token_id=-1"))
-    assert "would have dropped 64 supervised positions" in pad_note  # one per sample, 8 steps of 8
-
-
-def test_trained_adapter_reads_back(run):
-    spec, d, _, _, _, result = run
-    (ckpt,) = result.checkpoints
-    assert ckpt.endswith("checkpoint_trainable/rank_0/tiny-llama_rank_0-trainable_params-3_2.ckpt")
-    trained = read_mindformers(ckpt, spec)
-    start = read_mindformers(d / "init_mf", spec)
+def test_trained_adapter_reads_back(parity_run):
+    recipe, inputs, results, _, _ = parity_run
+    (ckpt,) = results["mindformers"].checkpoints
+    assert ckpt.endswith("output/checkpoint/rank_0/tiny-parity-lora_rank_0-1_20.ckpt")
+    trained = read_mindformers(ckpt, recipe.spec)  # adapter_config.json: MindFormers' own, in output/
+    start = read_mindformers(inputs.adapter("mindformers"), recipe.spec)
     assert (trained.rank, trained.alpha) == (8, 16.0)
-    assert sorted(trained.pairs) == sorted((p, i) for p in ("o", "down") for i in range(spec.num_layers))
+    assert sorted(trained.pairs) == sorted(start.pairs)
     assert all(not torch.equal(trained.pairs[k][1], start.pairs[k][1]) for k in trained.pairs)
 
 
-def test_curve_matches_the_torch_backend(run, tmp_path):
-    _, d, _, _, cfg, result = run
-    from tunebridge.backends.pytorch import train
-    ref = train(d / "base", d / "train.jsonl", tmp_path / "torch", cfg, init_adapter=str(d / "init_peft"),
-                progress=False)
-    assert [s.loss for s in result.steps] == pytest.approx([s.loss for s in ref.steps], rel=2e-5)
-    assert [s.grad_norm for s in result.steps] == pytest.approx([s.grad_norm for s in ref.steps], rel=2e-4)
+def test_recipe_as_run_applies_max_steps():
+    recipe = load_recipe("recipes/tiny-demo-lora.yaml")
+    assert recipe_as_run(recipe, None) is recipe
+    assert recipe_as_run(recipe, 3).train.max_steps == 3 and recipe.train.max_steps == 40
+
+
+def test_plan_refuses_several_cards_without_an_npu(tmp_path):
+    recipe = load_recipe("recipes/tiny-demo-lora.yaml")
+    wide = recipe.model_copy(update={"parallel": recipe.parallel.model_copy(update={"dp": 2})})
+    with pytest.raises(TunebridgeError, match="MindFormers on MindSpore CPU runs one card"):
+        get_backend("mindformers").plan(wide, recipe.path(recipe.model.weights), tmp_path / "o")
+
+
+def test_a_checkout_without_an_npu_runs_its_run_mindformer_on_cpu(tmp_path):
+    recipe = load_recipe("recipes/tiny-demo-lora.yaml")
+    (tmp_path / "mf").mkdir()
+    (tmp_path / "mf" / "run_mindformer.py").write_text("")
+    plan = get_backend("mindformers").plan(recipe, recipe.path(recipe.model.weights), tmp_path / "o", tmp_path / "mf")
+    assert not plan.launch and plan.home == tmp_path / "mf"
+    assert "its run_mindformer.py runs the CPU profile" in plan.describe()

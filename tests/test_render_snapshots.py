@@ -16,13 +16,15 @@ from tunebridge.render import render, render_files
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "render"
 RECIPES = sorted(Path("recipes").glob("*.yaml"))
-CASES = [(p, b) for p in RECIPES for b in ("mindformers", "mindspeed-llm")]
+CASES = [(p, b, d) for p in RECIPES for b, d in (("mindformers", "ascend"), ("mindformers", "cpu"),
+                                                  ("mindspeed-llm", "ascend"))
+         if d == "ascend" or load_recipe(p).train.dtype == "fp32"]  # MindSpore CPU runs fp32 only
 
 
-@pytest.mark.parametrize("path,backend", CASES, ids=lambda x: getattr(x, "stem", x))
-def test_rendered_artifacts_match_snapshots(path, backend):
-    files = render_files(load_recipe(path), backend, num_samples=1000)
-    where = SNAPSHOTS / path.stem / backend
+@pytest.mark.parametrize("path,backend,device", CASES, ids=lambda x: getattr(x, "stem", x))
+def test_rendered_artifacts_match_snapshots(path, backend, device):
+    files = render_files(load_recipe(path), backend, num_samples=1000, device=device)
+    where = SNAPSHOTS / path.stem / (backend if device == "ascend" else f"{backend}-{device}")
     if os.environ.get("TUNEBRIDGE_UPDATE_SNAPSHOTS"):
         where.mkdir(parents=True, exist_ok=True)
         for old in where.iterdir():
@@ -52,8 +54,8 @@ def test_mindformers_yaml_parses_back_in_mindformers(ms_python, tmp_path):
     t, lora = recipe.train, recipe.finetune.lora
     mc = cfg["model"]["model_config"]
     assert cfg["run_mode"] == "finetune" and cfg["seed"] == t.seed
-    assert (cfg["optimizer"]["beta1"], cfg["optimizer"]["beta2"], cfg["optimizer"]["eps"]) == \
-        (t.optimizer.beta1, t.optimizer.beta2, t.optimizer.eps)
+    assert (cfg["optimizer"]["betas"], cfg["optimizer"]["eps"]) == ([t.optimizer.beta1, t.optimizer.beta2],
+                                                                   t.optimizer.eps)
     assert cfg["lr_schedule"]["learning_rate"] == t.lr and cfg["lr_schedule"]["warmup_ratio"] == t.warmup_ratio
     assert mc["pet_config"]["lora_rank"] == lora.rank and mc["pet_config"]["lora_alpha"] == lora.alpha
     assert mc["pet_config"]["target_modules"] == ".*wq|.*wv"

@@ -96,6 +96,9 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
     path = Path(path)
     ckpt = path / MF_ADAPTER if path.is_dir() else path
     cfg_path = (path if path.is_dir() else path.parent) / PEFT_CONFIG
+    if not cfg_path.exists() and path.is_file() and len(path.parents) > 2:
+        # a checkpoint MindFormers saved: output/checkpoint/rank_N/*.ckpt, its adapter_config.json in output/
+        cfg_path = path.parents[2] / PEFT_CONFIG if (path.parents[2] / PEFT_CONFIG).exists() else cfg_path
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         # tunebridge's pet_config says lora_rank; MindFormers 1.9's own adapter_config.json is PEFT-style ("r")

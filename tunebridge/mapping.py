@@ -23,13 +23,14 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap("train.epochs", "runner_config.epochs", "epochs"),
     FieldMap("train.micro_batch_size", "runner_config.batch_size", "micro_batch_size"),
     FieldMap("train.global_batch_size", "runner_config.gradient_accumulation_steps", "global_batch_size"),
+    FieldMap("train.loss_average", None, "loss_average"),
     FieldMap("train.seq_length", "model.model_config.seq_length", None),
     FieldMap("train.lr", "lr_schedule.learning_rate", "lr"),
     FieldMap("train.min_lr", "lr_schedule.lr_end", "min_lr"),
     FieldMap("train.lr_schedule", "lr_schedule.type", "lr_schedule"),
     FieldMap("train.warmup_ratio", "lr_schedule.warmup_ratio", "warmup_ratio"),
-    FieldMap("train.optimizer.beta1", "optimizer.beta1", "beta1"),
-    FieldMap("train.optimizer.beta2", "optimizer.beta2", "beta2"),
+    FieldMap("train.optimizer.beta1", "optimizer.betas.0", "beta1"),   # AdamW's betas (AdamWeightDecay: beta1)
+    FieldMap("train.optimizer.beta2", "optimizer.betas.1", "beta2"),
     FieldMap("train.optimizer.eps", "optimizer.eps", "eps"),
     FieldMap("train.optimizer.weight_decay", "optimizer.weight_decay", "weight_decay"),
     FieldMap("train.clip_grad", "runner_wrapper.max_grad_norm", "clip_grad"),
@@ -80,13 +81,15 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
         "equal by construction; LoRA matrices are 2-D, so LoRA runs decay every trainable tensor"),
     NonEquivalence(
         "loss averaging",
-        "token mean of each micro-batch (positions with label -100 or input == pad_token_id masked, and pad "
-        "tokens hidden as attention keys), averaged over accumulation steps",
+        "one card: the global batch is one pass (MindFormers ignores gradient_accumulation_steps outside "
+        "semi-auto-parallel), its loss the token mean over all its rows; several cards: the token mean of each "
+        "micro-batch averaged (calculate_per_token_loss: over all tokens); positions whose input == pad_token_id are "
+        "masked too",
         "token mean of each micro-batch, averaged over micro-batches and DP ranks "
         "(--calculate-per-token-loss: over all tokens)",
         "as MindSpeed-LLM (loss_average: micro-batch); 'token' averages over the global batch",
-        "all three use the micro-batch mean; the MindFormers executor sets pad_token_id to -1, which never "
-        "occurs, so only label -100 masks (with the pad id 0 the first loss of the tests moved by 0.48 %)"),
+        "train.loss_average: token sets every stack to the global batch's token mean (parity recipes); the "
+        "rendered pad_token_id is the data's pad id, a token the templates never produce"),
     NonEquivalence(
         "warm-up length",
         "CosineWithWarmUpLR: int(total_steps * warmup_ratio) whole steps",
@@ -122,8 +125,8 @@ def flags_for(recipe_field: str, version: str = "v2") -> list[str]:
 
 
 def get_path(config: dict, dotted: str):
-    """The value at a dotted key path of a nested dict."""
+    """The value at a dotted key path of a nested dict (a number indexes a list)."""
     value = config
     for key in dotted.split("."):
-        value = value[key]
+        value = value[int(key)] if isinstance(value, list) else value[key]
     return value

@@ -83,6 +83,9 @@ class Train(_Strict):
     max_steps: int | None = None
     # warm-up length: None = each stack's own (MindFormers floors ratio x steps, Megatron keeps it fractional)
     warmup_rounding: Literal["megatron", "mindformers"] | None = None
+    # loss of a global batch: None = each stack's own (per micro-batch token mean, averaged; MindFormers on one
+    # card: the token mean of the whole global batch, trained as one pass); token = over all its tokens
+    loss_average: Literal["micro-batch", "token"] | None = None
 
 
 class Parallel(_Strict):

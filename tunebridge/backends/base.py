@@ -95,22 +95,25 @@ class TorchBackend(Backend):
 class MindFormersBackend(Backend):
     name, data_kind = "mindformers", "mindrecord"
     checkout_marker = "run_mindformer.py"
-    executor = ("MindFormers LlamaForCausalLM + pet_config on MindSpore CPU (.venv-mindspore), from the "
-                "converted .ckpt and the MindRecord data")
+    executor = ("MindFormers' Trainer (config -> context -> Trainer.train, as run_mindformer.py) on the YAML "
+                "`tunebridge render --device cpu` writes, MindSpore CPU (.venv-mindspore)")
 
-    def check_layout(self, recipe):
+    def plan(self, recipe, weights, out, home=None):
+        plan = super().plan(recipe, weights, out, home)
         p = recipe.parallel
-        if p.tp * p.pp * p.dp > 1:
-            raise TunebridgeError(f"{recipe.source}: parallel tp {p.tp} x pp {p.pp} x dp {p.dp}: the MindSpore CPU "
-                                  f"executor runs one card; render the recipe for a cluster instead")
+        if p.tp * p.pp * p.dp > 1 and not plan.launch:
+            raise TunebridgeError(f"{recipe.source}: parallel tp {p.tp} x pp {p.pp} x dp {p.dp}: MindFormers on "
+                                  f"MindSpore CPU runs one card; launch it on Ascend (an NPU and --mindformers-home) "
+                                  f"or render the recipe for a cluster")
+        if plan.home is not None and not plan.launch:
+            plan.notes[-1] = (f"{plan.home} is a MindFormers checkout and there is no Ascend NPU here: its "
+                              f"run_mindformer.py runs the CPU profile")
+        return plan
 
     def run(self, plan, inputs, progress=True):
-        from .mindformers import train_mindformers
-        return train_mindformers(plan.recipe.spec, inputs.weights("mindformers") / "model.ckpt",
-                                 inputs.data(self.data_kind), inputs.batches,
-                                 inputs.config(plan.recipe, self.name), plan.out,
-                                 init_adapter_ckpt=inputs.adapter("mindformers") if inputs.has_adapter else None,
-                                 progress=progress)
+        from .mindformers import recipe_as_run, train_mindformers
+        recipe = recipe_as_run(plan.recipe, inputs.overrides.get("max_steps"))
+        return train_mindformers(recipe, inputs, plan.out, home=plan.home, launch=plan.launch, progress=progress)
 
 
 class MindSpeedLLMBackend(Backend):

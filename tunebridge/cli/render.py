@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--num-samples", type=int, help="training samples, to compute --train-iters from the epochs")
     p.add_argument("--mindspeed-llm-version", choices=("v1", "v2"), default="v2",
                    help="MindSpeed-LLM flag set: v2 = posttrain_gpt.py --stage sft (default), v1 = 1.x scripts")
+    p.add_argument("--device", choices=("ascend", "cpu"), default="ascend",
+                   help="MindFormers profile: ascend (NPU runs, the default) or cpu (MindSpore CPU, with tunebridge's "
+                        "CPU op adapters)")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=run)
 
@@ -25,6 +28,6 @@ def run(args) -> int:
     for b in backends:
         out = Path(args.out) / b if args.backend == "all" else Path(args.out)
         for path in render(recipe, b, out, force=args.force, num_samples=args.num_samples,
-                           version=args.mindspeed_llm_version):
+                           version=args.mindspeed_llm_version, device=args.device):
             print(f"{b}: {path}")
     return 0

@@ -63,3 +63,24 @@ def parse_line(text: str) -> tuple[StepRecord, float | None] | None:
 def trainable_params(text: str) -> int | None:
     m = NETWORK_PARAMETERS.search(text)
     return int(m.group(1)) if m else None
+
+
+# EmF1Metric (MindFormers' SQuAD metric) prints each example and, at the end, the totals:
+#   pred is:\n ['first line of the generation']\n label is:\n ['gold answer']
+#   F1 score: 63.88, Em score: 62.5, total_count: 16
+EMF1_TOTAL = re.compile(r"^F1 score: ([\d.eE+-]+), Em score: ([\d.eE+-]+), total_count: (\d+)")
+
+
+def emf1_results(text: str) -> tuple[list[tuple[str, str]], dict | None]:
+    """(prediction, label) of every example EmF1Metric printed in an eval log, and its final totals
+    ({"F1", "Em", "count"}, None if the evaluation did not finish)."""
+    import ast
+    lines = text.splitlines()
+    pairs, total = [], None
+    for i, line in enumerate(lines):
+        if line == "pred is:" and i + 3 < len(lines) and lines[i + 2].strip() == "label is:":
+            preds, labels = ast.literal_eval(lines[i + 1].strip()), ast.literal_eval(lines[i + 3].strip())
+            pairs += list(zip(preds, labels))
+        elif m := EMF1_TOTAL.match(line):
+            total = {"F1": float(m.group(1)), "Em": float(m.group(2)), "count": int(m.group(3))}
+    return pairs, total

@@ -74,16 +74,40 @@ def stream(out_path: str, source=None) -> dict:
     return {"rows": rows}
 
 
-def read(path: str, npz_path: str) -> dict:
-    """Rows as MindFormers' data loader sees them (mindspore.dataset.MindDataset), in file order."""
+def _rows(path: str) -> tuple[np.ndarray, np.ndarray]:
     import mindspore.dataset as ds
     data = ds.MindDataset(path, columns_list=["input_ids", "labels"], shuffle=False)
     ids, labels = [], []
     for row in data.create_dict_iterator(output_numpy=True):
         ids.append(row["input_ids"])
         labels.append(row["labels"])
-    np.savez(npz_path, input_ids=np.stack(ids), labels=np.stack(labels))
+    return np.stack(ids), np.stack(labels)
+
+
+def read(path: str, npz_path: str) -> dict:
+    """Rows as MindFormers' data loader sees them (mindspore.dataset.MindDataset), in file order."""
+    ids, labels = _rows(path)
+    np.savez(npz_path, input_ids=ids, labels=labels)
     return {"rows": len(ids)}
+
+
+def select(path: str, out_path: str, rows: list[int]) -> dict:
+    """A new MindRecord holding rows ``rows`` of ``path`` (file order indices), in that order: with
+    ``shuffle: False`` MindFormers reads them in exactly this order."""
+    ids, labels = _rows(path)
+    bad = [r for r in rows if not 0 <= r < len(ids)]
+    if bad:
+        from ..errors import TunebridgeError
+        raise TunebridgeError(f"{path}: has {len(ids)} rows, asked for row {bad[0]}")
+    out = Path(out_path)
+    writer, tmp_dir = _writer(out)
+    try:
+        writer.write_raw_data([{"input_ids": ids[r], "labels": labels[r]} for r in rows])
+        _publish(writer, tmp_dir, out)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    return {"rows": len(rows)}
 
 
 if __name__ == "__main__":

@@ -44,8 +44,9 @@ def _lora_plan(recipe, backend: str):
     return plan_lora(backend, list(lc.targets), native)
 
 
-def render_files(recipe, backend: str, num_samples: int | None = None, version: str = "v2") -> dict[str, str]:
-    """File name -> text of every artifact for ``backend``."""
+def render_files(recipe, backend: str, num_samples: int | None = None, version: str = "v2",
+                 device: str = "ascend") -> dict[str, str]:
+    """File name -> text of every artifact for ``backend`` (``device``: MindFormers' ascend or cpu profile)."""
     spec = recipe.spec
     name = recipe.name
     if backend == "mindspeed-llm":
@@ -73,34 +74,14 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
                 ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR")}),
         }
     if backend == "mindformers":
-        lora = _lora_plan(recipe, backend)
-        config_name = f"finetune_{name}.yaml"
-        files = {
-            config_name: mf.dump_yaml(mf.finetune_config(recipe, spec, lora)),
-            f"run_{name}_finetune.sh": mf.run_script(
-                recipe, {"LOAD_CHECKPOINT": f"./checkpoint_download/{name}.ckpt",
-                         "TRAIN_DATA": f"./dataset/{name}.mindrecord"}, config_name),
-        }
-        files[f"eval_{name}_squad.yaml"] = mf.dump_yaml(mf.eval_config(recipe, spec, lora))
-        files[f"predict_{name}.yaml"] = mf.dump_yaml(mf.predict_config(recipe, spec, lora))
-        files[f"eval_{name}.sh"] = mf.eval_script(
-            recipe, {"EVAL_CHECKPOINT": "./output/checkpoint/rank_0", "EVAL_DATA": "./dataset/squad8192.mindrecord",
-                     "PREDICT_INPUT": f"./dataset/{name}_test.json"}, f"eval_{name}_squad.yaml", f"predict_{name}.yaml")
-        files[f"prepare_{name}.sh"] = mf.prepare_script(
-            recipe, {"HF_DIR": f"./model_from_hf/{name}", "LOAD_CHECKPOINT": f"./checkpoint_download/{name}.ckpt",
-                     "RECIPE": f"./{name}.yaml", "TRAIN_DATA": f"./dataset/{name}.mindrecord"})
-        if lora is not None:
-            files[f"merge_{name}_lora.sh"] = mf.merge_lora_script(
-                recipe, {"STRATEGY_DIR": "./output/strategy", "TRAINED_CKPT_DIR": "./output/checkpoint",
-                         "MERGED_DIR": f"./output/{name}-merged"})
-        return files
+        return mf.render_files(recipe, spec, _lora_plan(recipe, backend), device, num_samples)
     raise TunebridgeError(f"cannot render for backend {backend!r} (renderable: {', '.join(RENDER_BACKENDS)})")
 
 
 def render(recipe, backend: str, out: str | Path, force: bool = False, num_samples: int | None = None,
-           version: str = "v2") -> list[Path]:
+           version: str = "v2", device: str = "ascend") -> list[Path]:
     """Write the artifacts for ``backend`` into ``out`` (atomically); return the written paths."""
-    files = render_files(recipe, backend, num_samples, version)
+    files = render_files(recipe, backend, num_samples, version, device)
     out = Path(out)
     with atomic_dir(out, force=force) as tmp:
         for fname, text in files.items():

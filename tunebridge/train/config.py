@@ -11,9 +11,9 @@ from typing import Literal
 
 # What each stack does when the recipe does not say (see tunebridge.mapping.NON_EQUIVALENCES).
 NATIVE = {
-    "torch": {"adam_bias_correction": True, "warmup_rounding": "megatron"},
-    "mindspeed-llm": {"adam_bias_correction": True, "warmup_rounding": "megatron"},
-    "mindformers": {"adam_bias_correction": True, "warmup_rounding": "mindformers"},
+    "torch": {"adam_bias_correction": True, "warmup_rounding": "megatron", "loss_average": "micro-batch"},
+    "mindspeed-llm": {"adam_bias_correction": True, "warmup_rounding": "megatron", "loss_average": "micro-batch"},
+    "mindformers": {"adam_bias_correction": True, "warmup_rounding": "mindformers", "loss_average": "token"},
 }
 
 
@@ -60,7 +60,8 @@ class TrainConfig:
                       epochs=t.epochs, max_steps=t.max_steps, lora=lora,
                       adam_bias_correction=(native["adam_bias_correction"] if t.optimizer.bias_correction is None
                                             else t.optimizer.bias_correction),
-                      warmup_rounding=t.warmup_rounding or native["warmup_rounding"])
+                      warmup_rounding=t.warmup_rounding or native["warmup_rounding"],
+                      loss_average=t.loss_average or native["loss_average"])
         values.update(overrides)
         return cls(**values)
 

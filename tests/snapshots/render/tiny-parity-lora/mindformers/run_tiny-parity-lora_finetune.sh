@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# tiny-parity-lora: MindFormers finetune (1 card)
-# Rendered by tunebridge; run from the root of a MindFormers checkout.
+# tiny-parity-lora: MindFormers finetune (1 card, ascend)
+# Rendered by tunebridge; run from the root of a MindFormers checkout (or set the paths below).
 set -euo pipefail
 
 LOAD_CHECKPOINT=${LOAD_CHECKPOINT:-./checkpoint_download/tiny-parity-lora.ckpt}
-TRAIN_DATA=${TRAIN_DATA:-./dataset/tiny-parity-lora.mindrecord}
-CONFIG="${CONFIG:-$(dirname "$0")/finetune_tiny-parity-lora.yaml}"
+TRAIN_DATA=${TRAIN_DATA:-./dataset/tiny-parity-lora/mindformers/train.mindrecord}
+HERE="$(cd "$(dirname "$0")" && pwd)"
+CONFIG="${CONFIG:-$HERE/finetune_tiny-parity-lora.yaml}"
+PYTHON="${PYTHON:-python}"
+# MindFormers' entry point (its repository's run_mindformer.py; the wheel has none). tunebridge's
+# tunebridge/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
+RUN_MINDFORMER="${RUN_MINDFORMER:-run_mindformer.py}"
 
-python run_mindformer.py --config "$CONFIG" --run_mode finetune --load_checkpoint "$LOAD_CHECKPOINT" --train_dataset_dir "$TRAIN_DATA" --use_parallel False --auto_trans_ckpt False
+"$PYTHON" "$RUN_MINDFORMER" --config "$CONFIG" --run_mode finetune --load_checkpoint "$LOAD_CHECKPOINT" --train_dataset_dir "$TRAIN_DATA" --use_parallel False --auto_trans_ckpt False

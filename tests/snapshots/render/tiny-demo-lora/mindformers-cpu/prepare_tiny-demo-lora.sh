@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# tiny-demo-lora: HF weights -> MindFormers .ckpt, recipe data -> MindRecord
+# Rendered by tunebridge; run from the root of a MindFormers checkout (or set the paths below).
+set -euo pipefail
+
+HF_DIR=${HF_DIR:-./model_from_hf/tiny-demo-lora}
+LOAD_CHECKPOINT=${LOAD_CHECKPOINT:-./checkpoint_download/tiny-demo-lora.ckpt}
+RECIPE=${RECIPE:-./tiny-demo-lora.yaml}
+DATA_DIR=${DATA_DIR:-./dataset/tiny-demo-lora}
+TUNEBRIDGE="${TUNEBRIDGE:-tunebridge}"
+
+# MindFormers' own convert_weight.py is broken for llama in recent releases; tunebridge's converter writes
+# the .ckpt byte-identically to mindspore.save_checkpoint.
+WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"
+"$TUNEBRIDGE" convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype fp32 --force
+mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"
+# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA
+"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force
