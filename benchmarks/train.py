@@ -4,9 +4,9 @@
 
 1. The torch backend against a bare transformers + PEFT loop, on the same tiny model, adapter, batches and
    optimizer, in one process: the backend's overhead per step (target: <= 5 %).
-2. The CPU step time of each backend (torch, MindFormers on MindSpore, megatron-core over gloo) on
-   recipes/tiny-parity-lora.yaml, from the same inputs (``step_time_s``; MindFormers: steps 2..N, after its graph
-   compilation).
+2. The CPU step time of each backend (torch, MindFormers' own Trainer on MindSpore, megatron-core over gloo) on
+   recipes/tiny-parity-lora.yaml, from the same inputs (``step_time_s``; MindFormers: its own per_step_time of
+   steps 2..N, after its graph compilation).
 """
 from __future__ import annotations
 
@@ -44,10 +44,11 @@ def bare_loop(inputs: RunInputs, cfg, steps: int) -> list[float]:
     for batch in inputs.batches[:steps]:
         t0 = time.perf_counter()
         micro = micro_batches(batch, cfg.micro_batch_size)
+        tokens = sum(sum(1 for x in records[i]["labels"][1:] if x != -100) for i in batch)
         for mb in micro:
             ids, labels = collate([records[i] for i in mb], cfg.pad_id, torch.device("cpu"))
             loss_sum, count = token_losses(model(input_ids=ids).logits, labels)
-            (loss_sum / count / len(micro)).backward()
+            (loss_sum / tokens if cfg.loss_average == "token" else loss_sum / count / len(micro)).backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip_grad)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -88,14 +89,15 @@ def main() -> None:
         print(f"  overhead    {100 * (t - b) / b:+8.2f} %")
         if args.skip_backends:
             return
-        print("CPU step time per backend, same inputs (mean over steps 2..N):")
+        print("CPU step time per backend, same inputs (torch, megatron-core: mean over steps; MindFormers' Trainer: "
+              "its per_step_time, steps 2..N):")
         for name in names:
             plan = get_backend(name).plan(recipe, weights, root / f"bench-{name}")
             started = time.perf_counter()
             r = get_backend(name).run(plan, inputs, progress=False)
             wall = time.perf_counter() - started
             print(f"  {name:14s} {1000 * (r.step_time_s or 0):8.1f} ms/step   wall {wall:6.1f} s "
-                  f"(incl. start-up)   final loss {r.steps[-1].loss:.4f}")
+                  f"(incl. start-up)   final loss {r.steps[-1].loss:.4f}   {r.executor}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ MindFormers side did; its curve against torch is in test_parity_backends.py.
 """
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -123,3 +124,18 @@ def test_a_checkout_without_an_npu_runs_its_run_mindformer_on_cpu(tmp_path):
     plan = get_backend("mindformers").plan(recipe, recipe.path(recipe.model.weights), tmp_path / "o", tmp_path / "mf")
     assert not plan.launch and plan.home == tmp_path / "mf"
     assert "its run_mindformer.py runs the CPU profile" in plan.describe()
+
+
+def test_with_an_npu_and_a_checkout_the_run_launches_there(tmp_path, monkeypatch):
+    """npu-smi answers: a several-card recipe is accepted, to be launched with the Ascend profile in the checkout."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npu-smi").write_text("#!/bin/sh\n")
+    (bin_dir / "npu-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    (tmp_path / "mf").mkdir()
+    (tmp_path / "mf" / "run_mindformer.py").write_text("")
+    recipe = load_recipe("recipes/tiny-demo-lora.yaml")
+    wide = recipe.model_copy(update={"parallel": recipe.parallel.model_copy(update={"dp": 2})})
+    plan = get_backend("mindformers").plan(wide, recipe.path(recipe.model.weights), tmp_path / "o", tmp_path / "mf")
+    assert plan.launch and plan.executor == f"the rendered artifacts, launched in {tmp_path / 'mf'}"

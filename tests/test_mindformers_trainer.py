@@ -140,3 +140,14 @@ def test_real_run_mindformer(rendered_demo, tmp_path):
     ours = parse_log(root / "run_tiny-demo-lora_finetune.log", "mindformers")
     assert [s.loss for s in real.steps] == [s.loss for s in ours.steps]
     assert [s.grad_norm for s in real.steps] == [s.grad_norm for s in ours.steps]
+
+
+@pytest.mark.parametrize("log", ("wheel.log", "checkout.log"))
+def test_launcher_trains_as_the_recorded_run_mindformer(rendered_demo, log):
+    """tests/fixtures/run_mindformer: MindFormers' own run_mindformer.py (r1.8.0), recorded on the same rendered
+    files, against the installed wheel and in its checkout; tunebridge's launcher gives its losses and norms."""
+    root, _, _ = rendered_demo
+    real = parse_log(REPO / "tests" / "fixtures" / "run_mindformer" / log, "mindformers")
+    ours = parse_log(root / "run_tiny-demo-lora_finetune.log", "mindformers")
+    assert len(real.steps) == STEPS
+    assert [(s.loss, s.grad_norm, s.lr) for s in real.steps] == [(s.loss, s.grad_norm, s.lr) for s in ours.steps]

@@ -5,7 +5,8 @@ One recipe (recipes/tiny-demo-lora.yaml), three stacks, every parity check:
 1. parameters accounted on each backend, then instantiated by each framework;
 2. the base weights converted to MindFormers' .ckpt and mcore shards, proven by logits through
    transformers, MindFormers and megatron-core;
-3. the same tokens and initial LoRA trained on torch, MindFormers (MindSpore CPU) and megatron-core;
+3. the same tokens and initial LoRA trained on torch, MindFormers' own Trainer (on the YAML `tunebridge render
+   --device cpu` writes, MindSpore CPU) and megatron-core;
 4. each trained adapter exported to PEFT and evaluated (math accuracy, SQuAD F1/EM and the 90 % retention
    gate) against the base model;
 5. the torch-trained adapter merged into the base and scored through all three frameworks' scorers;
