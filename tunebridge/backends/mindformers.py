@@ -117,8 +117,10 @@ def read_result(out: Path, output: Path, recipe_name: str, entry: str, device: s
     run.checkpoints = [str(checkpoints[-1])]
     run.step_time_s = sum(times[1:]) / len(times[1:]) if len(times) > 1 else (times[0] if times else None)
     run.environment = {**versions, "device": device}
-    run.executor = (f"mindformers.Trainer.train, run_mode finetune (mindformers {versions['mindformers']}, "
-                    f"mindspore {versions['mindspore']}; entry {entry})")
+    package = (f"mindformers {versions['mindformers']}" if entry.startswith("tunebridge") else
+               f"the mindformers package beside {entry}, which Python imports first")
+    run.executor = (f"mindformers.Trainer.train, run_mode finetune ({package}, mindspore {versions['mindspore']}; "
+                    f"entry {entry})")
     run.notes = [*notes, *run.notes,
                  f"step 1 includes graph compilation ({times[0]:.1f} s); step_time_s is MindFormers' per_step_time "
                  f"averaged over steps 2..{len(times)}" if len(times) > 1 else "one step: no steady-state time"]
