@@ -94,7 +94,7 @@ def test_predict_equals_transformers_greedy_on_the_merged_model(evaluated, tmp_p
     merged = merge_lora(BASE, _trained(root), tmp_path / "merged", adapter_format="mindformers", progress=False)
     model = AutoModelForCausalLM.from_pretrained(merged).eval()
     tok = load_tokenizer(TOKENIZER)
-    stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]  # the rendered eos_token_id list
+    stop = [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")]  # the rendered eos_token_id list
     expected = []
     for prompt in prompts:
         ids = torch.tensor([tok.encode(prompt, add_special_tokens=False)])

@@ -5,7 +5,7 @@ checked here; the end-to-end runs of the CPU profile are in test_mindformers_tra
 2. the MindRecord is written under the name the run reads (MindDataset refuses a renamed file);
 3. one card keeps the recipe's global batch (MindFormers drops accumulation there);
 4. eval / predict YAMLs carry processor.tokenizer;
-5. their eos_token_id is the template's stop token first;
+5. their eos_token_id holds the template's stop token;
 6. the single-card LoRA merge needs no strategy and creates its output directory;
 7. Llama-3's pad_token_id is not a real token; Llama-3.1's rope scaling is MindFormers' LLAMA3 extend method.
 """
@@ -111,14 +111,14 @@ def test_eval_and_predict_name_the_tokenizer_and_stop_at_the_templates_end(devic
         assert t["type"] == "LlamaTokenizerFast" and t["tokenizer_file"].endswith("tokenizer.json")
         assert (t["pad_token"], t["eos_token"], t["add_bos_token"]) == ("<pad>", "</s>", False)
         mc = cfg["model"]["model_config"]
-        assert mc["eos_token_id"] == [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id] == [6, 3]
+        assert mc["eos_token_id"] == [tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")] == [3, 6]
         assert mc["pad_token_id"] == tok.pad_token_id == 0
     assert '--processor.tokenizer.tokenizer_file "$TOKENIZER_DIR/tokenizer.json"' in files["eval_tiny-demo-lora.sh"]
 
 
 def test_llama3_stops_at_eot_and_pads_with_a_token_no_template_writes():
     mc = _yaml(render_files(load_recipe(LLAMA3), "mindformers"), "predict_")["model"]["model_config"]
-    assert mc["eos_token_id"] == [128009, 128001]  # <|eot_id|>, <|end_of_text|>
+    assert mc["eos_token_id"] == [128001, 128009]  # <|end_of_text|>, <|eot_id|>
     assert mc["pad_token_id"] == 128001 != 0       # 0 is "!": MindFormers would mask it as input
 
 

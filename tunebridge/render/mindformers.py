@@ -119,7 +119,7 @@ _KNOWN_VOCABULARIES = {
 class Vocabulary:
     """The ids and token strings MindFormers' YAML needs from the recipe's tokenizer."""
     bos: int | None
-    stop: list[int]            # generation stops at any: the template's end token first, then the tokenizer's eos
+    stop: list[int]            # generation stops at any: the tokenizer's eos, the template's end token
     pad: int                   # the id the data is padded with (and that LlamaForCausalLM masks as input)
     tokens: dict[str, str | None]  # bos_token, eos_token, pad_token, unk_token for processor.tokenizer
     add_bos: bool              # the template starts with bos
@@ -137,33 +137,35 @@ def vocabulary(recipe) -> Vocabulary:
     models), with tunebridge's pad rule, so the ids equal those of the data tunebridge writes; otherwise from the
     catalogue's known vocabularies."""
     from . import default_prompt_type
+    from ..data.encode import EMBEDDED_TOKENIZER, load_tokenizer, pad_id
     from ..data.templates import get_template
+    from ..evaluation.tokens import stop_ids
     spec = recipe.spec
     template = get_template(default_prompt_type(recipe))
+    ends = [template.end] if template.end else []
     d = recipe.data
-    from ..data.encode import EMBEDDED_TOKENIZER
     directory = recipe.path(d.tokenizer) if d is not None and d.tokenizer else None
     if directory is None and _embedded_size() == spec.vocab_size:
         directory = EMBEDDED_TOKENIZER
     if directory is not None:
-        from ..data.encode import _end_id, load_tokenizer, pad_id
         tok = load_tokenizer(directory)
-        stop = list(dict.fromkeys(i for i in (_end_id(tok, template), tok.eos_token_id) if i is not None))
-        return Vocabulary(tok.bos_token_id, stop, pad_id(tok),
+        pad = pad_id(tok)
+        return Vocabulary(tok.bos_token_id, list(dict.fromkeys(stop_ids(tok, ends))), pad,
                           {"bos_token": tok.bos_token, "eos_token": tok.eos_token,
-                           "pad_token": tok.convert_ids_to_tokens(pad_id(tok)), "unk_token": tok.unk_token},
+                           "pad_token": tok.convert_ids_to_tokens(pad), "unk_token": tok.unk_token},
                           template.bos_prefix, f"tokenizer {directory}")
-    known = _KNOWN_VOCABULARIES[_known_name(spec)]
+    name = _known_name(spec)
+    known = _KNOWN_VOCABULARIES[name]
     ids = known["ids"]
-    end = template.end or known["eos"]
-    if end not in ids:
-        raise TunebridgeError(f"{recipe.source or recipe.name}: template {template.name!r} ends with {end!r}, which "
-                              f"the {_known_name(spec)} vocabulary does not have; set data.tokenizer")
-    stop = list(dict.fromkeys((ids[end], ids[known["eos"]])))
-    return Vocabulary(ids[known["bos"]] if known["bos"] else None, stop, ids[known["pad"]],
+    missing = [t for t in ends if t not in ids]
+    if missing:
+        raise TunebridgeError(f"{recipe.source or recipe.name}: template {template.name!r} ends with {missing[0]!r}, "
+                              f"which the {name} vocabulary does not have; set data.tokenizer")
+    return Vocabulary(ids[known["bos"]] if known["bos"] else None,
+                      list(dict.fromkeys(ids[t] for t in [known["eos"], *ends])), ids[known["pad"]],
                       {"bos_token": known["bos"], "eos_token": known["eos"], "pad_token": known["pad"],
                        "unk_token": known["unk"]},
-                      template.bos_prefix, f"the {_known_name(spec)} vocabulary's special tokens")
+                      template.bos_prefix, f"the {name} vocabulary's special tokens")
 
 
 def _embedded_size() -> int:
