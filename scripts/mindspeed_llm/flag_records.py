@@ -220,8 +220,8 @@ def script_parser(checkout: Path, entry: str, argv: list[str]) -> argparse.Argum
     raise RuntimeError("convert_ckpt.py parsed no arguments")
 
 
-def rendered_commands(script: Path, scratch: Path) -> list[tuple[str, list[str]]]:
-    """(entry point, flags) of each command a rendered script runs, exactly as bash expands them: the script
+def rendered_commands(script: Path, scratch: Path) -> list[tuple[str, int, list[str]]]:
+    """(entry point, world size, flags) of each command a rendered script runs, exactly as bash expands them: the script
     runs in ``scratch`` (which keeps what it made, e.g. ``logs/``) with stand-ins for ``torchrun``, ``python``
     and ``tunebridge`` that record their arguments; the inputs the commands name are made there (empty)."""
     (scratch / "bin").mkdir(parents=True)
@@ -237,7 +237,9 @@ def rendered_commands(script: Path, scratch: Path) -> list[tuple[str, list[str]]
     commands = []
     for argv in map(json.loads, lines):
         at = next((i for i, w in enumerate(argv) if w.endswith(".py")), None)
-        commands.append((Path(argv[at]).name, argv[at + 1:]) if at is not None else (argv[0], argv[1:]))
+        launcher = dict(zip(argv[1:at], argv[2:at])) if at is not None else {}
+        world = int(launcher.get("--nproc_per_node", 1)) * int(launcher.get("--nnodes", 1))
+        commands.append((Path(argv[at]).name, world, argv[at + 1:]) if at is not None else (argv[0], 1, argv[1:]))
         for flag, value in zip(argv, argv[1:]):
             if flag in INPUT_FLAGS:
                 (scratch / value).mkdir(parents=True, exist_ok=True)
@@ -262,9 +264,11 @@ def _one_parser(checkout: Path, entry: str) -> dict:
     return _options(script_parser(checkout, entry, argv))
 
 
-def _validate_in(checkout: Path, entry: str, cwd: Path, flags: list[str]) -> dict:
-    """:func:`_validate` run in ``cwd`` (where the script ran), paths under it shown relative to it."""
+def _validate_in(checkout: Path, entry: str, cwd: Path, world: int, flags: list[str]) -> dict:
+    """:func:`_validate` run in ``cwd`` (where the script ran) as rank 0 of ``world`` processes (torchrun's
+    environment), paths under ``cwd`` shown relative to it."""
     os.chdir(cwd)
+    os.environ.update(WORLD_SIZE=str(world), RANK="0", LOCAL_RANK="0")
     return json.loads(json.dumps(_validate(checkout, entry, flags)).replace(f"{cwd}/", "./"))
 
 
@@ -308,7 +312,7 @@ def main() -> None:
     ap.add_argument("--probe", type=Path, nargs="*", default=[], help="rendered scripts whose commands to validate")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--parser-of", help=argparse.SUPPRESS)  # internal: one entry point's options, as JSON
-    ap.add_argument("--validate", help=argparse.SUPPRESS)  # internal: JSON [[cwd, flags], ...] of one entry point
+    ap.add_argument("--validate", help=argparse.SUPPRESS)  # internal: JSON [[cwd, world, flags], ...] of one entry point
     opts, rest = ap.parse_known_args()
     opts.checkout, opts.mindspeed, opts.megatron = (p.resolve() for p in (opts.checkout, opts.mindspeed, opts.megatron))
     if opts.parser_of or opts.validate:
@@ -316,8 +320,8 @@ def main() -> None:
         with _argv(["posttrain_gpt.py"]), contextlib.redirect_stdout(sys.stderr):
             import mindspeed_llm  # noqa: F401 - applies MindSpeed's and MindSpeed-LLM's patches, as the scripts do
             result = (_one_parser(opts.checkout, opts.parser_of) if opts.parser_of else
-                      [_validate_in(opts.checkout, opts.validate, Path(cwd), flags)
-                       for cwd, flags in json.loads(Path(rest[0]).read_text())])
+                      [_validate_in(opts.checkout, opts.validate, Path(cwd), world, flags)
+                       for cwd, world, flags in json.loads(Path(rest[0]).read_text())])
         print(json.dumps(result))
         return
     if not (opts.version and opts.commits and opts.out):
@@ -326,20 +330,22 @@ def main() -> None:
     record: dict = {"version": opts.version,
                     "commits": dict(zip(("mindspeed_llm", "mindspeed", "megatron"), opts.commits.split(","))),
                     "entry_points": entries,
-                    "parsers": {e: _run_self(["--parser-of", e], opts) for e, present in entries.items() if present},
-                    "validation": {}}
+                    "parsers": {}, "validation": {}}
+    for entry in (e for e, present in entries.items() if present):
+        options = _run_self(["--parser-of", entry], opts)
+        same = next((e for e, o in record["parsers"].items() if o == options), None)
+        record["parsers"][entry] = {"same_as": same} if same else options
     with tempfile.TemporaryDirectory() as scratch:
         runs: dict[str, list] = {}
         for n, script in enumerate(opts.probe):
-            for entry, flags in rendered_commands(script, Path(scratch) / str(n)):
+            for entry, world, flags in rendered_commands(script, Path(scratch) / str(n)):
                 if entry in record["parsers"]:
-                    runs.setdefault(entry, []).append((script.name, str(Path(scratch) / str(n)), flags))
+                    runs.setdefault(entry, []).append((script.name, str(Path(scratch) / str(n)), world, flags))
         for entry, items in runs.items():
             todo = Path(scratch) / f"{entry}.json"
-            todo.write_text(json.dumps([[cwd, flags] for _, cwd, flags in items]))
+            todo.write_text(json.dumps([item[1:] for item in items]))
             results = _run_self(["--validate", entry, str(todo)], opts)
-            record["validation"][entry] = [{"script": name, "flags": flags, **result}
-                                           for (name, _, flags), result in zip(items, results)]
+            record["validation"][entry] = [{"script": item[0], **result} for item, result in zip(items, results)]
     opts.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     print(f"wrote {opts.out}")
 

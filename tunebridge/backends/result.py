@@ -29,6 +29,7 @@ class RunResult:
     environment: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     source: str = ""  # the file the steps were read from, when parsed from a log
+    evaluation: dict = field(default_factory=dict)  # the stack's own evaluation, per task (accuracy: a fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)
