@@ -256,12 +256,19 @@ def _run_self(mode: list[str], opts):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# convert_ckpt.py adds its loader's and saver's flags by --load-model-type: one parser per direction
+CONVERT_V1_DIRECTIONS = {"convert_ckpt.py": ("hf", "mg"), "convert_ckpt.py --load-model-type mg": ("mg", "hf")}
+
+
 def _one_parser(checkout: Path, entry: str) -> dict:
     if entry in MEGATRON_ENTRIES:
         return _options(megatron_parser(entry))
-    argv = ["--load-model-type", "hf", "--save-model-type", "mg", "--model-type", "GPT",
-            "--load-dir", "x", "--save-dir", "y"] if entry == "convert_ckpt.py" else []
-    return _options(script_parser(checkout, entry, argv))
+    if entry in CONVERT_V1_DIRECTIONS:
+        load, save = CONVERT_V1_DIRECTIONS[entry]
+        argv = ["--load-model-type", load, "--save-model-type", save, "--model-type", "GPT", "--load-dir", "x",
+                "--save-dir", "y"]
+        return _options(script_parser(checkout, "convert_ckpt.py", argv))
+    return _options(script_parser(checkout, entry, []))
 
 
 def _validate_in(checkout: Path, entry: str, cwd: Path, world: int, flags: list[str]) -> dict:
@@ -331,7 +338,9 @@ def main() -> None:
                     "commits": dict(zip(("mindspeed_llm", "mindspeed", "megatron"), opts.commits.split(","))),
                     "entry_points": entries,
                     "parsers": {}, "validation": {}}
-    for entry in (e for e, present in entries.items() if present):
+    parsers = [e for e, present in entries.items() if present]
+    parsers += [e for e in CONVERT_V1_DIRECTIONS if entries["convert_ckpt.py"] and e not in parsers]
+    for entry in parsers:
         options = _run_self(["--parser-of", entry], opts)
         same = next((e for e, o in record["parsers"].items() if o == options), None)
         record["parsers"][entry] = {"same_as": same} if same else options

@@ -4,7 +4,7 @@ Every flag the renderer emits comes from ``FLAGS`` (or, for the checkpoint conve
 entry names the recipe field it reads, so ``tunebridge explain`` and the tests read the same table. Versions:
 ``2.3.0`` (the release: Megatron-LM core_v0.12.1, MindSpeed 2.3.0_core_r0.12.1) and ``master`` (the same
 Megatron, MindSpeed master; ``convert_ckpt.py`` deleted for ``convert_ckpt_v2.py``). Each version's parsers
-were recorded by ``scripts/mindspeed_llm/flag_records.py`` (``tunebridge/render/records/``); a test checks
+were recorded by ``scripts/mindspeed_llm/flag_records.py`` (tests/fixtures/mindspeed_llm_flags); a test checks
 every rendered flag and entry point against them.
 """
 from __future__ import annotations
