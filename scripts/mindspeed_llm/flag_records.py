@@ -355,8 +355,24 @@ def main() -> None:
             todo.write_text(json.dumps([item[1:] for item in items]))
             results = _run_self(["--validate", entry, str(todo)], opts)
             record["validation"][entry] = [{"script": item[0], **result} for item, result in zip(items, results)]
-    opts.out.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    opts.out.write_text(dump_record(record))
     print(f"wrote {opts.out}")
+
+
+def dump_record(record: dict) -> str:
+    """JSON with one line per option and per probe: compact, and a changed flag is a one-line diff."""
+    def one(v) -> str:
+        return json.dumps(v, sort_keys=True, ensure_ascii=False)
+
+    def block(items: dict, inner) -> str:
+        return "{\n" + ",\n".join(f"  {one(k)}: {inner(v)}" for k, v in sorted(items.items())) + "\n }"
+
+    parsers = block(record["parsers"], lambda opts: "{\n" + ",\n".join(
+        f"   {one(o)}: {one(v)}" for o, v in sorted(opts.items())) + "\n  }")
+    validation = block(record["validation"], lambda probes: "[\n" + ",\n".join(f"   {one(p)}" for p in probes) + "\n  ]")
+    rest = {k: v for k, v in record.items() if k not in ("parsers", "validation")}
+    return ("{\n" + "".join(f" {one(k)}: {one(v)},\n" for k, v in sorted(rest.items())) +
+            f' "parsers": {parsers},\n "validation": {validation}\n}}\n')
 
 
 def _load_script(checkout: Path, entry: str) -> types.ModuleType:
