@@ -64,7 +64,9 @@ def test_mindspeed_llm_reads_tunebridge_output_bit_exact(tmp_path, case):
     still writes byte for byte."""
     entry = MANIFEST["mg_to_hf"][case]
     source = FIXTURES / "hf" / entry["model"]
-    convert(source, tmp_path / "mc", "hf", "mcore", tp=entry["tp"], pp=entry["pp"], progress=False)
+    layers = [int(n) for n in entry["num_layer_list"].split(",")] if entry["num_layer_list"] else None
+    convert(source, tmp_path / "mc", "hf", "mcore", tp=entry["tp"], pp=entry["pp"], num_layer_list=layers,
+            progress=False)
     assert hashes(tmp_path / "mc") == entry["tunebridge_rank_files"], REGENERATE
     assert same_tensors(source, FIXTURES / "mg_to_hf" / case)
 

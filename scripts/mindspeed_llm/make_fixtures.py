@@ -53,7 +53,7 @@ HF_TO_MG = [  # (case, model, tp, pp, num_layer_list)
     ("qwen2-tp2pp2", "qwen2", 2, 2, None),
     ("llama-vocab511-tp2", "llama-vocab511", 2, 1, None),
 ]
-MG_TO_HF = [("llama-gqa", 2, 2), ("qwen2", 2, 2)]
+MG_TO_HF = [("llama-gqa", 2, 2, None), ("qwen2", 2, 2, None), ("llama-gqa", 2, 2, "1,3"), ("llama-vocab511", 1, 1, None)]
 LORA = {"rank": 2, "alpha": 4, "model": "llama-gqa", "tp": 2, "pp": 2}
 LORA_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 
@@ -137,9 +137,9 @@ def main() -> None:
     args = ap.parse_args()
     commit = args.commit or checkout_commit(args.checkout)
     out: Path = args.out
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    for made in ("hf", "hf_to_mg", "mg_to_hf"):  # README.md stays
+        shutil.rmtree(out / made, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
     manifest: dict = {"hf_to_mg": {}, "mg_to_hf": {}}
     for seed, (name, spec) in enumerate(MODELS.items()):
         write_model(spec, out / "hf" / name, seed)
@@ -155,18 +155,20 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for model, tp, pp in MG_TO_HF:
-            mc = scratch / f"{model}-mcore"
-            convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, progress=False)
-            case = f"{model}-tp{tp}pp{pp}"
+        for model, tp, pp, layers in MG_TO_HF:
+            case = f"{model}-tp{tp}pp{pp}" + (f"-layers{layers.replace(',', '')}" if layers else "")
+            mc = scratch / f"{case}-mcore"
+            convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, progress=False,
+                    num_layer_list=[int(n) for n in layers.split(",")] if layers else None)
             cmd = ["--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf",
                    _model_type_hf(model), "--load-dir", str(mc),
                    "--save-dir", f"mg_to_hf/{case}", "--hf-cfg-dir", f"hf/{model}"]
             manifest["mg_to_hf"][case] = {
-                "model": model, "tp": tp, "pp": pp, "lora": False, "tunebridge_rank_files": rank_file_hashes(mc),
+                "model": model, "tp": tp, "pp": pp, "num_layer_list": layers, "lora": False,
+                "tunebridge_rank_files": rank_file_hashes(mc),
                 "command": run_converter(args.python, args.checkout, cmd, out, {str(mc): f"<tunebridge mcore of {model}>"})}
         model, tp, pp = LORA["model"], LORA["tp"], LORA["pp"]
-        mc, lora_mc = scratch / f"{model}-mcore", scratch / "lora-mcore"
+        mc, lora_mc = scratch / f"{model}-tp{tp}pp{pp}-mcore", scratch / "lora-mcore"
         convert_adapter(out / "hf" / "lora-peft", lora_mc, "peft", "mcore", MODELS[model], tp=tp, pp=pp)
         case = f"{model}-lora-tp{tp}pp{pp}"
         cmd = ["--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf", _model_type_hf(model),
