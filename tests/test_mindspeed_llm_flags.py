@@ -128,3 +128,20 @@ def test_variable_lengths_need_no_pad_to_seq_lengths(version):
     rendered = probes[variant["script"].removeprefix("variant_variable-seq-lengths_")]
     assert variant["reset"]["variable_seq_lengths"] == [True, False]
     assert rendered["reset"]["variable_seq_lengths"] == [False, True]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_megatron_takes_the_model_from_tunebridge_args(version):
+    """What Megatron's load_args_from_checkpoint (as MindSpeed-LLM patches it) set from the args of tunebridge's
+    Qwen2 tp 2 pp 2 checkpoint, run with only the parallel layout and tokenizer flags (--use-checkpoint-args).
+    That checkpoint is the one whose bytes tests/test_mindspeed_llm_interop.py pins."""
+    from tunebridge.models import ModelSpec
+    spec = ModelSpec.from_hf_config(Path(__file__).parent / "fixtures" / "mindspeed_llm" / "hf" / "qwen2")
+    got = json.loads((RECORDS / f"checkpoint_args-{version}.json").read_text())
+    assert got == {
+        "num_layers": spec.num_layers, "hidden_size": spec.hidden_size, "ffn_hidden_size": spec.ffn_hidden_size,
+        "num_attention_heads": spec.num_heads, "group_query_attention": True, "num_query_groups": spec.num_kv_heads,
+        "kv_channels": spec.head_dim, "max_position_embeddings": spec.max_position_embeddings,
+        "position_embedding_type": "rope", "use_rotary_position_embeddings": True, "rotary_base": spec.rope_theta,
+        "add_bias_linear": False, "add_qkv_bias": True, "swiglu": True, "normalization": "RMSNorm",
+        "untie_embeddings_and_output_weights": True, "padded_vocab_size": spec.vocab_size, "iteration": 1}

@@ -319,16 +319,24 @@ def main() -> None:
     ap.add_argument("--probe", type=Path, nargs="*", default=[], help="rendered scripts whose commands to validate")
     ap.add_argument("--out", type=Path)
     ap.add_argument("--parser-of", help=argparse.SUPPRESS)  # internal: one entry point's options, as JSON
+    ap.add_argument("--checkpoint-args", type=Path, help="an mcore checkpoint: record what Megatron's "
+                    "load_args_from_checkpoint takes from it (flags to parse with: DIR.flags.json beside it)")
     ap.add_argument("--validate", help=argparse.SUPPRESS)  # internal: JSON [[cwd, world, flags], ...] of one entry point
     opts, rest = ap.parse_known_args()
     opts.checkout, opts.mindspeed, opts.megatron = (p.resolve() for p in (opts.checkout, opts.mindspeed, opts.megatron))
-    if opts.parser_of or opts.validate:
+    if opts.parser_of or opts.validate or opts.checkpoint_args:
         _prepare(opts.checkout, opts.mindspeed, opts.megatron)
         with _argv(["posttrain_gpt.py"]), contextlib.redirect_stdout(sys.stderr):
             import mindspeed_llm  # noqa: F401 - applies MindSpeed's and MindSpeed-LLM's patches, as the scripts do
-            result = (_one_parser(opts.checkout, opts.parser_of) if opts.parser_of else
-                      [_validate_in(opts.checkout, opts.validate, Path(cwd), world, flags)
-                       for cwd, world, flags in json.loads(Path(rest[0]).read_text())])
+            if opts.checkpoint_args:
+                result = checkpoint_args(opts.checkpoint_args.resolve())
+            elif opts.parser_of:
+                result = _one_parser(opts.checkout, opts.parser_of)
+            else:
+                result = [_validate_in(opts.checkout, opts.validate, Path(cwd), world, flags)
+                          for cwd, world, flags in json.loads(Path(rest[0]).read_text())]
+        if opts.out and opts.checkpoint_args:
+            opts.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         print(json.dumps(result))
         return
     if not (opts.version and opts.commits and opts.out):
@@ -357,6 +365,21 @@ def main() -> None:
             record["validation"][entry] = [{"script": item[0], **result} for item, result in zip(items, results)]
     opts.out.write_text(dump_record(record))
     print(f"wrote {opts.out}")
+
+
+def checkpoint_args(checkpoint: Path) -> dict:
+    """What Megatron's ``load_args_from_checkpoint`` (as MindSpeed-LLM patches it; ``--use-checkpoint-args``) takes
+    from ``checkpoint``'s saved args: {dest: value} of every argument it changed."""
+    from megatron.training import checkpointing, initialize
+    from megatron.training.global_vars import set_args
+    saved = json.loads((checkpoint.parent / f"{checkpoint.name}.flags.json").read_text())
+    with _argv(["posttrain_gpt.py", "--load", str(checkpoint), "--use-checkpoint-args", *saved]):
+        args = initialize.parse_args(None, False)
+    before = {k: _jsonable(v) for k, v in vars(args).items()}
+    set_args(args)
+    with contextlib.redirect_stdout(io.StringIO()):
+        checkpointing.load_args_from_checkpoint(args)
+    return {k: _jsonable(v) for k, v in sorted(vars(args).items()) if before.get(k) != _jsonable(v)}
 
 
 def dump_record(record: dict) -> str:

@@ -23,3 +23,13 @@ mkdir -p "$repo/tests/fixtures/mindspeed_llm_flags"
 "$python" "$repo/scripts/mindspeed_llm/flag_records.py" "$msllm" --mindspeed "$mindspeed" --megatron "$megatron" \
     --version "$version" --commits "$commits" --probe "$scripts"/*/*.sh \
     --out "$repo/tests/fixtures/mindspeed_llm_flags/$version.json"
+# what Megatron's load_args_from_checkpoint (as MindSpeed-LLM patches it) takes from the args tunebridge writes
+ckpt="$scripts/qwen2-tp2pp2-mcore"
+"$repo/.venv/bin/tunebridge" convert "$repo/tests/fixtures/mindspeed_llm/hf/qwen2" "$ckpt" --to mcore --tp 2 --pp 2 \
+    > /dev/null 2>&1
+echo '["--use-mcore-models", "--tensor-model-parallel-size", "2", "--pipeline-model-parallel-size", "2",
+       "--micro-batch-size", "1", "--tokenizer-type", "PretrainedFromHF", "--tokenizer-name-or-path", "."]' \
+    > "$ckpt.flags.json"
+WORLD_SIZE=4 RANK=0 "$python" "$repo/scripts/mindspeed_llm/flag_records.py" "$msllm" --mindspeed "$mindspeed" \
+    --megatron "$megatron" --checkpoint-args "$ckpt" \
+    --out "$repo/tests/fixtures/mindspeed_llm_flags/checkpoint_args-$version.json" > /dev/null
