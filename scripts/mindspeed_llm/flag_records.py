@@ -3,8 +3,9 @@
     python scripts/mindspeed_llm/flag_records.py MINDSPEED_LLM_CHECKOUT --mindspeed MINDSPEED_CHECKOUT \\
         --megatron MEGATRON_LM_CHECKOUT --version NAME --commits MSLLM_SHA,MINDSPEED_SHA,MEGATRON_SHA \\
         [--probe SCRIPT.sh ...] --out RECORD.json
+    python scripts/mindspeed_llm/flag_records.py ... --checkpoint-args MCORE_DIR --out ARGS.json
 
-For each entry point tunebridge renders it writes, into one JSON record: which entry-point scripts exist,
+(``scripts/mindspeed_llm/make_flag_records.sh`` runs both for one version.) For each entry point tunebridge renders it writes, into one JSON record: which entry-point scripts exist,
 every option string its parser accepts with the option's ``dest``, ``default`` and ``nargs``/``const``, and,
 for each ``--probe`` script (rendered commands), what the parser plus ``validate_args`` made of its flags:
 values it reset (``--variable-seq-lengths`` on 2.3.0, for one) and flags it refused.
@@ -15,6 +16,7 @@ validate with its patched ``validate_args`` and the defaults the script passes; 
 ``convert_ckpt.py`` (loader/saver plugins added as it adds them) and ``convert_ckpt_v2.py`` with their own
 parsers. Only modules that need an Ascend NPU (``torch_npu``, ``acl``, ...) are replaced, by inert stubs
 (:class:`_Stub`); the parsers and validation run as shipped. Nothing is written into the checkouts.
+``--checkpoint-args`` records what Megatron's ``load_args_from_checkpoint`` (as patched) takes from a checkpoint.
 """
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ import importlib.machinery
 import io
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -146,10 +147,6 @@ def _argv(argv: list[str]):
         yield
     finally:
         sys.argv = saved
-
-
-class _Capture(argparse.ArgumentParser):
-    """Stops at parse time and hands back the parser an entry point built."""
 
 
 class _Built(Exception):

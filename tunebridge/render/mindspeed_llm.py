@@ -9,13 +9,11 @@ every rendered flag and entry point against them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
-import json
-
 from ..accounting import LoraPlan
-from ..errors import TunebridgeError
 from ..families import FAMILIES
 from ..layout import padded_vocab_size
 from ..models import ModelSpec
@@ -194,7 +192,7 @@ def _render_value(v: object) -> list[str]:
     return out
 
 
-def flag_args(ctx: Context, group: str, version: str = "v2") -> list[str]:
+def flag_args(ctx: Context, group: str, version: str = DEFAULT_VERSION) -> list[str]:
     """Rendered ``--flag value`` lines of one group for one MindSpeed-LLM version."""
     lines = []
     for f in FLAGS:
@@ -211,7 +209,7 @@ def _header(title: str) -> str:
     return f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.\nset -euo pipefail\n"
 
 
-def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = "v2",
+def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = DEFAULT_VERSION,
                 nproc_per_node: int | None = None) -> str:
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp * r.parallel.dp
@@ -363,7 +361,7 @@ def _model_args(ctx: Context, version: str) -> list[str]:
     return [line for line in flag_args(ctx, "GPT_ARGS", version) if line.split(" ", 1)[0] not in TRAINING_ONLY]
 
 
-def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = "v2") -> str:
+def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = DEFAULT_VERSION) -> str:
     """``generate`` (inference.py, chat with the tuned model) or ``evaluate`` (evaluation.py, C-Eval/MMLU...)."""
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp
