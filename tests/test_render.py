@@ -30,7 +30,7 @@ with open(os.environ["ARGV_LOG"], "a") as f:
 def fake_bin(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("torchrun", "python", "bash-msrun"):
+    for name in ("torchrun", "python", "bash-msrun", "tunebridge"):
         (bin_dir / name).write_text(RECORDER)
         (bin_dir / name).chmod(0o755)
     return bin_dir
@@ -91,12 +91,43 @@ def test_tune_script_flags_parse_back_to_the_recipe(tmp_path, fake_bin):
     assert (tmp_path / "logs").is_dir()  # `tee logs/...` needs it: the script makes it
 
 
-def test_v1_flag_set_has_no_stage(tmp_path):
-    recipe = load_recipe("recipes/llama3-8b-math-lora-r8.yaml")
-    v1 = render_files(recipe, "mindspeed-llm", 1000, version="v1")
-    v2 = render_files(recipe, "mindspeed-llm", 1000, version="v2")
-    tune = "tune_llama3-8b-math-lora-r8_lora_ptd.sh"
-    assert "--stage sft" in v2[tune] and "--stage" not in v1[tune]
+def test_each_version_renders_its_own_converter(tmp_path, fake_bin):
+    """2.3.0: convert_ckpt.py (Megatron models; biases as flags, InternLM's o_proj bias too); master:
+    convert_ckpt_v2.py (deleted convert_ckpt.py), whose model type carries the biases and has none for InternLM."""
+    qwen = load_recipe("recipes/qwen2.5-7b-alpaca-zh-lora.yaml")
+    internlm = load_recipe("recipes/internlm-7b-mmlu-lora.yaml")
+    got = {}
+    for version in ("2.3.0", "master"):
+        for recipe in (qwen, internlm):
+            files = {f.name: f for f in render(recipe, "mindspeed-llm", tmp_path / version / recipe.name,
+                                                num_samples=64, version=version)}
+            for kind in ("hf2mcore", "mcore2hf"):
+                log = tmp_path / "argv.jsonl"
+                log.unlink(missing_ok=True)
+                got[version, recipe.name, kind] = run_script(files[f"ckpt_convert_{recipe.name}_{kind}.sh"],
+                                                             fake_bin, tmp_path, {})
+    (cmd,) = got["2.3.0", qwen.name, "hf2mcore"]
+    f = flag_values(cmd[2:])
+    assert cmd[1] == "convert_ckpt.py" and "--add-qkv-bias" in f and f["--model-type-hf"] == ["llama2"]
+    for kind in ("hf2mcore", "mcore2hf"):
+        (cmd,) = got["2.3.0", internlm.name, kind]
+        assert "--add-qkv-bias" in cmd and "--add-dense-bias" in cmd  # as tune/generate/evaluate pass them
+    (cmd,) = got["master", qwen.name, "hf2mcore"]
+    f = flag_values(cmd[2:])
+    assert cmd[1] == "convert_ckpt_v2.py" and f["--model-type-hf"] == ["qwen25"] and "--add-qkv-bias" not in f
+    assert f["--num-layer-list"] == ["4,4,4,4,3,3,3,3"] and "--use-mcore-models" not in f
+    (cmd,) = got["master", qwen.name, "mcore2hf"]
+    f = flag_values(cmd[2:])
+    assert f["--hf-cfg-dir"] == ["./model_from_hf/qwen2.5-7b-alpaca-zh-lora"] and f["--lora-r"] == ["8"]
+    assert not any(c[0] == "python" for k in ("hf2mcore", "mcore2hf") for c in got["master", internlm.name, k])
+
+
+def test_tune_scripts_keep_variable_lengths():
+    """--variable-seq-lengths is reset by validate_args (flag records); --no-pad-to-seq-lengths is what works."""
+    recipe = load_recipe("recipes/tiny-parity-lora.yaml")
+    for version in ("2.3.0", "master"):
+        tune = render_files(recipe, "mindspeed-llm", 1000, version=version)["tune_tiny-parity-lora_lora_ptd.sh"]
+        assert "--no-pad-to-seq-lengths" in tune and "--variable-seq-lengths" not in tune
 
 
 def test_every_flag_comes_from_the_table():
@@ -132,6 +163,9 @@ def test_convert_and_preprocess_scripts(tmp_path, fake_bin):
     (pre,) = run_script(files["data_convert_qwen2.5-7b-alpaca-zh-lora_instruction.sh"], fake_bin, tmp_path, {})
     f = flag_values(pre[2:])
     assert f["--handler-name"] == ["AlpacaStyleInstructionHandler"] and f["--prompt-type"] == ["qwen"]
+    assert json.loads(f["--map-keys"][0]) == {"prompt": "zh_instruction", "query": "zh_input",
+                                              "response": "zh_output"}  # data.train.map_keys
+    assert (tmp_path / "finetune_dataset").is_dir()  # preprocess_data.py refuses a missing output directory
 
 
 def test_mindformers_yaml_values_equal_the_recipe(tmp_path):

@@ -11,6 +11,12 @@ from typing import Iterator
 from .errors import TunebridgeError
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_dir(dst: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to ``dst``; on success it replaces ``dst``.
@@ -23,6 +29,7 @@ def atomic_dir(dst: str | Path, force: bool = False) -> Iterator[Path]:
         raise TunebridgeError(f"{dst}: already exists (pass --force to overwrite)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.partial-", dir=dst.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the output gets a plain mkdir's mode
     try:
         yield tmp
     except BaseException:
@@ -45,6 +52,7 @@ def atomic_file(dst: str | Path, force: bool = True, mode: str = "w", **open_kwa
         raise TunebridgeError(f"{dst}: already exists (pass --force to overwrite)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.partial-", dir=dst.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600; the output gets a plain open's mode
     os.close(fd)
     try:
         with open(tmp, mode, **open_kwargs) as f:

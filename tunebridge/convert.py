@@ -29,7 +29,7 @@ from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.background import Background
 from .formats.mapped import FileRange, byte_range
-from .formats.hf import HFReader, write_hf
+from .formats.hf import GENERATION_CONFIG, HFReader, write_hf
 from .formats.safetensors_stream import tensor_bytes
 from .formats.torchzip import lazy_load
 from .layout import pack_shards as pack  # the per-tensor step of write_mcore (tests interrupt it by this name)
@@ -45,6 +45,7 @@ class Source:
     """Canonical tensors of a checkpoint, fetched lazily."""
 
     spec: ModelSpec
+    generation_config: dict | None = None  # the source directory's generation_config.json, carried to HF outputs
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         raise NotImplementedError
@@ -155,7 +156,7 @@ class McoreSource(Source):
         first = shards[0]
         tp = len(shards)
         rows = self._rows(rule, shards)
-        plan = row_plan(rule, self.spec, tp, rows) if first.size else None
+        plan = row_plan(rule, self.spec, tp, rows, [s.size[0] for s in shards]) if first.size else None
         if plan is None or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
                                    s.storage.dtype == first.storage.dtype for s in shards):
             return unpack_shards(rule, [s.load() for s in shards], self.spec)
@@ -213,7 +214,7 @@ class McoreSource(Source):
                      for s in self._checked(shards)]
             return [[memoryview(np.concatenate(views, axis=1)).cast("B")]]
         rows = self._rows(rule, shards)
-        plan = row_plan(rule, self.spec, tp, rows)
+        plan = row_plan(rule, self.spec, tp, rows, [s.size[0] for s in shards])
         canonical = [(n, *first.size[1:]) for n in rows]
         if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or \
                 any(shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)):
@@ -252,6 +253,17 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
     path = Path(path)
     if not path.exists():
         raise TunebridgeError(f"{path}: no such checkpoint")
+    source = _open_source(path, fmt, spec, num_layer_list)
+    generation = path / GENERATION_CONFIG
+    if generation.is_file():
+        try:
+            source.generation_config = json.loads(generation.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise TunebridgeError(f"{generation}: not valid JSON ({e})") from None
+    return source
+
+
+def _open_source(path: Path, fmt: str, spec: ModelSpec | None, num_layer_list: list[int] | None) -> Source:
     if fmt == "hf":
         reader = HFReader(path, spec)
         return FlatSource(reader.spec, HF, reader.get, str(path), reader.locate)
@@ -298,7 +310,7 @@ def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, b
     if fmt == "hf":
         entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
         with Background() as background:
-            write_hf(out, spec, entries, tensors, max_shard_bytes, background)
+            write_hf(out, spec, entries, tensors, max_shard_bytes, background, source.generation_config)
         return
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
     dtype_name = str(out_dtype).removeprefix("torch.")

@@ -24,11 +24,12 @@ def _recipe_value(recipe, dotted: str):
     return value
 
 
-def explain_rows(recipe, version: str = "v2") -> list[ExplainRow]:
+def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
     from .render import _lora_plan, default_prompt_type
     from .render import mindformers as mf
     from .render import mindspeed_llm as msl
     from .train.config import TrainConfig
+    version = version or msl.DEFAULT_VERSION
     spec = recipe.spec
     mf_config = mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
     ctx = msl.Context(recipe, spec, _lora_plan(recipe, "mindspeed-llm"), default_prompt_type(recipe))

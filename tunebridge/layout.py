@@ -89,10 +89,13 @@ def split(t: torch.Tensor, shard: Shard, tp: int) -> list[torch.Tensor]:
     return [c.contiguous() for c in t.chunk(tp, dim=dim)]
 
 
-def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int]) -> list[list[tuple[int, int, int]]] | None:
+def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int],
+             shard_rows: list[int] | None = None) -> list[list[tuple[int, int, int]]] | None:
     """Where each TP rank's shard comes from when it is a run of whole rows of the canonical parts: per
     rank, the (part index, first row, row count) blocks of its shard in order. ``rows`` are the parts'
-    row counts (padded, for a vocabulary). None for a row-parallel (dim 1) split, which is not such a run."""
+    row counts (padded, for a vocabulary). None for a row-parallel (dim 1) split, which is not such a run.
+    ``shard_rows``: the row counts a checkpoint's shards of an unfused tensor have, when they may be uneven
+    (MindSpeed-LLM's converter chunks an unpadded vocabulary: 511 rows over tp 2 as 256 + 255)."""
     if rule.pack is Pack.QKV_GROUPED:
         groups = spec.num_kv_heads // tp
         per_group = [_qkv_rows(spec, name) for name in rule.parts]
@@ -102,6 +105,8 @@ def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int]) -> lis
         return [[(j, 0, n) for j, n in enumerate(rows)] for _ in range(tp)]
     if rule.shard is Shard.ROW:
         return None
+    if shard_rows is not None and rule.pack is Pack.NONE:
+        return [[(0, sum(shard_rows[:r]), n)] for r, n in enumerate(shard_rows)]
     for n in rows:
         if n % tp:
             raise ValueError(f"dimension 0 of size {n} does not split over tp={tp}")

@@ -117,9 +117,10 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
 )
 
 
-def flags_for(recipe_field: str, version: str = "v2") -> list[str]:
+def flags_for(recipe_field: str, version: str | None = None) -> list[str]:
     """MindSpeed-LLM flags rendered from ``recipe_field`` (from the renderer's flag table)."""
-    from .render.mindspeed_llm import FLAGS
+    from .render.mindspeed_llm import DEFAULT_VERSION, FLAGS
+    version = version or DEFAULT_VERSION
     return list(dict.fromkeys(f.flag for f in FLAGS if version in f.versions and
                               recipe_field in (part.strip() for part in f.recipe_field.split("/"))))
 

@@ -17,6 +17,7 @@ class MergedSource(Source):
 
     def __init__(self, base: Source, adapter: Adapter):
         self.base, self.adapter, self.spec = base, adapter, base.spec
+        self.generation_config = base.generation_config
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         w = self.base.get(part, layer)

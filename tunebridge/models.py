@@ -10,15 +10,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+from .families import FAMILIES, family_of_hf_model_type
+
 # Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear):
 LAYER_TENSORS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "o_bias",
                  "mlp_norm", "gate", "up", "down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
 # Canonical LoRA targets: the seven projections.
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
-
-FAMILIES = ("llama", "qwen2", "internlm")
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -50,7 +49,7 @@ class ModelSpec:
         if self.head_dim == 0:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if self.family not in FAMILIES:
-            raise ValueError(f"model family {self.family!r} is not one of {FAMILIES}")
+            raise ValueError(f"model family {self.family!r} is not one of {tuple(FAMILIES)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"{self.name}: num_heads {self.num_heads} is not a multiple of "
                              f"num_kv_heads {self.num_kv_heads}")
@@ -122,7 +121,7 @@ class ModelSpec:
     def to_hf_config(self) -> dict:
         """A transformers config dict that instantiates exactly this architecture."""
         cfg = {
-            "architectures": ["Qwen2ForCausalLM" if self.hf_model_type == "qwen2" else "LlamaForCausalLM"],
+            "architectures": [FAMILIES[self.family].hf_architecture],
             "model_type": self.hf_model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -148,6 +147,11 @@ class ModelSpec:
                 cfg[key] = getattr(self, key)
         return cfg
 
+    def to_generation_config(self) -> dict:
+        """The token ids a ``generation_config.json`` carries (empty when none are known)."""
+        return {k: getattr(self, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+                if getattr(self, k) is not None}
+
     @classmethod
     def from_hf_config(cls, path: str | Path, name: str | None = None) -> "ModelSpec":
         """Read a HF ``config.json`` (or a model directory holding one)."""
@@ -169,20 +173,16 @@ class ModelSpec:
                                "intermediate_size") if k not in cfg]
         if missing:
             raise ValueError(f"{source}: HF config lacks {', '.join(missing)}")
-        if model_type == "qwen2":
-            family, qkv_bias, o_bias = "qwen2", True, False
-        elif model_type in ("internlm", "internlm2"):
-            family, qkv_bias, o_bias = "internlm", bool(cfg.get("bias", True)), bool(cfg.get("bias", True))
-            model_type = "llama"  # InternLM(1) is Llama with biases on q, k, v and o
-        elif model_type in ("llama", "mistral"):
-            bias = bool(cfg.get("attention_bias", False))
-            family, qkv_bias, o_bias = ("internlm" if bias else "llama"), bias, bias
-        else:
+        fam = family_of_hf_model_type(model_type, bool(cfg.get("attention_bias", False)))
+        if fam is None:
             raise ValueError(f"{source}: model_type {model_type!r} is not supported "
-                             f"(supported: llama, qwen2, internlm)")
+                             f"(supported: {', '.join(t for f in FAMILIES.values() for t in f.hf_model_types_read)})")
+        qkv_bias, o_bias = fam.qkv_bias, fam.o_bias
+        if model_type in ("internlm", "internlm2"):  # their configs name the biases' presence
+            qkv_bias = o_bias = bool(cfg.get("bias", True))
         heads = cfg["num_attention_heads"]
         return cls(
-            name=name, family=family, hf_model_type=model_type,
+            name=name, family=fam.name, hf_model_type=fam.hf_model_type,
             vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], num_layers=cfg["num_hidden_layers"],
             num_heads=heads, num_kv_heads=cfg.get("num_key_value_heads") or heads,
             ffn_hidden_size=cfg["intermediate_size"], head_dim=cfg.get("head_dim") or 0,

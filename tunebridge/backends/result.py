@@ -30,6 +30,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     source: str = ""  # the file the steps were read from, when parsed from a log
     executor: str = ""  # what trained, when the stack's own program did (e.g. MindFormers' Trainer)
+    evaluation: dict = field(default_factory=dict)  # the stack's own evaluation, per task (accuracy: a fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)

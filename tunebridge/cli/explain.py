@@ -5,12 +5,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..recipe import load_recipe
+from ..render.mindspeed_llm import DEFAULT_VERSION, VERSIONS
 
 
 def register(sub) -> None:
     p = sub.add_parser("explain", help="recipe field -> MindFormers key -> MindSpeed-LLM flag -> torch setting")
     p.add_argument("recipe")
-    p.add_argument("--mindspeed-llm-version", default="v2", choices=("v1", "v2"))
+    p.add_argument("--mindspeed-llm-version", default=DEFAULT_VERSION, choices=VERSIONS)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..recipe import load_recipe
 from ..render import RENDER_BACKENDS, render
+from ..render import mindspeed_llm as msl
 
 
 def register(sub) -> None:
@@ -13,8 +14,8 @@ def register(sub) -> None:
     p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all")
     p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
     p.add_argument("--num-samples", type=int, help="training samples, to compute --train-iters from the epochs")
-    p.add_argument("--mindspeed-llm-version", choices=("v1", "v2"), default="v2",
-                   help="MindSpeed-LLM flag set: v2 = posttrain_gpt.py --stage sft (default), v1 = 1.x scripts")
+    p.add_argument("--mindspeed-llm-version", choices=msl.VERSIONS, default=msl.DEFAULT_VERSION,
+                   help="MindSpeed-LLM version whose flags and entry points to render (default: %(default)s)")
     p.add_argument("--device", choices=("ascend", "cpu"), default="ascend",
                    help="MindFormers profile: ascend (NPU runs, the default) or cpu (MindSpore CPU, with tunebridge's "
                         "CPU op adapters)")

@@ -9,6 +9,8 @@ from rich.table import Table
 from ..backends import BACKEND_NAMES, get_backend
 from ..errors import TunebridgeError
 from ..recipe import load_recipe
+from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT
+from ..render.mindspeed_llm import VERSIONS as MSL_VERSIONS
 
 
 def register(sub) -> None:
@@ -21,9 +23,13 @@ def register(sub) -> None:
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
     p.add_argument("--save-every", type=int, default=0, help="torch: checkpoint every N steps")
-    p.add_argument("--resume", action="store_true", help="torch: continue from the newest checkpoint")
+    p.add_argument("--resume", action="store_true", help="torch: continue from the newest checkpoint; mindspeed-llm "
+                                                          "on an Ascend host: from the first unfinished stage")
     p.add_argument("--mindformers-home", type=Path, help="a MindFormers checkout: launched when an NPU is here")
-    p.add_argument("--mindspeed-llm-home", type=Path, help="a MindSpeed-LLM checkout: launched when an NPU is here")
+    p.add_argument("--mindspeed-llm-home", type=Path, help="a MindSpeed-LLM checkout: on an Ascend host (npu-smi), "
+                                                           "its own programs run the rendered stages")
+    p.add_argument("--mindspeed-llm-version", choices=MSL_VERSIONS, default=MSL_DEFAULT,
+                   help="the checkout's MindSpeed-LLM version, whose scripts to render (default: %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -35,17 +41,18 @@ def run(args) -> int:
     if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
     names = list(BACKEND_NAMES) if args.backend == "all" else [args.backend]
-    if args.resume and names != ["torch"]:
-        raise TunebridgeError("--resume is for the torch backend")
     out = Path(args.out)
     homes = {"mindformers": args.mindformers_home, "mindspeed-llm": args.mindspeed_llm_home}
     plans = [get_backend(n).plan(recipe, weights, out / n, homes.get(n)) for n in names]  # every check first
+    launching = [p for p in plans if p.launch and p.backend == "mindspeed-llm"]  # MindFormers launches in its run
+    if launching and len(plans) > 1:
+        raise TunebridgeError("MindSpeed-LLM's stages launch on their own: use --backend mindspeed-llm")
+    if args.resume and names != ["torch"] and not launching:
+        raise TunebridgeError("--resume is for the torch backend, or for a launch of MindSpeed-LLM's stages")
     for plan in plans:
         print(f"run {plan.describe()}")
-        if plan.launch and plan.backend != "mindformers":
-            raise TunebridgeError(f"{plan.backend}: launching on Ascend hardware: render the recipe and run "
-                                  f"its scripts in {plan.home} (tunebridge render {args.recipe} --backend "
-                                  f"{plan.backend})")
+    if launching:
+        return _launch(launching[0], args)
     overrides = {"save_every": args.save_every}
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
@@ -83,6 +90,24 @@ def run(args) -> int:
                             f"accounted {expected:,}")
     if problems:
         raise TunebridgeError("; ".join(problems))
+    return 0
+
+
+def _launch(plan, args) -> int:
+    """MindSpeed-LLM's stages on this Ascend host (:mod:`tunebridge.backends.mindspeed_llm_launch`)."""
+    from ..backends.mindspeed_llm_launch import launch
+    from ..data.readers import read_records
+    from ..render import train_iters
+    recipe = plan.recipe
+    source = recipe.data.train
+    steps = args.max_steps or train_iters(recipe, sum(1 for _ in read_records(recipe.path(source.path), source.format,
+                                                                               source.map_keys)))
+    result = launch(plan, args.mindspeed_llm_version, steps, resume=args.resume)
+    print(f"{plan.backend}: {len(result.steps)} logged steps, last loss "
+          f"{result.steps[-1].loss if result.steps else '-'}; wrote {Path(plan.out) / 'result.json'}")
+    for task, scores in result.evaluation.items():
+        print(f"{plan.backend}: {task} accuracy {scores['accuracy']:.4f} ({scores['correct']}/{scores['questions']}, "
+              f"as MindSpeed-LLM reports it)")
     return 0
 
 

@@ -101,13 +101,20 @@ def shard_plan(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shar
     return shards
 
 
+GENERATION_CONFIG = "generation_config.json"
+
+
 def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
              tensors: Iterable[tuple[str, torch.Tensor | list[memoryview]]], max_shard_bytes: int = 2 << 30,
-             background: Background | None = None) -> list[Path]:
-    """Write config.json and the weights, streaming ``tensors`` (in ``entries`` order) into shards
-    (through ``background``, if given: the caller closes it). A tensor may come as the buffers whose
-    bytes, in order, are its row-major bytes (:meth:`SafetensorsWriter.write_pieces`)."""
+             background: Background | None = None, generation_config: dict | None = None) -> list[Path]:
+    """Write config.json, generation_config.json (``generation_config``, else the spec's token ids) and the
+    weights, streaming ``tensors`` (in ``entries`` order) into shards (through ``background``, if given: the
+    caller closes it). A tensor may come as the buffers whose bytes, in order, are its row-major bytes
+    (:meth:`SafetensorsWriter.write_pieces`)."""
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
+    generation = generation_config or spec.to_generation_config()
+    if generation:
+        (out / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
     plan = shard_plan(entries, max_shard_bytes)
     names = (["model.safetensors"] if len(plan) == 1 else
              [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])

@@ -5,23 +5,22 @@
         {"model": state dict (stage-local layer indices), "checkpoint_version": 3.0,
          "iteration": 1, "args": argparse.Namespace}
 
-Files are read with ``torch.load(weights_only=True, mmap=True)`` and an allow-list holding only
-``argparse.Namespace``: any other pickled object is refused.
+Files are read through :mod:`.torchzip`'s allow-listed unpickler: no pickled object runs code.
 """
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
 from pathlib import Path
 
 import torch
 
 from ..errors import TunebridgeError
+from ..families import FAMILIES, Family, family_of_msllm_model_type
 from ..layout import padded_vocab_size, stage_layers
 from ..models import ModelSpec
 from .background import Background
-from .torchzip import TorchZipWriter
+from .torchzip import LazyTensor, TorchZipWriter, lazy_load
 
 CHECKPOINT_VERSION = 3.0
 ITERATION = 1
@@ -38,30 +37,52 @@ def iteration_dir(root: Path, iteration: int = ITERATION) -> Path:
 
 def make_args(spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | None, divisible_by: int,
               dtype: torch.dtype) -> argparse.Namespace:
-    """The Megatron/MindSpeed-LLM arguments a converted checkpoint carries (read back by --use-checkpoint-args)."""
+    """The arguments a converted checkpoint carries: the fields Megatron's ``load_args_from_checkpoint`` (and
+    MindSpeed-LLM's wrapper of it) copies into a run's arguments, and those MindSpeed-LLM's ``convert_ckpt_v2.py``
+    mg->hf reads from the checkpoint (``num_key_value_heads``, ``expert_model_parallel_size``)."""
+    fam = FAMILIES[spec.family]
     return argparse.Namespace(
         num_layers=spec.num_layers, hidden_size=spec.hidden_size, ffn_hidden_size=spec.ffn_hidden_size,
         num_attention_heads=spec.num_heads, group_query_attention=spec.num_kv_heads < spec.num_heads,
-        num_query_groups=spec.num_kv_heads, kv_channels=spec.head_dim, vocab_size=spec.vocab_size,
-        padded_vocab_size=padded_vocab_size(spec.vocab_size, tp, divisible_by),
+        num_query_groups=spec.num_kv_heads, num_key_value_heads=spec.num_kv_heads, kv_channels=spec.head_dim,
+        vocab_size=spec.vocab_size, padded_vocab_size=padded_vocab_size(spec.vocab_size, tp, divisible_by),
         make_vocab_size_divisible_by=divisible_by, tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp, num_layer_list=",".join(map(str, num_layer_list)) if num_layer_list else None,
+        pipeline_model_parallel_size=pp, expert_model_parallel_size=1,
+        num_layer_list=",".join(map(str, num_layer_list)) if num_layer_list else None,
         add_qkv_bias=spec.qkv_bias, add_dense_bias=spec.o_bias, add_bias_linear=False,
         untie_embeddings_and_output_weights=not spec.tied_embeddings, norm_epsilon=spec.norm_eps,
-        rotary_base=spec.rope_theta, max_position_embeddings=spec.max_position_embeddings,
-        position_embedding_type="rope", normalization="RMSNorm", swiglu=True, use_mcore_models=True,
-        params_dtype=dtype, model_type_hf="llama2", iteration=ITERATION,
+        rotary_base=spec.rope_theta, rotary_percent=1.0, rotary_interleaved=False,
+        max_position_embeddings=spec.max_position_embeddings, position_embedding_type="rope",
+        use_rotary_position_embeddings=True, normalization="RMSNorm", swiglu=True, use_mcore_models=True,
+        params_dtype=dtype, model_type_hf=fam.msllm_model_type_hf["convert_ckpt_v2.py"] or
+        fam.msllm_model_type_hf["convert_ckpt.py"], iteration=ITERATION, **spec.to_generation_config(),
     )
 
 
+def _family(args: argparse.Namespace) -> Family:
+    """The family ``args`` declare (``model_type_hf``), else the one their bias flags imply (a Megatron run's
+    own arguments declare none)."""
+    qkv_bias, o_bias = bool(getattr(args, "add_qkv_bias", False)), bool(getattr(args, "add_dense_bias", False))
+    declared = family_of_msllm_model_type(str(getattr(args, "model_type_hf", "")))
+    if declared is not None and (declared.qkv_bias, declared.o_bias) == (qkv_bias, o_bias):
+        return declared
+    return FAMILIES["internlm" if o_bias else "qwen2" if qkv_bias else "llama"]
+
+
 def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
-    """A ModelSpec from a checkpoint's args (vocab_size falls back to padded_vocab_size)."""
+    """A ModelSpec from a checkpoint's args: Megatron's fields (tunebridge's and Megatron's own checkpoints), or
+    the HF config fields MindSpeed-LLM's ``convert_ckpt_v2.py`` stores there (``intermediate_size``, ...)."""
+    fields = vars(args)
+    if "intermediate_size" in fields and "num_hidden_layers" in fields:
+        try:
+            return ModelSpec.from_hf_dict(fields, name=name, source="checkpoint args")
+        except ValueError as e:
+            raise TunebridgeError(str(e)) from None
     try:
-        family = "internlm" if getattr(args, "add_dense_bias", False) else (
-            "qwen2" if getattr(args, "add_qkv_bias", False) else "llama")
+        fam = _family(args)
         heads = args.num_attention_heads
         return ModelSpec(
-            name=name, family=family, hf_model_type="qwen2" if family == "qwen2" else "llama",
+            name=name, family=fam.name, hf_model_type=fam.hf_model_type,
             vocab_size=getattr(args, "vocab_size", None) or args.padded_vocab_size, hidden_size=args.hidden_size,
             num_layers=args.num_layers, num_heads=heads,
             num_kv_heads=(args.num_query_groups if getattr(args, "group_query_attention", False) else heads),
@@ -70,23 +91,28 @@ def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
             tied_embeddings=not getattr(args, "untie_embeddings_and_output_weights", True),
             rope_theta=float(getattr(args, "rotary_base", 10000.0)),
             norm_eps=float(getattr(args, "norm_epsilon", 1e-6)),
-            max_position_embeddings=getattr(args, "max_position_embeddings", 4096))
+            max_position_embeddings=getattr(args, "max_position_embeddings", 4096),
+            **{k: getattr(args, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id") if hasattr(args, k)})
     except AttributeError as e:
         raise TunebridgeError(f"checkpoint args lack {e.name}: pass the model (--model or --hf-config)") from None
 
 
 def load_rank_file(path: Path) -> dict:
-    """A model_optim_rng.pt, memory-mapped, refusing any pickled object but argparse.Namespace."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as e:
-        raise TunebridgeError(f"{path}: refused to unpickle: {str(e).splitlines()[0]} (only tensors and "
-                              f"argparse.Namespace are allowed)") from None
-    except FileNotFoundError:
-        raise TunebridgeError(f"{path}: missing") from None
-    except Exception as e:  # noqa: BLE001 - a truncated/corrupt file is the user's input problem
-        raise TunebridgeError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    """A model_optim_rng.pt through the allow-listed unpickler (:func:`lazy_load`), every tensor read (mapped
+    copy-on-write)."""
+    return _loaded(lazy_load(path))
+
+
+def _loaded(obj):
+    if isinstance(obj, LazyTensor):
+        return obj.load()
+    if isinstance(obj, dict):  # in place: keeps OrderedDict / defaultdict
+        for key, value in obj.items():
+            obj[key] = _loaded(value)
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_loaded(v) for v in obj)
+    return obj
 
 
 class McoreLayout:

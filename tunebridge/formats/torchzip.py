@@ -2,13 +2,20 @@
 
 ``torch.load(mmap=True)`` keeps every page it touches resident until the whole state dict is freed, so
 a streaming converter's memory would grow with the file. Here the pickle is read with a restricted
-unpickler (tensors, ``argparse.Namespace``, ``OrderedDict`` and torch dtypes only: the same allow-list
-idea as ``weights_only=True``), tensors come back as :class:`LazyTensor`, and each one's storage record
-is read from the archive only when asked for.
+unpickler (the same allow-list idea as ``weights_only=True``), tensors come back as :class:`LazyTensor`,
+and each one's storage record is read from the archive only when asked for.
+
+The allow-list is what Megatron and MindSpeed-LLM checkpoints hold: tensors, torch dtypes and sizes,
+``argparse.Namespace``, ``OrderedDict`` and ``defaultdict`` (MindSpeed-LLM's converter saves its state
+dict as one), plain builtin containers, numpy arrays, dtypes and scalars (Megatron's ``rng_state``), and
+Megatron / MindSpeed enum values in ``args`` (e.g. ``AttnBackend``), which come back as inert
+:class:`ForeignValue` records: their classes are never imported, nothing in the file runs.
 """
 from __future__ import annotations
 
+import _codecs
 import argparse
+import builtins
 import collections
 import io
 import math
@@ -24,6 +31,7 @@ except ImportError:  # pragma: no cover - isal is a dependency of the torch extr
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import TunebridgeError
@@ -161,22 +169,51 @@ class Archive:
         self._check(key, info, crc)
 
 
+@dataclass
+class ForeignValue:
+    """A pickled object of a framework class (a Megatron enum in ``args``), kept as its class's name and the
+    arguments it was pickled with; the class itself is never imported."""
+
+    cls: str
+    args: tuple = ()
+
+
+def _foreign(cls: str):
+    return lambda *args: ForeignValue(cls, args)
+
+
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+_SAFE_GLOBALS: dict[tuple[str, str], object] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("argparse", "Namespace"): argparse.Namespace,
+    ("torch", "Size"): torch.Size,
+    ("_codecs", "encode"): _codecs.encode,  # protocol 2 pickles bytes (numpy arrays' data) through it
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(f"numpy.{core}.multiarray", name): getattr(_NUMPY_CORE.multiarray, name)
+       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
+    **{("builtins", name): getattr(builtins, name) for name in ("dict", "list", "tuple", "set", "frozenset", "int",
+                                                                "float", "complex", "str", "bytes", "bool", "slice")},
+    **{("torch", name): dtype for name, dtype in _STORAGE_DTYPES.items()},
+    **{("torch", name): dtype for name, dtype in _DTYPES.items()},
+}
+_FOREIGN_MODULES = ("megatron.", "mindspeed.", "mindspeed_llm.")
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, data, archive: Archive):
         super().__init__(data)
         self.archive = archive
 
     def find_class(self, module: str, name: str):
+        module = "builtins" if module == "__builtin__" else module  # protocol 2 writes Python 2's name
         if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
             return _rebuild_tensor
-        if (module, name) == ("collections", "OrderedDict"):
-            return collections.OrderedDict
-        if (module, name) == ("argparse", "Namespace"):
-            return argparse.Namespace
-        if module == "torch" and name in _STORAGE_DTYPES:
-            return _STORAGE_DTYPES[name]
-        if module == "torch" and name in _DTYPES:
-            return _DTYPES[name]
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        if module.startswith(_FOREIGN_MODULES) and name.isidentifier() and not name.startswith("_"):
+            return _foreign(f"{module}.{name}")
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
 
     def persistent_load(self, pid):
@@ -196,8 +233,8 @@ def lazy_load(path: str | Path) -> dict:
         with archive._zip.open(f"{archive.prefix}data.pkl") as f:
             return _Unpickler(f, archive).load()
     except pickle.UnpicklingError as e:
-        raise TunebridgeError(f"{path}: refused to unpickle: {e} (only tensors and argparse.Namespace are "
-                              f"allowed)") from None
+        raise TunebridgeError(f"{path}: refused to unpickle: {e} (allowed: tensors, containers, argparse.Namespace, "
+                              f"numpy arrays, Megatron enums)") from None
     except (EOFError, zipfile.BadZipFile, ValueError) as e:
         raise TunebridgeError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
 

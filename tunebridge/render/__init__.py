@@ -44,7 +44,7 @@ def _lora_plan(recipe, backend: str):
     return plan_lora(backend, list(lc.targets), native)
 
 
-def render_files(recipe, backend: str, num_samples: int | None = None, version: str = "v2",
+def render_files(recipe, backend: str, num_samples: int | None = None, version: str = msl.DEFAULT_VERSION,
                  device: str = "ascend") -> dict[str, str]:
     """File name -> text of every artifact for ``backend`` (``device``: MindFormers' ascend or cpu profile)."""
     spec = recipe.spec
@@ -54,12 +54,13 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
             raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(msl.VERSIONS)})")
         ctx = msl.Context(recipe, spec, _lora_plan(recipe, backend), default_prompt_type(recipe))
         paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
+                 "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
                  "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
                  "RAW_DATA": f"./dataset/{name}.json", "DATA_PATH": f"./finetune_dataset/{name}"}
         method = recipe.finetune.method
         return {
             f"ckpt_convert_{name}_hf2mcore.sh": msl.convert_script(
-                ctx, {k: paths[k] for k in ("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR")}),
+                ctx, {k: paths[k] for k in ("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR")}, version),
             f"data_convert_{name}_instruction.sh": msl.preprocess_script(
                 ctx, {k: paths[k] for k in ("RAW_DATA", "TOKENIZER_PATH", "DATA_PATH")}),
             f"tune_{name}_{method}_ptd.sh": msl.tune_script(
@@ -71,7 +72,7 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
                 ctx, {**{k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH")},
                       "EVAL_DATA": "./mmlu/data/test"}, "evaluate", version),
             f"ckpt_convert_{name}_mcore2hf.sh": msl.export_script(
-                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR")}),
+                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR")}, version),
         }
     if backend == "mindformers":
         return mf.render_files(recipe, spec, _lora_plan(recipe, backend), device, num_samples)
@@ -79,7 +80,7 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
 
 
 def render(recipe, backend: str, out: str | Path, force: bool = False, num_samples: int | None = None,
-           version: str = "v2", device: str = "ascend") -> list[Path]:
+           version: str = msl.DEFAULT_VERSION, device: str = "ascend") -> list[Path]:
     """Write the artifacts for ``backend`` into ``out`` (atomically); return the written paths."""
     files = render_files(recipe, backend, num_samples, version, device)
     out = Path(out)

@@ -1,20 +1,26 @@
 """MindSpeed-LLM launch artifacts: one versioned flag table, rendered into the stack's shell scripts.
 
-Every flag the renderer emits comes from ``FLAGS``; each entry names the recipe field it reads, so
-``tunebridge explain`` and the tests read the same table. Version ``v2`` targets MindSpeed-LLM 2.x
-(``posttrain_gpt.py --stage sft``); ``v1`` the 1.x scripts (``posttrain_gpt.py`` without ``--stage``).
+Every flag the renderer emits comes from ``FLAGS`` (or, for the checkpoint converters, ``CONVERTERS``); each
+entry names the recipe field it reads, so ``tunebridge explain`` and the tests read the same table. Versions:
+``2.3.0`` (the release: Megatron-LM core_v0.12.1, MindSpeed 2.3.0_core_r0.12.1) and ``master`` (the same
+Megatron, MindSpeed master; ``convert_ckpt.py`` deleted for ``convert_ckpt_v2.py``). Each version's parsers
+were recorded by ``scripts/mindspeed_llm/flag_records.py`` (tests/fixtures/mindspeed_llm_flags); a test checks
+every rendered flag and entry point against them.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..accounting import LoraPlan
+from ..families import FAMILIES
 from ..layout import padded_vocab_size
 from ..models import ModelSpec
 from .shell import args_block, assign, fmt_number, q
 
-VERSIONS = ("v1", "v2")
+VERSIONS = ("2.3.0", "master")
+DEFAULT_VERSION = "2.3.0"
 ALL = frozenset(VERSIONS)
 
 # The values a flag function sees.
@@ -126,10 +132,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--no-load-optim", lambda c: True, "GPT_ARGS"),
     Flag("--no-load-rng", lambda c: True, "GPT_ARGS"),
     # fine-tuning
-    Flag("--stage", lambda c: "sft", "TUNE_ARGS", "finetune", frozenset({"v2"})),
+    Flag("--stage", lambda c: "sft", "TUNE_ARGS", "finetune"),
     Flag("--finetune", lambda c: True, "TUNE_ARGS", "finetune"),
     Flag("--is-instruction-dataset", lambda c: True, "TUNE_ARGS", "data"),
-    Flag("--variable-seq-lengths", lambda c: True, "TUNE_ARGS", "data"),
+    # Megatron core_v0.12.1's validate_args resets --variable-seq-lengths to False; MindSpeed-LLM's finetune
+    # feature turns it back on after validation when --no-pad-to-seq-lengths is given (both versions' records)
+    Flag("--no-pad-to-seq-lengths", lambda c: True, "TUNE_ARGS", "data"),
     Flag("--prompt-type", lambda c: c.prompt_type, "TUNE_ARGS", "data.template"),
     Flag("--lora-r", lambda c: _lora(c).rank if _lora(c) else None, "TUNE_ARGS", "finetune.lora.rank"),
     Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "TUNE_ARGS", "finetune.lora.alpha"),
@@ -184,7 +192,7 @@ def _render_value(v: object) -> list[str]:
     return out
 
 
-def flag_args(ctx: Context, group: str, version: str = "v2") -> list[str]:
+def flag_args(ctx: Context, group: str, version: str = DEFAULT_VERSION) -> list[str]:
     """Rendered ``--flag value`` lines of one group for one MindSpeed-LLM version."""
     lines = []
     for f in FLAGS:
@@ -197,16 +205,11 @@ def flag_args(ctx: Context, group: str, version: str = "v2") -> list[str]:
     return lines
 
 
-def model_type_hf(spec: ModelSpec) -> str:
-    """convert_ckpt.py --model-type-hf: Llama-shaped models (Qwen2 too, with --add-qkv-bias) convert as llama2."""
-    return "llama2"
-
-
 def _header(title: str) -> str:
     return f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.\nset -euo pipefail\n"
 
 
-def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = "v2",
+def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = DEFAULT_VERSION,
                 nproc_per_node: int | None = None) -> str:
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp * r.parallel.dp
@@ -243,40 +246,104 @@ def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, ve
     return "\n".join(parts)
 
 
-def convert_script(ctx: Context, paths: dict[str, str]) -> str:
+# The checkpoint converter of each version: its entry point, and whether it builds Megatron models
+# (convert_ckpt.py: --use-mcore-models, --params-dtype, bias flags, a tokenizer) or maps tensors itself
+# (convert_ckpt_v2.py: the model type carries the biases, the HF dtype is kept, mg->hf writes into --save-dir).
+CONVERTERS = {"2.3.0": "convert_ckpt.py", "master": "convert_ckpt_v2.py"}
+
+
+def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, list[str]] | None:
+    """(entry point, flags) of MindSpeed-LLM's converter for ``direction`` (hf2mcore / mcore2hf), None when the
+    version's converter has no model type for the family."""
     r, spec = ctx.recipe, ctx.spec
-    args = ["--use-mcore-models", "--model-type GPT", f"--model-type-hf {model_type_hf(spec)}",
-            "--load-model-type hf", "--save-model-type mg", "--params-dtype bf16",
-            f"--target-tensor-parallel-size {r.parallel.tp}", f"--target-pipeline-parallel-size {r.parallel.pp}",
-            '--load-dir "$HF_DIR"', '--save-dir "$CKPT_LOAD_DIR"', '--tokenizer-model "$TOKENIZER_PATH"']
-    if r.parallel.num_layer_list:
-        args.append(f"--num-layer-list {','.join(map(str, r.parallel.num_layer_list))}")
-    if spec.qkv_bias:
-        args.append("--add-qkv-bias")
+    entry = CONVERTERS[version]
+    model_type = FAMILIES[spec.family].msllm_model_type_hf[entry]
+    if model_type is None:
+        return None
+    load, save = ("hf", "mg") if direction == "hf2mcore" else ("mg", "hf")
+    args = [f"--load-model-type {load}", f"--save-model-type {save}", f"--model-type-hf {model_type}"]
+    if entry == "convert_ckpt.py":
+        args = ["--use-mcore-models", "--model-type GPT", *args]
+        args += ["--add-qkv-bias"] if spec.qkv_bias else []
+        args += ["--add-dense-bias"] if spec.o_bias else []
+    if direction == "hf2mcore":
+        args += [f"--target-tensor-parallel-size {r.parallel.tp}", f"--target-pipeline-parallel-size {r.parallel.pp}"]
+        if r.parallel.num_layer_list:
+            args.append(f"--num-layer-list {','.join(map(str, r.parallel.num_layer_list))}")
+        args += ['--load-dir "$HF_DIR"', '--save-dir "$CKPT_LOAD_DIR"']
+        if entry == "convert_ckpt.py":
+            args += ["--params-dtype bf16", '--tokenizer-model "$TOKENIZER_PATH"']
+        return entry, args
+    if entry == "convert_ckpt.py":  # mcore -> hf needs tp = pp = 1 targets and writes $HF_DIR/mg2hf/
+        args += ["--target-tensor-parallel-size 1", "--target-pipeline-parallel-size 1"]
+    args.append('--load-dir "$CKPT_LOAD_DIR"')
+    lora = _lora(ctx)
+    if lora:
+        args += ['--lora-load "$CKPT_SAVE_DIR"', f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
+                 f"--lora-target-modules {' '.join(ctx.lora.native_targets)}"]
+    args += ['--save-dir "$HF_DIR"'] if entry == "convert_ckpt.py" else ['--save-dir "$HF_EXPORT_DIR"',
+                                                                        '--hf-cfg-dir "$HF_DIR"']
+    return entry, args
+
+
+def _tunebridge_lines(ctx: Context, direction: str) -> list[str]:
+    """tunebridge's own converter, for a family the version's converter has no model type for (it writes the
+    tensors MindSpeed-LLM's converter writes: tests/test_mindspeed_llm_interop.py)."""
+    r = ctx.recipe
+    if direction == "hf2mcore":
+        layers = f" --num-layer-list {','.join(map(str, r.parallel.num_layer_list))}" if r.parallel.num_layer_list else ""
+        return [f'tunebridge convert "$HF_DIR" "$CKPT_LOAD_DIR" --to mcore --tp {r.parallel.tp} --pp {r.parallel.pp}'
+                f"{layers} --dtype bf16"]
+    if not _lora(ctx):
+        return ['tunebridge convert "$CKPT_LOAD_DIR" "$HF_EXPORT_DIR" --to hf']
+    return ['tunebridge convert "$CKPT_LOAD_DIR" "$HF_EXPORT_DIR.base" --to hf',
+            'tunebridge merge-lora "$HF_EXPORT_DIR.base" "$CKPT_SAVE_DIR" "$HF_EXPORT_DIR"']
+
+
+def _convert_lines(ctx: Context, version: str, direction: str) -> list[str]:
+    found = _converter_args(ctx, version, direction)
+    if found is None:
+        return [f"# MindSpeed-LLM {version}'s {CONVERTERS[version]} has no --model-type-hf for {ctx.spec.family}: "
+                f"tunebridge converts", *_tunebridge_lines(ctx, direction)]
+    entry, args = found
+    return [args_block("CONVERT_ARGS", args), f'python {entry} "${{CONVERT_ARGS[@]}}"']
+
+
+def convert_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VERSION) -> str:
+    r = ctx.recipe
     return "\n".join([
-        _header(f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp})"),
+        _header(f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp}; "
+                f"MindSpeed-LLM {version})"),
         "export CUDA_DEVICE_MAX_CONNECTIONS=1",
         *(assign(k, v) for k, v in paths.items()),
         "",
-        args_block("CONVERT_ARGS", args),
-        'python convert_ckpt.py "${CONVERT_ARGS[@]}"',
+        *_convert_lines(ctx, version, "hf2mcore"),
         "",
     ])
 
 
-def preprocess_script(ctx: Context, paths: dict[str, str], handler: str = "AlpacaStyleInstructionHandler",
-                      map_keys: str | None = None) -> str:
+# MindSpeed-LLM's preprocess_data.py handler for each recipe data format, and the --map-keys a format implies
+HANDLERS = {"alpaca": "AlpacaStyleInstructionHandler", "math": "AlpacaStyleInstructionHandler",
+            "sharegpt": "SharegptStyleInstructionHandler", "mc": "AlpacaStyleInstructionHandler"}
+FORMAT_KEYS = {"math": {"prompt": "problem", "response": "solution"}}
+
+
+def preprocess_script(ctx: Context, paths: dict[str, str]) -> str:
     r = ctx.recipe
+    source = r.data.train if r.data is not None else None
+    fmt = source.format if source is not None else "alpaca"
+    map_keys = {**FORMAT_KEYS.get(fmt, {}), **((source.map_keys if source is not None else None) or {})}
     args = ['--input "$RAW_DATA"', "--tokenizer-type PretrainedFromHF", '--tokenizer-name-or-path "$TOKENIZER_PATH"',
-            '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {handler}",
+            '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {HANDLERS[fmt]}",
             f"--prompt-type {q(ctx.prompt_type)}", f"--seq-length {r.train.seq_length}"]
     if map_keys:
-        args.append(f"--map-keys {q(map_keys)}")
+        args.append(f"--map-keys {q(json.dumps(map_keys, ensure_ascii=False))}")
     return "\n".join([
         _header(f"{r.name}: instruction data -> Megatron indexed dataset"),
         *(assign(k, v) for k, v in paths.items()),
         "",
         args_block("PREPROCESS_ARGS", args),
+        'mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory',
         'python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"',
         "",
     ])
@@ -294,7 +361,7 @@ def _model_args(ctx: Context, version: str) -> list[str]:
     return [line for line in flag_args(ctx, "GPT_ARGS", version) if line.split(" ", 1)[0] not in TRAINING_ONLY]
 
 
-def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = "v2") -> str:
+def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = DEFAULT_VERSION) -> str:
     """``generate`` (inference.py, chat with the tuned model) or ``evaluate`` (evaluation.py, C-Eval/MMLU...)."""
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp
@@ -317,25 +384,18 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     ])
 
 
-def export_script(ctx: Context, paths: dict[str, str]) -> str:
-    """mcore -> HF (MindSpeed-LLM writes <save-dir>/mg2hf/), merging the trained LoRA when there is one."""
-    r, spec = ctx.recipe, ctx.spec
-    args = ["--use-mcore-models", "--model-type GPT", f"--model-type-hf {model_type_hf(spec)}",
-            "--load-model-type mg", "--save-model-type hf", "--target-tensor-parallel-size 1",
-            "--target-pipeline-parallel-size 1", '--load-dir "$CKPT_LOAD_DIR"', '--save-dir "$HF_DIR"']
-    if spec.qkv_bias:
-        args.append("--add-qkv-bias")
-    lora = _lora(ctx)
-    if lora:
-        args += [f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
-                 f"--lora-target-modules {' '.join(ctx.lora.native_targets)}", '--lora-load "$CKPT_SAVE_DIR"']
+def export_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VERSION) -> str:
+    """mcore -> HF, merging the trained LoRA when there is one. 2.3.0's convert_ckpt.py writes into
+    $HF_DIR/mg2hf/; master's convert_ckpt_v2.py into $HF_EXPORT_DIR, with $HF_DIR's config files."""
+    r = ctx.recipe
+    where = "$HF_DIR/mg2hf/" if _converter_args(ctx, version, "mcore2hf") and CONVERTERS[version] == "convert_ckpt.py" \
+        else "$HF_EXPORT_DIR"
     return "\n".join([
-        _header(f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if lora else ''} "
-                f"(written to $HF_DIR/mg2hf/)"),
+        _header(f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if _lora(ctx) else ''} "
+                f"(written to {where}; MindSpeed-LLM {version})"),
         "export CUDA_DEVICE_MAX_CONNECTIONS=1",
         *(assign(k, v) for k, v in paths.items()),
         "",
-        args_block("CONVERT_ARGS", args),
-        'python convert_ckpt.py "${CONVERT_ARGS[@]}"',
+        *_convert_lines(ctx, version, "mcore2hf"),
         "",
     ])

@@ -96,6 +96,16 @@ def metrics_section(metrics_table: dict[str, dict[str, float]]) -> list[Block]:
     return [Block("h2", "Metrics"), Block("table", Table(["run", *metrics], rows))]
 
 
+def evaluation_section(runs: dict[str, RunResult]) -> list[Block]:
+    """The stacks' own evaluation results (``RunResult.evaluation``: MindSpeed-LLM's evaluate stage)."""
+    rows = [[name, task, f"{s['correct']}/{s['questions']}", f"{100 * s['accuracy']:.2f} %", str(len(s["subjects"]))]
+            for name, r in runs.items() for task, s in r.evaluation.items()]
+    if not rows:
+        return []
+    return [Block("h2", "Evaluation (as each stack reported it)"),
+            Block("table", Table(["run", "task", "correct / questions", "accuracy", "subjects"], rows))]
+
+
 def verdicts_section(verdicts: list[Verdict]) -> list[Block]:
     passed = sum(v.passed for v in verdicts)
     rows = [["PASS" if v.passed else "FAIL", v.name, v.figure(), v.tolerance, v.explanation] for v in verdicts]
@@ -125,6 +135,7 @@ def build(runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None
     blocks += runs_section(runs) + loss_section(runs)
     if metrics_table:
         blocks += metrics_section(metrics_table)
+    blocks += evaluation_section(runs)
     blocks += verdicts_section(verdicts) + environment_section(runs)
     return blocks
 

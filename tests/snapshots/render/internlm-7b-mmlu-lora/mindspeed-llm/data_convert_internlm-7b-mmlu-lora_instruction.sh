@@ -18,4 +18,5 @@ PREPROCESS_ARGS=(
     --prompt-type alpaca
     --seq-length 2048
 )
+mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory
 python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama3-8b-math-lora-r12: HF -> Megatron-mcore weights (tp 1, pp 1)
+# llama3-8b-math-lora-r12: HF -> Megatron-mcore weights (tp 1, pp 1; MindSpeed-LLM 2.3.0)
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 
@@ -11,14 +11,14 @@ CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/llama3-8b-math-lora-r12-mcore}
 CONVERT_ARGS=(
     --use-mcore-models
     --model-type GPT
-    --model-type-hf llama2
     --load-model-type hf
     --save-model-type mg
-    --params-dtype bf16
+    --model-type-hf llama2
     --target-tensor-parallel-size 1
     --target-pipeline-parallel-size 1
     --load-dir "$HF_DIR"
     --save-dir "$CKPT_LOAD_DIR"
+    --params-dtype bf16
     --tokenizer-model "$TOKENIZER_PATH"
 )
 python convert_ckpt.py "${CONVERT_ARGS[@]}"

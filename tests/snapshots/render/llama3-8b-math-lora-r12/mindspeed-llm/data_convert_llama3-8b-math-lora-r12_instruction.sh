@@ -18,4 +18,5 @@ PREPROCESS_ARGS=(
     --prompt-type llama3
     --seq-length 256
 )
+mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory
 python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# llama3-8b-math-lora-r12: lora fine-tuning with MindSpeed-LLM v2
+# llama3-8b-math-lora-r12: lora fine-tuning with MindSpeed-LLM 2.3.0
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 
@@ -92,7 +92,7 @@ TUNE_ARGS=(
     --stage sft
     --finetune
     --is-instruction-dataset
-    --variable-seq-lengths
+    --no-pad-to-seq-lengths
     --prompt-type llama3
     --lora-r 12
     --lora-alpha 24

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# qwen2.5-7b-alpaca-zh-full: HF -> Megatron-mcore weights (tp 1, pp 8)
+# qwen2.5-7b-alpaca-zh-full: HF -> Megatron-mcore weights (tp 1, pp 8; MindSpeed-LLM 2.3.0)
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 
@@ -11,16 +11,16 @@ CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/qwen2.5-7b-alpaca-zh-full-mcore}
 CONVERT_ARGS=(
     --use-mcore-models
     --model-type GPT
-    --model-type-hf llama2
     --load-model-type hf
     --save-model-type mg
-    --params-dtype bf16
+    --model-type-hf llama2
+    --add-qkv-bias
     --target-tensor-parallel-size 1
     --target-pipeline-parallel-size 8
+    --num-layer-list 4,4,4,4,3,3,3,3
     --load-dir "$HF_DIR"
     --save-dir "$CKPT_LOAD_DIR"
+    --params-dtype bf16
     --tokenizer-model "$TOKENIZER_PATH"
-    --num-layer-list 4,4,4,4,3,3,3,3
-    --add-qkv-bias
 )
 python convert_ckpt.py "${CONVERT_ARGS[@]}"

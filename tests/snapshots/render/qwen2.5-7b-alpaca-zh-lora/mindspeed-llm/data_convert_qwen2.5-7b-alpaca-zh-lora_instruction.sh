@@ -17,5 +17,7 @@ PREPROCESS_ARGS=(
     --handler-name AlpacaStyleInstructionHandler
     --prompt-type qwen
     --seq-length 4096
+    --map-keys '{"prompt": "zh_instruction", "query": "zh_input", "response": "zh_output"}'
 )
+mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory
 python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tiny-demo-lora: generate with the fine-tuned model (MindSpeed-LLM v2)
+# tiny-demo-lora: generate with the fine-tuned model (MindSpeed-LLM 2.3.0)
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 

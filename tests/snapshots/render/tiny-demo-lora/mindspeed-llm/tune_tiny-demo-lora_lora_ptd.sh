@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tiny-demo-lora: lora fine-tuning with MindSpeed-LLM v2
+# tiny-demo-lora: lora fine-tuning with MindSpeed-LLM 2.3.0
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 
@@ -91,7 +91,7 @@ TUNE_ARGS=(
     --stage sft
     --finetune
     --is-instruction-dataset
-    --variable-seq-lengths
+    --no-pad-to-seq-lengths
     --prompt-type qwen
     --lora-r 8
     --lora-alpha 16

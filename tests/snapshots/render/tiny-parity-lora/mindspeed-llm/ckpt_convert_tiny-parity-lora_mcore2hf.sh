@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tiny-parity-lora: Megatron-mcore -> HF with the LoRA merged (written to $HF_DIR/mg2hf/)
+# tiny-parity-lora: Megatron-mcore -> HF with the LoRA merged (written to $HF_DIR/mg2hf/; MindSpeed-LLM 2.3.0)
 # Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.
 set -euo pipefail
 
@@ -7,20 +7,21 @@ export CUDA_DEVICE_MAX_CONNECTIONS=1
 CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/tiny-parity-lora-mcore}
 CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/tiny-parity-lora}
 HF_DIR=${HF_DIR:-./model_from_hf/tiny-parity-lora}
+HF_EXPORT_DIR=${HF_EXPORT_DIR:-./model_from_hf/tiny-parity-lora-tuned}
 
 CONVERT_ARGS=(
     --use-mcore-models
     --model-type GPT
-    --model-type-hf llama2
     --load-model-type mg
     --save-model-type hf
+    --model-type-hf llama2
     --target-tensor-parallel-size 1
     --target-pipeline-parallel-size 1
     --load-dir "$CKPT_LOAD_DIR"
-    --save-dir "$HF_DIR"
+    --lora-load "$CKPT_SAVE_DIR"
     --lora-r 8
     --lora-alpha 16
     --lora-target-modules linear_proj linear_fc2
-    --lora-load "$CKPT_SAVE_DIR"
+    --save-dir "$HF_DIR"
 )
 python convert_ckpt.py "${CONVERT_ARGS[@]}"
