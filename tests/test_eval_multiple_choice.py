@@ -74,7 +74,7 @@ def test_fixture_layouts_and_prompts():
 
     cmmlu = mc.load_items("cmmlu", FIXTURES / "cmmlu", shots=1, limit=1)
     assert len(cmmlu) == 5
-    assert cmmlu[0].prompt == ("以下是中国关于农学考试的单项选择题，请选出其中的正确答案。\n玉米属于？\nA. 粮食作物\nB. 饮料\n"
+    assert cmmlu[0].prompt == ("以下是中国关于农学考试的单项选择题，请选出其中的正确答案。\n 玉米属于？\nA. 粮食作物\nB. 饮料\n"
                                "C. 木材\nD. 药材\n答案： A\n\n\n水稻主要生长在？\nA. 沙漠\nB. 水田\nC. 冰川\nD. 高山\n答案： ")
     assert cmmlu[0].question.id == "0"  # CMMLU's unnamed index column
 
@@ -142,13 +142,13 @@ def test_batched_scoring_equals_one_at_a_time(tokenizer):
 def test_averages_and_letters():
     q = [mc.Question(s, str(i), "q", ("a", "b", "c", "d"), a, "f:1")
          for i, (s, a) in enumerate([("law", "A"), ("law", "B"), ("logic", "C"), ("physician", "D")])]
-    m = mc.averages("ceval", q, ["A", None, "C", "A"], "generate")
+    m = mc.averages("ceval", q, ["A", None, "C", "A"])
     assert (m["correct"], m["no_answer"], m["micro_average"], m["macro_average"]) == (2, 1, 0.5, (0.5 + 1 + 0) / 3)
     assert m["categories"]["Humanities"] == {"subjects": ["law", "logic"], "correct": 2, "total": 3,
                                              "accuracy_micro": 2 / 3, "accuracy_macro": 0.75}
     assert mc.letter_of("  B. 因为") == "B" and mc.letter_of("b") is None and mc.letter_of("") is None
     assert mc.best_letter([-1.0, -0.5, -0.5, -2.0]) == "B"  # ties go to the earlier letter
-    unknown = mc.averages("cmmlu", q[:1], ["A"], "loglik")
+    unknown = mc.averages("cmmlu", q[:1], ["A"])
     assert list(unknown["categories"]) == [mc.UNCATEGORIZED]
 
 
@@ -181,6 +181,6 @@ def test_bad_input(tmp_path):
         mc.load_items("cmmlu", root)
     q = mc.load_items("ceval", root, shots=0)[0].question
     with pytest.raises(TunebridgeError, match="2 predictions for 1 questions"):
-        mc.averages("ceval", [q], ["A", "B"], "generate")
+        mc.averages("ceval", [q], ["A", "B"])
     with pytest.raises(TunebridgeError, match="no questions"):
-        mc.averages("ceval", [], [], "generate")
+        mc.averages("ceval", [], [])

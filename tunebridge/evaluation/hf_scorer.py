@@ -14,7 +14,7 @@ import torch
 
 from ..errors import TunebridgeError
 from ..data.encode import pad_id
-from .tokens import check_length, stop_ids
+from .tokens import Prompt, check_length, prompt_ids, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -60,8 +60,8 @@ class HFScorer:
         check_length(self.max_positions, n, what)
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        ids = [self._encode(p) for p in prompts]
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         for row in ids:
             self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
         width = max(len(row) for row in ids)

@@ -12,7 +12,7 @@ from typing import Sequence
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
 from ..data.encode import pad_id
-from .tokens import check_length, stop_ids
+from .tokens import Prompt, check_length, prompt_ids, stop_ids
 
 
 class TokenScorer:
@@ -39,8 +39,8 @@ class TokenScorer:
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        ids = [self.tokenizer.encode(p) for p in prompts]
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         for row in ids:
             self._check_length(len(row) + max_new_tokens,
                                f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")

@@ -1,9 +1,18 @@
 """Token-level facts every scorer shares: the stop ids and the model's position limit."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 from ..errors import TunebridgeError
+
+# What a scorer is asked to continue: text (encoded as the tokenizer does by default, a bos when it adds one)
+# or token ids used as they are (a protocol that tokenizes itself, e.g. through a chat template).
+Prompt = Union[str, Sequence[int]]
+
+
+def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+    return tokenizer.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+
 
 def stop_ids(tokenizer, stop: Sequence[str]) -> list[int]:
     """The tokenizer's eos and the ids of the ``stop`` tokens (each must be one token of the vocabulary)."""
