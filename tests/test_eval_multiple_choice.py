@@ -128,15 +128,51 @@ def test_protocols_differ_when_the_model_prefers_a_non_letter(tokenizer, tmp_pat
     assert ll["subjects"]["modern_chinese_history"]["accuracy"] == 0.5
 
 
-def test_batched_scoring_equals_one_at_a_time(tokenizer):
-    scorer = HFScorer(random_model(1), tokenizer, torch.device("cpu"))
-    items = mc.load_items("mmlu", FIXTURES / "mmlu", shots=2)[:6]
-    prompts = [i.prompt for i in items]
-    assert scorer.generate(prompts, 5) == [scorer.generate([p], 5)[0] for p in prompts]
+def _transformers_greedy(model, tokenizer, prompt: str, max_new_tokens: int, stops: list[int]) -> str:
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+    return tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_batched_scoring_equals_one_at_a_time_and_transformers_generate(tokenizer, shots):
+    """A subject's batch shares its shot text (run once, its cache reused, rows left-padded after it): the
+    predictions equal transformers' own greedy generate, one prompt at a time, and the log-likelihoods equal
+    one pair at a time."""
+    from tunebridge.evaluation.greedy import worth_sharing
+    model = random_model(1)
+    scorer = HFScorer(model, tokenizer, torch.device("cpu"))
+    items = [i for i in mc.load_items("mmlu", FIXTURES / "mmlu", shots=shots) if i.question.subject in
+             ("abstract_algebra", "high_school_macroeconomics")]
+    prompts = [i.prompt for i in items if i.question.subject == "high_school_macroeconomics"]
+    if shots:  # the shot text is long enough to be run once
+        assert worth_sharing([tokenizer.encode(p) for p in prompts]) > 100
+    stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    want = [_transformers_greedy(model, tokenizer, p, 6, stops) for p in prompts]
+    assert scorer.generate(prompts, 6, stop=("<|im_end|>",)) == want
+    assert [scorer.generate([p], 6, stop=("<|im_end|>",))[0] for p in prompts] == want
     pairs = [p for i in items for p in mc.option_pairs(i)]
     batched = scorer.loglikelihood([c for c, _ in pairs], [x for _, x in pairs])
     single = [scorer.loglikelihood([c], [x])[0] for c, x in pairs]
     assert batched == pytest.approx(single, abs=1e-4)
+    longer = [(c, " so the answer is" + x) for c, x in pairs[:8]]  # several tokens, rows of their own
+    assert scorer.loglikelihood(*zip(*longer)) == pytest.approx(
+        [scorer.loglikelihood([c], [x])[0] for c, x in longer], abs=1e-4)
+
+
+def test_greedy_stops_like_transformers(tokenizer):
+    """Rows that finish at different steps (here: two with eos at once, one after "B") decode as transformers'
+    generate decodes them one at a time."""
+    model = preferring_model({letter_id(tokenizer, "B"): 5.0, tokenizer.eos_token_id: 4.0})
+    with torch.no_grad():  # after "B" the model prefers eos
+        model.lm_head.weight[tokenizer.eos_token_id, 1] = 50.0
+        model.model.embed_tokens.weight[letter_id(tokenizer, "B"), 1] = 1.0
+        model.model.norm.weight[1] = 1.0
+    scorer = HFScorer(model, tokenizer, torch.device("cpu"))
+    prompts = ["问：一加一？答：", "B", "The answer is"]
+    want = [_transformers_greedy(model, tokenizer, p, 5, [tokenizer.eos_token_id]) for p in prompts]
+    assert scorer.generate(prompts, 5) == want
 
 
 def test_averages_and_letters():

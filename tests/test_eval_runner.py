@@ -49,6 +49,7 @@ def test_cli_squad_end_to_end(model_dir, squad_jsonl, tmp_path, capsys):
     assert (m["task"], m["protocol"], m["count"], m["scorer"], m["tokenizer"]) == ("squad", "mindformers", 5, "hf",
                                                                                    "embedded")
     assert m["metric_protocol"] == "mindformers-emf1" and set(m["squad_v11_official"]) == {"f1", "exact_match"}
+    assert m["units"] == {"f1": "percent", "exact_match": "percent"}
     rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 5 and all(set(r) == {"id", "prediction", "answers"} for r in rows)
     assert main(argv) == 2  # an existing output is refused without --force
@@ -71,6 +72,7 @@ def test_math_with_a_model_that_always_answers_7(tokenizer, tmp_path):
     m = run_eval(scorer, "math", data, tmp_path / "o", max_new_tokens=1, progress=False)
     # "7" equals 7 and 7.0 numerically; the contains rule only matches gold "7"
     assert (m["count"], m["numeric_accuracy"], m["contains_accuracy"]) == (3, 2 / 3, 1 / 3)
+    assert m["units"] == {"numeric_accuracy": "fraction", "contains_accuracy": "fraction"}
     rows = [json.loads(r) for r in (tmp_path / "o" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["prediction"] for r in rows] == ["7", "7", "7"]
 

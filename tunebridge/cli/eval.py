@@ -13,6 +13,7 @@ from ..evaluation.math import accuracy
 from ..evaluation.predictions import paired, read_predictions, read_references
 from ..evaluation.runner import MAX_NEW_TOKENS, PROTOCOLS, TASKS
 from ..evaluation.scores import contest, retention_gate
+from ..units import units_of
 
 SCORERS = ("hf", "mcore", "mindformers")
 
@@ -100,6 +101,7 @@ def run_score(args) -> int:
         metrics.update(accuracy(preds, refs, args.rel_tol))
         if args.low_param_ratio is not None:
             metrics["contest"] = contest(args.low_param_ratio, metrics["numeric_accuracy"])
+    metrics["units"] = units_of(metrics)
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     print(text)
     if args.out:

@@ -43,6 +43,27 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return [list(r) + [pad_id] * (width - len(r)) for r in rows], [len(r) - 1 for r in rows]
 
 
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own (0 for one row)."""
+    if len(rows) < 2:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return max(n, 0)
+
+
+# A prefix run once costs a forward of its own: share it only when that saves this many token computations.
+SHARING_PAYS = 256
+
+
+def worth_sharing(rows: Sequence[Sequence[int]]) -> int:
+    """The shared prefix to run once (:func:`shared_prefix`), or 0 when running it separately saves too little."""
+    n = shared_prefix(rows)
+    return n if n * (len(rows) - 1) >= SHARING_PAYS else 0
+
+
 def loglik_plan(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
                 ) -> tuple[list[list[int]], list[tuple[int, int, int]], list[int]]:
     """What to compute for the log-likelihood of each (context ids, continuation ids) pair.

@@ -1,9 +1,15 @@
 """A :class:`~tunebridge.evaluation.scorer.Scorer` over an HF transformers model (+ a PEFT adapter).
 
-Greedy generation runs batched with left padding (transformers derives positions from the attention
-mask); log-likelihoods run batched with right padding. Text is tokenized as the tokenizer does by default
-(``add_special_tokens=True``: a bos for tokenizers that add one); a log-likelihood continuation is
-tokenized on its own and appended to its context's ids, so every option is scored after the same context.
+A call's rows are run together: the prefix every row shares (a subject's shot text) runs once and its keys
+and values are reused by every row; the rest runs left-padded with explicit positions and a padding mask,
+so each row computes what it would alone, and only the positions that are read get logits. Greedy decoding then continues all rows through the cache, one
+token per step, by the rules of transformers' greedy ``generate`` (argmax; a row stops once it produced eos
+or a stop token, kept in its ids; special tokens dropped when decoding). A log-likelihood continuation is
+tokenized on its own and appended to its context's ids, so every option is scored after the same context;
+options that differ only in their last token share one row.
+
+Text is tokenized as the tokenizer does by default (``add_special_tokens=True``: a bos for tokenizers that
+add one); token-id prompts are taken as they are.
 """
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ import torch
 
 from ..errors import TunebridgeError
 from ..data.encode import pad_id
+from .greedy import loglik_plan, sum_by_pair, worth_sharing
+from .tokens import encoded_pairs
 from .tokens import Prompt, check_length, prompt_ids, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,57 +61,78 @@ class HFScorer:
         device = detect_device()
         return cls(load_hf_model(model_dir, adapter, dtype, device), tokenizer or load_tokenizer(None), device)
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)
 
+    def _run(self, rows: list[list[int]], shared: int, keep: int):
+        """One forward over ``rows`` whose first ``shared`` tokens are the same: those run once (batch 1), their
+        keys and values are repeated for every row, and the rest runs left-padded after them, so every row ends
+        at the same index. Positions are explicit and padding is masked: each row computes what it would alone.
+
+        Returns the logits of the last ``keep`` indices [rows, keep, vocab], the cache, the attention mask, and
+        the padded width of the suffixes."""
+        model, device = self.model, self.device
+        cache = None
+        if shared:
+            cache = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
+                          logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(len(rows))
+        lengths = [len(r) - shared for r in rows]
+        width = max(lengths)
+        ids = torch.tensor([[self.pad_id] * (width - n) + r[shared:] for r, n in zip(rows, lengths)], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - n) + [1] * n for n in lengths], device=device)
+        start = torch.tensor([width - n for n in lengths], device=device)[:, None]
+        positions = (shared + torch.arange(width, device=device)[None, :] - start).clamp(min=0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+                    logits_to_keep=keep)
+        return out.logits, out.past_key_values, mask, width
+
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
-        for row in ids:
+        rows = [prompt_ids(self.tokenizer, p) for p in prompts]
+        for row in rows:
             self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
-        width = max(len(row) for row in ids)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(row)) + row for row in ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids], device=self.device)
-        eos = stop_ids(self.tokenizer, stop)
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  do_sample=False, num_beams=1, pad_token_id=self.pad_id, eos_token_id=eos,
-                                  temperature=None, top_p=None, top_k=None)
-        return [self.tokenizer.decode(row[width:].tolist(), skip_special_tokens=True) for row in out]
+        if not rows or max_new_tokens < 1:
+            return ["" for _ in rows]
+        stops = set(stop_ids(self.tokenizer, stop))
+        logits, cache, mask, _ = self._run(rows, worth_sharing(rows), keep=1)
+        ends = torch.tensor([len(r) for r in rows], device=self.device)
+        picks = logits[:, -1].argmax(-1)
+        generated: list[list[int]] = [[] for _ in rows]
+        live = list(range(len(rows)))
+        for step in range(max_new_tokens):
+            for i in live:
+                generated[i].append(int(picks[i]))
+            live = [i for i in live if generated[i][-1] not in stops]
+            if not live or step == max_new_tokens - 1:
+                break
+            # every row takes one more token (finished rows too, masked out), at its own next position
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1)
+            positions = (ends + step)[:, None]
+            out = self.model(input_ids=picks[:, None], attention_mask=mask, position_ids=positions,
+                             past_key_values=cache, use_cache=True)
+            cache, picks = out.past_key_values, out.logits[:, -1].argmax(-1)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in generated]
 
     @torch.no_grad()
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         if len(contexts) != len(continuations):
             raise TunebridgeError(f"{len(contexts)} contexts for {len(continuations)} continuations")
-        pairs = [(self._encode(c), self.tokenizer.encode(x, add_special_tokens=False))
-                 for c, x in zip(contexts, continuations)]
+        pairs = encoded_pairs(self.tokenizer, contexts, continuations)
         for i, (ctx, cont) in enumerate(pairs):
             if not ctx or not cont:
                 raise TunebridgeError(f"pair {i}: an empty context or continuation has no log-likelihood")
             self._check_length(len(ctx) + len(cont), f"a context of {len(ctx)} tokens + its continuation")
-        # A continuation's scores come from the forward of context + continuation[:-1]: options that differ
-        # only in their last token (" A" .. " D") share one row.
-        rows: dict[tuple[int, ...], int] = {}
-        for ctx, cont in pairs:
-            rows.setdefault(tuple(ctx + cont[:-1]), len(rows))
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([list(r) + [self.pad_id] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        # every (row, position, target token, pair) scored, gathered in one go
-        row_of, position, target, pair_of = [], [], [], []
-        for i, (ctx, cont) in enumerate(pairs):
-            row = rows[tuple(ctx + cont[:-1])]
-            for k, token in enumerate(cont):
-                row_of.append(row)
-                position.append(len(ctx) - 1 + k)
-                target.append(token)
-                pair_of.append(i)
-        picked = logits[torch.tensor(row_of, device=self.device), torch.tensor(position, device=self.device)]
-        token_logprobs = torch.log_softmax(picked.float(), dim=-1).gather(
-            1, torch.tensor(target, device=self.device)[:, None])[:, 0]
-        sums = torch.zeros(len(pairs), dtype=torch.float64, device=self.device)
-        sums.index_add_(0, torch.tensor(pair_of, device=self.device), token_logprobs.double())
-        return sums.tolist()
+        if not pairs:
+            return []
+        # options that differ only in their last token (" A" .. " D") share one row: one forward for all four
+        rows, picks, pair_of = loglik_plan(pairs)
+        shared = min(worth_sharing(rows), *(len(ctx) - 1 for ctx, _ in pairs))
+        # only the positions scored need logits: rows end together, so those are among the last ``keep``
+        row, position, target = (torch.tensor(col, device=self.device) for col in zip(*picks))
+        from_end = torch.tensor([len(r) for r in rows], device=self.device)[row] - position
+        keep = int(from_end.max())
+        logits, _, _, _ = self._run(rows, shared, keep)
+        token_logprobs = torch.log_softmax(logits[row, keep - from_end].float(), dim=-1).gather(
+            1, target[:, None])[:, 0]
+        return sum_by_pair(token_logprobs.double().tolist(), pair_of, len(pairs))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from ..atomic import atomic_dir, atomic_file
 from ..data.readers import jsonl_objects
 from ..errors import TunebridgeError
+from ..units import units_of
 from . import mindformers_emf1, multiple_choice, squad
 from . import protocol_mindformers_squad as mf_squad
 from . import protocol_mindspeed_llm as msllm
@@ -75,21 +76,31 @@ def read_jsonl(path: str | Path, fields: Sequence[str]) -> list[tuple[str, dict]
     return rows
 
 
-def _in_batches(fn: Callable[[list], list], items: Sequence, batch_size: int, bar: tqdm, weight: int = 1) -> list:
-    """fn over ``items`` in batches of ``batch_size``, in order; the bar advances by questions."""
+def _in_batches(fn: Callable[[list], list], items: Sequence, batch_size: int, bar: tqdm, weight: int = 1,
+                groups: Sequence | None = None) -> list:
+    """fn over ``items`` in batches of at most ``batch_size``, in order, a batch never spanning two ``groups``;
+    the bar advances by questions."""
     out: list = []
-    for start in range(0, len(items), batch_size):
-        chunk = list(items[start:start + batch_size])
+    start = 0
+    while start < len(items):
+        end = min(start + batch_size, len(items))
+        if groups is not None:
+            end = next((i for i in range(start + 1, end) if groups[i] != groups[start]), end)
+        chunk = list(items[start:end])
         out.extend(fn(chunk))
         bar.update(len(chunk) // weight)
+        start = end
     return out
 
 
-def _by_length(fn: Callable[[list], list], items: Sequence, length: Callable, batch_size: int, bar: tqdm,
-               weight: int = 1) -> list:
-    """``_in_batches`` over items sorted by length (batches of similar length pad less), in input order."""
-    order = sorted(range(len(items)), key=lambda i: length(items[i]))
-    outputs = _in_batches(lambda chunk: fn([items[i] for i in chunk]), order, batch_size, bar, weight)
+def _ordered(fn: Callable[[list], list], items: Sequence, keys: Sequence[tuple], batch_size: int, bar: tqdm,
+             weight: int = 1) -> list:
+    """``_in_batches`` over items sorted by ``keys`` (group, length, ...), results in input order. A batch holds
+    one group (a subject: its questions share their shot text, which the scorer then runs once) of similar
+    lengths (less padding)."""
+    order = sorted(range(len(items)), key=lambda i: keys[i])
+    outputs = _in_batches(lambda chunk: fn([items[i] for i in chunk]), order, batch_size, bar, weight,
+                          groups=[keys[i][0] for i in order])
     result: list = [None] * len(items)
     for i, value in zip(order, outputs):
         result[i] = value
@@ -103,8 +114,9 @@ def _call_size(scorer: Scorer, batch_size: int) -> int:
 
 
 def _generate(scorer: Scorer, prompts: Sequence[Prompt], max_new_tokens: int, batch_size: int, bar: tqdm,
-              stop: Sequence[str] = ()) -> list[str]:
-    return _by_length(lambda chunk: scorer.generate(chunk, max_new_tokens, stop), prompts, len, batch_size, bar)
+              stop: Sequence[str] = (), groups: Sequence[str] | None = None) -> list[str]:
+    keys = [(groups[i] if groups else "", len(p)) for i, p in enumerate(prompts)]
+    return _ordered(lambda chunk: scorer.generate(chunk, max_new_tokens, stop), prompts, keys, batch_size, bar)
 
 
 @dataclass
@@ -134,11 +146,12 @@ def _multiple_choice(scorer: Scorer, task: str, data: str | Path, s: Settings) -
     else:
         items = multiple_choice.load_items(task, data, shots=s.shots, limit=s.limit)
     questions = [item.question for item in items]
+    subjects = [q.subject for q in questions]
     about: dict = {"shots": s.shots if s.fewshot_dir is None else "shipped"}
     with tqdm(total=len(items), desc=f"{task} ({s.protocol})", unit="q", disable=not s.progress) as bar:
         if s.protocol == msllm.PROTOCOL:
             inputs = msllm.inputs_for(items, scorer.tokenizer, s.chat_template)
-            outputs = _generate(scorer, inputs, s.max_new_tokens, s.batch_size, bar)
+            outputs = _generate(scorer, inputs, s.max_new_tokens, s.batch_size, bar, groups=subjects)
             extracted = [msllm.extract(task, o) for o in outputs]
             letters = [msllm.letter(e) for e in extracted]
             details = [{"output": o, "extracted": e} for o, e in zip(outputs, extracted)]
@@ -147,14 +160,16 @@ def _multiple_choice(scorer: Scorer, task: str, data: str | Path, s: Settings) -
             if msllm.batch_note(task):
                 about["note"] = msllm.batch_note(task)
         elif s.protocol == "generate":
-            outputs = _generate(scorer, [item.prompt for item in items], s.max_new_tokens, s.batch_size, bar)
+            outputs = _generate(scorer, [item.prompt for item in items], s.max_new_tokens, s.batch_size, bar,
+                                groups=subjects)
             letters = [multiple_choice.letter_of(o) for o in outputs]
             details = [{"output": o} for o in outputs]
         else:
             pairs = [pair for item in items for pair in multiple_choice.option_pairs(item)]
             n = len(multiple_choice.LETTERS)
-            flat = _by_length(lambda chunk: scorer.loglikelihood([c for c, _ in chunk], [x for _, x in chunk]),
-                              pairs, lambda pair: (len(pair[0]), pair[0]), s.batch_size * n, bar, weight=n)
+            keys = [(q.subject, len(item.prompt), item.prompt) for item, q in zip(items, questions) for _ in range(n)]
+            flat = _ordered(lambda chunk: scorer.loglikelihood([c for c, _ in chunk], [x for _, x in chunk]),
+                            pairs, keys, s.batch_size * n, bar, weight=n)
             per_question = [flat[i:i + n] for i in range(0, len(flat), n)]
             letters = [multiple_choice.best_letter(lp) for lp in per_question]
             details = [{"logprobs": dict(zip(multiple_choice.LETTERS, lp))} for lp in per_question]
@@ -256,6 +271,7 @@ def run_eval(scorer: Scorer, task: str, data: str | Path, out: str | Path, proto
     metrics = {"task": task, "protocol": protocol, "protocol_rule": PROTOCOL_RULES.get(protocol), **scored,
                **predicted.about, "scorer": scorer.name, "data": str(data), "limit": limit, "template": template,
                "max_new_tokens": settings.max_new_tokens if protocol != "loglik" else None, **(about or {})}
+    metrics["units"] = units_of(metrics)
     with atomic_file(Path(out) / "metrics.json", encoding="utf-8") as f:
         f.write(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     return metrics

@@ -12,7 +12,7 @@ from typing import Sequence
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
 from ..data.encode import pad_id
-from .tokens import Prompt, check_length, prompt_ids, stop_ids
+from .tokens import Prompt, check_length, encoded_pairs, prompt_ids, stop_ids
 
 
 class TokenScorer:
@@ -52,8 +52,7 @@ class TokenScorer:
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         if len(contexts) != len(continuations):
             raise TunebridgeError(f"{len(contexts)} contexts for {len(continuations)} continuations")
-        pairs = [(self.tokenizer.encode(c), self.tokenizer.encode(x, add_special_tokens=False))
-                 for c, x in zip(contexts, continuations)]
+        pairs = encoded_pairs(self.tokenizer, contexts, continuations)
         for i, (ctx, cont) in enumerate(pairs):
             if not ctx or not cont:
                 raise TunebridgeError(f"pair {i}: an empty context or continuation has no log-likelihood")

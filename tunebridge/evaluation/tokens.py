@@ -14,6 +14,14 @@ def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     return tokenizer.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
 
 
+def encoded_pairs(tokenizer, contexts: Sequence[str], continuations: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) per pair: contexts as the tokenizer encodes them by default, continuations
+    without special tokens; each distinct text encoded once (a question's four options share its context)."""
+    ctx_ids = {c: tokenizer.encode(c) for c in dict.fromkeys(contexts)}
+    cont_ids = {x: tokenizer.encode(x, add_special_tokens=False) for x in dict.fromkeys(continuations)}
+    return [(ctx_ids[c], cont_ids[x]) for c, x in zip(contexts, continuations)]
+
+
 def stop_ids(tokenizer, stop: Sequence[str]) -> list[int]:
     """The tokenizer's eos and the ids of the ``stop`` tokens (each must be one token of the vocabulary)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
