@@ -115,7 +115,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     reports = [recipe.param_report(n) for n in names]
     for r in reports:
         print(f"   {r.backend:14s} trainable {r.trainable_params:,} of {r.total_params:,} "
-              f"(low-param ratio {100 * r.low_param_ratio:.4f} %)")
+              f"({header('low_param_ratio')} {r.low_param_ratio:.6g})")
 
     _say("2. one tokenization, one step order, one initial LoRA; weights converted to .ckpt and mcore")
     inputs = RunInputs.make(recipe, names, weights, out / "inputs", progress=progress)

@@ -64,6 +64,21 @@ def worth_sharing(rows: Sequence[Sequence[int]]) -> int:
     return n if n * (len(rows) - 1) >= SHARING_PAYS else 0
 
 
+def length_buckets(lengths: Sequence[int], overhead: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into padded batches at the least cost: sum over batches of ``overhead`` +
+    rows x longest length (an exact split of the sorted lengths, by dynamic programming)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best, cut = [0] + [0] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        best[j], cut[j] = min((best[i] + overhead + (j - i) * lengths[order[j - 1]], i) for i in range(j))
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def loglik_plan(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
                 ) -> tuple[list[list[int]], list[tuple[int, int, int]], list[int]]:
     """What to compute for the log-likelihood of each (context ids, continuation ids) pair.

@@ -2,7 +2,9 @@
 
 A call's rows are run together: the prefix every row shares (a subject's shot text) runs once and its keys
 and values are reused by every row; the rest runs left-padded with explicit positions and a padding mask,
-so each row computes what it would alone, and only the positions that are read get logits. Greedy decoding then continues all rows through the cache, one
+so each row computes what it would alone, and only the positions that are read get logits. Rows of very
+different lengths run in separate length buckets (after the same prefix) when that saves more padding than
+a forward costs. Greedy decoding then continues all rows through the cache, one
 token per step, by the rules of transformers' greedy ``generate`` (argmax; a row stops once it produced eos
 or a stop token, kept in its ids; special tokens dropped when decoding). A log-likelihood continuation is
 tokenized on its own and appended to its context's ids, so every option is scored after the same context;
@@ -13,6 +15,7 @@ add one); token-id prompts are taken as they are.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -20,11 +23,14 @@ import torch
 
 from ..errors import TunebridgeError
 from ..data.encode import pad_id
-from .greedy import loglik_plan, sum_by_pair, worth_sharing
+from .greedy import length_buckets, loglik_plan, sum_by_pair, worth_sharing
 from .tokens import encoded_pairs
 from .tokens import Prompt, check_length, prompt_ids, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# One forward's fixed cost in tokens' worth of compute (measured on tiny models, CPU): a batch is split into
+# length buckets, each a forward of its own, when the padding saved outweighs that.
+FORWARD_COST = 160
 
 
 def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str, device: torch.device):
@@ -64,18 +70,23 @@ class HFScorer:
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)
 
-    def _run(self, rows: list[list[int]], shared: int, keep: int):
-        """One forward over ``rows`` whose first ``shared`` tokens are the same: those run once (batch 1), their
-        keys and values are repeated for every row, and the rest runs left-padded after them, so every row ends
-        at the same index. Positions are explicit and padding is masked: each row computes what it would alone.
-
-        Returns the logits of the last ``keep`` indices [rows, keep, vocab], the cache, the attention mask, and
-        the padded width of the suffixes."""
-        model, device = self.model, self.device
-        cache = None
-        if shared:
-            cache = model(input_ids=torch.tensor([rows[0][:shared]], device=device), use_cache=True,
+    def _prefix(self, rows: list[list[int]], shared: int):
+        """Keys and values of the first ``shared`` tokens every row has, computed once (None for none)."""
+        if not shared:
+            return None
+        return self.model(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True,
                           logits_to_keep=1).past_key_values
+
+    def _run(self, rows: list[list[int]], shared: int, prefix, keep: int, use_cache: bool):
+        """One forward over ``rows`` after their shared prefix (its keys and values repeated for every row), the
+        rest left-padded so every row ends at the same index; positions are explicit and padding is masked, so
+        each row computes what it would alone.
+
+        Returns the logits of the last ``keep`` indices [rows, keep, vocab], the cache and the attention mask."""
+        device = self.device
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
             cache.batch_repeat_interleave(len(rows))
         lengths = [len(r) - shared for r in rows]
         width = max(lengths)
@@ -83,19 +94,13 @@ class HFScorer:
         mask = torch.tensor([[1] * shared + [0] * (width - n) + [1] * n for n in lengths], device=device)
         start = torch.tensor([width - n for n in lengths], device=device)[:, None]
         positions = (shared + torch.arange(width, device=device)[None, :] - start).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
-                    logits_to_keep=keep)
-        return out.logits, out.past_key_values, mask, width
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=use_cache, logits_to_keep=keep)
+        return out.logits, out.past_key_values, mask
 
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        rows = [prompt_ids(self.tokenizer, p) for p in prompts]
-        for row in rows:
-            self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
-        if not rows or max_new_tokens < 1:
-            return ["" for _ in rows]
-        stops = set(stop_ids(self.tokenizer, stop))
-        logits, cache, mask, _ = self._run(rows, worth_sharing(rows), keep=1)
+    def _greedy(self, rows: list[list[int]], shared: int, prefix, max_new_tokens: int, stops: set[int]
+                ) -> list[list[int]]:
+        logits, cache, mask = self._run(rows, shared, prefix, keep=1, use_cache=True)
         ends = torch.tensor([len(r) for r in rows], device=self.device)
         picks = logits[:, -1].argmax(-1)
         generated: list[list[int]] = [[] for _ in rows]
@@ -108,10 +113,25 @@ class HFScorer:
                 break
             # every row takes one more token (finished rows too, masked out), at its own next position
             mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1)
-            positions = (ends + step)[:, None]
-            out = self.model(input_ids=picks[:, None], attention_mask=mask, position_ids=positions,
+            out = self.model(input_ids=picks[:, None], attention_mask=mask, position_ids=(ends + step)[:, None],
                              past_key_values=cache, use_cache=True)
             cache, picks = out.past_key_values, out.logits[:, -1].argmax(-1)
+        return generated
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        rows = [prompt_ids(self.tokenizer, p) for p in prompts]
+        for row in rows:
+            self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
+        if not rows or max_new_tokens < 1:
+            return ["" for _ in rows]
+        stops = set(stop_ids(self.tokenizer, stop))
+        shared = worth_sharing(rows)
+        prefix = self._prefix(rows, shared)
+        generated: list[list[int]] = [[] for _ in rows]
+        for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST * max_new_tokens):
+            for i, new in zip(bucket, self._greedy([rows[i] for i in bucket], shared, prefix, max_new_tokens, stops)):
+                generated[i] = new
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in generated]
 
     @torch.no_grad()
@@ -128,11 +148,21 @@ class HFScorer:
         # options that differ only in their last token (" A" .. " D") share one row: one forward for all four
         rows, picks, pair_of = loglik_plan(pairs)
         shared = min(worth_sharing(rows), *(len(ctx) - 1 for ctx, _ in pairs))
-        # only the positions scored need logits: rows end together, so those are among the last ``keep``
-        row, position, target = (torch.tensor(col, device=self.device) for col in zip(*picks))
-        from_end = torch.tensor([len(r) for r in rows], device=self.device)[row] - position
-        keep = int(from_end.max())
-        logits, _, _, _ = self._run(rows, shared, keep)
-        token_logprobs = torch.log_softmax(logits[row, keep - from_end].float(), dim=-1).gather(
-            1, target[:, None])[:, 0]
-        return sum_by_pair(token_logprobs.double().tolist(), pair_of, len(pairs))
+        prefix = self._prefix(rows, shared)
+        by_row: dict[int, list[int]] = {}
+        for j, (r, _, _) in enumerate(picks):
+            by_row.setdefault(r, []).append(j)
+        token_logprobs = [0.0] * len(picks)
+        for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST):
+            mine = [j for r in bucket for j in by_row[r]]
+            local = {r: k for k, r in enumerate(bucket)}
+            # rows end together: the scored positions are among the last ``keep`` of each row
+            from_end = torch.tensor([len(rows[picks[j][0]]) - picks[j][1] for j in mine], device=self.device)
+            keep = int(from_end.max())
+            logits, _, _ = self._run([rows[r] for r in bucket], shared, prefix, keep, use_cache=False)
+            at = logits[torch.tensor([local[picks[j][0]] for j in mine], device=self.device), keep - from_end]
+            target = torch.tensor([picks[j][2] for j in mine], device=self.device)
+            values = torch.log_softmax(at.float(), dim=-1).gather(1, target[:, None])[:, 0].double().tolist()
+            for j, value in zip(mine, values):
+                token_logprobs[j] = value
+        return sum_by_pair(token_logprobs, pair_of, len(pairs))
