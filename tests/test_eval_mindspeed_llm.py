@@ -128,7 +128,8 @@ def test_eval_run_defaults_to_the_mindspeed_llm_protocol(tmp_path, capsys):
     assert main(["eval", "run", str(model_dir), "--task", "mmlu", "--data", str(GOLDEN / "data" / "mmlu"),
                  "--protocol", "loglik", "--fewshot-dir", str(GOLDEN / "fewshot"), "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 2
-    assert "--fewshot-dir" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert "--fewshot-dir and --chat-template are MindSpeed-LLM's" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_bad_input(tmp_path):
@@ -165,3 +166,14 @@ def test_rendered_evaluate_script_runs_the_same_protocol(tmp_path, fake_bin):
     (tmp_path / "argv.jsonl").unlink()
     (gen,) = run_script(files["generate_qwen2.5-7b-alpaca-zh-lora_ptd.sh"], fake_bin, tmp_path, {})
     assert flag_values(gen[gen.index("inference.py") + 1:])["--prompt-type"] == ["qwen"]  # chat keeps its template
+
+
+def test_every_cmmlu_subject_has_its_chinese_name_and_a_category():
+    from tunebridge.evaluation import multiple_choice as mc
+    assert len(mc.CMMLU_SUBJECTS_ZH) == len(mc.CMMLU_CATEGORIES) == 67
+    assert set(mc.CMMLU_SUBJECTS_ZH) == set(mc.CMMLU_CATEGORIES)
+    assert set(mc.CMMLU_CATEGORIES.values()) == {"STEM", "Humanities", "Social Science", "Other"}
+    items = ms.load_items("cmmlu", GOLDEN / "data" / "cmmlu")
+    m = mc.averages("cmmlu", [i.question for i in items], ["C"] * len(items))
+    assert list(m["categories"]) == ["Humanities", "Other"]  # college_law; agronomy, chinese_driving_rule
+    assert m["subjects"]["college_law"]["category"] == "Humanities"

@@ -245,8 +245,9 @@ def run_eval(scorer: Scorer, task: str, data: str | Path, out: str | Path, proto
     if template is not None and (task not in ("squad", "math") or protocol != "generate"):
         raise TunebridgeError(f"--template applies to squad and math under --protocol generate, not {task} "
                               f"under {protocol}")
-    if fewshot_dir is not None and protocol != msllm.PROTOCOL:
-        raise TunebridgeError(f"--fewshot-dir is MindSpeed-LLM's shot texts: it needs --protocol {msllm.PROTOCOL}")
+    if (fewshot_dir is not None or chat_template != msllm.CHAT_TEMPLATE) and protocol != msllm.PROTOCOL:
+        raise TunebridgeError(f"--fewshot-dir and --chat-template are MindSpeed-LLM's: they need --protocol "
+                              f"{msllm.PROTOCOL}")
     if Path(out).exists() and not force:
         raise TunebridgeError(f"{out}: already exists (pass --force to overwrite)")
     from ..data.templates import get_template
