@@ -74,7 +74,7 @@ def test_fixture_layouts_and_prompts():
 
     cmmlu = mc.load_items("cmmlu", FIXTURES / "cmmlu", shots=1, limit=1)
     assert len(cmmlu) == 5
-    assert cmmlu[0].prompt == ("以下是中国关于农学考试的单项选择题，请选出其中的正确答案。\n玉米属于？\nA. 粮食作物\nB. 饮料\n"
+    assert cmmlu[0].prompt == ("以下是中国关于农学考试的单项选择题，请选出其中的正确答案。\n 玉米属于？\nA. 粮食作物\nB. 饮料\n"
                                "C. 木材\nD. 药材\n答案： A\n\n\n水稻主要生长在？\nA. 沙漠\nB. 水田\nC. 冰川\nD. 高山\n答案： ")
     assert cmmlu[0].question.id == "0"  # CMMLU's unnamed index column
 
@@ -128,27 +128,63 @@ def test_protocols_differ_when_the_model_prefers_a_non_letter(tokenizer, tmp_pat
     assert ll["subjects"]["modern_chinese_history"]["accuracy"] == 0.5
 
 
-def test_batched_scoring_equals_one_at_a_time(tokenizer):
-    scorer = HFScorer(random_model(1), tokenizer, torch.device("cpu"))
-    items = mc.load_items("mmlu", FIXTURES / "mmlu", shots=2)[:6]
-    prompts = [i.prompt for i in items]
-    assert scorer.generate(prompts, 5) == [scorer.generate([p], 5)[0] for p in prompts]
+def _transformers_greedy(model, tokenizer, prompt: str, max_new_tokens: int, stops: list[int]) -> str:
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=stops)
+    return tokenizer.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("shots", [0, 2])
+def test_batched_scoring_equals_one_at_a_time_and_transformers_generate(tokenizer, shots):
+    """A subject's batch shares its shot text (run once, its cache reused, rows left-padded after it): the
+    predictions equal transformers' own greedy generate, one prompt at a time, and the log-likelihoods equal
+    one pair at a time."""
+    from tunebridge.evaluation.greedy import worth_sharing
+    model = random_model(1)
+    scorer = HFScorer(model, tokenizer, torch.device("cpu"))
+    items = [i for i in mc.load_items("mmlu", FIXTURES / "mmlu", shots=shots) if i.question.subject in
+             ("abstract_algebra", "high_school_macroeconomics")]
+    prompts = [i.prompt for i in items if i.question.subject == "high_school_macroeconomics"]
+    if shots:  # the shot text is long enough to be run once
+        assert worth_sharing([tokenizer.encode(p) for p in prompts]) > 100
+    stops = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    want = [_transformers_greedy(model, tokenizer, p, 6, stops) for p in prompts]
+    assert scorer.generate(prompts, 6, stop=("<|im_end|>",)) == want
+    assert [scorer.generate([p], 6, stop=("<|im_end|>",))[0] for p in prompts] == want
     pairs = [p for i in items for p in mc.option_pairs(i)]
     batched = scorer.loglikelihood([c for c, _ in pairs], [x for _, x in pairs])
     single = [scorer.loglikelihood([c], [x])[0] for c, x in pairs]
     assert batched == pytest.approx(single, abs=1e-4)
+    longer = [(c, " so the answer is" + x) for c, x in pairs[:8]]  # several tokens, rows of their own
+    assert scorer.loglikelihood(*zip(*longer)) == pytest.approx(
+        [scorer.loglikelihood([c], [x])[0] for c, x in longer], abs=1e-4)
+
+
+def test_greedy_stops_like_transformers(tokenizer):
+    """Rows that finish at different steps (here: two with eos at once, one after "B") decode as transformers'
+    generate decodes them one at a time."""
+    model = preferring_model({letter_id(tokenizer, "B"): 5.0, tokenizer.eos_token_id: 4.0})
+    with torch.no_grad():  # after "B" the model prefers eos
+        model.lm_head.weight[tokenizer.eos_token_id, 1] = 50.0
+        model.model.embed_tokens.weight[letter_id(tokenizer, "B"), 1] = 1.0
+        model.model.norm.weight[1] = 1.0
+    scorer = HFScorer(model, tokenizer, torch.device("cpu"))
+    prompts = ["问：一加一？答：", "B", "The answer is"]
+    want = [_transformers_greedy(model, tokenizer, p, 5, [tokenizer.eos_token_id]) for p in prompts]
+    assert scorer.generate(prompts, 5) == want
 
 
 def test_averages_and_letters():
     q = [mc.Question(s, str(i), "q", ("a", "b", "c", "d"), a, "f:1")
          for i, (s, a) in enumerate([("law", "A"), ("law", "B"), ("logic", "C"), ("physician", "D")])]
-    m = mc.averages("ceval", q, ["A", None, "C", "A"], "generate")
+    m = mc.averages("ceval", q, ["A", None, "C", "A"])
     assert (m["correct"], m["no_answer"], m["micro_average"], m["macro_average"]) == (2, 1, 0.5, (0.5 + 1 + 0) / 3)
     assert m["categories"]["Humanities"] == {"subjects": ["law", "logic"], "correct": 2, "total": 3,
                                              "accuracy_micro": 2 / 3, "accuracy_macro": 0.75}
     assert mc.letter_of("  B. 因为") == "B" and mc.letter_of("b") is None and mc.letter_of("") is None
     assert mc.best_letter([-1.0, -0.5, -0.5, -2.0]) == "B"  # ties go to the earlier letter
-    unknown = mc.averages("cmmlu", q[:1], ["A"], "loglik")
+    unknown = mc.averages("cmmlu", q[:1], ["A"])
     assert list(unknown["categories"]) == [mc.UNCATEGORIZED]
 
 
@@ -181,6 +217,6 @@ def test_bad_input(tmp_path):
         mc.load_items("cmmlu", root)
     q = mc.load_items("ceval", root, shots=0)[0].question
     with pytest.raises(TunebridgeError, match="2 predictions for 1 questions"):
-        mc.averages("ceval", [q], ["A", "B"], "generate")
+        mc.averages("ceval", [q], ["A", "B"])
     with pytest.raises(TunebridgeError, match="no questions"):
-        mc.averages("ceval", [], [], "generate")
+        mc.averages("ceval", [], [])

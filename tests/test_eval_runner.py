@@ -45,9 +45,11 @@ def test_cli_squad_end_to_end(model_dir, squad_jsonl, tmp_path, capsys):
     assert main(argv) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert json.loads(capsys.readouterr().out) == m
-    assert (m["task"], m["protocol"], m["count"], m["scorer"], m["tokenizer"]) == ("squad", "generate", 5, "hf",
+    # the default protocol is MindFormers' eval (the rendered eval YAML's): EmF1Metric, the official figure beside
+    assert (m["task"], m["protocol"], m["count"], m["scorer"], m["tokenizer"]) == ("squad", "mindformers", 5, "hf",
                                                                                    "embedded")
-    assert m["metric_protocol"] == "squad-v1.1-official" and m["mindformers_emf1"]["count"] == 5
+    assert m["metric_protocol"] == "mindformers-emf1" and set(m["squad_v11_official"]) == {"f1", "exact_match"}
+    assert m["units"] == {"f1": "percent", "exact_match": "percent"}
     rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 5 and all(set(r) == {"id", "prediction", "answers"} for r in rows)
     assert main(argv) == 2  # an existing output is refused without --force
@@ -70,6 +72,7 @@ def test_math_with_a_model_that_always_answers_7(tokenizer, tmp_path):
     m = run_eval(scorer, "math", data, tmp_path / "o", max_new_tokens=1, progress=False)
     # "7" equals 7 and 7.0 numerically; the contains rule only matches gold "7"
     assert (m["count"], m["numeric_accuracy"], m["contains_accuracy"]) == (3, 2 / 3, 1 / 3)
+    assert m["units"] == {"numeric_accuracy": "fraction", "contains_accuracy": "fraction"}
     rows = [json.loads(r) for r in (tmp_path / "o" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["prediction"] for r in rows] == ["7", "7", "7"]
 
@@ -122,7 +125,7 @@ def test_bad_input(model_dir, squad_jsonl, tmp_path, capsys):
         read_jsonl(bad, ("problem",))
     assert main(["eval", "run", str(model_dir), "--task", "squad", "--data", str(squad_jsonl), "--protocol",
                  "loglik", "--out", str(tmp_path / "x"), "--no-progress"]) == 2
-    assert "--protocol loglik is for ceval, mmlu, cmmlu" in capsys.readouterr().err
+    assert "--protocol loglik is not a protocol of squad" in capsys.readouterr().err
     assert main(["eval", "run", str(tmp_path), "--task", "squad", "--data", str(squad_jsonl),
                  "--out", str(tmp_path / "x"), "--no-progress"]) == 2
     assert "not an HF model directory" in capsys.readouterr().err
@@ -148,3 +151,39 @@ def test_eval_run_takes_a_recipe(tmp_path, capsys):
     assert main(["eval", "run", "recipes/tiny-demo-lora.yaml", "--scorer", "mcore", "--task", "math", "--data",
                  "data/samples/demo_math_test.jsonl", "--out", str(tmp_path / "x")]) == 2
     assert "convert them for --scorer mcore" in capsys.readouterr().err
+
+
+def test_predictions_are_written_before_scoring(tokenizer, tmp_path):
+    """A gold the rule cannot read fails the scoring, not the run: the generated predictions are on disk."""
+    data = tmp_path / "math.jsonl"
+    data.write_text('{"problem": "1+6", "solution": "7"}\n{"problem": "?", "solution": "none"}\n', encoding="utf-8")
+    scorer = HFScorer(preferring_model({letter_id(tokenizer, "7"): 5.0}), tokenizer, torch.device("cpu"))
+    with pytest.raises(TunebridgeError, match=r"question 2: gold answer 'none' holds no number .*predictions are kept"):
+        run_eval(scorer, "math", data, tmp_path / "o", max_new_tokens=1, progress=False)
+    rows = [json.loads(r) for r in (tmp_path / "o" / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["prediction"] for r in rows] == ["7", "7"] and not (tmp_path / "o" / "metrics.json").exists()
+    # the kept predictions score once the gold is fixed
+    data.write_text('{"problem": "1+6", "solution": "7"}\n{"problem": "?", "solution": "8"}\n', encoding="utf-8")
+    assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "o" / "predictions.jsonl"),
+                 "--references", str(data)]) == 0
+
+
+def test_mindformers_protocol_reads_what_the_mindrecord_holds(tokenizer, squad_jsonl, tmp_path):
+    """MindFormers' eval feeds the MindRecord's input_ids (bos + prompt) and scores against its decoded labels."""
+    import numpy as np
+
+    from tunebridge.data.squad import eval_rows
+    from tunebridge.evaluation import protocol_mindformers_squad as mf
+    items = [json.loads(line) for line in squad_jsonl.read_text(encoding="utf-8").splitlines()][:4]
+    ids, labels = eval_rows(items, tokenizer, 512)
+    pad = tokenizer.pad_token_id
+    for item, row, label in zip(items, ids, labels):
+        want = mf.prompt_ids(tokenizer, item["prompt"])
+        assert row[:len(want)].tolist() == want and (row[len(want):] == pad).all()
+        assert mf.gold_as_stored(tokenizer, item["answers"][0]) == tokenizer.decode(
+            label[label != pad].tolist(), skip_special_tokens=True)
+    scorer = HFScorer(preferring_model({tokenizer.eos_token_id: 5.0}), tokenizer, torch.device("cpu"))
+    m = run_eval(scorer, "squad", squad_jsonl, tmp_path / "o", limit=4, progress=False)
+    assert (m["protocol"], m["metric_protocol"], m["max_new_tokens"]) == ("mindformers", "mindformers-emf1",
+                                                                          mf.MAX_NEW_TOKENS)
+    assert np.isclose(m["f1"], 0.0) and m["empty_predictions"] == 4

@@ -130,8 +130,15 @@ def test_metrics_same_predictions_and_trained_apart():
     same = parity.same_metrics({"official": {"f1": 65.42, "em": 49.69}, "torchmetrics": {"f1": 65.4200001, "em": 49.69}})
     assert same.passed and same.measured["f1 max |Δ|"] == pytest.approx(1e-7, rel=1e-3)
     assert not parity.same_metrics({"a": {"f1": 65.0}, "b": {"f1": 65.1}}).passed
-    apart = parity.metric_difference({"accuracy": 40.0}, {"accuracy": 40.75}, "torch", "mindformers")
-    assert apart.passed and apart.measured == {"accuracy Δ": 0.75}
-    assert not parity.metric_difference({"accuracy": 40.0}, {"accuracy": 42.0}, "a", "b").passed
+    # each metric's tolerance in its own unit: accuracy is a fraction (0.01), F1 percent (1 point)
+    apart = parity.metric_difference({"accuracy": 0.40, "f1": 60.0}, {"accuracy": 0.4075, "f1": 60.9}, "torch",
+                                     "mindformers")
+    assert apart.passed and apart.measured == pytest.approx({"accuracy Δ": 0.0075, "f1 Δ": 0.9})
+    assert apart.tolerance == "|Δ accuracy| ≤ 0.01 (fraction), |Δ f1| ≤ 1 (percent)"
+    assert not parity.metric_difference({"accuracy": 0.40}, {"accuracy": 0.42}, "a", "b").passed
+    # the demo's old defect: a fraction checked against a tolerance in points let 0.0 vs 0.95 pass
+    assert not parity.metric_difference({"numeric_accuracy": 0.0}, {"numeric_accuracy": 0.95}, "a", "b").passed
+    with pytest.raises(TunebridgeError, match="metric 'accuracy %' has no unit"):
+        parity.metric_difference({"accuracy %": 1.0}, {"accuracy %": 1.0}, "a", "b")
     with pytest.raises(TunebridgeError, match="no metric in common"):
         parity.metric_difference({"f1": 1.0}, {"accuracy": 1.0}, "a", "b")

@@ -50,8 +50,8 @@ def report_dir(tmp_path_factory) -> Path:
     verdicts = [params_across(reports, recipe.spec), *loss_checks(runs["mindformers"], runs["mindspeed-llm"],
                                                                   "mindformers", "mindspeed-llm")]
     out = tmp_path_factory.mktemp("report") / "out"
-    write_report(out, runs, verdicts, params_table=table, metrics_table={"torch": {"accuracy": 42.0, "f1": 65.42},
-                                                                         "mindformers": {"accuracy": 41.0}},
+    write_report(out, runs, verdicts, params_table=table, metrics_table={"torch": {"accuracy": 0.42, "f1": 65.42},
+                                                                         "mindformers": {"accuracy": 0.41}},
                  recipe=RECIPE)
     return out
 
@@ -63,12 +63,16 @@ def test_markdown_has_every_section(report_dir):
         assert heading in md
     assert "name: tiny-demo-lora" in md
     # contest score = (1 - 11,264 / 238,144) * 0.3 + 0.42 * 0.7
-    assert "| torch | 238,144 | 11,264 | 4.72991 % | 4.51629 % | yes | 42.00 % | 0.579810 |" in md
+    # every figure in its unit: the ratio and the accuracy as fractions, PEFT's trainable share in percent
+    assert "| backend | total | trainable | low-param ratio (fraction) | PEFT trainable (percent) | exact | " \
+           "accuracy (fraction) | contest score (fraction) |" in md
+    assert "| torch | 238,144 | 11,264 | 0.0472991 | 4.51629 | yes | 0.42 | 0.579810 |" in md
     assert "| PASS | parameters: across backends |" in md
     assert "| FAIL | loss, first step: mindspeed-llm vs mindformers | step 1, mindformers loss 2.835, " \
            "mindspeed-llm loss 2.346, rel error 17.25 %, abs error 0.4888 | rel < 0.5 % or abs < 0.005 |" in md
     assert "| 1 | 2.83451 | 2.34568 | 17.246 % |" in md
-    assert "| torch | 42 | 65.42 |" in md and "| mindformers | 41 | - |" in md
+    assert "| run | accuracy (fraction) | SQuAD F1 (percent) |" in md
+    assert "| torch | 0.42 | 65.42 |" in md and "| mindformers | 0.41 | - |" in md
     assert "![loss curves and relative error](loss.png)" in md
     assert (report_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -22,6 +22,7 @@ from .backends import BACKEND_NAMES, get_backend
 from .backends.inputs import RunInputs
 from .errors import TunebridgeError
 from .recipe import load_recipe
+from .units import fmt as metric_text, header
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-demo-lora.yaml"
@@ -54,12 +55,12 @@ def _evaluate(weights: Path, adapters: dict[str, Path | None], math: Path, squad
         scorer = HFScorer.from_dir(weights, adapter)
         m = run_eval(scorer, "math", math, out / name / "math", batch_size=16, max_new_tokens=8, force=True,
                      progress=False, template=template)
-        s = run_eval(scorer, "squad", squad, out / name / "squad", batch_size=8, max_new_tokens=8, force=True,
-                     progress=False)
-        metrics[name] = {"math numeric accuracy": m["numeric_accuracy"], "math contains accuracy":
-                         m["contains_accuracy"], "SQuAD F1": s["f1"], "SQuAD EM": s["exact_match"]}
-        print(f"   {name:24s} math {100 * m['numeric_accuracy']:5.1f} %   SQuAD F1 {s['f1']:5.1f}  EM "
-              f"{s['exact_match']:5.1f}", flush=True)
+        s = run_eval(scorer, "squad", squad, out / name / "squad", protocol="generate", batch_size=8,
+                     max_new_tokens=8, force=True, progress=False)
+        metrics[name] = {"numeric_accuracy": m["numeric_accuracy"], "contains_accuracy": m["contains_accuracy"],
+                         "f1": s["f1"], "exact_match": s["exact_match"]}
+        print(f"   {name:24s} " + "   ".join(f"{header(k)} {metric_text(k, v)}" for k, v in metrics[name].items()),
+              flush=True)
     return metrics
 
 
@@ -85,7 +86,7 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
                      limit=SCORER_CHECK_QUESTIONS, force=True, progress=False, template=template)
         rows = (out / name.split()[0] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
         predictions[name] = [json.loads(r)["prediction"] for r in rows]
-        scores[name] = {"numeric accuracy": m["numeric_accuracy"], "contains accuracy": m["contains_accuracy"]}
+        scores[name] = {"numeric_accuracy": m["numeric_accuracy"], "contains_accuracy": m["contains_accuracy"]}
     return [same_predictions(predictions), same_metrics(scores)], scores
 
 
@@ -115,7 +116,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     reports = [recipe.param_report(n) for n in names]
     for r in reports:
         print(f"   {r.backend:14s} trainable {r.trainable_params:,} of {r.total_params:,} "
-              f"(low-param ratio {100 * r.low_param_ratio:.4f} %)")
+              f"({header('low_param_ratio')} {r.low_param_ratio:.6g})")
 
     _say("2. one tokenization, one step order, one initial LoRA; weights converted to .ckpt and mcore")
     inputs = RunInputs.make(recipe, names, weights, out / "inputs", progress=progress)
@@ -152,9 +153,9 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
         verdicts.append(metric_difference(tuned, metrics[f"tuned on {other}"], "tuned on torch",
                                           f"tuned on {other}"))
     base = metrics["base"]
-    gate = retention_gate(tuned["SQuAD F1"], tuned["SQuAD EM"], base["SQuAD F1"], base["SQuAD EM"])
+    gate = retention_gate(tuned["f1"], tuned["exact_match"], base["f1"], base["exact_match"])
     verdicts.append(Verdict("SQuAD retention: tuned on torch vs base", gate["passed"],
-                            {"F1": tuned["SQuAD F1"], "F1 needed": gate["f1"]["needs"], "EM": tuned["SQuAD EM"],
+                            {"F1": tuned["f1"], "F1 needed": gate["f1"]["needs"], "EM": tuned["exact_match"],
                              "EM needed": gate["exact_match"]["needs"]},
                             "F1 and EM >= 90 % of the base model's",
                             "the seeds' 'original ability' check on the embedded SQuAD-style set (demo_squad.json)"))
@@ -166,7 +167,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
 
     _say("6. report")
     params_table = [{**r.to_dict(), "instantiated": results[r.backend].trainable_params,
-                     "accuracy": metrics[f"tuned on {r.backend}"]["math numeric accuracy"]} for r in reports]
+                     "accuracy": metrics[f"tuned on {r.backend}"]["numeric_accuracy"]} for r in reports]
     metrics_table = {**metrics, **{f"merged, scorer {k}": v for k, v in scorer_scores.items()}}
     report = write_report(out / "report", results, verdicts, params_table, metrics_table, RECIPE, force=True)
     passed = sum(v.passed for v in verdicts)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from .accounting import ParamReport, count, native_name, plan_lora
 from .backends.result import RunResult
+from . import units
 from .errors import TunebridgeError
 from .models import ModelSpec
 from .verify import MAX_ABS, MIN_COSINE, Agreement, compare
@@ -230,13 +231,16 @@ def same_metrics(scores: dict[str, dict[str, float]], abs_tol: float = 1e-6) -> 
 
 
 def metric_difference(a: dict[str, float], b: dict[str, float], name_a: str, name_b: str,
-                      tolerance: float = 1.0) -> Verdict:
-    """Metrics of separately trained runs: each difference within ``tolerance`` (points, on a 0-100 scale)."""
+                      tolerances: dict[str, float] | None = None) -> Verdict:
+    """Metrics of separately trained runs: each difference within its tolerance, in the metric's own unit
+    (default: ``units.TRAINED_APART`` for the unit, 1 point for percent metrics, 0.01 for fractions)."""
     keys = [k for k in a if k in b]
     if not keys:
         raise TunebridgeError(f"{name_a} and {name_b} report no metric in common ({list(a)} vs {list(b)})")
+    limits = {k: (tolerances or {}).get(k, units.TRAINED_APART[units.unit(k)]) for k in keys}
     measured = {f"{k} Δ": b[k] - a[k] for k in keys}
     return Verdict(f"metrics, trained separately: {name_b} vs {name_a}",
-                   all(abs(v) <= tolerance for v in measured.values()), measured, f"|Δ| ≤ {tolerance:g} points",
+                   all(abs(b[k] - a[k]) <= limits[k] for k in keys), measured,
+                   ", ".join(f"|Δ {k}| ≤ {limits[k]:g} ({units.unit(k)})" for k in keys),
                    "runs trained apart differ by data order and numerics; published scores differ by about a "
                    "point between tools for protocol reasons alone (FACTS §6)")

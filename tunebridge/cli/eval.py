@@ -10,10 +10,10 @@ from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
 from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
-from ..evaluation.multiple_choice import PROTOCOLS
-from ..evaluation.predictions import read_predictions, read_references
-from ..evaluation.runner import MAX_NEW_TOKENS, TASKS
+from ..evaluation.predictions import paired, read_predictions, read_references
+from ..evaluation.runner import MAX_NEW_TOKENS, PROTOCOLS, TASKS
 from ..evaluation.scores import contest, retention_gate
+from ..units import units_of
 
 SCORERS = ("hf", "mcore", "mindformers")
 
@@ -23,8 +23,12 @@ def register(sub) -> None:
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="ACTION")
     s = esub.add_parser("score", help="score a predictions file (.jsonl, or the seeds' .npy of strings)")
     s.add_argument("--task", choices=("squad", "math"), required=True)
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--references", required=True, help="JSONL: squad_eval.jsonl (answers) or math (solution)")
+    s.add_argument("--predictions", required=True,
+                   help="JSONL (strings, or objects with prediction and optional id), the official SQuAD "
+                        "predictions JSON {id: text}, or the seeds' .npy of strings")
+    s.add_argument("--references", required=True,
+                   help="JSONL: squad_eval.jsonl (answers) or math (solution); paired by id when both files "
+                        "carry ids, else by position")
     s.add_argument("--empty-match", action="store_true", help="SQuAD: the v2.0 / torchmetrics empty-answer rule")
     s.add_argument("--mindformers", action="store_true",
                    help="SQuAD: score as MindFormers' EmF1Metric (the contests' figures; first gold answer)")
@@ -50,10 +54,20 @@ def register(sub) -> None:
     r.add_argument("--adapter", help="a LoRA adapter on top of MODEL: a PEFT directory (hf) or a LoRA-only mcore "
                                      "checkpoint (mcore); a MindFormers model takes merged weights")
     r.add_argument("--tokenizer", help="tokenizer directory (default: MODEL's if it has one, else the embedded one)")
-    r.add_argument("--protocol", choices=tuple(PROTOCOLS), default="generate",
-                   help="multiple choice: first generated letter, or the option letters' log-likelihood")
+    r.add_argument("--protocol", choices=tuple(dict.fromkeys(p for ps in PROTOCOLS.values() for p in ps)),
+                   help="default: the protocol the rendered scripts run — ceval/mmlu/cmmlu: mindspeed-llm "
+                        "(MindSpeed-LLM's evaluation.py), or tunebridge's generate (first letter) / loglik; squad: "
+                        "mindformers (its eval + EmF1Metric), or generate (official SQuAD v1.1); math: generate")
+    r.add_argument("--chat-template", action="store_true",
+                   help="mindspeed-llm: wrap prompts in the tokenizer's chat template, as MindSpeed-LLM does without "
+                        "--no-chat-template (default: off, as the rendered evaluate script runs it)")
+    r.add_argument("--fewshot-dir",
+                   help="mindspeed-llm: MindSpeed-LLM's shipped shot texts (its "
+                        "mindspeed_llm/tasks/evaluation/eval_impl/fewshot_template) instead of the dev rows")
     r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--max-new-tokens", type=int, help=f"default: {MAX_NEW_TOKENS}")
+    r.add_argument("--max-new-tokens", type=int,
+                   help="default per task and protocol: " + ", ".join(f"{t} {p} {n}" for (t, p), n in
+                                                                      MAX_NEW_TOKENS.items()))
     r.add_argument("--limit", type=int, help="first N questions (multiple choice: per subject)")
     r.add_argument("--template", choices=tuple(TEMPLATES),
                    help="squad, math: ask each question in this prompt template (as the model was tuned) and stop "
@@ -68,12 +82,12 @@ def register(sub) -> None:
 
 
 def run_score(args) -> int:
-    preds = read_predictions(args.predictions)
-    refs = read_references(args.references, args.task)
-    if len(preds) != len(refs):
-        raise TunebridgeError(f"{args.predictions} has {len(preds)} predictions, {args.references} has "
-                              f"{len(refs)} references")
-    metrics: dict = {"task": args.task, "empty_predictions": sum(not p.strip() for p in preds)}
+    references = read_references(args.references, args.task)
+    predictions = read_predictions(args.predictions)
+    preds = paired(predictions, references, args.predictions, args.references)
+    refs = references.values
+    metrics: dict = {"task": args.task, "paired_by": "position" if predictions.ids is None else "id",
+                     "empty_predictions": sum(not p.strip() for p in preds)}
     if args.task == "squad":
         if args.mindformers:
             r = mindformers_emf1.score(preds, [golds[0] for golds in refs])
@@ -87,6 +101,7 @@ def run_score(args) -> int:
         metrics.update(accuracy(preds, refs, args.rel_tol))
         if args.low_param_ratio is not None:
             metrics["contest"] = contest(args.low_param_ratio, metrics["numeric_accuracy"])
+    metrics["units"] = units_of(metrics)
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     print(text)
     if args.out:
@@ -151,7 +166,8 @@ def run_model(args) -> int:
     scorer, where = _scorer(args, load_tokenizer(tokenizer_dir))
     metrics = run_eval(scorer, args.task, args.data, args.out, protocol=args.protocol, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, limit=args.limit, shots=args.shots, force=args.force,
-                       progress=not args.no_progress, template=args.template,
+                       progress=not args.no_progress, template=args.template, chat_template=args.chat_template,
+                       fewshot_dir=args.fewshot_dir,
                        about={"model": args.model, "adapter": args.adapter, "tokenizer": tokenizer_dir or "embedded",
                               **where})
     print(json.dumps(metrics, indent=2, ensure_ascii=False))

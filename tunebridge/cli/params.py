@@ -9,6 +9,7 @@ from rich.table import Table
 from ..accounting import BACKENDS, ParamReport
 from ..errors import TunebridgeError
 from ..recipe import load_recipe
+from ..units import header
 
 
 def register(sub) -> None:
@@ -41,15 +42,15 @@ def _print_tables(reports: list[ParamReport]) -> None:
     if not console.is_terminal:
         console = Console(width=160)
     t = Table(title=f"parameters of {reports[0].model}")
-    for col in ("backend", "total", "trainable", "low-param ratio", "PEFT trainable %", "exact", "native targets"):
-        t.add_column(col, justify="right" if col in ("total", "trainable", "low-param ratio", "PEFT trainable %")
-                     else "left")
-    for r in reports:
-        t.add_row(r.backend, f"{r.total_params:,}", f"{r.trainable_params:,}", f"{100 * r.low_param_ratio:.6g} %",
-                  f"{r.peft_trainable_percent:.6g} %", "yes" if r.exact else "NO", " ".join(r.native_targets) or "-")
+    ratio, peft = header("low_param_ratio"), header("peft_trainable_percent")
+    for col in ("backend", "total", "trainable", ratio, peft, "exact", "native targets"):
+        t.add_column(col, justify="right" if col in ("total", "trainable", ratio, peft) else "left")
+    for r in reports:  # each figure in its unit, as in --json
+        t.add_row(r.backend, f"{r.total_params:,}", f"{r.trainable_params:,}", f"{r.low_param_ratio:.6g}",
+                  f"{r.peft_trainable_percent:.6g}", "yes" if r.exact else "NO", " ".join(r.native_targets) or "-")
     console.print(t)
     console.print("low-param ratio = trainable / base total (the contests' definition); "
-                  "PEFT trainable % = trainable / (base + adapter).")
+                  "PEFT trainable = 100 x trainable / (base + adapter).")
     for r in reports:
         if r.note:
             console.print(f"[bold]{r.backend}[/bold]: {r.note}")

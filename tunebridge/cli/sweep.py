@@ -11,6 +11,7 @@ from ..atomic import atomic_dir
 from ..backends import BACKEND_NAMES, get_backend
 from ..errors import TunebridgeError
 from ..recipe import load_recipe
+from ..units import UNITS, header
 
 
 def register(sub) -> None:
@@ -73,6 +74,10 @@ def run(args) -> int:
 COLUMNS = ("trainable_params", "low_param_ratio", "first_loss", "final_loss", "mean_loss")
 
 
+def _title(column: str) -> str:
+    return header(column) if column in UNITS else column.replace("_", " ")
+
+
 def _cell(v) -> str:
     return f"{v:,}" if isinstance(v, int) else f"{v:.6g}" if isinstance(v, float) else str(v)
 
@@ -80,7 +85,7 @@ def _cell(v) -> str:
 def _markdown(name: str, axes, rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c in r for r in rows)]
     lines = [f"# sweep of {name}", "", "axes: " + "; ".join(f"{a.field} in {list(a.values)}" for a in axes), "",
-             "| point | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+             "| point | " + " | ".join(map(_title, cols)) + " |", "|" + "---|" * (len(cols) + 1)]
     lines += ["| " + r["point"] + " | " + " | ".join(_cell(r.get(c, "-")) for c in cols) + " |" for r in rows]
     if any("losses" in r for r in rows):
         lines += ["", "![loss per step](sweep.png)"]
@@ -92,7 +97,7 @@ def _print(rows: list[dict]) -> None:
     t = Table(title="sweep")
     t.add_column("point")
     for c in cols:
-        t.add_column(c.replace("_", " "), justify="right")
+        t.add_column(_title(c), justify="right")
     for r in rows:
         t.add_row(r["point"], *(_cell(r.get(c, "-")) for c in cols))
     Console(width=140).print(t)

@@ -14,10 +14,8 @@ import numpy as np
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
+from ..evaluation.protocol_mindformers_squad import PROMPT, prompt_ids
 from .encode import pad_id
-
-PROMPT = ("Read the passage and answer the question below.\n\n### Instruction:\n{context}\n\n### Input:\n{question}"
-          "\n\n### Response:")
 
 
 def squad_eval_items(path: str | Path) -> list[dict]:
@@ -47,8 +45,7 @@ def eval_rows(items: list[dict], tokenizer, max_length: int) -> tuple[np.ndarray
     ids = np.full((len(items), max_length), pad, dtype=np.int32)
     labels = np.full((len(items), max_length), pad, dtype=np.int32)
     for i, item in enumerate(items):
-        prompt = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + \
-            tokenizer.encode(item["prompt"], add_special_tokens=False)
+        prompt = prompt_ids(tokenizer, item["prompt"])
         answer = tokenizer.encode(item["answers"][0], add_special_tokens=False)[:max_length]
         ids[i, :min(len(prompt), max_length)] = prompt[:max_length]
         labels[i, :len(answer)] = answer

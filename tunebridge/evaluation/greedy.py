@@ -43,6 +43,42 @@ def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None =
     return [list(r) + [pad_id] * (width - len(r)) for r in rows], [len(r) - 1 for r in rows]
 
 
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares, leaving each row at least one token of its own (0 for one row)."""
+    if len(rows) < 2:
+        return 0
+    first, n = rows[0], min(len(r) for r in rows) - 1
+    for i in range(n):
+        if any(r[i] != first[i] for r in rows):
+            return i
+    return max(n, 0)
+
+
+# A prefix run once costs a forward of its own: share it only when that saves this many token computations.
+SHARING_PAYS = 256
+
+
+def worth_sharing(rows: Sequence[Sequence[int]]) -> int:
+    """The shared prefix to run once (:func:`shared_prefix`), or 0 when running it separately saves too little."""
+    n = shared_prefix(rows)
+    return n if n * (len(rows) - 1) >= SHARING_PAYS else 0
+
+
+def length_buckets(lengths: Sequence[int], overhead: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into padded batches at the least cost: sum over batches of ``overhead`` +
+    rows x longest length (an exact split of the sorted lengths, by dynamic programming)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    best, cut = [0] + [0] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        best[j], cut[j] = min((best[i] + overhead + (j - i) * lengths[order[j - 1]], i) for i in range(j))
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def loglik_plan(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
                 ) -> tuple[list[list[int]], list[tuple[int, int, int]], list[int]]:
     """What to compute for the log-likelihood of each (context ids, continuation ids) pair.

@@ -1,12 +1,21 @@
 """A :class:`~tunebridge.evaluation.scorer.Scorer` over an HF transformers model (+ a PEFT adapter).
 
-Greedy generation runs batched with left padding (transformers derives positions from the attention
-mask); log-likelihoods run batched with right padding. Text is tokenized as the tokenizer does by default
-(``add_special_tokens=True``: a bos for tokenizers that add one); a log-likelihood continuation is
-tokenized on its own and appended to its context's ids, so every option is scored after the same context.
+A call's rows are run together: the prefix every row shares (a subject's shot text) runs once and its keys
+and values are reused by every row; the rest runs left-padded with explicit positions and a padding mask,
+so each row computes what it would alone, and only the positions that are read get logits. Rows of very
+different lengths run in separate length buckets (after the same prefix) when that saves more padding than
+a forward costs. Greedy decoding then continues all rows through the cache, one
+token per step, by the rules of transformers' greedy ``generate`` (argmax; a row stops once it produced eos
+or a stop token, kept in its ids; special tokens dropped when decoding). A log-likelihood continuation is
+tokenized on its own and appended to its context's ids, so every option is scored after the same context;
+options that differ only in their last token share one row.
+
+Text is tokenized as the tokenizer does by default (``add_special_tokens=True``: a bos for tokenizers that
+add one); token-id prompts are taken as they are.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -14,9 +23,14 @@ import torch
 
 from ..errors import TunebridgeError
 from ..data.encode import pad_id
-from .tokens import check_length, stop_ids
+from .greedy import length_buckets, loglik_plan, sum_by_pair, worth_sharing
+from .tokens import encoded_pairs
+from .tokens import Prompt, check_length, prompt_ids, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# One forward's fixed cost in tokens' worth of compute (measured on tiny models, CPU): a batch is split into
+# length buckets, each a forward of its own, when the padding saved outweighs that.
+FORWARD_COST = 160
 
 
 def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str, device: torch.device):
@@ -53,57 +67,102 @@ class HFScorer:
         device = detect_device()
         return cls(load_hf_model(model_dir, adapter, dtype, device), tokenizer or load_tokenizer(None), device)
 
-    def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
-
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)
 
+    def _prefix(self, rows: list[list[int]], shared: int):
+        """Keys and values of the first ``shared`` tokens every row has, computed once (None for none)."""
+        if not shared:
+            return None
+        return self.model(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True,
+                          logits_to_keep=1).past_key_values
+
+    def _run(self, rows: list[list[int]], shared: int, prefix, keep: int, use_cache: bool):
+        """One forward over ``rows`` after their shared prefix (its keys and values repeated for every row), the
+        rest left-padded so every row ends at the same index; positions are explicit and padding is masked, so
+        each row computes what it would alone.
+
+        Returns the logits of the last ``keep`` indices [rows, keep, vocab], the cache and the attention mask."""
+        device = self.device
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(rows))
+        lengths = [len(r) - shared for r in rows]
+        width = max(lengths)
+        ids = torch.tensor([[self.pad_id] * (width - n) + r[shared:] for r, n in zip(rows, lengths)], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - n) + [1] * n for n in lengths], device=device)
+        start = torch.tensor([width - n for n in lengths], device=device)[:, None]
+        positions = (shared + torch.arange(width, device=device)[None, :] - start).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                         use_cache=use_cache, logits_to_keep=keep)
+        return out.logits, out.past_key_values, mask
+
+    def _greedy(self, rows: list[list[int]], shared: int, prefix, max_new_tokens: int, stops: set[int]
+                ) -> list[list[int]]:
+        logits, cache, mask = self._run(rows, shared, prefix, keep=1, use_cache=True)
+        ends = torch.tensor([len(r) for r in rows], device=self.device)
+        picks = logits[:, -1].argmax(-1)
+        generated: list[list[int]] = [[] for _ in rows]
+        live = list(range(len(rows)))
+        for step in range(max_new_tokens):
+            for i in live:
+                generated[i].append(int(picks[i]))
+            live = [i for i in live if generated[i][-1] not in stops]
+            if not live or step == max_new_tokens - 1:
+                break
+            # every row takes one more token (finished rows too, masked out), at its own next position
+            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1)
+            out = self.model(input_ids=picks[:, None], attention_mask=mask, position_ids=(ends + step)[:, None],
+                             past_key_values=cache, use_cache=True)
+            cache, picks = out.past_key_values, out.logits[:, -1].argmax(-1)
+        return generated
+
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        ids = [self._encode(p) for p in prompts]
-        for row in ids:
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        rows = [prompt_ids(self.tokenizer, p) for p in prompts]
+        for row in rows:
             self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
-        width = max(len(row) for row in ids)
-        input_ids = torch.tensor([[self.pad_id] * (width - len(row)) + row for row in ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in ids], device=self.device)
-        eos = stop_ids(self.tokenizer, stop)
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  do_sample=False, num_beams=1, pad_token_id=self.pad_id, eos_token_id=eos,
-                                  temperature=None, top_p=None, top_k=None)
-        return [self.tokenizer.decode(row[width:].tolist(), skip_special_tokens=True) for row in out]
+        if not rows or max_new_tokens < 1:
+            return ["" for _ in rows]
+        stops = set(stop_ids(self.tokenizer, stop))
+        shared = worth_sharing(rows)
+        prefix = self._prefix(rows, shared)
+        generated: list[list[int]] = [[] for _ in rows]
+        for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST * max_new_tokens):
+            for i, new in zip(bucket, self._greedy([rows[i] for i in bucket], shared, prefix, max_new_tokens, stops)):
+                generated[i] = new
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in generated]
 
     @torch.no_grad()
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         if len(contexts) != len(continuations):
             raise TunebridgeError(f"{len(contexts)} contexts for {len(continuations)} continuations")
-        pairs = [(self._encode(c), self.tokenizer.encode(x, add_special_tokens=False))
-                 for c, x in zip(contexts, continuations)]
+        pairs = encoded_pairs(self.tokenizer, contexts, continuations)
         for i, (ctx, cont) in enumerate(pairs):
             if not ctx or not cont:
                 raise TunebridgeError(f"pair {i}: an empty context or continuation has no log-likelihood")
             self._check_length(len(ctx) + len(cont), f"a context of {len(ctx)} tokens + its continuation")
-        # A continuation's scores come from the forward of context + continuation[:-1]: options that differ
-        # only in their last token (" A" .. " D") share one row.
-        rows: dict[tuple[int, ...], int] = {}
-        for ctx, cont in pairs:
-            rows.setdefault(tuple(ctx + cont[:-1]), len(rows))
-        width = max(len(r) for r in rows)
-        input_ids = torch.tensor([list(r) + [self.pad_id] * (width - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        # every (row, position, target token, pair) scored, gathered in one go
-        row_of, position, target, pair_of = [], [], [], []
-        for i, (ctx, cont) in enumerate(pairs):
-            row = rows[tuple(ctx + cont[:-1])]
-            for k, token in enumerate(cont):
-                row_of.append(row)
-                position.append(len(ctx) - 1 + k)
-                target.append(token)
-                pair_of.append(i)
-        picked = logits[torch.tensor(row_of, device=self.device), torch.tensor(position, device=self.device)]
-        token_logprobs = torch.log_softmax(picked.float(), dim=-1).gather(
-            1, torch.tensor(target, device=self.device)[:, None])[:, 0]
-        sums = torch.zeros(len(pairs), dtype=torch.float64, device=self.device)
-        sums.index_add_(0, torch.tensor(pair_of, device=self.device), token_logprobs.double())
-        return sums.tolist()
+        if not pairs:
+            return []
+        # options that differ only in their last token (" A" .. " D") share one row: one forward for all four
+        rows, picks, pair_of = loglik_plan(pairs)
+        shared = min(worth_sharing(rows), *(len(ctx) - 1 for ctx, _ in pairs))
+        prefix = self._prefix(rows, shared)
+        by_row: dict[int, list[int]] = {}
+        for j, (r, _, _) in enumerate(picks):
+            by_row.setdefault(r, []).append(j)
+        token_logprobs = [0.0] * len(picks)
+        for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST):
+            mine = [j for r in bucket for j in by_row[r]]
+            local = {r: k for k, r in enumerate(bucket)}
+            # rows end together: the scored positions are among the last ``keep`` of each row
+            from_end = torch.tensor([len(rows[picks[j][0]]) - picks[j][1] for j in mine], device=self.device)
+            keep = int(from_end.max())
+            logits, _, _ = self._run([rows[r] for r in bucket], shared, prefix, keep, use_cache=False)
+            at = logits[torch.tensor([local[picks[j][0]] for j in mine], device=self.device), keep - from_end]
+            target = torch.tensor([picks[j][2] for j in mine], device=self.device)
+            values = torch.log_softmax(at.float(), dim=-1).gather(1, target[:, None])[:, 0].double().tolist()
+            for j, value in zip(mine, values):
+                token_logprobs[j] = value
+        return sum_by_pair(token_logprobs, pair_of, len(pairs))

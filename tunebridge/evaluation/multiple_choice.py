@@ -142,22 +142,45 @@ def _options(q: Question) -> str:
     return "".join(f"\n{letter}. {text}" for letter, text in zip(LETTERS, q.options))
 
 
-def _ceval_prompt(subject: str, shots: Sequence[Question], q: Question) -> str:
-    head = "请从下列选择题中选择正确的选项。" + "".join(f"\n\n问：{s.question}{_options(s)}\n答：{s.answer}" for s in shots)
-    return f"{head}\n\n问：{q.question}{_options(q)}\n答："
+# Each benchmark's prompt is header + one text per shot + the question's tail (which starts "\n\n"), the
+# shape of MindSpeed-LLM's shipped 5-shot texts followed by its instruction template.
 
 
-def _mmlu_prompt(subject: str, shots: Sequence[Question], q: Question) -> str:
-    head = f"The following are multiple choice questions (with answers) about  {subject.replace('_', ' ')}." + \
-        "".join(f"\n{s.question}{_options(s)}\nAnswer: {s.answer}" for s in shots)
-    return f"{head}\n\n{q.question}{_options(q)}\nAnswer:"
+def _ceval_header(subject: str) -> str:
+    return "请从下列选择题中选择正确的选项。"
 
 
-def _cmmlu_prompt(subject: str, shots: Sequence[Question], q: Question) -> str:
+def _ceval_shot(q: Question) -> str:
+    return f"\n\n问：{q.question}{_options(q)}\n答：{q.answer}"
+
+
+def _ceval_tail(q: Question) -> str:
+    return f"\n\n问：{q.question}{_options(q)}\n答："
+
+
+def _mmlu_header(subject: str) -> str:
+    return f"The following are multiple choice questions (with answers) about  {subject.replace('_', ' ')}."
+
+
+def _mmlu_shot(q: Question) -> str:
+    return f"\n{q.question}{_options(q)}\nAnswer: {q.answer}"
+
+
+def _mmlu_tail(q: Question) -> str:
+    return f"\n\n{q.question}{_options(q)}\nAnswer:"
+
+
+def _cmmlu_header(subject: str) -> str:
     name = CMMLU_SUBJECTS_ZH.get(subject, subject.replace("_", " "))
-    head = f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\n" + \
-        "".join(f"{s.question}{_options(s)}\n答案： {s.answer}\n" for s in shots)
-    return f"{head}\n\n{q.question}{_options(q)}\n答案： "
+    return f"以下是中国关于{name}考试的单项选择题，请选出其中的正确答案。\n "
+
+
+def _cmmlu_shot(q: Question) -> str:
+    return f"{q.question}{_options(q)}\n答案： {q.answer}\n"
+
+
+def _cmmlu_tail(q: Question) -> str:
+    return f"\n\n{q.question}{_options(q)}\n答案： "
 
 
 @dataclass(frozen=True)
@@ -167,10 +190,15 @@ class Benchmark:
     eval_suffix: Callable[[str], str]           # split -> file name suffix after the subject
     dev_suffix: str
     read: Callable[[Path, str], list[Question]]
-    prompt: Callable[[str, Sequence[Question], Question], str]
+    header: Callable[[str], str]                # subject -> the prompt's first line(s)
+    shot: Callable[[Question], str]             # one solved example
+    tail: Callable[[Question], str]             # the question asked
     letter_prefix: str
     categories: dict[str, str]
     category_names: tuple[str, ...]
+
+    def shots_text(self, subject: str, shots: Sequence[Question]) -> str:
+        return self.header(subject) + "".join(self.shot(s) for s in shots)
 
     def subject_of(self, file: Path, split: str) -> str | None:
         suffix = self.eval_suffix(split) + ".csv"
@@ -213,22 +241,57 @@ MMLU_CATEGORIES = {s: c for c, subjects in {
                                        "professional_accounting professional_medicine virology",
 }.items() for s in subjects.split()}
 
-# CMMLU: the subjects tunebridge's fixtures use (CMMLU's categories.py; its fifth group, "China specific",
-# overlaps the others and is not reported). Other subjects are reported as uncategorized.
-CMMLU_CATEGORIES = {"agronomy": "Other", "anatomy": "STEM", "astronomy": "STEM", "economics": "Social Science",
-                    "philosophy": "Humanities"}
-CMMLU_SUBJECTS_ZH = {"agronomy": "农学", "anatomy": "解剖学", "astronomy": "天文学", "economics": "经济学",
-                     "philosophy": "哲学"}
+# CMMLU's 67 subjects: the Chinese name its prompts use (MindSpeed-LLM's cmmlu_subject_mapping.json, CMMLU's
+# name_en2zh) and the category of the subject's first sub-category (CMMLU's categories.py; its fifth group,
+# "China specific", overlaps the others and is not reported).
+CMMLU_SUBJECTS_ZH = dict(pair.split(":") for pair in """
+agronomy:农学 anatomy:解剖学 ancient_chinese:古汉语 arts:艺术学 astronomy:天文学 business_ethics:商业伦理
+chinese_civil_service_exam:中国公务员考试 chinese_driving_rule:中国驾驶规则 chinese_food_culture:中国饮食文化
+chinese_foreign_policy:中国外交政策 chinese_history:中国历史 chinese_literature:中国文学
+chinese_teacher_qualification:中国教师资格 college_actuarial_science:大学精算学 college_education:大学教育学
+college_engineering_hydrology:大学工程水文学 college_law:大学法律 college_mathematics:大学数学
+college_medical_statistics:大学医学统计 clinical_knowledge:临床知识 college_medicine:大学医学
+computer_science:计算机科学 computer_security:计算机安全 conceptual_physics:概念物理学
+construction_project_management:建设工程管理 economics:经济学 education:教育学 elementary_chinese:小学语文
+elementary_commonsense:小学常识 elementary_information_and_technology:小学信息技术 electrical_engineering:电气工程
+elementary_mathematics:初等数学 ethnology:民族学 food_science:食品科学 genetics:遗传学 global_facts:全球事实
+high_school_biology:高中生物 high_school_chemistry:高中化学 high_school_geography:高中地理
+high_school_mathematics:高中数学 high_school_physics:高中物理学 high_school_politics:高中政治
+human_sexuality:人类性行为 international_law:国际法学 journalism:新闻学 jurisprudence:法理学
+legal_and_moral_basis:法律与道德基础 logical:逻辑学 machine_learning:机器学习 management:管理学 marketing:市场营销
+marxist_theory:马克思主义理论 modern_chinese:现代汉语 nutrition:营养学 philosophy:哲学 professional_accounting:专业会计
+professional_law:专业法学 professional_medicine:专业医学 professional_psychology:专业心理学 public_relations:公共关系
+security_study:安全研究 sociology:社会学 sports_science:体育学 traditional_chinese_medicine:中医中药 virology:病毒学
+world_history:世界历史 world_religions:世界宗教""".split())
+CMMLU_CATEGORIES = {s: c for c, subjects in {
+    "STEM": "anatomy astronomy college_actuarial_science college_engineering_hydrology college_mathematics "
+            "college_medical_statistics computer_science conceptual_physics electrical_engineering "
+            "elementary_mathematics genetics high_school_biology high_school_chemistry high_school_mathematics "
+            "high_school_physics machine_learning virology",
+    "Humanities": "arts chinese_history chinese_literature college_law global_facts international_law jurisprudence "
+                  "logical marxist_theory philosophy professional_law world_history world_religions",
+    "Social Science": "ancient_chinese business_ethics chinese_civil_service_exam chinese_food_culture "
+                      "chinese_foreign_policy chinese_teacher_qualification college_education economics education "
+                      "elementary_chinese ethnology high_school_geography high_school_politics journalism "
+                      "management marketing modern_chinese professional_accounting professional_psychology "
+                      "public_relations security_study sociology",
+    "Other": "agronomy chinese_driving_rule clinical_knowledge college_medicine computer_security "
+             "construction_project_management elementary_commonsense elementary_information_and_technology "
+             "food_science human_sexuality legal_and_moral_basis nutrition professional_medicine sports_science "
+             "traditional_chinese_medicine",
+}.items() for s in subjects.split()}
 
 BENCHMARKS = {
     "ceval": Benchmark("ceval", ("val",), lambda split: f"_{split}", "_dev",
-                       lambda p, s: _read_with_header(p, s, "id"), _ceval_prompt, "", CEVAL_CATEGORIES,
+                       lambda p, s: _read_with_header(p, s, "id"), _ceval_header, _ceval_shot, _ceval_tail, "",
+                       CEVAL_CATEGORIES,
                        ("STEM", "Social Science", "Humanities", "Other")),
-    "mmlu": Benchmark("mmlu", ("test", "val"), lambda split: f"_{split}", "_dev", _read_headerless, _mmlu_prompt,
-                      " ", MMLU_CATEGORIES,
+    "mmlu": Benchmark("mmlu", ("test", "val"), lambda split: f"_{split}", "_dev", _read_headerless, _mmlu_header,
+                      _mmlu_shot, _mmlu_tail, " ", MMLU_CATEGORIES,
                       ("STEM", "humanities", "social sciences", "other (business, health, misc.)")),
     "cmmlu": Benchmark("cmmlu", ("test",), lambda split: "", "", lambda p, s: _read_with_header(p, s, None),
-                       _cmmlu_prompt, "", CMMLU_CATEGORIES, ("STEM", "Humanities", "Social Science", "Other")),
+                       _cmmlu_header, _cmmlu_shot, _cmmlu_tail, "", CMMLU_CATEGORIES,
+                       ("STEM", "Humanities", "Social Science", "Other")),
 }
 
 
@@ -249,9 +312,17 @@ def _split_dir(bench: Benchmark, path: Path) -> tuple[Path, str]:
                           f"{', '.join(bench.splits)}, next to dev/)")
 
 
-def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = None) -> list[Item]:
-    """Every question of every subject under ``path`` with its prompt; ``limit`` keeps the first N per subject."""
+Reader = Callable[["Benchmark", Path, str], list[Question]]
+
+
+def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = None, read: Reader | None = None,
+               shipped: dict[str, str] | None = None) -> list[Item]:
+    """Every question of every subject under ``path`` with its prompt; ``limit`` keeps the first N per subject.
+
+    ``read`` reads a file (default: the benchmark's own strict reader); ``shipped`` (subject -> text) gives each
+    subject's shot text as it is, instead of writing it from the first ``shots`` rows of its dev file."""
     bench = benchmark(task)
+    read = read or (lambda b, file, subject: b.read(file, subject))
     split_dir, split = _split_dir(bench, Path(path))
     files = sorted(f for f in split_dir.glob("*.csv") if bench.subject_of(f, split))
     if not files:
@@ -259,18 +330,25 @@ def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = 
     items = []
     for file in files:
         subject = bench.subject_of(file, split)
-        questions = bench.read(file, subject)
+        questions = read(bench, file, subject)
         if not questions:
             raise TunebridgeError(f"{file}: no questions")
-        support: list[Question] = []
-        if shots:
-            dev = split_dir.parent / "dev" / f"{subject}{bench.dev_suffix}.csv"
-            if not dev.exists():
-                raise TunebridgeError(f"{dev}: no such dev file (needed for {shots}-shot prompts of {subject}; "
-                                      f"pass --shots 0 to go without)")
-            support = bench.read(dev, subject)[:shots]
+        if shipped is not None:
+            if subject not in shipped:
+                raise TunebridgeError(f"{file}: the few-shot file has no text for subject {subject!r} "
+                                      f"(MindSpeed-LLM would skip the subject)")
+            head = shipped[subject]
+        else:
+            support: list[Question] = []
+            if shots:
+                dev = split_dir.parent / "dev" / f"{subject}{bench.dev_suffix}.csv"
+                if not dev.exists():
+                    raise TunebridgeError(f"{dev}: no such dev file (needed for {shots}-shot prompts of {subject}; "
+                                          f"pass --shots 0 to go without)")
+                support = read(bench, dev, subject)[:shots]
+            head = bench.shots_text(subject, support)
         for q in questions[:limit]:
-            items.append(Item(q, bench.prompt(subject, support, q), bench.letter_prefix))
+            items.append(Item(q, head + bench.tail(q), bench.letter_prefix))
     return items
 
 
@@ -293,14 +371,12 @@ def _accuracy(correct: int, total: int) -> float:
     return correct / total
 
 
-def averages(task: str, questions: Sequence[Question], predictions: Sequence[str | None], protocol: str) -> dict:
+def averages(task: str, questions: Sequence[Question], predictions: Sequence[str | None]) -> dict:
     """Per-subject, per-category (micro and macro), overall micro and macro accuracy, each labelled."""
     if len(questions) != len(predictions):
         raise TunebridgeError(f"{len(predictions)} predictions for {len(questions)} questions")
     if not questions:
         raise TunebridgeError("no questions to score")
-    if protocol not in PROTOCOLS:
-        raise TunebridgeError(unknown("protocol", protocol, PROTOCOLS))
     bench = benchmark(task)
     subjects: dict[str, dict] = {}
     for q, p in zip(questions, predictions):
@@ -323,7 +399,7 @@ def averages(task: str, questions: Sequence[Question], predictions: Sequence[str
     correct = sum(s["correct"] for s in subjects.values())
     order = {name: i for i, name in enumerate((*bench.category_names, UNCATEGORIZED))}
     return {
-        "task": task, "protocol": protocol, "protocol_rule": PROTOCOLS[protocol], "count": len(questions),
+        "count": len(questions),
         "correct": correct, "no_answer": sum(s["no_answer"] for s in subjects.values()),
         "micro_average": _accuracy(correct, len(questions)),
         "macro_average": sum(s["accuracy"] for s in subjects.values()) / len(subjects),

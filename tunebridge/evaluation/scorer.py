@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from .tokens import Prompt
+
 
 class Scorer(Protocol):
     name: str  # "hf", "mcore", "mindformers": named in every report
+    tokenizer: object  # the HF tokenizer that turns text into the model's ids and back
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         """Greedy continuation of each prompt (text after the prompt, special tokens dropped), ending at the
-        tokenizer's eos or at any of the ``stop`` tokens (a template's end token, e.g. ``<|im_end|>``)."""
+        tokenizer's eos or at any of the ``stop`` tokens (a template's end token, e.g. ``<|im_end|>``).
+        A prompt is text, encoded as the tokenizer does by default, or token ids taken as they are."""
         ...
 
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:

@@ -12,7 +12,7 @@ from typing import Sequence
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
 from ..data.encode import pad_id
-from .tokens import check_length, stop_ids
+from .tokens import Prompt, check_length, encoded_pairs, prompt_ids, stop_ids
 
 
 class TokenScorer:
@@ -39,8 +39,8 @@ class TokenScorer:
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
-        ids = [self.tokenizer.encode(p) for p in prompts]
+    def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
+        ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         for row in ids:
             self._check_length(len(row) + max_new_tokens,
                                f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
@@ -52,8 +52,7 @@ class TokenScorer:
     def loglikelihood(self, contexts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         if len(contexts) != len(continuations):
             raise TunebridgeError(f"{len(contexts)} contexts for {len(continuations)} continuations")
-        pairs = [(self.tokenizer.encode(c), self.tokenizer.encode(x, add_special_tokens=False))
-                 for c, x in zip(contexts, continuations)]
+        pairs = encoded_pairs(self.tokenizer, contexts, continuations)
         for i, (ctx, cont) in enumerate(pairs):
             if not ctx or not cont:
                 raise TunebridgeError(f"pair {i}: an empty context or continuation has no log-likelihood")

@@ -1,9 +1,26 @@
 """Token-level facts every scorer shares: the stop ids and the model's position limit."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 from ..errors import TunebridgeError
+
+# What a scorer is asked to continue: text (encoded as the tokenizer does by default, a bos when it adds one)
+# or token ids used as they are (a protocol that tokenizes itself, e.g. through a chat template).
+Prompt = Union[str, Sequence[int]]
+
+
+def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
+    return tokenizer.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
+
+
+def encoded_pairs(tokenizer, contexts: Sequence[str], continuations: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+    """(context ids, continuation ids) per pair: contexts as the tokenizer encodes them by default, continuations
+    without special tokens; each distinct text encoded once (a question's four options share its context)."""
+    ctx_ids = {c: tokenizer.encode(c) for c in dict.fromkeys(contexts)}
+    cont_ids = {x: tokenizer.encode(x, add_special_tokens=False) for x in dict.fromkeys(continuations)}
+    return [(ctx_ids[c], cont_ids[x]) for c, x in zip(contexts, continuations)]
+
 
 def stop_ids(tokenizer, stop: Sequence[str]) -> list[int]:
     """The tokenizer's eos and the ids of the ``stop`` tokens (each must be one token of the vocabulary)."""

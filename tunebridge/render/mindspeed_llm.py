@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..accounting import LoraPlan
+from ..evaluation import protocol_mindspeed_llm as msllm_eval
 from ..families import FAMILIES
 from ..layout import padded_vocab_size
 from ..models import ModelSpec
@@ -160,15 +161,18 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "INFER_ARGS", "finetune.lora.alpha"),
     Flag("--lora-target-modules", lambda c: list(c.lora.native_targets) if c.lora else None, "INFER_ARGS",
          "finetune.lora.targets"),
-    Flag("--prompt-type", lambda c: c.prompt_type, "INFER_ARGS", "data.template"),
     Flag("--micro-batch-size", lambda c: 1, "INFER_ARGS"),
     Flag("--exit-on-missing-checkpoint", lambda c: True, "INFER_ARGS"),
     Flag("--task", lambda c: "chat", "GENERATE_ARGS"),
+    Flag("--prompt-type", lambda c: c.prompt_type, "GENERATE_ARGS", "data.template"),
     Flag("--max-new-tokens", lambda c: 256, "GENERATE_ARGS"),
     Flag("--task", lambda c: "$TASK", "EVAL_ARGS", "evaluate"),
     Flag("--task-data-path", lambda c: "$EVAL_DATA", "EVAL_ARGS", "evaluate"),
-    Flag("--max-new-tokens", lambda c: 1, "EVAL_ARGS"),
-    Flag("--evaluation-batch-size", lambda c: 1, "EVAL_ARGS"),
+    # evaluation.py's default path, the protocol `eval run --protocol mindspeed-llm` reproduces: no --prompt-type
+    # (it would switch to random dev shots in chat turns), the chat-template choice, tokens and batch size as there
+    Flag("--no-chat-template", lambda c: not msllm_eval.CHAT_TEMPLATE or None, "EVAL_ARGS", "evaluate"),
+    Flag("--max-new-tokens", lambda c: msllm_eval.MAX_NEW_TOKENS, "EVAL_ARGS", "evaluate"),
+    Flag("--evaluation-batch-size", lambda c: msllm_eval.BATCH_SIZE, "EVAL_ARGS", "evaluate"),
 )
 
 TUNE_GROUPS = ("GPT_ARGS", "DATA_ARGS", "OUTPUT_ARGS", "TUNE_ARGS")
@@ -366,7 +370,10 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp
     entry, group = {"generate": ("inference.py", "GENERATE_ARGS"), "evaluate": ("evaluation.py", "EVAL_ARGS")}[kind]
-    extra = ['TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...'] if kind == "evaluate" else []
+    extra = ["# evaluation.py's default path: fixed 5-shot texts, no --prompt-type"
+             f"{', --no-chat-template' if not msllm_eval.CHAT_TEMPLATE else ''}; "
+             "`tunebridge eval run` scores C-Eval/MMLU/CMMLU the same way by default (--protocol mindspeed-llm)",
+             'TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...'] if kind == "evaluate" else []
     return "\n".join([
         _header(f"{r.name}: {kind} with the fine-tuned model (MindSpeed-LLM {version})"),
         "export CUDA_DEVICE_MAX_CONNECTIONS=1",

@@ -11,6 +11,7 @@ from ..accounting import contest_score
 from ..atomic import atomic_dir
 from ..backends.result import RunResult
 from ..parity import Verdict
+from ..units import fmt, header
 from .document import Block, Image, Table, to_html, to_markdown
 from .plots import loss_figure
 
@@ -64,23 +65,24 @@ def _as_dict(row) -> dict:
 
 
 def params_section(params_table: list) -> list[Block]:
-    """Rows are ParamReports or dicts with their keys; ``instantiated`` and ``accuracy`` (a fraction) add
-    columns, the latter the contest score = (1 - low-param ratio) * 0.3 + accuracy * 0.7."""
+    """Rows are ParamReports or dicts with their keys; ``instantiated`` and ``accuracy`` add columns, the latter
+    the contest score = (1 - low-param ratio) * 0.3 + accuracy * 0.7. Every figure in its unit (``units``)."""
     rows = [_as_dict(r) for r in params_table]
     with_inst = any("instantiated" in r for r in rows)
     with_score = any(r.get("accuracy") is not None for r in rows)
-    headers = ["backend", "total", "trainable", *(["instantiated"] if with_inst else []), "low-param ratio",
-               "PEFT trainable %", "exact", *(["accuracy", "contest score"] if with_score else [])]
+    headers = ["backend", "total", "trainable", *(["instantiated"] if with_inst else []), header("low_param_ratio"),
+               header("peft_trainable_percent"), "exact",
+               *([header("accuracy"), header("contest_score")] if with_score else [])]
     body = []
     for r in rows:
         line = [r["backend"], _num(r["total_params"]), _num(r["trainable_params"])]
         if with_inst:
             line.append(_num(r.get("instantiated")))
-        line += [f"{100 * r['low_param_ratio']:.6g} %", f"{r.get('peft_trainable_percent', 0):.6g} %",
+        line += [f"{r['low_param_ratio']:.6g}", f"{r.get('peft_trainable_percent', 0):.6g}",
                  "yes" if r.get("exact", True) else "no"]
         if with_score:
             acc = r.get("accuracy")
-            line += ["-", "-"] if acc is None else [f"{100 * acc:.2f} %",
+            line += ["-", "-"] if acc is None else [fmt("accuracy", acc),
                                                     f"{contest_score(r['low_param_ratio'], acc):.6f}"]
         body.append(line)
     blocks = [Block("h2", "Parameters"), Block("table", Table(headers, body)),
@@ -91,9 +93,10 @@ def params_section(params_table: list) -> list[Block]:
 
 
 def metrics_section(metrics_table: dict[str, dict[str, float]]) -> list[Block]:
+    """Rows of metrics by their keys (``units.UNITS``), each column headed with its unit."""
     metrics = list(dict.fromkeys(k for row in metrics_table.values() for k in row))
-    rows = [[name, *(_num(row.get(k)) for k in metrics)] for name, row in metrics_table.items()]
-    return [Block("h2", "Metrics"), Block("table", Table(["run", *metrics], rows))]
+    rows = [[name, *(fmt(k, row.get(k)) for k in metrics)] for name, row in metrics_table.items()]
+    return [Block("h2", "Metrics"), Block("table", Table(["run", *(header(k) for k in metrics)], rows))]
 
 
 def evaluation_section(runs: dict[str, RunResult]) -> list[Block]:

@@ -60,13 +60,13 @@ INFER_ARGS=(
     --lora-r 8
     --lora-alpha 16
     --lora-target-modules linear_qkv linear_proj
-    --prompt-type alpaca
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
 
 GENERATE_ARGS=(
     --task chat
+    --prompt-type alpaca
     --max-new-tokens 256
 )
 

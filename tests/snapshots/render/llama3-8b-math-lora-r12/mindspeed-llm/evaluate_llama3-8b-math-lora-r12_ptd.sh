@@ -8,6 +8,7 @@ CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/llama3-8b-math-lora-r12-mcore}
 CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/llama3-8b-math-lora-r12}
 TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/llama3-8b-math-lora-r12}
 EVAL_DATA=${EVAL_DATA:-./mmlu/data/test}
+# evaluation.py's default path: fixed 5-shot texts, no --prompt-type, --no-chat-template; `tunebridge eval run` scores C-Eval/MMLU/CMMLU the same way by default (--protocol mindspeed-llm)
 TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...
 NPUS_PER_NODE="${NPUS_PER_NODE:-1}"
 MASTER_ADDR="${MASTER_ADDR:-localhost}"
@@ -62,7 +63,6 @@ INFER_ARGS=(
     --lora-r 12
     --lora-alpha 24
     --lora-target-modules linear_qkv
-    --prompt-type llama3
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
@@ -70,6 +70,7 @@ INFER_ARGS=(
 EVAL_ARGS=(
     --task "${TASK}"
     --task-data-path "${EVAL_DATA}"
+    --no-chat-template
     --max-new-tokens 1
     --evaluation-batch-size 1
 )

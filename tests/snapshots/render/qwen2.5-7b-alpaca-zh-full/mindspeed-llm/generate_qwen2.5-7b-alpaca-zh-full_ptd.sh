@@ -58,13 +58,13 @@ MODEL_ARGS=(
 
 INFER_ARGS=(
     --load "${CKPT_LOAD_DIR}"
-    --prompt-type qwen
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
 
 GENERATE_ARGS=(
     --task chat
+    --prompt-type qwen
     --max-new-tokens 256
 )
 

@@ -8,6 +8,7 @@ CKPT_LOAD_DIR=${CKPT_LOAD_DIR:-./model_weights/qwen2.5-7b-alpaca-zh-lora-mcore}
 CKPT_SAVE_DIR=${CKPT_SAVE_DIR:-./ckpt/qwen2.5-7b-alpaca-zh-lora}
 TOKENIZER_PATH=${TOKENIZER_PATH:-./model_from_hf/qwen2.5-7b-alpaca-zh-lora}
 EVAL_DATA=${EVAL_DATA:-./mmlu/data/test}
+# evaluation.py's default path: fixed 5-shot texts, no --prompt-type, --no-chat-template; `tunebridge eval run` scores C-Eval/MMLU/CMMLU the same way by default (--protocol mindspeed-llm)
 TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...
 NPUS_PER_NODE="${NPUS_PER_NODE:-8}"
 MASTER_ADDR="${MASTER_ADDR:-localhost}"
@@ -64,7 +65,6 @@ INFER_ARGS=(
     --lora-r 8
     --lora-alpha 16
     --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2
-    --prompt-type qwen
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
@@ -72,6 +72,7 @@ INFER_ARGS=(
 EVAL_ARGS=(
     --task "${TASK}"
     --task-data-path "${EVAL_DATA}"
+    --no-chat-template
     --max-new-tokens 1
     --evaluation-batch-size 1
 )

@@ -62,13 +62,13 @@ INFER_ARGS=(
     --lora-r 8
     --lora-alpha 16
     --lora-target-modules linear_qkv linear_proj linear_fc1 linear_fc2
-    --prompt-type qwen
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
 
 GENERATE_ARGS=(
     --task chat
+    --prompt-type qwen
     --max-new-tokens 256
 )
 

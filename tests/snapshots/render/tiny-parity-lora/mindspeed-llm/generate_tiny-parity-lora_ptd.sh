@@ -59,13 +59,13 @@ INFER_ARGS=(
     --lora-r 8
     --lora-alpha 16
     --lora-target-modules linear_proj linear_fc2
-    --prompt-type qwen
     --micro-batch-size 1
     --exit-on-missing-checkpoint
 )
 
 GENERATE_ARGS=(
     --task chat
+    --prompt-type qwen
     --max-new-tokens 256
 )
 
