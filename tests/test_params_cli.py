@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from pathlib import Path
+
 import pytest
 
 from tunebridge.cli import main
@@ -57,7 +59,8 @@ def test_qwen25_7b_all_seven_projections(capsys, tmp_path):
 @pytest.mark.parametrize("tp,per_layer", [(2, 374_784), (4, 244_736)])
 def test_qwen25_7b_per_rank_counts_under_tp(capsys, tmp_path, tp, per_layer):
     text = open(QWEN_LORA).read().replace(
-        "parallel: {tp: 1, pp: 8, dp: 1, num_layer_list: [4, 4, 4, 4, 3, 3, 3, 3]}", f"parallel: {{tp: {tp}}}")
+        "parallel: {tp: 1, pp: 8, dp: 1, num_layer_list: [4, 4, 4, 4, 3, 3, 3, 3]}", f"parallel: {{tp: {tp}}}").replace(
+        "../data/samples", str(Path("data/samples").resolve()))
     path = tmp_path / "qwen.yaml"
     path.write_text(text)
     r = params_json(capsys, str(path), "--backend", "mindspeed-llm")

@@ -1,10 +1,12 @@
 """``tunebridge render``: launch artifacts for MindFormers and MindSpeed-LLM."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from ..recipe import load_recipe
-from ..render import RENDER_BACKENDS, render
+from ..atomic import check_output
+from ..render import RENDER_BACKENDS
+from .args import positive_int
 
 
 def register(sub) -> None:
@@ -12,7 +14,8 @@ def register(sub) -> None:
     p.add_argument("recipe", help="recipe YAML")
     p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all")
     p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
-    p.add_argument("--num-samples", type=int, help="training samples, to compute --train-iters from the epochs")
+    p.add_argument("--num-samples", type=positive_int,
+                   help="training samples, to compute --train-iters from the epochs")
     p.add_argument("--mindspeed-llm-version", choices=("v1", "v2"), default="v2",
                    help="MindSpeed-LLM flag set: v2 = posttrain_gpt.py --stage sft (default), v1 = 1.x scripts")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -20,11 +23,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
+    from ..render import render
     recipe = load_recipe(args.recipe)
     backends = RENDER_BACKENDS if args.backend == "all" else (args.backend,)
-    for b in backends:
-        out = Path(args.out) / b if args.backend == "all" else Path(args.out)
+    outs = {b: Path(args.out) / b if args.backend == "all" else Path(args.out) for b in backends}
+    for out in outs.values():
+        check_output(out, args.force)
+    for b, out in outs.items():
         for path in render(recipe, b, out, force=args.force, num_samples=args.num_samples,
                            version=args.mindspeed_llm_version):
             print(f"{b}: {path}")
+    if "mindformers" in backends and (recipe.data is None or recipe.data.train is None):
+        print(f"note: {args.recipe} has no data.train: the MindFormers prepare_{recipe.name}.sh makes the weights "
+              f"but cannot make the MindRecord until the recipe names its training data (data.train.path)",
+              file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from ..accounting import LoraPlan
+from ..data.encode import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..models import ModelSpec
 from .shell import assign, q
@@ -290,7 +291,9 @@ def prepare_script(recipe, paths: dict[str, str]) -> str:
         f'tunebridge convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype {dtype} --force',
         'mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"',
         'DATA_DIR="$(dirname "$TRAIN_DATA")/.tunebridge-data"',
-        'tunebridge data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force',
+        # a real model's data is tokenized with its own tokenizer (HF_DIR's); the embedded one fits only the tiny models
+        'tunebridge data prepare "$RECIPE" --backend mindformers'
+        + (' --tokenizer "$HF_DIR"' if recipe.spec.vocab_size != EMBEDDED_VOCAB else "") + ' --out "$DATA_DIR" --force',
         'mv -f "$DATA_DIR/mindformers/train.mindrecord" "$TRAIN_DATA"',
         'mv -f "$DATA_DIR/mindformers/train.mindrecord.db" "$TRAIN_DATA.db" && rm -rf "$DATA_DIR"',
         "",

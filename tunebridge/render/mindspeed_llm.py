@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..accounting import LoraPlan
-from ..layout import padded_vocab_size
+from ..partition import padded_vocab_size
 from ..models import ModelSpec
 from .shell import args_block, assign, fmt_number, q
 

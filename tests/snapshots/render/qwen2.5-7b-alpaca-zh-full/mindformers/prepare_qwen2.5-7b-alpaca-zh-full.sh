@@ -14,6 +14,6 @@ WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"
 tunebridge convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype bf16 --force
 mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"
 DATA_DIR="$(dirname "$TRAIN_DATA")/.tunebridge-data"
-tunebridge data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force
+tunebridge data prepare "$RECIPE" --backend mindformers --tokenizer "$HF_DIR" --out "$DATA_DIR" --force
 mv -f "$DATA_DIR/mindformers/train.mindrecord" "$TRAIN_DATA"
 mv -f "$DATA_DIR/mindformers/train.mindrecord.db" "$TRAIN_DATA.db" && rm -rf "$DATA_DIR"
