@@ -16,9 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,6 +23,8 @@ from typing import Callable
 import pytest
 
 from tunebridge.cli import main
+
+from .held import held
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "data" / "samples"
@@ -679,40 +678,6 @@ def test_immutable_directory(command, inputs, immutable_dir, capsys):
 
 # --- processes: kill -9, two writers, Ctrl-C ----------------------------------------------------------------------
 
-# A real ``tunebridge`` process held in the middle of its work: the function named by HOLD waits (up to 60 s)
-# until the file GO exists, then carries on. The test kills it there, or runs a second writer meanwhile.
-HOLDER = textwrap.dedent("""
-    import functools, importlib, os, sys, time
-    module, name, go = sys.argv[1], sys.argv[2], sys.argv[3]
-    mod = importlib.import_module(module)
-    original = getattr(mod, name)
-
-    @functools.wraps(original)
-    def held(*args, **kwargs):
-        open(go + ".reached", "w").close()
-        deadline = time.monotonic() + 60
-        while not os.path.exists(go) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return original(*args, **kwargs)
-    setattr(mod, name, held)
-    from tunebridge.cli import main
-    sys.exit(main(sys.argv[4:]))
-""")
-
-
-def _held(tmp_path: Path, hold: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
-    module, name = hold.rsplit(".", 1)
-    go = tmp_path / "go"
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, module, name, str(go), *map(str, argv)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    deadline = time.monotonic() + 120
-    while not Path(f"{go}.reached").exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the held process never reached its hold point"
-        time.sleep(0.05)
-    return proc, go
-
-
 def _partials(parent: Path, name: str) -> list[Path]:
     return sorted(p for p in parent.iterdir() if p.name.startswith(f".{name}.partial-"))
 
@@ -729,7 +694,7 @@ HELD = {  # a writer, and a function it calls while its partial output exists
 def test_kill_9_leaves_a_partial_that_the_next_run_removes(command, inputs, tmp_path, capsys):
     hold, argv = HELD[command]
     out = tmp_path / "out"
-    proc, _ = _held(tmp_path, hold, argv(inputs, out))
+    proc, _ = held(tmp_path, hold, argv(inputs, out))
     assert len(_partials(tmp_path, "out")) == 1
     proc.kill()  # SIGKILL: no clean-up runs
     proc.wait(timeout=60)
@@ -756,7 +721,7 @@ def test_kill_9_leaves_a_partial_that_the_next_run_removes(command, inputs, tmp_
 def test_a_second_writer_of_one_output_fails_while_the_first_finishes(inputs, tmp_path, capsys):
     hold, argv = HELD["convert"]
     out = tmp_path / "out"
-    proc, go = _held(tmp_path, hold, argv(inputs, out))
+    proc, go = held(tmp_path, hold, argv(inputs, out))
     try:
         code = main([str(a) for a in argv(inputs, out)] + ["--force"])
         assert_one_error(code, capsys.readouterr().err, (str(out), f"pid {proc.pid}", "writing it"))
@@ -772,7 +737,7 @@ def test_a_second_writer_of_one_output_fails_while_the_first_finishes(inputs, tm
 def test_ctrl_c_during_a_run_leaves_nothing(tmp_path):
     """SIGINT while the torch backend trains: the run directory (no checkpoint to resume from) is removed."""
     out = tmp_path / "run"
-    proc, go = _held(tmp_path, "tunebridge.backends.pytorch.token_losses",
+    proc, go = held(tmp_path, "tunebridge.backends.pytorch.token_losses",
                      ["run", str(REPO / "recipes" / "tiny-parity-lora.yaml"), "--out", out, "--max-steps", "4"])
     proc.send_signal(signal.SIGINT)
     go.touch()

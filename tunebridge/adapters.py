@@ -202,7 +202,7 @@ def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], tuple[torch
 
 def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, tp: int = 1, pp: int = 1,
                 num_layer_list: list[int] | None = None) -> None:
-    """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded per FACTS §4."""
+    """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded as MindSpeed-LLM shards it."""
     fused = fuse(adapter, spec)
     modules = {native_name(m): m for m in MCORE.lora_modules}
     stages = mcore_fmt.stages(spec, pp, num_layer_list)

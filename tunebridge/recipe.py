@@ -104,7 +104,7 @@ class Parallel(_Strict):
 
 
 class ParityTolerances(_Strict):
-    """Loss-curve tolerances (defaults: the MindFormers migration standard, FACTS §6); a check passes on rel or abs."""
+    """Loss-curve tolerances (defaults: the MindFormers migration standard); a check passes on rel or abs."""
     first_rel: float = 0.005
     first_abs: float = 0.005
     mean_rel: float = 0.01

@@ -64,7 +64,7 @@ def step_table(runs: dict[str, RunResult]) -> list[str]:
     headers = ["step", *names, *(f"rel {n}" for n in names[1:])]
     rows = []
     for step in steps:
-        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3f}%" if step in b and ref.get(step) else "-"
+        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3g}%" if step in b and ref.get(step) else "-"
                 for b in by_run[1:]]
         rows.append([str(step), *(f"{b[step]:.6f}" if step in b else "-" for b in by_run), *rels])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("demo", help="end to end on the embedded tiny model: data, conversion, LoRA on three "
                                     "stacks, evaluation, every parity check, a report")
-    p.add_argument("--out", default="out/demo")
+    p.add_argument("--out", default="out/demo", help="demo directory (default out/demo; refused if it exists, "
+                                                     "unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing demo directory")
     p.set_defaults(func=run)
 

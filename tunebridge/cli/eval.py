@@ -50,7 +50,7 @@ def register(sub) -> None:
     r.add_argument("--scorer", choices=SCORERS, default="hf",
                    help="the framework that runs MODEL: transformers (+ PEFT), megatron-core GPTModel on tp x pp "
                         "CPU processes, MindFormers LlamaForCausalLM in .venv-mindspore (default: hf)")
-    r.add_argument("--task", choices=TASKS, required=True)
+    r.add_argument("--task", choices=TASKS, required=True, help="the benchmark --data holds")
     r.add_argument("--data", required=True,
                    help="squad: squad_eval.jsonl; math: problem/solution JSONL; ceval/mmlu/cmmlu: the benchmark "
                         "directory or its val/test directory (next to dev/)")

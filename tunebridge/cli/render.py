@@ -12,7 +12,8 @@ from .args import positive_int
 def register(sub) -> None:
     p = sub.add_parser("render", help="write a recipe's launch artifacts for MindFormers / MindSpeed-LLM")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all")
+    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all",
+                   help="one stack's artifacts, or both (default)")
     p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
     p.add_argument("--num-samples", type=positive_int,
                    help="training samples, to compute --train-iters from the epochs")
