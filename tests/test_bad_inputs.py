@@ -595,6 +595,9 @@ WRITERS = {  # commands that write, each into OUT
                                              "--template", "qwen", "--seq-length", "256", "--to", "megatron",
                                              "--map-keys", '{"prompt": "zh_instruction", "query": "zh_input", '
                                                            '"response": "zh_output"}'],
+    "data convert mindrecord": lambda i, out: ["data", "convert", str(SAMPLES / "demo_math_train.jsonl"), out,
+                                               "--reader", "math", "--template", "qwen", "--seq-length", "64",
+                                               "--to", "mindrecord"],
     "data prepare": lambda i, out: ["data", "prepare", R(i, "good.yaml"), "--backend", "torch", "--out", out],
     "eval score": lambda i, out: [*MATH_SCORE(i), "--out", out],
     "report": lambda i, out: ["report", i.__getattr__("run-a"), i.__getattr__("run-b"), "--out", out],
@@ -625,6 +628,10 @@ def full_disk(tmp_path) -> Path:
     except OSError as e:
         assert e.errno == 28
     yield where
+    _unmount(where)
+
+
+def _unmount(where: Path) -> None:
     gc.collect()  # a failed writer's file may still be open in this process (its exception holds it)
     subprocess.run(["umount", "-l", str(where)], check=True)
 
@@ -637,8 +644,7 @@ def read_only_dir(tmp_path) -> Path:
     if why:
         pytest.skip(f"no read-only mount: {why}")
     yield where
-    gc.collect()  # a failed writer's file may still be open in this process (its exception holds it)
-    subprocess.run(["umount", "-l", str(where)], check=True)
+    _unmount(where)
 
 
 @pytest.fixture
@@ -651,29 +657,25 @@ def immutable_dir(tmp_path) -> Path:
     subprocess.run(["chattr", "-i", str(where)], check=True)
 
 
+FAULTS = {  # fixture -> what the error line says
+    "full_disk": "No space left on device",
+    "read_only_dir": "Read-only file system",
+    "immutable_dir": "Operation not permitted",
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
 @pytest.mark.parametrize("command", list(WRITERS))
-def test_full_disk(command, inputs, full_disk, capsys):
-    before = snapshot(full_disk)
-    code = main([str(a) for a in WRITERS[command](inputs, str(full_disk / "out"))])
-    line = assert_one_error(code, capsys.readouterr().err, ("out",))
-    assert "No space left on device" in line
-    assert snapshot(full_disk) == before
-
-
-@pytest.mark.parametrize("command", list(WRITERS))
-def test_read_only_file_system(command, inputs, read_only_dir, capsys):
-    code = main([str(a) for a in WRITERS[command](inputs, str(read_only_dir / "out"))])
-    line = assert_one_error(code, capsys.readouterr().err, ("out",))
-    assert "Read-only file system" in line
-    assert list(read_only_dir.iterdir()) == []
-
-
-@pytest.mark.parametrize("command", list(WRITERS))
-def test_immutable_directory(command, inputs, immutable_dir, capsys):
-    code = main([str(a) for a in WRITERS[command](inputs, str(immutable_dir / "out"))])
-    line = assert_one_error(code, capsys.readouterr().err, ("out",))
-    assert "Operation not permitted" in line
-    assert list(immutable_dir.iterdir()) == []
+def test_unwritable_output(command, fault, inputs, request, capsys):
+    if "mindrecord" in command:
+        request.getfixturevalue("ms_python")  # MindSpore writes the MindRecord
+    where = request.getfixturevalue(fault)
+    before = snapshot(where)
+    code = main([str(a) for a in WRITERS[command](inputs, str(where / "out"))])
+    line = assert_one_error(code, capsys.readouterr().err, ("out",) if fault != "full_disk" or "mindrecord" not in command
+                            else ("demo_math_train.mindrecord",))
+    assert FAULTS[fault] in line or (fault == "full_disk" and "No free disk" in line)
+    assert snapshot(where) == before
 
 
 # --- processes: kill -9, two writers, Ctrl-C ----------------------------------------------------------------------

@@ -172,30 +172,18 @@ def _reraise_write_error(dst: Path, tmp: Path, e: OSError) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(dst: str | Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to ``dst``; on success it replaces ``dst``.
-
-    An existing ``dst`` is refused unless ``force``. On any exception the temporary directory is
-    removed and ``dst`` is left as it was.
-    """
-    dst = Path(dst)
+def _partial(dst: Path, force: bool, create) -> Iterator[Path]:
+    """Under ``dst``'s lock, refuse it (unless ``force``), ``create`` its partial sibling and yield it; on any
+    exception the partial is removed (a write error names ``dst``)."""
     with output_lock(dst):
         check_output(dst, force)
         tmp = partial_name(dst)
         try:
-            tmp.mkdir()  # mode 0777 & ~umask, as any directory the user makes (mkdtemp would give 0700)
+            create(tmp)
         except OSError as e:
             raise write_error(dst, e) from None
         try:
             yield tmp
-            _readable(tmp)
-            if dst.exists():
-                old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-                dst.rename(old)
-                tmp.rename(dst)
-                _discard(old)
-            else:
-                tmp.rename(dst)
         except OSError as e:
             _discard(tmp)
             _reraise_write_error(dst, tmp, e)
@@ -205,23 +193,33 @@ def atomic_dir(dst: str | Path, force: bool = False) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_dir(dst: str | Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory next to ``dst``; on success it replaces ``dst``.
+
+    An existing ``dst`` is refused unless ``force``. On any exception the temporary directory is
+    removed and ``dst`` is left as it was.
+    """
+    dst = Path(dst)
+    # mkdir: mode 0777 & ~umask, as any directory the user makes (mkdtemp would give 0700)
+    with _partial(dst, force, Path.mkdir) as tmp:
+        yield tmp
+        _readable(tmp)
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            dst.rename(old)
+            tmp.rename(dst)
+            _discard(old)
+        else:
+            tmp.rename(dst)
+
+
+@contextlib.contextmanager
 def atomic_file(dst: str | Path, force: bool = True, mode: str = "w", **open_kwargs) -> Iterator:
     """Open a temporary file next to ``dst`` for writing; rename over ``dst`` on success."""
     dst = Path(dst)
-    with output_lock(dst):
-        check_output(dst, force)
-        tmp = partial_name(dst)
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # 0666 & ~umask, like open()
-        except OSError as e:
-            raise write_error(dst, e) from None
-        try:
-            with open(tmp, mode, **open_kwargs) as f:
-                yield f
-            os.replace(tmp, dst)
-        except OSError as e:
-            _discard(tmp)
-            _reraise_write_error(dst, tmp, e)
-        except BaseException:
-            _discard(tmp)
-            raise
+    # 0666 & ~umask, as open() makes files (mkstemp would give 0600)
+    with _partial(dst, force, lambda tmp: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))) \
+            as tmp:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+        os.replace(tmp, dst)

@@ -28,18 +28,19 @@ def _number(kind, text: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(int, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+def _within(kind, text: str, ok, what: str):
+    value = _number(kind, text)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _within(int, text, lambda v: v > 0, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
+    return _within(int, text, lambda v: v >= 0, "0 or more")
 
 
 def finite_float(text: str) -> float:
@@ -47,25 +48,16 @@ def finite_float(text: str) -> float:
 
 
 def nonnegative_float(text: str) -> float:
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
+    return _within(float, text, lambda v: v >= 0, "0 or more")
 
 
 def unit_fraction(text: str) -> float:
     """A fraction in (0, 1], e.g. a ratio of parameters (not a percentage)."""
-    value = _number(float, text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] (not a percentage), got {text!r}")
-    return value
+    return _within(float, text, lambda v: 0 < v <= 1, "a fraction in (0, 1] (not a percentage)")
 
 
 def percent(text: str) -> float:
-    value = _number(float, text)
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], got {text!r}")
-    return value
+    return _within(float, text, lambda v: 0 <= v <= 100, "a percentage in [0, 100]")
 
 
 def json_object(text: str) -> dict:
