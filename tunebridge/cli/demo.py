@@ -13,5 +13,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..demo import run_demo
-    _, all_passed = run_demo(args.out, force=args.force)
+    try:
+        _, all_passed = run_demo(args.out, force=args.force)
+    except KeyboardInterrupt:  # the demo writes its steps' outputs in place, not as one atomic directory
+        raise KeyboardInterrupt(f"{args.out} holds the demo's work so far; run it again with --force") from None
     return 0 if all_passed else 1
