@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -134,7 +133,7 @@ def output_lock(dst: str | Path) -> Iterator[Path]:
 
 def partial_name(dst: Path) -> Path:
     """A fresh temporary sibling of ``dst`` that :func:`output_lock` recognises as stale once this process is gone."""
-    return dst.parent / f".{dst.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    return dst.parent / f".{dst.name}.partial-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 def _readable(root: Path) -> None:
