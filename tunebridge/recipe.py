@@ -154,8 +154,9 @@ class Recipe(_Strict):
         if self.spec.vocab_size != EMBEDDED_VOCAB:
             raise TunebridgeError(f"{self.source}: model {self.spec.name} has a vocabulary of "
                                   f"{self.spec.vocab_size:,} ids and the recipe names no tokenizer: set "
-                                  f"data.tokenizer to the model's tokenizer directory (or model.weights to its HF "
-                                  f"directory); the embedded {EMBEDDED_VOCAB}-id tokenizer is for the tiny models")
+                                  f"data.tokenizer to the model's tokenizer directory or model.weights to its HF "
+                                  f"directory (or pass --tokenizer DIR); the embedded {EMBEDDED_VOCAB}-id tokenizer "
+                                  f"is for the tiny models")
         return None
 
     def load_tokenizer(self, override: str | Path | None = None) -> tuple[Path | None, Any]:

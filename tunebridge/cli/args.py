@@ -43,10 +43,6 @@ def nonnegative_int(text: str) -> int:
     return _within(int, text, lambda v: v >= 0, "0 or more")
 
 
-def finite_float(text: str) -> float:
-    return _number(float, text)
-
-
 def nonnegative_float(text: str) -> float:
     return _within(float, text, lambda v: v >= 0, "0 or more")
 
