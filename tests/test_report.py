@@ -70,11 +70,49 @@ def test_markdown_has_every_section(report_dir):
     assert "| PASS | parameters: across backends |" in md
     assert "| FAIL | loss, first step: mindspeed-llm vs mindformers | step 1, mindformers loss 2.835, " \
            "mindspeed-llm loss 2.346, rel error 17.25 %, abs error 0.4888 | rel < 0.5 % or abs < 0.005 |" in md
-    assert "| 1 | 2.83451 | 2.34568 | 17.246 % |" in md
+    assert "| 1 | 2.83451 | 2.34568 | 17.2 % |" in md
     assert "| run | accuracy (fraction) | SQuAD F1 (percent) |" in md
     assert "| torch | 0.42 | 65.42 |" in md and "| mindformers | 0.41 | - |" in md
     assert "![loss curves and relative error](loss.png)" in md
     assert (report_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_verdicts_come_first(report_dir):
+    """A reader sees the summary (counts, the worst figure of each kind of check) before any detail."""
+    md = (report_dir / "report.md").read_text()
+    order = [md.index(h) for h in ("## Summary", "## Parity verdicts", "## Parameters", "## Loss curves",
+                                   "## Recipe", "## Versions and hardware")]
+    assert order == sorted(order)
+    assert "1 of 4 checks pass (3 FAIL)." in md
+    assert "| loss, first step | 0 | 1 | loss, first step: mindspeed-llm vs mindformers | step 1, " in md
+    assert "| parameters | 1 | 0 | parameters: across backends |" in md
+    assert "<details>" not in (report_dir / "report.html").read_text()  # 6 steps: nothing to fold
+
+
+def test_long_per_step_tables_fold():
+    from tunebridge.backends.result import RunResult, StepRecord
+    from tunebridge.report import build
+    from tunebridge.report.document import to_html, to_markdown
+    runs = {name: RunResult("torch", [StepRecord(s, 2.0 / s + d, 1e-3) for s in range(1, 41)])
+            for name, d in (("a", 0.0), ("b", 1e-7))}
+    blocks = build(runs, [])
+    assert "<details><summary>loss per step (40 steps)</summary><table>" in to_html(blocks, "t")
+    assert "| 40 | 0.05 | 0.0500001 | 0.0002 % |" in to_markdown(blocks)  # Markdown keeps the table open
+
+
+def test_relative_error_plot_is_on_a_log_scale():
+    """Parity runs agree to 1e-8..1e-6 %: on a linear axis they would all sit on 0."""
+    from tunebridge.backends.result import RunResult, StepRecord
+    from tunebridge.report.plots import loss_plot
+    a = RunResult("torch", [StepRecord(s, 2.0 - 0.1 * s, 1e-3) for s in range(1, 6)])
+    b = RunResult("mindformers", [StepRecord(s, (2.0 - 0.1 * s) * (1 + 1e-8 * s), 1e-3) for s in range(1, 6)])
+    b.steps[0].loss = a.steps[0].loss  # an exact step: left out of the log axis, counted in the legend
+    fig = loss_plot({"a": a, "b": b})
+    bottom = fig.axes[1]
+    assert bottom.get_yscale() == "log"
+    line = bottom.get_lines()[0]
+    assert list(line.get_xdata()) == [2, 3, 4, 5] and 1e-7 < min(line.get_ydata()) < 1e-5
+    assert "(1 steps equal, not shown)" in bottom.get_legend().get_texts()[0].get_text()
 
 
 def test_html_is_self_contained(report_dir):
@@ -83,7 +121,8 @@ def test_html_is_self_contained(report_dir):
     assert "<link" not in page and "http://" not in page and "https://" not in page
     uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(uris) == 1 and base64.b64decode(uris[0]) == (report_dir / "loss.png").read_bytes()
-    assert page.count('<tr class="fail">') == 3 and page.count('<tr class="pass">') == 1
+    # the summary (one row per kind of check) and the verdicts
+    assert page.count('<tr class="fail">') == 3 + 3 and page.count('<tr class="pass">') == 1 + 1
 
 
 def test_existing_directory_needs_force(report_dir, tmp_path):
@@ -141,12 +180,12 @@ def test_compare_cli_exit_status_and_table(tmp_path, capsys):
     assert cli(["compare", str(FIXTURES / "curve.csv"), str(FIXTURES / "curve.csv")]) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()]
-    assert ["step", "curve", "curve#2", "rel", "curve#2"] in rows and ["1", "2.500000", "2.500000", "0.000%"] in rows
+    assert ["step", "curve", "curve#2", "rel", "curve#2"] in rows and ["1", "2.500000", "2.500000", "0%"] in rows
     assert "PASS  loss, mean over steps: curve#2 vs curve" in out
     assert cli(["compare", str(FIXTURES / "curve.csv"), str(perturbed), "--names", "ref,new"]) == 1
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines()]
-    assert ["2", "2.250000", "2.300000", "2.222%"] in rows and ["3", "2.000000", "2.100000", "5.000%"] in rows
+    assert ["2", "2.250000", "2.300000", "2.22%"] in rows and ["3", "2.000000", "2.100000", "5%"] in rows
     assert "PASS  loss, first step: new vs ref" in out
     assert "FAIL  loss, mean over steps: new vs ref: steps 3, mean rel error 2.407 %" in out
     with pytest.raises(TunebridgeError, match="--names gives 1 names for 2 runs"):

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from tunebridge.cli import main
 
+from .held import held
+
 SAMPLES = Path("data/samples").resolve()
 
 
@@ -18,19 +20,61 @@ def _recipe(tmp_path: Path, weights: str | None) -> Path:
     return path
 
 
-def test_run_trains_the_recipe_and_resumes(tmp_path, capsys):
+def _record(run: Path) -> dict:
+    """result.json without what differs between any two runs (times, the run directory in paths)."""
+    record = json.loads((run / "torch" / "result.json").read_text())
+    for key in ("wall_time_s", "step_time_s"):
+        record.pop(key)
+    record["checkpoints"] = [str(Path(c).relative_to(run)) for c in record["checkpoints"]]
+    return record
+
+
+def test_run_trains_the_recipe_and_resumes_after_kill_9(tmp_path, capsys):
+    """Killed (SIGKILL) after step 4, before its checkpoint: --resume continues from step 2's checkpoint and the
+    run's record equals an uninterrupted run's, every step numbered as it was run."""
     assert main(["init-model", "tiny-llama", str(tmp_path / "base")]) == 0
     recipe = _recipe(tmp_path, "base")
-    assert main(["run", str(recipe), "--out", str(tmp_path / "full"), "--max-steps", "4"]) == 0
-    full = json.loads((tmp_path / "full" / "torch" / "result.json").read_text())
-    assert full["trainable_params"] == 10_752 and [s["step"] for s in full["steps"]] == [1, 2, 3, 4]
+    argv = ["run", str(recipe), "--max-steps", "6", "--save-every", "2"]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+    full = _record(tmp_path / "full")
+    assert full["trainable_params"] == 10_752 and [s["step"] for s in full["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert full["checkpoints"] == ["torch/checkpoints/step_000002", "torch/checkpoints/step_000004",
+                                   "torch/checkpoints/step_000006", "torch/final"]
     assert "torch: trainable parameters 10,752 (tunebridge params: 10,752)" in capsys.readouterr().out
-    assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--save-every", "2"]) == 0
-    import shutil
-    shutil.rmtree(tmp_path / "part" / "torch" / "checkpoints" / "step_000004")
-    assert main(["run", str(recipe), "--out", str(tmp_path / "part"), "--max-steps", "4", "--resume"]) == 0
-    resumed = [json.loads(line) for line in (tmp_path / "part" / "torch" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["loss"] for r in resumed] == [s["loss"] for s in full["steps"]]
+
+    part = tmp_path / "part"
+    proc, _ = held(tmp_path, "tunebridge.backends.pytorch._save_checkpoint", [*argv, "--out", part], call=2)
+    proc.kill()
+    proc.wait(timeout=60)
+    logged = [json.loads(line)["step"] for line in (part / "torch" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4] and [p.name for p in (part / "torch" / "checkpoints").iterdir()] == ["step_000002"]
+
+    assert main([*argv, "--out", str(part), "--resume"]) == 0
+    table = capsys.readouterr().out
+    assert _record(part) == full  # losses bit-exact, all six steps, the same checkpoints
+    assert [line.split()[1] for line in table.splitlines() if line.startswith("│")][:6] == \
+        ["1", "2", "3", "4", "5", "6"]
+    finished = (part / "torch" / "result.json").read_bytes()
+    assert main([*argv, "--out", str(part), "--resume"]) == 0  # a finished run: nothing to do, nothing rewritten
+    assert "the run finished (6 steps in result.json): nothing to resume" in capsys.readouterr().out
+    assert (part / "torch" / "result.json").read_bytes() == finished
+
+
+def test_resume_refuses_another_schedule(tmp_path, capsys):
+    """A checkpoint of a 6-step run resumed with --max-steps 8 would restart the cosine schedule mid-run."""
+    assert main(["init-model", "tiny-llama", str(tmp_path / "base")]) == 0
+    recipe = _recipe(tmp_path, "base")
+    out = tmp_path / "run"
+    proc, _ = held(tmp_path, "tunebridge.backends.pytorch._save_checkpoint",
+                   ["run", recipe, "--max-steps", "6", "--save-every", "2", "--out", out], call=2)
+    proc.kill()
+    proc.wait(timeout=60)
+    before = (out / "torch" / "metrics.jsonl").read_bytes()
+    assert main(["run", str(recipe), "--max-steps", "8", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "step_000002: the run was planned for 6 steps, now 8" in err and "Traceback" not in err
+    assert f"{out} is kept" in err  # its checkpoint can still be resumed with the right --max-steps
+    assert (out / "torch" / "metrics.jsonl").read_bytes() == before
 
 
 def test_run_needs_weights(tmp_path, capsys):

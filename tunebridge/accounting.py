@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .dialects import BACKEND_DIALECT, Dialect, LoraModule, Shard, get_dialect
-from .layout import padded_vocab_size, stage_layers
+from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
 
 BACKENDS = tuple(BACKEND_DIALECT)

@@ -19,17 +19,20 @@ from .dialects import HF, MCORE, MINDFORMERS, Shard
 from .dialects.hf import PEFT_TARGET
 from .dialects.mindformers import pet_target_regex
 from .errors import TunebridgeError
+from .formats import ADAPTER_FORMATS
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
+from .formats.hf import load_bin
 from .formats.safetensors_stream import SafetensorsReader, SafetensorsWriter, tensor_bytes
 from .formats.torchzip import lazy_load
 from .layout import merge, pack, split, unpack
 from .models import PROJECTIONS, ModelSpec
+from .partition import tp_problem
 
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_BIN = "adapter_model.bin"  # PEFT's save_pretrained(safe_serialization=False)
 MF_ADAPTER = "lora.ckpt"
-ADAPTER_FORMATS = ("peft", "mindformers", "mcore")
 
 
 @dataclass
@@ -58,17 +61,25 @@ def read_peft(path: str | Path, spec: ModelSpec) -> Adapter:
         cfg = json.loads((path / PEFT_CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise TunebridgeError(f"{path}: no {PEFT_CONFIG} (not a PEFT adapter directory)") from None
-    reader = SafetensorsReader(path / PEFT_WEIGHTS)
-    names = set(reader.keys())
+    weights = path / PEFT_WEIGHTS
+    if weights.exists():
+        reader = SafetensorsReader(weights)
+        names, get = set(reader.keys()), reader.get_tensor
+    elif (path / PEFT_BIN).exists():
+        weights = path / PEFT_BIN
+        state = load_bin(weights)
+        names, get = set(state), state.__getitem__
+    else:
+        raise TunebridgeError(f"{path}: no {PEFT_WEIGHTS} or {PEFT_BIN} (not a PEFT adapter directory)")
     adapter = Adapter(int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout", 0.0)))
     for p in PROJECTIONS:
         module = HF.lora_module_for(p)
         for i in range(spec.num_layers):
             a, b = HF.lora_names(module, i)
             if a in names and b in names:
-                adapter.pairs[(p, i)] = reader.get_tensor(a), reader.get_tensor(b)
+                adapter.pairs[(p, i)] = get(a), get(b)
     if not adapter.pairs:
-        raise TunebridgeError(f"{path / PEFT_WEIGHTS}: no LoRA tensors named like {HF.lora_names(HF.lora_modules[0], 0)[0]}")
+        raise TunebridgeError(f"{weights}: no LoRA tensors named like {HF.lora_names(HF.lora_modules[0], 0)[0]}")
     return adapter
 
 
@@ -194,7 +205,7 @@ def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], tuple[torch
 
 def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, tp: int = 1, pp: int = 1,
                 num_layer_list: list[int] | None = None) -> None:
-    """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded per FACTS §4."""
+    """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded as MindSpeed-LLM shards it."""
     fused = fuse(adapter, spec)
     modules = {native_name(m): m for m in MCORE.lora_modules}
     stages = mcore_fmt.stages(spec, pp, num_layer_list)
@@ -229,14 +240,21 @@ def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
         raise TunebridgeError(f"unknown adapter format {fmt!r} (known: {', '.join(ADAPTER_FORMATS)})")
     if not Path(path).exists():
         raise TunebridgeError(f"{path}: no such adapter")
-    return readers[fmt](path, spec)
+    adapter = readers[fmt](path, spec)
+    for (p, i), (a, b) in adapter.pairs.items():
+        out_features, in_features = spec.shape(p)
+        if tuple(a.shape) != (adapter.rank, in_features) or tuple(b.shape) != (out_features, adapter.rank):
+            raise TunebridgeError(f"{path}: layer {i} {p}: LoRA A {list(a.shape)}, B {list(b.shape)} do not fit "
+                                  f"{spec.name} (A [{adapter.rank}, {in_features}], B [{out_features}, "
+                                  f"{adapter.rank}]): is --model / --hf-config the adapter's base model?")
+    return adapter
 
 
 def detect_adapter_format(path: str | Path) -> str:
     p = Path(path)
     if (p / "latest_checkpointed_iteration.txt").exists():
         return "mcore"
-    if (p / PEFT_WEIGHTS).exists():
+    if (p / PEFT_WEIGHTS).exists() or (p / PEFT_BIN).exists():
         return "peft"
     if (p / MF_ADAPTER).exists() or p.suffix == ".ckpt":
         return "mindformers"
@@ -245,6 +263,10 @@ def detect_adapter_format(path: str | Path) -> str:
 
 def convert_adapter(src: str | Path, dst: str | Path, src_format: str, dst_format: str, spec: ModelSpec, *,
                     tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None, force: bool = False) -> Path:
+    if dst_format == "mcore":
+        if problem := tp_problem(spec, tp):
+            raise TunebridgeError(f"--{problem}")
+        mcore_fmt.stages(spec, pp, num_layer_list)
     adapter = read_adapter(src, src_format, spec)
     with atomic_dir(dst, force=force) as tmp:
         if dst_format == "peft":

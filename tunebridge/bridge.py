@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -47,10 +48,35 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
         proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=scratch)
-        stdout, stderr = proc.communicate(json.dumps(kwargs), timeout=timeout)
-    if log is not None:
-        for line in stderr.splitlines():
-            log(line)
+        lines: list[str] = []
+
+        def pump() -> None:  # stderr as it comes (a training run's progress lines), kept for an error report
+            for line in proc.stderr:
+                lines.append(line)
+                if log is not None:
+                    log(line.rstrip("\n"))
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            proc.stdin.write(json.dumps(kwargs))
+            proc.stdin.close()
+            stdout = proc.stdout.read()
+            proc.wait()
+            reader.join()
+        finally:
+            if timer:
+                timer.cancel()
+        stderr = "".join(lines)
+    if timed_out.is_set():
+        raise TunebridgeError(f"the MindSpore worker {module}.{function} did not finish in {timeout:g} s")
     result = None
     for line in stdout.splitlines():
         if line.startswith(_RESULT_MARK):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from .atomic import atomic_dir
 from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
+from .formats import DTYPE_NAMES, FORMATS
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.background import Background
@@ -35,9 +36,9 @@ from .formats.torchzip import lazy_load
 from .layout import pack_shards as pack  # the per-tensor step of write_mcore (tests interrupt it by this name)
 from .layout import padded_vocab_size, row_plan, unpack_shards
 from .models import ModelSpec
+from .partition import tp_problem
 
-FORMATS = ("hf", "mcore", "mindformers")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
 MF_CKPT = "model.ckpt"
 
 
@@ -325,9 +326,10 @@ def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, b
 
 
 def _counted(items, bar: tqdm):
+    """``items``, each counted as it is handed to the writer (the consumer stops asking after the last one)."""
     for item in items:
-        yield item
         bar.update(1)
+        yield item
 
 
 def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: list[int] | None,
@@ -351,23 +353,28 @@ def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: lis
         # a writer thread per TP rank file: their CRCs and writes run side by side
         backgrounds = [stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp))) for _ in range(tp)]
         for s, layers in enumerate(stages):
-            first, last = s == 0, s == pp - 1
             writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
-            items: list[tuple[str, object, int | None]] = []
-            for rule in MCORE.rules(spec):
-                if rule.per_layer:
-                    items += [(rule.format(j), rule, g) for j, g in enumerate(layers)]
-                elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
-                    items.append((rule.name, rule, None))
-            if spec.tied_embeddings and last and pp > 1:  # megatron keeps a copy of the embedding on the last stage
-                items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
-            for name, rule, layer in sorted(items, key=lambda item: (item[2] is None, item[2] or 0)):
+            for name, rule, layer in _stage_items(spec, stages, s):
                 for writer, (shape, pieces) in zip(writers, shards(rule, layer)):
                     writer.add_pieces(name, out_dtype, shape, pieces)
                 bar.update(tp)
             for writer in writers:
                 writer.finish(args)
     mcore_fmt.write_latest(out)
+
+
+def _stage_items(spec: ModelSpec, stages: list[range], s: int) -> list[tuple[str, TensorRule, int | None]]:
+    """The mcore tensors of pipeline stage ``s`` as (name, rule, global layer or None), in writing order."""
+    first, last = s == 0, s == len(stages) - 1
+    items: list[tuple[str, TensorRule, int | None]] = []
+    for rule in MCORE.rules(spec):
+        if rule.per_layer:
+            items += [(rule.format(j), rule, g) for j, g in enumerate(stages[s])]
+        elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
+            items.append((rule.name, rule, None))
+    if spec.tied_embeddings and last and len(stages) > 1:  # megatron keeps a copy of the embedding on the last stage
+        items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
+    return sorted(items, key=lambda item: (item[2] is None, item[2] or 0))
 
 
 def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 1, pp: int = 1,
@@ -381,11 +388,12 @@ def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     spec = source.spec
     if dst_format == "mcore":
-        if spec.num_kv_heads % tp:
-            raise TunebridgeError(f"--tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
-        mcore_fmt.stages(spec, pp, num_layer_list)
-    n_tensors = sum(1 for _ in spec.tensors())
-    total = n_tensors * tp if dst_format == "mcore" else n_tensors
+        if problem := tp_problem(spec, tp):
+            raise TunebridgeError(f"--{problem}")
+        stages = mcore_fmt.stages(spec, pp, num_layer_list)
+        total = tp * sum(len(_stage_items(spec, stages, s)) for s in range(pp))
+    else:
+        total = sum(1 for _ in spec.tensors())
     with atomic_dir(dst, force=force) as tmp, \
             tqdm(total=total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
         try:

@@ -9,6 +9,7 @@ import torch
 
 from .dialects import Pack, Shard, TensorRule
 from .models import ModelSpec
+from .partition import padded_vocab_size, stage_layers  # noqa: F401 - re-exported: their home is partition
 
 
 def _qkv_rows(spec: ModelSpec, part: str) -> int:
@@ -65,12 +66,6 @@ def unpack_shards(rule: TensorRule, shards: list[torch.Tensor], spec: ModelSpec)
         local = [s.chunk(len(rule.parts), dim=0) for s in shards]
         return [torch.cat([views[j] for views in local]) for j in range(len(rule.parts))]
     raise ValueError(rule.pack)
-
-
-def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
-    """Megatron's vocabulary padding: up to a multiple of ``divisible_by * tp``."""
-    multiple = divisible_by * tp
-    return -(-vocab // multiple) * multiple
 
 
 def pad_vocab(t: torch.Tensor, rows: int) -> torch.Tensor:
@@ -145,12 +140,3 @@ def merge(shards: list[torch.Tensor], shard: Shard) -> torch.Tensor:
     if shard is Shard.REPLICATED or len(shards) == 1:
         return shards[0]
     return torch.cat(shards, dim=1 if shard is Shard.ROW else 0)
-
-
-def stage_layers(num_layers: int, pp: int, num_layer_list: list[int] | None = None) -> list[range]:
-    """Global layer indices held by each pipeline stage."""
-    counts = list(num_layer_list) if num_layer_list else [num_layers // pp] * pp
-    if len(counts) != pp or sum(counts) != num_layers or (not num_layer_list and num_layers % pp):
-        raise ValueError(f"{num_layers} layers cannot be split over pp={pp} as {counts}")
-    starts = [sum(counts[:s]) for s in range(pp)]
-    return [range(a, a + n) for a, n in zip(starts, counts)]

@@ -1,6 +1,6 @@
 """Parity checks between backends, each a verdict: passed or not, the measured figures, the tolerance held to.
 
-Default tolerances are the field's (FACTS §6): the MindFormers migration standard for loss curves (first step:
+Default tolerances are the field's: the MindFormers migration standard for loss curves (first step:
 rel < 0.5 % or abs < 0.005; mean: rel < 1 % or abs < 0.01; global norm mean rel ≤ 10 %), tunebridge's own fp32
 conversion bar for logits (``verify.MAX_ABS``, ``verify.MIN_COSINE``), exact equality for parameter counts.
 Relative errors are taken against the first (reference) run: |b - a| / |a|.
@@ -243,4 +243,4 @@ def metric_difference(a: dict[str, float], b: dict[str, float], name_a: str, nam
                    all(abs(b[k] - a[k]) <= limits[k] for k in keys), measured,
                    ", ".join(f"|Δ {k}| ≤ {limits[k]:g} ({units.unit(k)})" for k in keys),
                    "runs trained apart differ by data order and numerics; published scores differ by about a "
-                   "point between tools for protocol reasons alone (FACTS §6)")
+                   "point between tools for protocol reasons alone")

@@ -6,6 +6,9 @@ against heads and layers, LoRA targets against the canonical projections) is che
 """
 from __future__ import annotations
 
+import inspect
+import math
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -15,15 +18,19 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from .accounting import BACKENDS, ParamReport, count, native_name
+from .accounting import BACKENDS, ParamReport, count, expand_targets, native_name
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
+from .data.encode import EMBEDDED_VOCAB
+from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError, did_you_mean
 from .models import CATALOGUE, PROJECTIONS, ModelSpec
 
 CANONICAL_TARGETS = (*PROJECTIONS, "all-linear")
+# A recipe's name becomes file names (render, run): one path component of plain characters.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
 
 class RecipeError(TunebridgeError):
@@ -31,7 +38,9 @@ class RecipeError(TunebridgeError):
 
     def __init__(self, problems: list[str]):
         self.problems = problems
-        super().__init__("invalid recipe:\n  " + "\n  ".join(problems))
+        # the first problem on the error line, the others below it
+        more = f" ({len(problems) - 1} more below)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more + "".join(f"\n  {p}" for p in problems[1:]))
 
 
 class _Strict(BaseModel):
@@ -98,7 +107,7 @@ class Parallel(_Strict):
 
 
 class ParityTolerances(_Strict):
-    """Loss-curve tolerances (defaults: the MindFormers migration standard, FACTS §6); a check passes on rel or abs."""
+    """Loss-curve tolerances (defaults: the MindFormers migration standard); a check passes on rel or abs."""
     first_rel: float = 0.005
     first_abs: float = 0.005
     mean_rel: float = 0.01
@@ -132,6 +141,39 @@ class Recipe(_Strict):
         """A path from the recipe, resolved against the recipe file's directory."""
         return _resolve(self._source, relative)
 
+    def tokenizer(self, override: str | Path | None = None) -> Path | None:
+        """The tokenizer directory the recipe's data is encoded with (None: the embedded tokenizer): ``override``,
+        else data.tokenizer, else model.weights when it holds one; the embedded one only for a model of its 512
+        ids. A catalogue model of another vocabulary without its own tokenizer is refused: its ids would be
+        the embedded tokenizer's, not the model's."""
+        if override is not None:
+            return Path(override)
+        if self.data is not None and self.data.tokenizer:
+            return self.path(self.data.tokenizer)
+        if self.model.weights:
+            weights = self.path(self.model.weights)
+            if any((weights / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+                return weights
+        if self.spec.vocab_size != EMBEDDED_VOCAB:
+            raise TunebridgeError(f"{self.source}: model {self.spec.name} has a vocabulary of "
+                                  f"{self.spec.vocab_size:,} ids and the recipe names no tokenizer: set "
+                                  f"data.tokenizer to the model's tokenizer directory or model.weights to its HF "
+                                  f"directory (or pass --tokenizer DIR); the embedded {EMBEDDED_VOCAB}-id tokenizer "
+                                  f"is for the tiny models")
+        return None
+
+    def load_tokenizer(self, override: str | Path | None = None) -> tuple[Path | None, Any]:
+        """:meth:`tokenizer`'s directory and the tokenizer loaded from it, refused when it has more ids than
+        the model's vocabulary (its ids would index past the embedding)."""
+        from .data.encode import load_tokenizer
+        path = self.tokenizer(override)
+        tok = load_tokenizer(path)
+        if len(tok) > self.spec.vocab_size:
+            raise TunebridgeError(f"{path or 'the embedded tokenizer'}: {len(tok):,} ids, more than model "
+                                  f"{self.spec.name}'s vocabulary of {self.spec.vocab_size:,}: not this model's "
+                                  f"tokenizer")
+        return path, tok
+
     def native_targets(self, backend: str) -> list[str] | None:
         lora = self.finetune.lora
         return (lora.native_targets or {}).get(backend) if lora else None
@@ -161,6 +203,10 @@ def load_recipe(path: str | Path) -> Recipe:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TunebridgeError(f"{path}: no such recipe file") from None
+    except IsADirectoryError:
+        raise TunebridgeError(f"{path}: is a directory, not a recipe file (give the recipe's .yaml)") from None
+    except OSError as e:
+        raise TunebridgeError(f"{path}: cannot read the recipe ({e.strerror})") from None
     except UnicodeDecodeError as e:
         raise TunebridgeError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return parse_recipe(text, source=path)
@@ -184,6 +230,22 @@ def parse_recipe(text: str, source: str | Path = "<string>") -> Recipe:
     problems = _semantic_problems(recipe, source_path)
     if problems:
         raise RecipeError(_format_all(source, root, problems))
+    return recipe
+
+
+def recipe_from_dict(data: dict, source: Path | None, label: str) -> Recipe:
+    """A recipe made from a mapping (a sweep point), with every check of :func:`parse_recipe`; each problem
+    reads ``LABEL: dotted.field: message``."""
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        problems = _structural_problems(e)
+    else:
+        recipe._source = source
+        problems = _semantic_problems(recipe, source)
+    if problems:
+        raise RecipeError([f"{label}: {_dotted(path)}: {msg}" + (f"; hint: {hint}" if hint else "")
+                           for path, msg, hint in problems])
     return recipe
 
 
@@ -247,8 +309,23 @@ def _framework_target_hint(target: str) -> str | None:
     return None
 
 
-def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
+def _nonfinite(model: BaseModel, path: tuple = ()) -> list[Problem]:
+    """Every float field that is NaN or infinite (YAML's .nan / .inf pass a float type check)."""
     out: list[Problem] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out += _nonfinite(value, (*path, name))
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(((*path, name), f"must be a finite number (got {value})", ""))
+    return out
+
+
+def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
+    out: list[Problem] = _nonfinite(r)
+    if not NAME.fullmatch(r.name):
+        out.append((("name",), f"{r.name!r} is not a plain name: it names files and directories",
+                    "letters, digits, '.', '_', '+', '-', starting with a letter or digit (no '/')"))
     if r.model.arch and r.model.hf_config:
         out.append((("model",), "give either arch or hf_config, not both", ""))
     elif not r.model.arch and not r.model.hf_config:
@@ -275,6 +352,8 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
                     "set method: lora, or remove the lora section"))
     if ft.lora is not None:
         out += _lora_problems(ft.lora)
+        if not any(path[0] == "model" for path, _, _ in out):
+            out += _rank_problems(ft.lora, r.spec)
 
     t = r.train
     for name in ("epochs", "global_batch_size", "micro_batch_size", "seq_length"):
@@ -316,6 +395,11 @@ def _data_problems(d: DataSpec, source: Path | None) -> list[Problem]:
         out.append((("data", "train", "path"), f"{_resolve(source, d.train.path)}: no such file", ""))
     if d.tokenizer is not None and not _resolve(source, d.tokenizer).is_dir():
         out.append((("data", "tokenizer"), f"{_resolve(source, d.tokenizer)}: no such tokenizer directory", ""))
+    if d.train is not None and d.train.map_keys is not None:
+        try:
+            check_map_keys(d.train.map_keys, d.train.format)
+        except TunebridgeError as e:
+            out.append((("data", "train", "map_keys"), str(e), ""))
     for i, step in enumerate(d.transforms):
         if len(step) != 1:
             out.append((("data", "transforms", i), "each transform is a one-key mapping like {prefix: {text: ...}}", ""))
@@ -323,9 +407,43 @@ def _data_problems(d: DataSpec, source: Path | None) -> list[Problem]:
         (name,) = step
         if name not in TRANSFORMS:
             out.append((("data", "transforms", i, name), f"unknown transform {name!r}", _did_you_mean(name, TRANSFORMS)))
+        else:
+            out += _transform_problems(("data", "transforms", i, name), name, step[name] or {})
     if not 0 <= d.validation_split < 1:
         out.append((("data", "validation_split"), "must be in [0, 1)", ""))
     return out
+
+
+def _transform_problems(at: tuple, name: str, options: dict) -> list[Problem]:
+    """Options the transform does not take (they would be ignored) and counts that are not positive integers."""
+    params = inspect.signature(TRANSFORMS[name]).parameters
+    known = [p for p, v in params.items() if p not in ("records", "seed") and v.kind is not v.VAR_KEYWORD]
+    out: list[Problem] = []
+    for key in options:
+        if key not in known:
+            out.append(((*at, key), f"{name} takes no option {key!r}", _did_you_mean(key, known)))
+    counts = [((*at, "n"), options.get("n"))]
+    counts += [((*at, "subsets", j, "n"), s.get("n")) for j, s in enumerate(options.get("subsets") or [])
+               if isinstance(s, dict)]
+    for where, n in counts:
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
+            out.append((where, f"must be a positive number of records (got {n!r})", ""))
+    return out
+
+
+def _rank_problems(lora: LoraSettings, spec: ModelSpec) -> list[Problem]:
+    """A LoRA rank above a target's smaller side is not low-rank: more parameters than the matrix it adapts."""
+    if lora.rank <= 0 or not all(t in CANONICAL_TARGETS for t in lora.targets):
+        return []
+    sides = {t: min(spec.shape(t)) for t in expand_targets(list(lora.targets))}
+    if not sides:
+        return []
+    target, side = min(sides.items(), key=lambda item: item[1])
+    if lora.rank > side:
+        return [(("finetune", "lora", "rank"), f"{lora.rank} exceeds {spec.name}'s {target} projection's smaller "
+                 f"side {side} ({' x '.join(map(str, spec.shape(target)))}): a LoRA of this rank is not low-rank",
+                 f"rank at most {side} for these targets")]
+    return []
 
 
 def _lora_problems(lora: LoraSettings) -> list[Problem]:
@@ -402,12 +520,15 @@ def _position(root: Any, path: tuple) -> tuple[int, int]:
     return line + 1, col + 1
 
 
+def _dotted(path: tuple) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[") or "(top)"
+
+
 def _format_all(source, root, problems: list[Problem]) -> list[str]:
     """Problems as ``file:line:col: field.path: message; hint: ...``, in file order."""
     out = []
     for path, msg, hint in problems:
         line, col = _position(root, path)
-        dotted = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in path).replace(".[", "[")
-        text = f"{source}:{line}:{col}: {dotted or '(top)'}: {msg}" + (f"; hint: {hint}" if hint else "")
+        text = f"{source}:{line}:{col}: {_dotted(path)}: {msg}" + (f"; hint: {hint}" if hint else "")
         out.append(((line, col), text))
     return [text for _, text in sorted(out, key=lambda x: x[0])]

@@ -6,6 +6,7 @@ the results become one table and one plot.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,15 +26,18 @@ def parse_axis(text: str) -> Axis:
     field, sep, values = text.partition("=")
     if not sep or not field or not values:
         raise TunebridgeError(f"--set {text!r}: expected FIELD=V1,V2,... (e.g. finetune.lora.rank=4,8,16)")
+    from ruamel.yaml import YAMLError
     yaml = YAML(typ="safe")
-    return Axis(field.strip(), tuple(yaml.load(v) for v in values.split(",")))
+    try:
+        return Axis(field.strip(), tuple(yaml.load(v) for v in values.split(",")))
+    except YAMLError as e:
+        raise TunebridgeError(f"--set {text!r}: a value is not valid YAML ({getattr(e, 'problem', None) or e})") \
+            from None
 
 
 def with_values(recipe, assignment: dict[str, object]):
     """A copy of ``recipe`` with dotted fields replaced, re-validated (a bad value names the field)."""
-    from pydantic import ValidationError
-
-    from .recipe import Recipe, RecipeError
+    from .recipe import recipe_from_dict
     data = recipe.model_dump()
     for dotted, value in assignment.items():
         node = data
@@ -45,13 +49,9 @@ def with_values(recipe, assignment: dict[str, object]):
         if last not in node:
             raise TunebridgeError(f"--set {dotted}: no field {last!r} (fields here: {', '.join(node)})")
         node[last] = value
-    data["name"] = recipe.name + "".join(f"-{k.rsplit('.', 1)[-1]}{v}" for k, v in assignment.items())
-    try:
-        point = Recipe.model_validate(data)
-    except ValidationError as e:
-        raise RecipeError([f"--set {', '.join(f'{k}={v}' for k, v in assignment.items())}: {e}"]) from None
-    point._source = recipe.source
-    return point
+    suffix = "".join(f"-{k.rsplit('.', 1)[-1]}{v}" for k, v in assignment.items())
+    data["name"] = recipe.name + re.sub(r"[^A-Za-z0-9._+-]", "_", suffix)
+    return recipe_from_dict(data, recipe.source, "--set " + ", ".join(f"{k}={v}" for k, v in assignment.items()))
 
 
 def grid(axes: list[Axis]) -> list[dict[str, object]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -103,8 +104,11 @@ def compare(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> Agree
 
 
 def verify(paths: list[tuple[str | Path, str]], spec: ModelSpec, seq_len: int = 16, batch: int = 2,
-           seed: int = 0) -> list[Agreement]:
-    """Every pair of checkpoints (path, format) compared on the same random token ids."""
+           seed: int = 0, say: Callable[[str], None] = lambda _: None) -> list[Agreement]:
+    """Every pair of checkpoints (path, format) compared on the same random token ids; ``say`` hears what runs."""
     ids = torch.randint(0, spec.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
-    logits = [(f"{fmt}:{Path(p).name} ({FRAMEWORK[fmt]})", framework_logits(p, fmt, spec, ids)) for p, fmt in paths]
+    logits = []
+    for i, (p, fmt) in enumerate(paths, 1):
+        say(f"[{i}/{len(paths)}] logits of {p} through {FRAMEWORK[fmt]}")
+        logits.append((f"{fmt}:{Path(p).name} ({FRAMEWORK[fmt]})", framework_logits(p, fmt, spec, ids)))
     return [compare(la, lb, na, nb) for i, (na, la) in enumerate(logits) for nb, lb in logits[i + 1:]]

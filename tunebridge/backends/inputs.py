@@ -94,10 +94,8 @@ class RunInputs:
 
 
 def _pad_id(recipe) -> int:
-    from ..data.encode import load_tokenizer, pad_id
-    d = recipe.data
-    tok = load_tokenizer(str(recipe.path(d.tokenizer)) if d and d.tokenizer else None)
-    return pad_id(tok)
+    from ..data.encode import pad_id
+    return pad_id(recipe.load_tokenizer()[1])
 
 
 def _initial_adapter(weights: Path, cfg: TrainConfig, out: Path) -> None:

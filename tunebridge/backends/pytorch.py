@@ -105,20 +105,56 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(model, optimizer, step: int, out: Path) -> Path:
+def _save_checkpoint(model, optimizer, step: int, total_steps: int, out: Path) -> Path:
     path = out / "checkpoints" / f"step_{step:06d}"
     tmp = path.with_name(path.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "trainable": {n: p.detach().cpu() for n, p in _trainable(model).items()},
+    torch.save({"step": step, "total_steps": total_steps,
+                "trainable": {n: p.detach().cpu() for n, p in _trainable(model).items()},
                 "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return path
 
 
+def checkpoints(out: Path) -> list[Path]:
+    """The run's complete checkpoints, oldest first (``step_N.partial`` ones were cut short)."""
+    return sorted((Path(out) / "checkpoints").glob("step_[0-9]*[0-9]"))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    ckpts = sorted((out / "checkpoints").glob("step_[0-9]*[0-9]"))
-    return ckpts[-1] if ckpts else None
+    found = checkpoints(out)
+    return found[-1] if found else None
+
+
+def _resume(out: Path, steps: int, params: dict, optimizer, result: RunResult) -> int:
+    """Load the newest checkpoint into ``params`` and ``optimizer``; put the steps and checkpoints before it into
+    ``result`` (so the record is the whole run's) and cut the log after it. Returns the step to continue after."""
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        raise TunebridgeError(f"{out}: no checkpoint to resume from (checkpoints are written with --save-every N)")
+    state = torch.load(ckpt / "state.pt", weights_only=True)
+    start = state["step"]
+    planned = state.get("total_steps", steps)
+    if planned != steps:
+        raise TunebridgeError(f"{ckpt}: the run was planned for {planned} steps, now {steps}: resuming would "
+                              f"change its learning-rate schedule mid-run; resume with the same --max-steps, or "
+                              f"start a new run")
+    with torch.no_grad():
+        for n, t in state["trainable"].items():
+            params[n].copy_(t)
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    log_path = out / "metrics.jsonl"
+    lines = log_path.read_text(encoding="utf-8").splitlines() if log_path.exists() else []
+    kept = [StepRecord(**json.loads(line)) for line in lines if line.strip() and json.loads(line)["step"] <= start]
+    if [s.step for s in kept] != list(range(1, start + 1)):
+        raise TunebridgeError(f"{log_path}: holds steps {[s.step for s in kept]} up to the checkpoint, not 1..{start}:"
+                              f" the run's record cannot be rebuilt")
+    log_path.write_text("".join(json.dumps(s.__dict__) + "\n" for s in kept), encoding="utf-8")
+    result.steps = kept
+    result.checkpoints = [str(c) for c in checkpoints(out) if int(c.name.removeprefix("step_")) <= start]
+    return start
 
 
 def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainConfig,
@@ -148,26 +184,18 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
     optimizer = make_adamw(decay_groups(params.items(), cfg.weight_decay), cfg)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
+    result = RunResult("torch", trainable_params=trainable, total_params=total,
+                       environment=environment(device))
     start = 0
     log_path = out / "metrics.jsonl"
-    if resume and (ckpt := latest_checkpoint(out)):
-        state = torch.load(ckpt / "state.pt", weights_only=True)
-        with torch.no_grad():
-            for n, t in state["trainable"].items():
-                params[n].copy_(t)
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start = state["step"]
-        kept = [line for line in log_path.read_text().splitlines() if json.loads(line)["step"] <= start]
-        log_path.write_text("".join(line + "\n" for line in kept))
+    if resume:
+        start = _resume(out, steps, params, optimizer, result)
     elif log_path.exists():
         log_path.unlink()
 
     batches = global_batches(len(records), cfg)
     for _ in range(start):
         next(batches)
-    result = RunResult("torch", trainable_params=trainable, total_params=total,
-                       environment=environment(device))
     bar = _progress(steps, start, enabled=progress and rank == 0)
     model.train()
     step_times = []
@@ -206,7 +234,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
                 log.write(json.dumps(record.__dict__) + "\n")
                 log.flush()
                 if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                    result.checkpoints.append(str(_save_checkpoint(model, optimizer, step + 1, out)))
+                    result.checkpoints.append(str(_save_checkpoint(model, optimizer, step + 1, steps, out)))
             bar(step + 1, reported)
     if rank == 0:
         final = out / "final"

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..backends.result import RunResult
 from ..errors import TunebridgeError
-from ..logs import load_run
-from ..parity import LossTolerance, Verdict, loss_checks
+from .args import nonnegative_int
+
+if TYPE_CHECKING:
+    from ..parity import LossTolerance, Verdict
 
 
 def add_run_arguments(p, minimum: int) -> None:
@@ -14,7 +17,7 @@ def add_run_arguments(p, minimum: int) -> None:
                    help="run directory (result.json / metrics.jsonl / worker_*.log) or log file "
                         "(MindFormers, Megatron / MindSpeed-LLM, JSONL, CSV); the first is the reference")
     p.add_argument("--names", help="comma-separated display names, one per run")
-    p.add_argument("--rank", type=int, help="keep this rank's lines of logs that interleave several ranks")
+    p.add_argument("--rank", type=nonnegative_int, help="keep this rank's lines of logs that interleave several ranks")
     p.set_defaults(min_runs=minimum)
 
 
@@ -32,6 +35,7 @@ def run_name(path: Path) -> str:
 
 
 def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: int) -> dict[str, RunResult]:
+    from ..logs import load_run
     if len(paths) < minimum:
         raise TunebridgeError(f"need at least {minimum} runs or logs, got {len(paths)}")
     labels = [n.strip() for n in names.split(",")] if names else [run_name(Path(p)) for p in paths]
@@ -45,7 +49,9 @@ def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: in
     return {label: load_run(p, rank=rank) for label, p in zip(unique, paths)}
 
 
-def curve_verdicts(runs: dict[str, RunResult], tol: LossTolerance = LossTolerance()) -> list[Verdict]:
+def curve_verdicts(runs: dict[str, RunResult], tol: LossTolerance | None = None) -> list[Verdict]:
+    from ..parity import LossTolerance, loss_checks
+    tol = tol or LossTolerance()
     names = list(runs)
     return [v for other in names[1:] for v in loss_checks(runs[names[0]], runs[other], names[0], other, tol)]
 
@@ -58,7 +64,7 @@ def step_table(runs: dict[str, RunResult]) -> list[str]:
     headers = ["step", *names, *(f"rel {n}" for n in names[1:])]
     rows = []
     for step in steps:
-        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3f}%" if step in b and ref.get(step) else "-"
+        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3g}%" if step in b and ref.get(step) else "-"
                 for b in by_run[1:]]
         rows.append([str(step), *(f"{b[step]:.6f}" if step in b else "-" for b in by_run), *rels])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]

@@ -1,90 +1,105 @@
 """``tunebridge data``: prepare a recipe's data for each backend, or convert one file."""
 from __future__ import annotations
 
-import json
+import itertools
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-from tqdm import tqdm
-
 from ..accounting import BACKENDS
-from ..atomic import atomic_dir
-from ..data.encode import MASKS, load_tokenizer, pad_id
-from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize_stream, write
-from ..data.readers import RECORD_FORMATS, read_records
-from ..data.templates import TEMPLATES, get_template
+from ..atomic import atomic_dir, check_output, output_lock
+from ..backends.inputs import DATA_FILES
+from ..data.encode import MASKS
+from ..data.readers import RECORD_FORMATS, check_map_keys
+from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
-from ..recipe import load_recipe
+from .args import json_object, positive_int
+from .tables import console, table
+
 
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="prepare or convert instruction data for each stack")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     pr = dsub.add_parser("prepare", help="a recipe's data.train for one or all backends")
-    pr.add_argument("recipe")
-    pr.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--workers", type=int, default=1, help="tokenizer processes (output is identical for any N)")
-    pr.add_argument("--force", action="store_true")
+    pr.add_argument("recipe", help="recipe YAML with a data section")
+    pr.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend's files, or all")
+    pr.add_argument("--out", required=True, help="output directory (refused if it exists, unless --force)")
+    pr.add_argument("--workers", type=positive_int, default=1,
+                    help="tokenizer processes (output is identical for any N)")
+    pr.add_argument("--tokenizer", help="the model's HF tokenizer directory (default: the recipe's data.tokenizer, "
+                                        "else its model.weights; the embedded one only for the tiny models)")
+    pr.add_argument("--force", action="store_true", help="replace an existing output directory")
     pr.set_defaults(func=run_prepare)
 
     cv = dsub.add_parser("convert", help="one data file to megatron / mindrecord / jsonl")
-    cv.add_argument("input")
-    cv.add_argument("out", help="output directory")
-    cv.add_argument("--reader", choices=RECORD_FORMATS, default="alpaca")
-    cv.add_argument("--map-keys", help='JSON, e.g. {"prompt": "zh_instruction", "query": "zh_input", '
-                                       '"response": "zh_output"}')
-    cv.add_argument("--template", choices=tuple(TEMPLATES), required=True)
+    cv.add_argument("input", help="data file: .json (array), .jsonl, .csv or .parquet")
+    cv.add_argument("out", help="output directory (refused if it exists, unless --force)")
+    cv.add_argument("--reader", choices=RECORD_FORMATS, default="alpaca", help="record format (default alpaca)")
+    cv.add_argument("--map-keys", type=json_object,
+                    help='JSON, e.g. {"prompt": "zh_instruction", "query": "zh_input", "response": "zh_output"}')
+    cv.add_argument("--template", choices=tuple(TEMPLATES), required=True, help="prompt template")
     cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
     cv.add_argument("--mask", choices=MASKS, default="tunebridge",
                     help="label mask (mindformers: vicuna_v1.1 as MindFormers' llama_preprocess.py masks it)")
-    cv.add_argument("--seq-length", type=int, required=True)
-    cv.add_argument("--to", choices=tuple(sorted(set(OUTPUTS.values()))), required=True)
-    cv.add_argument("--workers", type=int, default=1)
-    cv.add_argument("--force", action="store_true")
+    cv.add_argument("--seq-length", type=positive_int, required=True,
+                    help="samples of this many tokens or more are dropped (and counted)")
+    cv.add_argument("--to", choices=tuple(DATA_FILES), required=True, help="output format")
+    cv.add_argument("--workers", type=positive_int, default=1, help="tokenizer processes")
+    cv.add_argument("--force", action="store_true", help="replace an existing output directory")
     cv.set_defaults(func=run_convert)
 
     sq = dsub.add_parser("squad", help="the SQuAD v1.1 retention set (first question per paragraph) as JSONL + "
                                        "MindFormers' squad mindrecord")
     sq.add_argument("input", help="SQuAD v1.1 JSON (e.g. dev-v1.1.json)")
-    sq.add_argument("out")
-    sq.add_argument("--seq-length", type=int, default=8192, help="MindFormers' row length (squad8192: 8192)")
+    sq.add_argument("out", help="output directory (refused if it exists, unless --force)")
+    sq.add_argument("--seq-length", type=positive_int, default=8192, help="MindFormers' row length (squad8192: 8192)")
     sq.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
     sq.add_argument("--no-mindrecord", action="store_true", help="only the JSONL")
-    sq.add_argument("--force", action="store_true")
+    sq.add_argument("--force", action="store_true", help="replace an existing output directory")
     sq.set_defaults(func=run_squad)
 
 
 def run_prepare(args) -> int:
+    from ..recipe import load_recipe
+    from ..data.prepare import prepare
     recipe = load_recipe(args.recipe)
     backends = list(BACKENDS) if args.backend == "all" else [args.backend]
-    report = prepare(recipe, backends, args.out, force=args.force, workers=args.workers)
+    with output_lock(check_output(args.out, args.force)):  # refused or claimed before any tokenizing
+        report = prepare(recipe, backends, args.out, force=args.force, workers=args.workers,
+                         tokenizer=args.tokenizer)
     _summary(report)
     print(f"wrote {args.out} (summary.json lists every file)")
     return 0
 
 
 def run_convert(args) -> int:
-    try:
-        map_keys = json.loads(args.map_keys) if args.map_keys else None
-    except json.JSONDecodeError as e:
-        raise TunebridgeError(f"--map-keys: not JSON ({e.msg})") from None
+    from tqdm import tqdm
+
+    from ..data.encode import load_tokenizer, pad_id
+    from ..data.prepare import PrepareReport, tokenize_stream, write
+    from ..data.readers import read_records
+    from ..data.templates import get_template
+    if args.map_keys is not None:
+        try:
+            check_map_keys(args.map_keys, args.reader)
+        except TunebridgeError as e:
+            raise TunebridgeError(f"--map-keys: {e}") from None
+    check_output(args.out, args.force)
     report = PrepareReport()
 
     def counted(records):
         for r in records:
             report.read += 1
             yield r
-    bar = tqdm(desc="convert", unit="record")
-    records = counted(bar_iter(read_records(args.input, args.reader, map_keys), bar))
-    samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers,
-                              mask=args.mask)
+    records = read_records(args.input, args.reader, args.map_keys)
+    first = next(records, None)
+    if first is None:
+        raise TunebridgeError(f"{args.input}: no records")
     tok = load_tokenizer(args.tokenizer)
-    with atomic_dir(args.out, force=args.force) as tmp:
-        counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,
-                              pad_id(tok))
-    bar.close()
+    with tqdm(desc="convert", unit="record") as bar, atomic_dir(args.out, force=args.force) as tmp:
+        records = counted(bar_iter(itertools.chain([first], records), bar))
+        samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers,
+                                  mask=args.mask)
+        counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length, pad_id(tok))
     report.train = report.read
     report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long
     _summary(report)
@@ -94,7 +109,9 @@ def run_convert(args) -> int:
 
 
 def run_squad(args) -> int:
+    from ..data.encode import load_tokenizer
     from ..data.squad import write_squad_eval
+    check_output(args.out, args.force)
     info = write_squad_eval(args.input, args.out, load_tokenizer(args.tokenizer), args.seq_length, force=args.force,
                             mindrecord=not args.no_mindrecord)
     print(f"wrote {args.out}: {info['paragraphs']} paragraphs, the first question of each")
@@ -107,14 +124,12 @@ def bar_iter(items, bar):
         yield item
 
 
-def _summary(r: PrepareReport) -> None:
-    t = Table(title="data")
-    for col in ("step", "kept", "changed", "dropped"):
-        t.add_column(col, justify="left" if col == "step" else "right")
+def _summary(r) -> None:
+    t = table("data", {"step": "left", "kept": "right", "changed": "right", "dropped": "right"})
     t.add_row("read", str(r.read), "", "")
     for s in r.transforms:
         t.add_row(s.name, str(s.kept), str(s.changed), str(s.dropped))
     t.add_row("train / validation", f"{r.train} / {r.validation}", "", "")
     for k, n in r.written.items():
         t.add_row(f"written {k}", str(n), "", f"{r.too_long[k]} at or over seq_length")
-    Console(width=120).print(t)
+    console().print(t)

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_file
+from ..atomic import atomic_file, check_output
 from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
 from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
-from ..evaluation.predictions import paired, read_predictions, read_references
 from ..evaluation.runner import MAX_NEW_TOKENS, PROTOCOLS, TASKS
 from ..evaluation.scores import contest, retention_gate
 from ..units import units_of
+from .args import nonnegative_float, nonnegative_int, percent, positive_int, unit_fraction
 
 SCORERS = ("hf", "mcore", "mindformers")
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
     p = sub.add_parser("eval", help="evaluate predictions (SQuAD F1/EM, math accuracy, gate and contest score)")
     esub = p.add_subparsers(dest="eval_command", required=True, metavar="ACTION")
     s = esub.add_parser("score", help="score a predictions file (.jsonl, or the seeds' .npy of strings)")
-    s.add_argument("--task", choices=("squad", "math"), required=True)
+    s.add_argument("--task", choices=("squad", "math"), required=True, help="what the predictions answer")
     s.add_argument("--predictions", required=True,
                    help="JSONL (strings, or objects with prediction and optional id), the official SQuAD "
                         "predictions JSON {id: text}, or the seeds' .npy of strings")
@@ -32,11 +32,18 @@ def register(sub) -> None:
     s.add_argument("--empty-match", action="store_true", help="SQuAD: the v2.0 / torchmetrics empty-answer rule")
     s.add_argument("--mindformers", action="store_true",
                    help="SQuAD: score as MindFormers' EmF1Metric (the contests' figures; first gold answer)")
-    s.add_argument("--rel-tol", type=float, default=0.0, help="math: also accept within this relative tolerance")
-    s.add_argument("--baseline-f1", type=float, help="SQuAD: the base model's F1, for the 90 %% retention gate")
-    s.add_argument("--baseline-em", type=float)
-    s.add_argument("--low-param-ratio", type=float, help="math: trainable / base total, for the contest score")
-    s.add_argument("--out", help="write metrics.json here")
+    s.add_argument("--rel-tol", type=nonnegative_float, default=0.0,
+                   help="math: also accept within this relative tolerance")
+    s.add_argument("--baseline-f1", type=percent,
+                   help="SQuAD: the base model's F1 in percent, for the 90 %% retention gate (with --baseline-em)")
+    s.add_argument("--baseline-em", type=percent,
+                   help="SQuAD: the base model's exact match in percent, for the gate (with --baseline-f1)")
+    s.add_argument("--low-param-ratio", type=unit_fraction,
+                   help="math: trainable / base total parameters as a fraction (not a percentage), for the contest "
+                        "score")
+    s.add_argument("--out", help="write metrics.json into this directory (an existing metrics.json is refused, "
+                                 "unless --force)")
+    s.add_argument("--force", action="store_true", help="replace an existing metrics.json in --out")
     s.set_defaults(func=run_score)
 
     r = esub.add_parser("run", help="evaluate a model: predictions.jsonl + metrics.json")
@@ -47,7 +54,7 @@ def register(sub) -> None:
     r.add_argument("--scorer", choices=SCORERS, default="hf",
                    help="the framework that runs MODEL: transformers (+ PEFT), megatron-core GPTModel on tp x pp "
                         "CPU processes, MindFormers LlamaForCausalLM in .venv-mindspore (default: hf)")
-    r.add_argument("--task", choices=TASKS, required=True)
+    r.add_argument("--task", choices=TASKS, required=True, help="the benchmark --data holds")
     r.add_argument("--data", required=True,
                    help="squad: squad_eval.jsonl; math: problem/solution JSONL; ceval/mmlu/cmmlu: the benchmark "
                         "directory or its val/test directory (next to dev/)")
@@ -64,24 +71,35 @@ def register(sub) -> None:
     r.add_argument("--fewshot-dir",
                    help="mindspeed-llm: MindSpeed-LLM's shipped shot texts (its "
                         "mindspeed_llm/tasks/evaluation/eval_impl/fewshot_template) instead of the dev rows")
-    r.add_argument("--batch-size", type=int, default=8)
-    r.add_argument("--max-new-tokens", type=int,
+    r.add_argument("--batch-size", type=positive_int, default=8, help="questions per forward pass (default 8)")
+    r.add_argument("--max-new-tokens", type=positive_int,
                    help="default per task and protocol: " + ", ".join(f"{t} {p} {n}" for (t, p), n in
                                                                       MAX_NEW_TOKENS.items()))
-    r.add_argument("--limit", type=int, help="first N questions (multiple choice: per subject)")
+    r.add_argument("--limit", type=positive_int, help="first N questions (multiple choice: per subject)")
     r.add_argument("--template", choices=tuple(TEMPLATES),
                    help="squad, math: ask each question in this prompt template (as the model was tuned) and stop "
                         "at its end token")
-    r.add_argument("--shots", type=int, default=5, help="multiple choice: shots from dev/ (default 5)")
+    r.add_argument("--shots", type=nonnegative_int, default=5, help="multiple choice: shots from dev/ (default 5)")
     r.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="hf only: megatron-core and MindFormers compute in fp32")
-    r.add_argument("--out", required=True)
-    r.add_argument("--force", action="store_true")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--out", required=True, help="output directory: predictions.jsonl, metrics.json (refused if it "
+                                                "exists, unless --force)")
+    r.add_argument("--force", action="store_true", help="replace an existing output directory")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=run_model)
 
 
 def run_score(args) -> int:
+    from ..evaluation.predictions import paired, read_predictions, read_references
+    if (args.baseline_f1 is None) != (args.baseline_em is None):
+        raise TunebridgeError("the retention gate needs both --baseline-f1 and --baseline-em")
+    if args.task != "squad" and args.baseline_f1 is not None:
+        raise TunebridgeError("--baseline-f1/--baseline-em: the retention gate is for --task squad")
+    if args.task != "math" and args.low_param_ratio is not None:
+        raise TunebridgeError("--low-param-ratio: the contest score is for --task math")
+    metrics_path = Path(args.out) / "metrics.json" if args.out else None
+    if metrics_path is not None:
+        check_output(metrics_path, args.force)
     references = read_references(args.references, args.task)
     predictions = read_predictions(args.predictions)
     preds = paired(predictions, references, args.predictions, args.references)
@@ -94,7 +112,7 @@ def run_score(args) -> int:
             metrics.update({"f1": r["F1"], "exact_match": r["Em"], "count": r["count"], "protocol": r["protocol"]})
         else:
             metrics.update(squad.score(preds, refs, empty_match=args.empty_match))
-        if args.baseline_f1 is not None and args.baseline_em is not None:
+        if args.baseline_f1 is not None:
             metrics["retention_gate"] = retention_gate(metrics["f1"], metrics["exact_match"], args.baseline_f1,
                                                        args.baseline_em)
     else:
@@ -104,8 +122,8 @@ def run_score(args) -> int:
     metrics["units"] = units_of(metrics)
     text = json.dumps(metrics, indent=2, ensure_ascii=False)
     print(text)
-    if args.out:
-        with atomic_file(Path(args.out) / "metrics.json", encoding="utf-8") as f:
+    if metrics_path is not None:
+        with atomic_file(metrics_path, force=args.force, encoding="utf-8") as f:
             f.write(text + "\n")
     gate = metrics.get("retention_gate")
     return 1 if gate is not None and not gate["passed"] else 0
@@ -148,13 +166,14 @@ def _from_recipe(args) -> None:
         raise TunebridgeError(f"{args.model}: a recipe names HF weights; convert them for --scorer {args.scorer} "
                               f"(tunebridge convert) and pass the converted checkpoint")
     args.model = str(recipe.path(recipe.model.weights))
-    if args.tokenizer is None and recipe.data is not None and recipe.data.tokenizer:
-        args.tokenizer = str(recipe.path(recipe.data.tokenizer))
+    tokenizer = recipe.tokenizer(args.tokenizer)
+    args.tokenizer = str(tokenizer) if tokenizer else None
     if args.template is None and args.task in ("squad", "math") and recipe.data is not None:
         args.template = default_prompt_type(recipe) if args.task == "math" else None
 
 
 def run_model(args) -> int:
+    check_output(args.out, args.force)
     import torch
 
     if str(args.model).endswith((".yaml", ".yml")):

@@ -1,34 +1,32 @@
 """``tunebridge explain``: each recipe field as MindFormers, MindSpeed-LLM and the torch backend set it."""
 from __future__ import annotations
 
-from rich.console import Console
-from rich.table import Table
-
-from ..recipe import load_recipe
 from ..render.mindspeed_llm import DEFAULT_VERSION, VERSIONS
+from .tables import console as make_console
+from .tables import table
 
 
 def register(sub) -> None:
     p = sub.add_parser("explain", help="recipe field -> MindFormers key -> MindSpeed-LLM flag -> torch setting")
-    p.add_argument("recipe")
-    p.add_argument("--mindspeed-llm-version", default=DEFAULT_VERSION, choices=VERSIONS)
+    p.add_argument("recipe", help="recipe YAML")
+    p.add_argument("--mindspeed-llm-version", default=DEFAULT_VERSION, choices=VERSIONS,
+                   help="MindSpeed-LLM version whose flags to show (default: %(default)s)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
     from ..explain import explain_rows
     recipe = load_recipe(args.recipe)
-    console = Console(width=160)
-    t = Table(title=f"{recipe.name}: one recipe, three stacks")
-    for col in ("recipe field", "value", "MindFormers YAML", "MindSpeed-LLM flag", "torch backend"):
-        t.add_column(col, overflow="fold")
+    console = make_console()
+    t = table(f"{recipe.name}: one recipe, three stacks",
+              ["recipe field", "value", "MindFormers YAML", "MindSpeed-LLM flag", "torch backend"])
     for row in explain_rows(recipe, args.mindspeed_llm_version):
         t.add_row(row.field, row.value, row.mindformers, row.mindspeed_llm, row.torch)
     console.print(t)
     from ..mapping import NON_EQUIVALENCES
-    n = Table(title="where the stacks' math differs, and how parity runs align it", show_lines=True)
-    for col in ("topic", "MindFormers", "MindSpeed-LLM", "torch", "parity alignment"):
-        n.add_column(col, overflow="fold")
+    n = table("where the stacks' math differs, and how parity runs align it",
+              ["topic", "MindFormers", "MindSpeed-LLM", "torch", "parity alignment"], show_lines=True)
     for e in NON_EQUIVALENCES:
         n.add_row(e.topic, e.mindformers, e.mindspeed_llm, e.torch, e.alignment)
     console.print(n)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
-from rich.table import Table
-
+from ..atomic import check_output
 from ..models import CATALOGUE
+from .args import nonnegative_int
+from .tables import console, table
 
 
 def register(sub) -> None:
@@ -17,15 +17,12 @@ def register(sub) -> None:
     i = sub.add_parser("init-model", help="write a randomly initialised HF model of a catalogue architecture")
     i.add_argument("arch", help="catalogue name (tiny ones are for tests, labs and demos)")
     i.add_argument("out", help="output HF model directory")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--force", action="store_true")
+    i.add_argument("--seed", type=nonnegative_int, default=0, help="torch seed of the initialisation (default 0)")
+    i.add_argument("--force", action="store_true", help="replace an existing output directory")
     i.set_defaults(func=run_init)
 
 
 def run_init(args) -> int:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from ..atomic import atomic_dir
     from ..errors import TunebridgeError
     from ..models import get_model
@@ -35,10 +32,17 @@ def run_init(args) -> int:
         raise TunebridgeError(str(e.args[0])) from None
     if spec.total_params() > 2_000_000_000:
         raise TunebridgeError(f"{spec.name} has {spec.total_params():,} parameters: init-model is for small models")
+    check_output(args.out, args.force)
+    import torch
+    from safetensors import SafetensorError
+    from transformers import AutoConfig, AutoModelForCausalLM
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
     with atomic_dir(args.out, force=args.force) as tmp:
-        model.save_pretrained(tmp)
+        try:
+            model.save_pretrained(tmp)
+        except SafetensorError as e:  # safetensors' writer reports a full disk as its own error
+            raise TunebridgeError(f"{args.out}: cannot write ({e}); nothing was written") from None
     print(f"wrote {args.out} ({spec.name}, {spec.total_params():,} parameters, seed {args.seed})")
     return 0
 
@@ -48,13 +52,14 @@ def run(args) -> int:
         print(json.dumps({name: {**s.to_dict(), "total_params": s.total_params()} for name, s in CATALOGUE.items()},
                          indent=2))
         return 0
-    t = Table(title="tunebridge model catalogue")
-    for col in ("name", "family", "layers", "hidden", "heads/kv", "ffn", "vocab", "bias", "tied", "params"):
-        t.add_column(col, justify="right" if col in ("layers", "hidden", "ffn", "vocab", "params") else "left")
+    t = table("tunebridge model catalogue", {col: "right" if col in ("layers", "hidden", "ffn", "vocab", "params")
+                                              else "left" for col in ("name", "family", "layers", "hidden",
+                                                                      "heads/kv", "ffn", "vocab", "bias", "tied",
+                                                                      "params")})
     for s in CATALOGUE.values():
         bias = "qkvo" if s.o_bias else ("qkv" if s.qkv_bias else "-")
         t.add_row(s.name, s.family, str(s.num_layers), str(s.hidden_size), f"{s.num_heads}/{s.num_kv_heads}",
                   str(s.ffn_hidden_size), str(s.vocab_size), bias, "yes" if s.tied_embeddings else "no",
                   f"{s.total_params():,}")
-    Console().print(t)
+    console().print(t)
     return 0

@@ -3,25 +3,24 @@ from __future__ import annotations
 
 import json
 
-from rich.console import Console
-from rich.table import Table
-
 from ..accounting import BACKENDS, ParamReport
 from ..errors import TunebridgeError
-from ..recipe import load_recipe
 from ..units import header
+from .tables import console as make_console
+from .tables import table
 
 
 def register(sub) -> None:
     p = sub.add_parser("params", help="total / trainable parameters, low-param ratio and PEFT's trainable %%")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend, or all (default)")
     p.add_argument("--json", action="store_true", help="print JSON (an object for one backend, a list for all)")
     p.add_argument("--strict", action="store_true", help="fail when a backend cannot express the targets exactly")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     reports = [recipe.param_report(b) for b in backends]
@@ -38,13 +37,11 @@ def run(args) -> int:
 
 
 def _print_tables(reports: list[ParamReport]) -> None:
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=160)
-    t = Table(title=f"parameters of {reports[0].model}")
+    console = make_console()
     ratio, peft = header("low_param_ratio"), header("peft_trainable_percent")
-    for col in ("backend", "total", "trainable", ratio, peft, "exact", "native targets"):
-        t.add_column(col, justify="right" if col in ("total", "trainable", ratio, peft) else "left")
+    numbers = ("total", "trainable", ratio, peft)
+    t = table(f"parameters of {reports[0].model}", {col: "right" if col in numbers else "left" for col in (
+        "backend", "total", "trainable", ratio, peft, "exact", "native targets")})
     for r in reports:  # each figure in its unit, as in --json
         t.add_row(r.backend, f"{r.total_params:,}", f"{r.trainable_params:,}", f"{r.low_param_ratio:.6g}",
                   f"{r.peft_trainable_percent:.6g}", "yes" if r.exact else "NO", " ".join(r.native_targets) or "-")
@@ -55,9 +52,8 @@ def _print_tables(reports: list[ParamReport]) -> None:
         if r.note:
             console.print(f"[bold]{r.backend}[/bold]: {r.note}")
         if r.per_rank_trainable:
-            pr = Table(title=f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)")
-            for col in ("pp rank", "tp rank", "layers", "trainable"):
-                pr.add_column(col, justify="right")
+            pr = table(f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)",
+                       dict.fromkeys(("pp rank", "tp rank", "layers", "trainable"), "right"))
             for row in r.per_rank_trainable:
                 pr.add_row(str(row["pp_rank"]), str(row["tp_rank"]), str(row["layers"]), f"{row['trainable']:,}")
             console.print(pr)

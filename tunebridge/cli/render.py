@@ -1,19 +1,23 @@
 """``tunebridge render``: launch artifacts for MindFormers and MindSpeed-LLM."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from ..recipe import load_recipe
-from ..render import RENDER_BACKENDS, render
+from ..atomic import check_output
+from ..render import RENDER_BACKENDS
+from .args import positive_int
 from ..render import mindspeed_llm as msl
 
 
 def register(sub) -> None:
     p = sub.add_parser("render", help="write a recipe's launch artifacts for MindFormers / MindSpeed-LLM")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all")
+    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all",
+                   help="one stack's artifacts, or both (default)")
     p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
-    p.add_argument("--num-samples", type=int, help="training samples, to compute --train-iters from the epochs")
+    p.add_argument("--num-samples", type=positive_int,
+                   help="training samples, to compute --train-iters from the epochs")
     p.add_argument("--mindspeed-llm-version", choices=msl.VERSIONS, default=msl.DEFAULT_VERSION,
                    help="MindSpeed-LLM version whose flags and entry points to render (default: %(default)s)")
     p.add_argument("--device", choices=("ascend", "cpu"), default="ascend",
@@ -24,11 +28,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
+    from ..render import render
     recipe = load_recipe(args.recipe)
     backends = RENDER_BACKENDS if args.backend == "all" else (args.backend,)
-    for b in backends:
-        out = Path(args.out) / b if args.backend == "all" else Path(args.out)
+    outs = {b: Path(args.out) / b if args.backend == "all" else Path(args.out) for b in backends}
+    for out in outs.values():
+        check_output(out, args.force)
+    for b, out in outs.items():
         for path in render(recipe, b, out, force=args.force, num_samples=args.num_samples,
                            version=args.mindspeed_llm_version, device=args.device):
             print(f"{b}: {path}")
+    if "mindformers" in backends and (recipe.data is None or recipe.data.train is None):
+        print(f"note: {args.recipe} has no data.train: the MindFormers prepare_{recipe.name}.sh makes the weights "
+              f"but cannot make the MindRecord until the recipe names its training data (data.train.path)",
+              file=sys.stderr)
     return 0

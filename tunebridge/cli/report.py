@@ -4,10 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..accounting import BACKENDS
+from ..atomic import check_output
 from ..backends.result import RunResult
-from ..parity import LossTolerance, Verdict, params_across, params_instantiated
-from ..recipe import load_recipe
-from ..report import write_report
 from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdicts
 
 
@@ -21,12 +19,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list[Verdict]]:
+def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
     """The per-backend parameter table and verdicts: across backends, and accounted vs each run's model.
 
     A log's count is what the framework printed: MindFormers' "Network Parameters" (trainable), PEFT's line in
     MindSpeed-LLM logs (TP/PP rank 0's share), the torch backend's trainable and base + adapter total.
     """
+    from ..parity import params_across, params_instantiated
     reports = {b: recipe.param_report(b) for b in BACKENDS}
     table = [r.to_dict() for r in reports.values()]
     verdicts = [params_across(list(reports.values()), recipe.spec)]
@@ -47,6 +46,10 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list[Verdict
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
+    from ..parity import LossTolerance
+    from ..report import write_report
+    check_output(args.out, args.force)
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)
     recipe = load_recipe(args.recipe) if args.recipe else None
     tol = LossTolerance(**recipe.parity.model_dump()) if recipe else LossTolerance()

@@ -4,33 +4,33 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
-
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, check_output
 from ..backends import BACKEND_NAMES, get_backend
 from ..errors import TunebridgeError
-from ..recipe import load_recipe
 from ..units import UNITS, header
+from .args import positive_int
+from .tables import console, table
 
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="a grid over recipe fields (lab ablations): run or render every point")
-    p.add_argument("recipe")
+    p.add_argument("recipe", help="recipe YAML")
     p.add_argument("--set", dest="axes", action="append", required=True, metavar="FIELD=V1,V2",
                    help="e.g. finetune.lora.rank=4,8,16 (repeat for more axes)")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default="torch")
+    p.add_argument("--backend", choices=BACKEND_NAMES, default="torch", help="backend that runs each point")
     p.add_argument("--render", action="store_true", help="only render each point's launch artifacts")
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
-    p.add_argument("--max-steps", type=int)
-    p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--max-steps", type=positive_int, help="stop each point's run after N optimizer steps")
+    p.add_argument("--out", required=True, help="sweep directory (refused if it exists, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing sweep directory")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
     from ..backends.inputs import RunInputs
     from ..sweep import grid, parse_axis, plot, with_values
+    check_output(args.out, args.force)
     recipe = load_recipe(args.recipe)
     axes = [parse_axis(a) for a in args.axes]
     points = [(assignment, with_values(recipe, assignment)) for assignment in grid(axes)]  # all checked first
@@ -94,10 +94,7 @@ def _markdown(name: str, axes, rows: list[dict]) -> str:
 
 def _print(rows: list[dict]) -> None:
     cols = [c for c in COLUMNS if any(c in r for r in rows)]
-    t = Table(title="sweep")
-    t.add_column("point")
-    for c in cols:
-        t.add_column(_title(c), justify="right")
+    t = table("sweep", {"point": "left", **{_title(c): "right" for c in cols}})
     for r in rows:
         t.add_row(r["point"], *(_cell(r.get(c, "-")) for c in cols))
-    Console(width=140).print(t)
+    console().print(t)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import TunebridgeError
-from ..recipe import load_recipe
+from . import error_line
 
 
 def register(sub) -> None:
@@ -14,13 +14,14 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..recipe import load_recipe
     failed = 0
     for path in args.recipes:
         try:
             r = load_recipe(path)
         except TunebridgeError as e:
             failed += 1
-            print(f"{e}", file=sys.stderr)
+            print(error_line(e), file=sys.stderr)
             continue
         print(f"ok: {path} ({r.name}, {r.spec.name}, {r.finetune.method})")
     return 2 if failed else 0

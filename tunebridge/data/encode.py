@@ -24,6 +24,7 @@ from .templates import Template
 
 IGNORE = -100
 EMBEDDED_TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
+EMBEDDED_VOCAB = 512  # the embedded tokenizer's ids: the tiny models' vocabulary
 MASKS = ("tunebridge", "mindformers")
 
 

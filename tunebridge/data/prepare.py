@@ -90,23 +90,26 @@ def write(kind: str, out: Path, name: str, samples: Iterable[Sample], seq_length
 
 
 def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, workers: int = 1,
-            progress: bool = True) -> PrepareReport:
-    """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json."""
+            progress: bool = True, tokenizer: str | None = None) -> PrepareReport:
+    """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json;
+    ``tokenizer`` overrides the recipe's (:meth:`tunebridge.recipe.Recipe.tokenizer`)."""
     from ..render import default_prompt_type
     d = recipe.data
     if d is None or d.train is None:
         raise TunebridgeError(f"{recipe.source}: the recipe has no data.train section")
     base = recipe.source.parent if recipe.source else Path(".")
     path = base / d.train.path
+    tokenizer_path, tok = recipe.load_tokenizer(tokenizer)
+    tokenizer = str(tokenizer_path) if tokenizer_path else None
     report = PrepareReport()
     records = list(read_records(path, d.train.format, d.train.map_keys))
+    if not records:
+        raise TunebridgeError(f"{path}: no records")
     report.read = len(records)
     records, report.transforms = apply(records, d.transforms, recipe.train.seed)
     train, val = split(records, d.validation_split, recipe.train.seed)
     report.train, report.validation = len(train), len(val)
     template = get_template(d.template or default_prompt_type(recipe))
-    tokenizer = str(base / d.tokenizer) if d.tokenizer else None
-    tok = load_tokenizer(tokenizer)
     pad = pad_id(tok)
     mask = d.mask
     sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress, mask=mask)}

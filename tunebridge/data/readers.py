@@ -147,10 +147,21 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:row {n}", row
 
 
+def check_map_keys(map_keys: dict, fmt: str) -> None:
+    """Refuse a ``map_keys`` that names a part the record format does not have (it would be ignored)."""
+    known = {"alpaca": tuple(ALPACA_KEYS), "math": ("prompt", "response")}.get(fmt, ())
+    unknown = [k for k in map_keys if k not in known]
+    if unknown:
+        raise TunebridgeError(f"{unknown[0]!r} is not a part of a {fmt} record" +
+                              (f" (map_keys takes: {', '.join(known)})" if known else " (it takes no map_keys)"))
+
+
 def _get(row: dict, key: str, where: str, required: bool = True) -> str:
     if key not in row or row[key] is None:
         if not required:
             return ""
+        if key in row:
+            raise TunebridgeError(f"{where}: {key!r} is null; expected text")
         raise TunebridgeError(f"{where}: missing key {key!r} (the record has: {', '.join(map(str, row)) or 'nothing'})")
     value = row[key]
     if not isinstance(value, (str, int, float)):

@@ -167,6 +167,11 @@ class MindRecordWriter:
         self._stderr.close()
         self._scratch.cleanup()
         if self._proc.returncode != 0:
+            # MindSpore states what the user can fix (a full disk) on an "[ERROR]" line; anything else is a bug
+            problem = next((line.strip() for line in err.splitlines() if line.strip().startswith("[ERROR]")), None)
+            if problem:
+                raise TunebridgeError(f"{self.path.name}: MindSpore's MindRecord writer: "
+                                      f"{problem.removeprefix('[ERROR]').strip()}")
             raise RuntimeError(f"MindSpore's MindRecord writer exited {self._proc.returncode}:\n{err[-4000:]}")
         return json.loads(out.decode().strip().splitlines()[-1])
 

@@ -16,6 +16,19 @@ INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
 
 
+def load_bin(f: Path) -> dict[str, torch.Tensor]:
+    """A ``.bin`` state dict through torch's weights-only unpickler (anything but tensors is refused)."""
+    try:
+        state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
+        message = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise TunebridgeError(f"{f}: cannot read as a weights-only torch file ({type(e).__name__}: {message})") \
+            from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise TunebridgeError(f"{f}: not a state dict of tensors")
+    return state
+
+
 class HFReader:
     """Tensors of an HF model directory by name, loaded lazily (safetensors are memory-mapped)."""
 
@@ -48,10 +61,7 @@ class HFReader:
         return list(self._handle(f).keys())
 
     def _bin(self, f: Path) -> dict[str, torch.Tensor]:
-        try:
-            return torch.load(f, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
-            raise TunebridgeError(f"{f}: cannot read as a weights-only torch file ({type(e).__name__}: {e})") from None
+        return load_bin(f)
 
     def _handle(self, f: Path):
         if f not in self._open:

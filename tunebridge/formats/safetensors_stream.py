@@ -70,6 +70,37 @@ class SafetensorsWriter:
             raise TunebridgeError(f"{self.path}: only {self._next} of {len(self._expected)} tensors written")
 
 
+def _check_entries(path: Path, header: dict) -> int:
+    """The safetensors library's rules for a header: known dtypes, byte counts that match the shapes, and tensors
+    that tile the data section in order, without overlap or holes. Returns the data section's length."""
+    spans = []
+    for name, e in header.items():
+        try:
+            dtype, shape, (begin, end) = DTYPE_OF[e["dtype"]], e["shape"], e["data_offsets"]
+            ok = all(isinstance(x, int) and x >= 0 for x in (*shape, begin, end))
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise TunebridgeError(f"{path}: corrupt safetensors header: tensor {name!r} has no valid dtype, shape "
+                                  f"and data_offsets")
+        if end - begin != dtype.itemsize * int(torch.Size(shape).numel()):
+            raise TunebridgeError(f"{path}: corrupt safetensors header: tensor {name!r} spans {end - begin} bytes, "
+                                  f"its shape {shape} {e['dtype']} needs {dtype.itemsize * torch.Size(shape).numel()}")
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, a), (begin, end, b) in zip(spans, spans[1:]):
+        if begin < end_a:
+            raise TunebridgeError(f"{path}: corrupt safetensors header: tensors {a!r} and {b!r} overlap (bytes "
+                                  f"{begin}..{min(end, end_a)})")
+    at = 0
+    for begin, end, name in spans:
+        if begin != at:
+            raise TunebridgeError(f"{path}: corrupt safetensors header: a hole at bytes {at}..{begin} (before "
+                                  f"tensor {name!r})")
+        at = end
+    return at
+
+
 class SafetensorsReader:
     """Tensors of a safetensors file, each mapped on its own (:func:`map_range`), so a streaming
     conversion's resident memory holds only the tensors in flight."""
@@ -86,11 +117,13 @@ class SafetensorsReader:
                 header = json.loads(f.read(n))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise TunebridgeError(f"{self.path}: corrupt safetensors header") from None
+        if not isinstance(header, dict):
+            raise TunebridgeError(f"{self.path}: corrupt safetensors header (not a JSON object)")
         header.pop("__metadata__", None)
+        end = _check_entries(self.path, header)
         self._fd = open_owned(self, self.path)
         self._start = 8 + n
         self._entries = header
-        end = max((e["data_offsets"][1] for e in header.values()), default=0)
         if self._start + end > size:
             raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
                                   f"describes {self._start + end})")

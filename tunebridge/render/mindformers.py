@@ -17,6 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from ..accounting import LoraPlan
+from ..data.encode import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
 from ..models import ModelSpec
@@ -542,8 +543,10 @@ def prepare_script(recipe, paths: dict[str, str]) -> str:
         'WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"',
         f'"$TUNEBRIDGE" convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype {dtype} --force',
         'mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"',
-        "# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA",
-        '"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force',
+        "# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA; a real model's data is",
+        "# tokenized with its own tokenizer (HF_DIR's), the embedded one fits only the tiny models",
+        '"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers'
+        + (' --tokenizer "$HF_DIR"' if recipe.spec.vocab_size != EMBEDDED_VOCAB else "") + ' --out "$DATA_DIR" --force',
         "",
     ])
 

@@ -16,8 +16,8 @@ from typing import Callable
 from ..accounting import LoraPlan
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
 from ..families import FAMILIES
-from ..layout import padded_vocab_size
 from ..models import ModelSpec
+from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
 
 VERSIONS = ("2.3.0", "master")

@@ -15,6 +15,13 @@ from ..units import fmt, header
 from .document import Block, Image, Table, to_html, to_markdown
 from .plots import loss_figure
 
+FOLD_ROWS = 12  # per-step tables longer than this are folded in the HTML page
+
+
+def _rel(value: float) -> str:
+    """A relative error in percent, with the digits a tiny one needs (1.2e-06 %, not 0.000 %)."""
+    return f"{100 * value:.3g} %"
+
 
 def _num(v) -> str:
     if v is None:
@@ -53,10 +60,11 @@ def loss_section(runs: dict[str, RunResult]) -> list[Block]:
     rows = []
     for step in steps:
         losses = [_num(b.get(step)) for b in by_run]
-        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3f} %" if step in b and ref.get(step) else "-"
+        rels = [_rel(abs(b[step] - ref[step]) / abs(ref[step])) if step in b and ref.get(step) else "-"
                 for b in by_run[1:]]
         rows.append([str(step), *losses, *rels])
-    blocks.append(Block("table", Table(headers, rows)))
+    folded = f"loss per step ({len(rows)} steps)" if len(rows) > FOLD_ROWS else ""
+    blocks.append(Block("table", Table(headers, rows, folded=folded)))
     return blocks
 
 
@@ -109,11 +117,37 @@ def evaluation_section(runs: dict[str, RunResult]) -> list[Block]:
             Block("table", Table(["run", "task", "correct / questions", "accuracy", "subjects"], rows))]
 
 
-def verdicts_section(verdicts: list[Verdict]) -> list[Block]:
+# The figure that ranks the verdicts of a kind, in order of preference: the largest is the worst.
+WORST_OF = ("max rel error", "rel error", "mean rel error", "max |Δ|")
+
+
+def _badness(v: Verdict) -> tuple:
+    key = next((k for k in WORST_OF if isinstance(v.measured.get(k), (int, float))), None)
+    return (not v.passed, v.measured[key] if key else 0.0)
+
+
+def summary_section(verdicts: list[Verdict]) -> list[Block]:
+    """The verdicts first: how many pass and fail, and per kind of check the worst one with its figures."""
     passed = sum(v.passed for v in verdicts)
+    kinds: dict[str, list[Verdict]] = {}
+    for v in verdicts:
+        kinds.setdefault(v.name.split(":")[0], []).append(v)
+    rows, classes = [], []
+    for kind, group in kinds.items():
+        worst = max(group, key=_badness)
+        failed = sum(not v.passed for v in group)
+        rows.append([kind, str(len(group) - failed), str(failed), worst.name, worst.figure(), worst.tolerance])
+        classes.append("fail" if failed else "pass")
+    verdict = "every check passes" if passed == len(verdicts) else f"{len(verdicts) - passed} FAIL"
+    return [Block("h2", "Summary"),
+            Block("p", f"{passed} of {len(verdicts)} checks pass ({verdict})."),
+            Block("table", Table(["kind of check", "pass", "fail", "worst", "its figures", "tolerance"], rows,
+                                 classes))]
+
+
+def verdicts_section(verdicts: list[Verdict]) -> list[Block]:
     rows = [["PASS" if v.passed else "FAIL", v.name, v.figure(), v.tolerance, v.explanation] for v in verdicts]
     return [Block("h2", "Parity verdicts"),
-            Block("p", f"{passed} of {len(verdicts)} checks pass."),
             Block("table", Table(["verdict", "check", "measured", "tolerance", "explanation"], rows,
                                  ["pass" if v.passed else "fail" for v in verdicts]))]
 
@@ -131,15 +165,17 @@ def build(runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None
           recipe: str | None = None) -> list[Block]:
     blocks = [Block("h1", "tunebridge parity report"),
               Block("p", f"Runs: {', '.join(f'{n} ({r.backend})' for n, r in runs.items())}.")]
-    if recipe:
-        blocks += [Block("h2", "Recipe"), Block("pre", recipe)]
+    if verdicts:
+        blocks += summary_section(verdicts) + verdicts_section(verdicts)
     if params_table:
         blocks += params_section(params_table)
     blocks += runs_section(runs) + loss_section(runs)
     if metrics_table:
         blocks += metrics_section(metrics_table)
     blocks += evaluation_section(runs)
-    blocks += verdicts_section(verdicts) + environment_section(runs)
+    if recipe:
+        blocks += [Block("h2", "Recipe"), Block("pre", recipe)]
+    blocks += environment_section(runs)
     return blocks
 
 

@@ -11,6 +11,7 @@ class Table:
     headers: list[str]
     rows: list[list[str]]
     row_classes: list[str] = field(default_factory=list)  # "pass" / "fail" per row, for the HTML colours
+    folded: str = ""  # the HTML shows the table folded (<details>) under this summary line
 
 
 @dataclass
@@ -60,6 +61,8 @@ tr.fail td:first-child { border-left: 6px solid #c62828; }
 tr.fail { background: #fdecea; }
 pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
 img { max-width: 100%; border: 1px solid #ddd; }
+details { margin: 0.6em 0 1.4em; }
+summary { cursor: pointer; color: #444; }
 """
 
 # Marks the page once loaded: data-images-ok (every <img> decoded) and data-script-errors, for headless checks.
@@ -92,8 +95,9 @@ def to_html(blocks: list[Block], title: str) -> str:
             for i, row in enumerate(t.rows):
                 cls = f' class="{t.row_classes[i]}"' if i < len(t.row_classes) and t.row_classes[i] else ""
                 rows.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-            body.append("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) +
-                        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            table = ("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) +
+                     "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            body.append(f"<details><summary>{e(t.folded)}</summary>{table}</details>" if t.folded else table)
         elif b.kind == "image":
             data = base64.b64encode(b.content.png).decode("ascii")
             body.append(f'<img alt="{e(b.content.alt)}" src="data:image/png;base64,{data}">')

@@ -14,5 +14,6 @@ TUNEBRIDGE="${TUNEBRIDGE:-tunebridge}"
 WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"
 "$TUNEBRIDGE" convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype bf16 --force
 mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"
-# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA
-"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers --out "$DATA_DIR" --force
+# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA; a real model's data is
+# tokenized with its own tokenizer (HF_DIR's), the embedded one fits only the tiny models
+"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers --tokenizer "$HF_DIR" --out "$DATA_DIR" --force

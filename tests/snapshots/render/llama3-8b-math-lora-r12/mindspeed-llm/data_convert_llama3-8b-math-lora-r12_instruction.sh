@@ -17,6 +17,7 @@ PREPROCESS_ARGS=(
     --handler-name AlpacaStyleInstructionHandler
     --prompt-type llama3
     --seq-length 256
+    --map-keys '{"prompt": "problem", "response": "solution"}'
 )
 mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory
 python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"

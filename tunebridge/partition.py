@@ -1,0 +1,32 @@
+"""How a model is divided over pipeline stages and TP ranks, in integers only (no torch: accounting and
+rendering use it, and they run in commands that must start at once)."""
+from __future__ import annotations
+
+
+def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
+    """Megatron's vocabulary padding: up to a multiple of ``divisible_by * tp``."""
+    multiple = divisible_by * tp
+    return -(-vocab // multiple) * multiple
+
+
+def stage_layers(num_layers: int, pp: int, num_layer_list: list[int] | None = None) -> list[range]:
+    """Global layer indices held by each pipeline stage."""
+    counts = list(num_layer_list) if num_layer_list else [num_layers // pp] * pp
+    if len(counts) != pp or sum(counts) != num_layers or (not num_layer_list and num_layers % pp):
+        raise ValueError(f"{num_layers} layers cannot be split over pp={pp} as {counts}")
+    starts = [sum(counts[:s]) for s in range(pp)]
+    return [range(a, a + n) for a, n in zip(starts, counts)]
+
+
+def tp_problem(spec, tp: int) -> str | None:
+    """Why ``spec`` cannot be split over ``tp`` tensor-parallel ranks as Megatron shards it (whole KV groups,
+    heads, FFN and hidden columns per rank), or None."""
+    sizes = {"KV groups": spec.num_kv_heads, "attention heads": spec.num_heads, "FFN size": spec.ffn_hidden_size,
+             "hidden size": spec.hidden_size}
+    for what, n in sizes.items():
+        if n % tp:
+            divisors = [d for d in range(1, spec.num_kv_heads + 1) if spec.num_kv_heads % d == 0 and
+                        all(m % d == 0 for m in sizes.values())]
+            return (f"tp {tp} does not divide {spec.name}'s {n} {what} (tp can be "
+                    f"{', '.join(map(str, divisors))})")
+    return None
