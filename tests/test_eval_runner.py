@@ -77,12 +77,32 @@ def test_math_with_a_model_that_always_answers_7(tokenizer, tmp_path):
     assert [r["prediction"] for r in rows] == ["7", "7", "7"]
 
 
-def test_seed_math_sample_runs(model_dir, tmp_path, capsys):
+def test_seed_math_sample_runs(tokenizer, tmp_path, capsys):
+    """Seed 004's file through the CLI: its golds are read (negative decimals), the answers scored by both rules,
+    and `eval score` of the written predictions gives the run's figures."""
+    model = tmp_path / "sevens"
+    preferring_model({letter_id(tokenizer, "7"): 5.0}).save_pretrained(model)
+    seed = REPO / "data/samples/seed004_math.jsonl"
     out = tmp_path / "m"
-    assert main(["eval", "run", str(model_dir), "--task", "math", "--data", str(REPO / "data/samples/seed004_math.jsonl"),
-                 "--limit", "3", "--max-new-tokens", "4", "--out", str(out), "--no-progress"]) == 0
+    assert main(["eval", "run", str(model), "--task", "math", "--data", str(seed), "--limit", "3",
+                 "--max-new-tokens", "2", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert m["count"] == 3 and "numeric_rule" in m and m["max_new_tokens"] == 4
+    rows = [json.loads(r) for r in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["prediction"] for r in rows] == ["77"] * 3
+    assert [r["solution"] for r in rows] == ["-12213504.3333", "-2581.72", "1241.05"]
+    assert (m["count"], m["numeric_accuracy"], m["contains_accuracy"], m["max_new_tokens"]) == (3, 0.0, 0.0, 2)
+    capsys.readouterr()
+    assert main(["eval", "score", "--task", "math", "--predictions", str(out / "predictions.jsonl"),
+                 "--references", str(seed)]) == 2  # 3 predictions for the file's 300 questions: refused
+    assert "3 predictions" in capsys.readouterr().err
+    # the same three questions, the third answered "77" by its gold: 1/3 by value, 1/3 by "contains"
+    three = tmp_path / "three.jsonl"
+    three.write_text("".join(seed.read_text(encoding="utf-8").splitlines(keepends=True)[:2])
+                     + '{"problem": "计算 70 + 7 等于多少？", "solution": "77"}\n', encoding="utf-8")
+    assert main(["eval", "score", "--task", "math", "--predictions", str(out / "predictions.jsonl"),
+                 "--references", str(three)]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert (scored["count"], scored["numeric_accuracy"], scored["contains_accuracy"]) == (3, 1 / 3, 1 / 3)
 
 
 def test_peft_adapter_is_applied(model_dir, tokenizer, tmp_path):
@@ -103,13 +123,18 @@ def test_peft_adapter_is_applied(model_dir, tokenizer, tmp_path):
     assert abs(tuned[0] - base[0]) > 1e-3
 
 
-def test_multiple_choice_through_the_cli(model_dir, tmp_path):
+def test_multiple_choice_through_the_cli(tokenizer, tmp_path):
+    model = tmp_path / "b-sayer"  # prefers the letter B after any prompt
+    preferring_model({letter_id(tokenizer, "B"): 5.0}).save_pretrained(model)
     out = tmp_path / "mc"
-    assert main(["eval", "run", str(model_dir), "--task", "cmmlu", "--data", str(FIXTURES / "cmmlu"),
+    assert main(["eval", "run", str(model), "--task", "cmmlu", "--data", str(FIXTURES / "cmmlu"),
                  "--protocol", "loglik", "--limit", "1", "--shots", "2", "--out", str(out), "--no-progress"]) == 0
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert (m["protocol"], m["count"], m["shots"], m["max_new_tokens"]) == ("loglik", 5, 2, None)
-    assert len(m["subjects"]) == 5
+    # the first question of each subject: agronomy B, anatomy B, astronomy B, economics D, philosophy A
+    assert {name: s["accuracy"] for name, s in m["subjects"].items()} == {
+        "agronomy": 1.0, "anatomy": 1.0, "astronomy": 1.0, "economics": 0.0, "philosophy": 0.0}
+    assert (m["micro_average"], m["macro_average"]) == (0.6, 0.6)
 
 
 def test_bad_input(model_dir, squad_jsonl, tmp_path, capsys):

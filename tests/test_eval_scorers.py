@@ -11,7 +11,7 @@ import pytest
 
 from tunebridge.cli import main
 from tunebridge.convert import convert
-from tunebridge.data.encode import load_tokenizer
+from tunebridge.data.encode import load_tokenizer, pad_id
 from tunebridge.data.squad import write_squad_eval
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation.hf_scorer import HFScorer
@@ -88,8 +88,17 @@ def runs(models, data, tokenizer, tmp_path_factory) -> dict[str, dict]:
     return results
 
 
-def test_the_pad_id_is_inside_a_prompt(tokenizer):
-    assert tokenizer.pad_token_id in tokenizer.encode(PAD_PROMPT)
+def test_a_pad_token_inside_a_prompt_is_attended_to(runs, models, tokenizer):
+    # the id the scorers pad batches with is a real token of this prompt ...
+    assert pad_id(tokenizer) in tokenizer.encode(PAD_PROMPT)
+    at = [c for c, _ in LOGLIK].index(PAD_PROMPT)
+    # ... which matters to the model: dropping it (what masking it as a key would approach) moves the score ...
+    without = HFScorer.from_dir(models["hf"], tokenizer=tokenizer).loglikelihood([PAD_PROMPT.replace("<pad>", "")],
+                                                                                [" 4"])
+    assert abs(without[0] - runs["hf"]["loglik"][at]) > 1e-2
+    # ... and no framework masks it
+    for name in ("mcore", "mindformers"):
+        assert runs[name]["loglik"][at] == pytest.approx(runs["hf"]["loglik"][at], abs=1e-4), name
 
 
 @pytest.mark.parametrize("task", ["math", "squad"])

@@ -20,9 +20,14 @@ RECIPES = sorted(Path("recipes").glob("*.yaml"))
 def test_every_mindformers_key_of_the_table_is_in_the_rendered_yaml(path):
     recipe = load_recipe(path)
     config = mf.finetune_config(recipe, recipe.spec, _lora_plan(recipe, "mindformers"))
+    missing = []
     for f in FIELDS:
         if f.mindformers and not (f.recipe.startswith("finetune.lora") and recipe.finetune.method != "lora"):
-            get_path(config, f.mindformers)  # KeyError if the table and the renderer disagree
+            try:
+                get_path(config, f.mindformers)
+            except (KeyError, IndexError, TypeError):
+                missing.append(f.mindformers)
+    assert missing == [], f"keys of the table the rendered finetune YAML does not hold: {missing}"
 
 
 def test_table_values_equal_the_rendered_values():

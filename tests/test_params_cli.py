@@ -78,8 +78,16 @@ def test_full_finetuning_trains_everything(capsys):
     r = params_json(capsys, "recipes/qwen2.5-7b-alpaca-zh-full.yaml", "--backend", "mindspeed-llm")
     assert r["trainable_params"] == r["total_params"] == 7_615_616_512
     assert r["low_param_ratio"] == 1.0
-    # stage 0 holds the embedding, the last stage the final norm and the output layer
+    # Qwen2.5-7B, by hand: a layer is q, o (3584 x 3584 each) + k, v (512 x 3584 each) + q/k/v biases (3584 +
+    # 2 x 512) + gate/up/down (3 x 3584 x 18944) + two norms (2 x 3584) = 233,057,792; the embedding and the
+    # output layer are 152064 x 3584 = 544,997,376 each, the final norm 3584.
+    layer, vocab_rows, final_norm = 233_057_792, 544_997_376, 3584
     per = r["per_rank_trainable"]
+    # pp 8 with --num-layer-list 4,4,4,4,3,3,3,3: stage 0 holds the embedding, the last the final norm and output
+    assert [(x["pp_rank"], x["tp_rank"], x["layers"]) for x in per] == [
+        (i, 0, n) for i, n in enumerate([4, 4, 4, 4, 3, 3, 3, 3])]
+    assert [x["trainable"] for x in per] == [4 * layer + vocab_rows] + [4 * layer] * 3 + [3 * layer] * 3 + [
+        3 * layer + final_norm + vocab_rows]
     assert sum(x["trainable"] for x in per) == 7_615_616_512
 
 

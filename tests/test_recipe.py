@@ -116,10 +116,15 @@ def test_lora_section_required_for_lora(tmp_path):
 
 
 def test_several_problems_are_reported_together_in_file_order(tmp_path):
-    found = problems(tmp_path, GOOD.replace("lama", "lama").replace("rank: 8", "rank: -1")
-                     .replace("tp: 4", "tp: 5").replace("lr: 1.0e-5", "lr: 1.0e-5\n  warmup_ratio: 1.5"))
+    broken = (GOOD.replace("rank: 8", "rank: -1").replace("tp: 4", "tp: 5")
+              .replace("lr: 1.0e-5", "lr: 1.0e-5\n  warmup_ratio: 1.5"))
+    found = problems(tmp_path, broken)
     fields = [p.split(": ")[1] for p in found]
     assert fields == ["finetune.lora.rank", "train.warmup_ratio", "parallel.tp"]
+    # an unknown model comes first (line 2); tp cannot be checked against a model that is not known
+    found = problems(tmp_path, broken.replace("llama3-8b", "lama3-8b"))
+    assert [p.split(": ")[1] for p in found] == ["model.arch", "finetune.lora.rank", "train.warmup_ratio"]
+    assert found[0].startswith(f"{tmp_path / 'recipe.yaml'}:2:") and "did you mean 'llama3-8b'?" in found[0]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):

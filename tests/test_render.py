@@ -58,11 +58,17 @@ def flag_values(argv: list[str]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_renders_valid_bash(path, tmp_path):
     recipe = load_recipe(path)
-    for backend in ("mindformers", "mindspeed-llm"):
-        for written in render(recipe, backend, tmp_path / backend, num_samples=1000):
+    targets = [("mindformers", "ascend"), ("mindspeed-llm", "ascend")]
+    if recipe.train.dtype == "fp32":  # the MindSpore CPU profile runs fp32 only
+        targets.append(("mindformers", "cpu"))
+    checked = 0
+    for backend, device in targets:
+        for written in render(recipe, backend, tmp_path / f"{backend}-{device}", num_samples=1000, device=device):
             if written.suffix == ".sh":
                 subprocess.run(["bash", "-n", str(written)], check=True)
                 assert os.access(written, os.X_OK)
+                checked += 1
+    assert checked >= 6  # MindSpeed-LLM's convert, preprocess, tune ...; MindFormers' prepare, run, eval ...
 
 
 def test_tune_script_flags_parse_back_to_the_recipe(tmp_path, fake_bin):
