@@ -12,7 +12,7 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from tunebridge.bridge import call_mindspore
-from tunebridge.data.encode import EMBEDDED_TOKENIZER, IGNORE, alpaca_query, encode, load_tokenizer
+from tunebridge.data.encode import EMBEDDED_TOKENIZER, IGNORE, Sample, alpaca_query, encode, load_tokenizer
 from tunebridge.data.templates import TEMPLATES, get_template
 from tunebridge.data.writers import megatron_files, write_jsonl, write_megatron, write_mindrecord
 from tunebridge.errors import TunebridgeError
@@ -151,3 +151,24 @@ def test_squad_eval_set_as_mindformers_builds_it(ms_python, tok, tmp_path):
     assert rows["input_ids"][0][0] == tok.bos_token_id and rows["input_ids"].shape == (24, 128)
     assert (rows["labels"][0][:len(tok.encode(items[0]["answers"][0], add_special_tokens=False))]
             == tok.encode(items[0]["answers"][0], add_special_tokens=False)).all()
+
+
+def test_samples_of_exactly_seq_length_are_dropped_by_every_writer(ms_python, tmp_path):
+    """MindSpeed-LLM drops samples at or over --seq-length; one token shorter is kept. Every writer agrees."""
+    seq = 10
+    samples = [Sample(list(range(1, n + 1)), [IGNORE] * (n - 2) + list(range(n - 1, n + 1))) for n in (9, 10, 11, 3)]
+    kept = [s for s in samples if len(s.input_ids) in (9, 3)]
+    counts = write_megatron(tmp_path / "m", samples, seq)
+    assert (counts.written, counts.too_long) == (2, 2)
+    ids = IndexedDataset(str(tmp_path / "m_packed_input_ids_document"))
+    assert [ids[i].tolist() for i in range(len(ids))] == [s.input_ids for s in kept]
+    counts = write_jsonl(tmp_path / "t.jsonl", samples, seq)
+    assert (counts.written, counts.too_long) == (2, 2)
+    assert [json.loads(line)["input_ids"] for line in (tmp_path / "t.jsonl").read_text().splitlines()] == [
+        s.input_ids for s in kept]
+    counts = write_mindrecord(tmp_path / "d.mindrecord", samples, seq, pad_id=0)
+    assert (counts.written, counts.too_long) == (2, 2)
+    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "d.mindrecord"), npz_path=str(tmp_path / "r.npz"))
+    rows = np.load(tmp_path / "r.npz")["input_ids"]
+    assert rows.shape == (2, seq + 1) and [r[:len(s.input_ids)].tolist() for r, s in zip(rows, kept)] == [
+        s.input_ids for s in kept]

@@ -198,6 +198,10 @@ def test_mindformers_emf1_equals_the_real_metric(ms_python):
     preds = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 6))) for _ in range(320)]
     golds = ["".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) for _ in range(320)]
     golds = [g if g.strip() else "郑州" for g in golds]
+    # multi-line predictions whose later lines would match, and repeated segments on both sides
+    fixed = [("黄河\n郑州", "郑州"), ("\n\n郑州 is big\nmore", "郑州"), ("郑郑", "郑"), ("郑州郑州", "郑州郑州河南"),
+             ("the the Beijing\nBeijing", "Beijing the the")]
+    preds, golds = preds + [p for p, _ in fixed], golds + [g for _, g in fixed]
     ref = call_mindspore("ms.emf1_ref", "per_case", predictions=preds, golds=golds)
     for p, g, r in zip(preds, golds, ref):
         assert mf.f1(p, g) * 100 == pytest.approx(r["F1"], abs=1e-9), (p, g)
@@ -290,3 +294,34 @@ def test_math_gold_as_a_json_number(tmp_path, capsys):
     assert main(["eval", "score", "--task", "math", "--predictions", str(tmp_path / "p.jsonl"), "--references",
                  str(tmp_path / "refs.jsonl")]) == 0
     assert json.loads(capsys.readouterr().out)["numeric_accuracy"] == 1.0
+
+
+def test_squad_f1_counts_repeated_tokens():
+    """The official F1 counts shared tokens with multiplicity (a multiset), not as a set."""
+    # pred "cat cat cat" vs gold "cat cat": 2 shared, precision 2/3, recall 1 -> F1 0.8 (a set would say 0.4)
+    assert squad.f1("the cat cat cat", "cat cat") == pytest.approx(0.8)
+    assert squad.f1("cat cat", "a cat cat cat") == pytest.approx(0.8)
+    # "paris paris river" vs "paris river river": 2 shared of 3 each -> 2/3
+    assert squad.f1("Paris paris river", "paris river River.") == pytest.approx(2 / 3)
+    rng = random.Random(2)
+    words = ["paris", "the", "river", "1998", "Paris"]
+    cases = [(" ".join(rng.choice(words) for _ in range(rng.randint(1, 6))),
+              " ".join(rng.choice(words) for _ in range(rng.randint(1, 6)))) for _ in range(300)]
+    both = [(p, g) for p, g in cases
+            if any(squad.normalize(p).split().count(w) > 1 and squad.normalize(g).split().count(w) > 1
+                   for w in set(squad.normalize(p).split()))]
+    assert len(both) > 50  # many cases repeat a token on both sides
+    for p, g in cases:
+        assert squad.f1(p, g, empty_match=True) == pytest.approx(_compute_f1_score(p, g).item(), abs=2e-7), (p, g)
+
+
+def test_mindformers_emf1_reads_the_first_line_only():
+    from tunebridge.evaluation import mindformers_emf1 as mf
+    # the second line would share "郑州" with the gold: the first line alone shares nothing
+    assert mf.f1("黄河\n郑州", "郑州") == 0.0 and mf.exact("郑州\n黄河", "郑州") == 1.0
+    # leading blank lines go first (the prediction is stripped), then the first line is kept
+    assert mf.f1("\n\n郑州 is big\nmore", "郑州") == pytest.approx(2 * (1 / 3) * 1 / (1 / 3 + 1))
+    # repeated segments: the longest common contiguous run, not a count: "郑州郑州" vs "郑州" -> 1 of 2 in the prediction
+    assert mf.f1("郑郑", "郑") == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert mf.score(["Beijing\nnope", "a\nb"], ["beijing", "b"]) == {"F1": 50.0, "Em": 50.0, "count": 2,
+                                                                     "protocol": "mindformers-emf1"}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -160,3 +161,42 @@ def test_torch_backend_run_directory_metrics_and_result(tmp_path):
     saved = tmp_path / "again.json"
     from_dir.save(saved)
     assert RunResult.load(saved) == from_dir
+
+
+MEGATRON_LINE = (" [2025-03-05 10:00:0{i}] iteration        {i}/       4 | consumed samples:            8 | elapsed time "
+                 "per iteration (ms): 900.0 | learning rate: {lr} | global batch size:     4 | lm loss: {loss} | "
+                 "loss scale: 1.0 | grad norm: {norm} | number of skipped iterations:   0 | number of nan iterations:   0 |\n")
+MINDFORMERS_LINE = ("2025-03-01 10:01:1{i},834 - mindformers[mindformers/core/callback/callback.py:747] - INFO - "
+                    "{{ Epoch:[  1/  1], step:[    {i}/    4], loss: {loss}, per_step_time: 815ms, lr: {lr}, "
+                    "overflow cond: False, loss_scale: 1.0, global_norm: [{norm}], train_throughput_per_npu: 1.2T\n")
+
+
+@pytest.mark.parametrize("template", [MEGATRON_LINE, MINDFORMERS_LINE], ids=["megatron", "mindformers"])
+def test_nan_negative_and_exponent_figures_are_read(tmp_path, template):
+    values = [("nan", "1.000000E-05", "nan"), ("-1.250000E-01", "2.5e-06", "-0.5"),
+              ("1.5E+01", "3E-04", "1.25e+02"), ("3.25e-03", "0.0", "inf")]
+    log = tmp_path / "train.log"
+    log.write_text("".join(template.format(i=i, loss=loss, lr=lr, norm=norm)
+                           for i, (loss, lr, norm) in enumerate(values, 1)))
+    run = parse_log(log)
+    assert [s.step for s in run.steps] == [1, 2, 3, 4]
+    assert math.isnan(run.steps[0].loss) and math.isnan(run.steps[0].grad_norm)
+    assert [(s.loss, s.lr, s.grad_norm) for s in run.steps[1:]] == [(-0.125, 2.5e-06, -0.5), (15.0, 3e-04, 125.0),
+                                                                    (0.00325, 0.0, math.inf)]
+
+
+def test_ranks_with_as_many_loss_lines_keep_the_lowest(tmp_path):
+    line = MEGATRON_LINE.format(i=1, loss="{loss}", lr="1.0E-05", norm="1.0")
+    log = tmp_path / "train.log"
+    # ranks 2 and 1 tie with two loss lines each (rank 2 first in the file), rank 3 has one
+    log.write_text("".join(f"[rank{r}]:" + line.replace("iteration        1/", f"iteration        {i}/")
+                           .format(loss=f"{r}.{i}") for r, i in [(2, 1), (1, 1), (3, 1), (2, 2), (1, 2)]))
+    run = parse_log(log)
+    assert [s.loss for s in run.steps] == [1.1, 1.2]
+    assert "loss lines from several ranks; kept rank 1 (also present: 2, 3)" in run.notes
+    assert [s.loss for s in parse_log(log, rank=2).steps] == [2.1, 2.2]
+    # unprefixed lines tie with rank 0: the unprefixed ones are kept, as the lowest
+    log.write_text(line.format(loss="9.1") + "[rank0]:" + line.format(loss="0.1"))
+    run = parse_log(log)
+    assert [s.loss for s in run.steps] == [9.1]
+    assert "loss lines from several ranks; kept unprefixed lines (also present: 0)" in run.notes

@@ -13,6 +13,8 @@ from tunebridge.errors import TunebridgeError
 from tunebridge.recipe import load_recipe
 from tunebridge.verify import compare
 
+from .snapshot import assert_snapshot
+
 
 def run(losses, start=1, norms=None, backend="torch") -> RunResult:
     norms = norms or [None] * len(losses)
@@ -142,3 +144,95 @@ def test_metrics_same_predictions_and_trained_apart():
         parity.metric_difference({"accuracy %": 1.0}, {"accuracy %": 1.0}, "a", "b")
     with pytest.raises(TunebridgeError, match="no metric in common"):
         parity.metric_difference({"f1": 1.0}, {"accuracy": 1.0}, "a", "b")
+
+
+def test_each_bar_is_rel_or_abs_in_both_directions():
+    """First step and mean: a verdict passes when EITHER bar holds, fails when neither does."""
+    tol = parity.LossTolerance()
+    cases = {  # (a, b): (rel bar holds, abs bar holds)
+        (0.5, 0.504): (False, True),      # low loss: rel 0.8 %, abs 0.004
+        (10.0, 10.04): (True, False),     # high loss: rel 0.4 %, abs 0.04
+        (2.0, 2.004): (True, True),
+        (2.0, 2.02): (False, False),
+    }
+    for (a, b), (rel_holds, abs_holds) in cases.items():
+        v = by_name(parity.loss_checks(run([a]), run([b]), "a", "b"))
+        first, mean = v["loss, first step"], v["loss, mean over steps"]
+        assert (first.measured["rel error"] < tol.first_rel, first.measured["abs error"] < tol.first_abs) == (
+            rel_holds, abs_holds)
+        assert first.passed == (rel_holds or abs_holds), (a, b)
+    # the mean bars are wider (1 %, 0.01): rel fails and abs holds, and the other way round
+    low = by_name(parity.loss_checks(run([0.5, 0.5]), run([0.508, 0.508]), "a", "b"))["loss, mean over steps"]
+    assert low.passed and low.measured["mean rel error"] == pytest.approx(0.016)
+    high = by_name(parity.loss_checks(run([10.0, 10.0]), run([10.05, 10.05]), "a", "b"))["loss, mean over steps"]
+    assert high.passed and high.measured["mean abs error"] == pytest.approx(0.05)
+    both = by_name(parity.loss_checks(run([0.5, 0.5]), run([0.52, 0.52]), "a", "b"))["loss, mean over steps"]
+    assert not both.passed
+
+
+def test_bars_are_strict_or_inclusive_as_stated():
+    """At exactly the tolerance: the loss bars ("<") fail, the norm and metric bars ("≤") pass."""
+    at_rel = parity.LossTolerance(first_rel=0.25, first_abs=0.0, mean_rel=0.25, mean_abs=0.0, grad_norm_mean_rel=0.25)
+    v = by_name(parity.loss_checks(run([4.0], norms=[4.0]), run([5.0], norms=[5.0]), "a", "b", at_rel))
+    assert v["loss, first step"].measured["rel error"] == 0.25 and not v["loss, first step"].passed
+    assert not v["loss, mean over steps"].passed
+    assert v["global norm, mean over steps"].passed  # mean rel 0.25 ≤ 25 %
+    at_abs = parity.LossTolerance(first_rel=0.0, first_abs=1.0, mean_rel=0.0, mean_abs=1.0)
+    v = by_name(parity.loss_checks(run([4.0]), run([5.0]), "a", "b", at_abs))
+    assert not v["loss, first step"].passed and not v["loss, mean over steps"].passed
+    assert parity.same_metrics({"a": {"f1": 1.0}, "b": {"f1": 1.5}}, abs_tol=0.5).passed
+    assert parity.metric_difference({"f1": 1.0}, {"f1": 1.5}, "a", "b", {"f1": 0.5}).passed
+    assert not parity.metric_difference({"f1": 1.0}, {"f1": 1.5}, "a", "b", {"f1": 0.25}).passed
+
+
+def test_relative_error_against_a_zero_reference():
+    v = by_name(parity.loss_checks(run([0.0, 1.0]), run([0.0, 1.0]), "a", "b"))["loss, mean over steps"]
+    assert v.series["rel_error"] == [0.0, 0.0] and v.passed
+    v = by_name(parity.loss_checks(run([0.0, 1.0]), run([0.001, 1.0]), "a", "b"))
+    assert v["loss, first step"].measured["rel error"] == math.inf
+    assert v["loss, first step"].passed  # abs 0.001 < 0.005
+    assert v["loss, mean over steps"].measured["at step"] == 1
+
+
+def test_norms_logged_by_one_side_only_are_left_out():
+    v = by_name(parity.loss_checks(run(LOSSES, norms=[4.0, None, 2.0, 1.0]), run(LOSSES, norms=[4.0, 3.0, None, 2.0]),
+                                   "a", "b"))["global norm, mean over steps"]
+    assert v.measured == {"steps": 2, "mean rel error": 0.5, "max rel error": 1.0}
+    assert "2 step(s) without a finite norm on both sides left out" in v.explanation
+
+
+def test_verdict_texts(tmp_path):
+    """Every verdict's name, figures, tolerance and explanation as a report shows them."""
+    recipe = load_recipe("recipes/llama3-8b-math-lora-r8.yaml")
+    reports = [recipe.param_report(b) for b in ("torch", "mindformers", "mindspeed-llm")]
+    full = load_recipe("recipes/qwen2.5-7b-alpaca-zh-full.yaml")
+    full_report = full.param_report("mindspeed-llm")
+    wrong = reports[2].__class__(**{**reports[2].to_dict(), "trainable_params": 3_407_872})
+    other_base = reports[0].__class__(**{**reports[0].to_dict(), "total_params": 1})
+    unfused = reports[0].__class__(**{**reports[0].to_dict(), "trainable_params": 5})
+    a = torch.zeros(1, 2, 2)
+    verdicts = [
+        *parity.loss_checks(run(LOSSES, norms=[math.inf, 3.0, 2.0, 1.0]), run(LOSSES[:3], norms=NORMS[:3]), "a", "b"),
+        *parity.loss_checks(run(LOSSES, norms=NORMS), run(LOSSES, norms=NORMS), "a", "b"),
+        parity.params_instantiated(reports[0], 3_407_872, reports[0].total_params + 3_407_872),
+        parity.params_instantiated(full_report, full_report.trainable_params, full_report.total_params),
+        parity.params_instantiated(reports[0], 1),
+        parity.params_across(reports, recipe.spec),
+        parity.params_across(reports[:2], recipe.spec),
+        parity.params_across([reports[0], wrong], recipe.spec),
+        parity.params_across([reports[0], other_base], recipe.spec),
+        parity.params_across([reports[0], unfused], recipe.spec),
+        parity.params_across([full_report, full_report], full.spec),
+        parity.logits_tensors(a, a + 0.5, "hf", "mcore"),
+        parity.same_predictions({"torch": ["1", "2"], "mindformers": ["1", "3"]}),
+        parity.same_metrics({"official": {"f1": 1.0, "em": 2.0}, "torchmetrics": {"f1": 1.0, "em": 2.5, "x": 1}}),
+        parity.metric_difference({"accuracy": 0.5, "f1": 50.0}, {"accuracy": 0.52, "f1": 50.5}, "torch", "mf"),
+        parity.metric_difference({"f1": 50.0}, {"f1": 52.0}, "torch", "mf", {"f1": 3.0}),
+    ]
+    assert_snapshot("parity_verdicts", [{**v.to_dict(), "figure": v.figure()} for v in verdicts])
+    with pytest.raises(TunebridgeError, match=r"predictions of mindformers \(1\) and torch \(2\) differ in number"):
+        parity.same_predictions({"torch": ["1", "2"], "mindformers": ["1"]})
+    with pytest.raises(TunebridgeError, match="no metric is reported by all of official, torchmetrics"):
+        parity.same_metrics({"official": {"f1": 1.0}, "torchmetrics": {"em": 1.0}})
+    with pytest.raises(TunebridgeError, match=r"a and b report no metric in common \(\['f1'\] vs \['em'\]\)"):
+        parity.metric_difference({"f1": 1.0}, {"em": 1.0}, "a", "b")

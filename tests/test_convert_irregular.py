@@ -1,0 +1,166 @@
+"""Conversion on shapes the catalogue's tiny models never have: a vocabulary that needs padding at tp 2
+(509, 511 rows), several KV groups per TP rank (8 heads in 4 groups at tp 2), fp16 output, and a corrupt
+record met on every path that reads an mcore checkpoint."""
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from tunebridge.cli import main
+from tunebridge.convert import convert
+from tunebridge.errors import TunebridgeError
+from tunebridge.formats import mcore as mcore_fmt
+from tunebridge.formats.hf import HFReader
+from tunebridge.formats.msckpt import CkptReader
+from tunebridge.formats.torchzip import lazy_load
+from tunebridge.models import ModelSpec, get_model
+from tunebridge.verify import verify
+
+from .test_convert import same_tensors
+
+# 8 query heads in 4 KV groups (head dim 8): at tp 2 each rank packs two groups [q q k v][q q k v]
+SPECS = {
+    "llama-509": get_model("tiny-llama").with_(name="llama-509", vocab_size=509, num_heads=8, num_kv_heads=4,
+                                               head_dim=8),
+    "qwen2-511": get_model("tiny-qwen2").with_(name="qwen2-511", vocab_size=511, num_heads=8, num_kv_heads=4,
+                                               head_dim=8),
+}
+
+
+def make_hf(path: Path, spec: ModelSpec, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            v.copy_(1 + 0.3 * torch.randn_like(v) if k.endswith("norm.weight") else 0.1 * torch.randn_like(v))
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("irregular")
+    return {name: make_hf(d / name, spec) for name, spec in SPECS.items()}
+
+
+def rank_state(root: Path, tp_rank: int, stage: int = 0) -> dict:
+    return mcore_fmt.load_rank_file(mcore_fmt.McoreLayout(root).file(tp_rank, stage))
+
+
+@pytest.mark.parametrize("tp,divisible,padded", [(2, 128, 512), (1, 128, 512), (2, 1, 510), (2, 200, 800),
+                                                 (1, 1, 509)])
+def test_vocabulary_padding_repeats_the_last_row(models, tmp_path, tp, divisible, padded):
+    """Megatron pads the vocabulary to a multiple of make-vocab-size-divisible-by x tp; MindSpeed-LLM's
+    converter fills the padding with copies of the last row. The HF result drops the padding again."""
+    src = HFReader(models["llama-509"])
+    embed, head = src.get("model.embed_tokens.weight"), src.get("lm_head.weight")
+    convert(models["llama-509"], tmp_path / "mc", "hf", "mcore", tp=tp, make_vocab_size_divisible_by=divisible,
+            progress=False)
+    states = [rank_state(tmp_path / "mc", t) for t in range(tp)]
+    assert {s["args"].padded_vocab_size for s in states} == {padded}
+    for name, full in (("embedding.word_embeddings.weight", embed), ("output_layer.weight", head)):
+        rows = torch.cat([s["model"][name] for s in states])
+        assert [s["model"][name].shape[0] for s in states] == [padded // tp] * tp
+        assert torch.equal(rows[:509], full)
+        assert torch.equal(rows[509:], full[-1:].expand(padded - 509, -1)), name
+    convert(tmp_path / "mc", tmp_path / "back", "mcore", "hf", progress=False)
+    assert same_tensors(models["llama-509"], tmp_path / "back")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_several_kv_groups_per_rank_pack_group_by_group(models, tmp_path, name):
+    """Rank r of tp 2 holds KV groups 2r and 2r + 1, each as its two query heads, its k head, its v head."""
+    spec = SPECS[name]
+    src = HFReader(models[name])
+    convert(models[name], tmp_path / "mc", "hf", "mcore", tp=2, progress=False)
+    d = spec.head_dim
+    for part in (("weight",) + (("bias",) if spec.qkv_bias else ())):
+        q, k, v = (src.get(f"model.layers.1.self_attn.{p}_proj.{part}") for p in "qkv")
+        for rank in range(2):
+            fused = rank_state(tmp_path / "mc", rank)["model"][f"decoder.layers.1.self_attention.linear_qkv.{part}"]
+            want = torch.cat([torch.cat([q[2 * d * g:2 * d * (g + 1)], k[d * g:d * (g + 1)], v[d * g:d * (g + 1)]])
+                              for g in (2 * rank, 2 * rank + 1)])
+            assert torch.equal(fused, want), (part, rank)
+    convert(tmp_path / "mc", tmp_path / "back", "mcore", "hf", progress=False)
+    assert same_tensors(models[name], tmp_path / "back")
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_logits_agree_across_the_three_frameworks(ms_python, models, tmp_path, name):
+    """Two KV groups per rank and a padded vocabulary, through megatron-core at tp 2 x pp 2 (uneven) and
+    MindFormers: the same logits as transformers."""
+    spec = SPECS[name]
+    convert(models[name], tmp_path / "mc", "hf", "mcore", tp=2, pp=2, num_layer_list=[1, 3],
+            make_vocab_size_divisible_by=128, progress=False)
+    convert(models[name], tmp_path / "mf", "hf", "mindformers", progress=False)
+    results = verify([(models[name], "hf"), (tmp_path / "mc", "mcore"), (tmp_path / "mf", "mindformers")], spec)
+    assert len(results) == 3
+    for r in results:
+        assert r.passed and r.max_abs < 2e-5 and r.cosine > 0.99999, r
+
+
+@pytest.mark.parametrize("to", ["hf", "mcore", "mindformers"])
+def test_fp16_output(models, tmp_path, capsys, to):
+    """`convert --dtype fp16` writes float16, the values rounded from the source, whatever the target."""
+    src = HFReader(models["qwen2-511"])
+    assert main(["convert", str(models["qwen2-511"]), str(tmp_path / "out"), "--to", to, "--dtype", "fp16"]
+                + (["--tp", "2"] if to == "mcore" else [])) == 0
+    if to == "hf":
+        out = HFReader(tmp_path / "out")
+        got = {n: out.get(n) for n in out.names()}
+    elif to == "mindformers":
+        reader = CkptReader(tmp_path / "out" / "model.ckpt")
+        got = {n: reader.get(n) for n in reader.entries}
+    else:
+        got = {n: t for t in range(2) for n, t in rank_state(tmp_path / "out", t)["model"].items()}
+        assert rank_state(tmp_path / "out", 0)["args"].params_dtype == torch.float16
+    assert got and {t.dtype for t in got.values()} == {torch.float16}
+    # and back to HF: each tensor is its source rounded to fp16
+    if to != "hf":
+        assert main(["convert", str(tmp_path / "out"), str(tmp_path / "back"), "--to", "hf"]) == 0
+        out = HFReader(tmp_path / "back")
+    for name in src.names():
+        assert torch.equal(out.get(name), src.get(name).to(torch.float16)), name
+
+
+def _flip_a_byte(rank_file: Path, tensor: str) -> None:
+    key = lazy_load(rank_file)["model"][tensor].storage.key
+    with zipfile.ZipFile(rank_file) as z:
+        record = next(i for i in z.infolist() if i.filename.endswith(f"/data/{key}"))
+    data = bytearray(rank_file.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[record.header_offset + 26:record.header_offset + 30])
+    data[record.header_offset + 30 + name_len + extra_len + record.file_size // 2] ^= 0x01
+    rank_file.write_bytes(bytes(data))
+
+
+READS = {  # every way a conversion reads an mcore checkpoint's records
+    "mcore -> mcore (re-sharded)": dict(dst_format="mcore", tp=1),
+    "mcore -> hf --dtype bf16 (assembled tensors)": dict(dst_format="hf", dtype="bf16"),
+    "mcore -> hf (file ranges)": dict(dst_format="hf"),
+    "mcore -> mindformers": dict(dst_format="mindformers"),
+    "mcore -> mindformers --dtype fp16": dict(dst_format="mindformers", dtype="fp16"),
+}
+TENSORS = ("decoder.layers.1.self_attention.linear_proj.weight",  # row-parallel: rows interleave the ranks'
+           "decoder.layers.0.self_attention.linear_qkv.weight",  # fused, split by whole KV groups
+           "output_layer.weight")  # vocabulary, padded
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("tensor", TENSORS)
+def test_a_corrupt_record_is_refused_on_every_read_path(models, tmp_path, read, tensor):
+    convert(models["llama-509"], tmp_path / "mc", "hf", "mcore", tp=2, make_vocab_size_divisible_by=128,
+            progress=False)
+    rank_file = mcore_fmt.McoreLayout(tmp_path / "mc").file(1, 0)
+    key = lazy_load(rank_file)["model"][tensor].storage.key
+    _flip_a_byte(rank_file, tensor)
+    options = dict(READS[read])
+    with pytest.raises(TunebridgeError, match=f"storage {key} is corrupt \\(CRC-32 mismatch\\)"):
+        convert(tmp_path / "mc", tmp_path / "out", "mcore", options.pop("dst_format"), progress=False, **options)
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
+
