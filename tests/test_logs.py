@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import random
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tunebridge.errors import TunebridgeError
 from tunebridge.logs import detect_format, load_run, parse_log
 from tunebridge.models import get_model
 from tunebridge.train.config import TrainConfig
+
+from .snapshot import assert_snapshot
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 
@@ -200,3 +203,109 @@ def test_ranks_with_as_many_loss_lines_keep_the_lowest(tmp_path):
     run = parse_log(log)
     assert [s.loss for s in run.steps] == [9.1]
     assert "loss lines from several ranks; kept unprefixed lines (also present: 0)" in run.notes
+
+
+def test_every_fixture_log_reads_to_the_held_run(tmp_path):
+    """Every field of the run each fixture log gives (steps, notes, source, environment), held as a snapshot;
+    the paths in it are relative to the fixtures."""
+    (tmp_path / "msrun").mkdir()
+    for rank in (0, 1):
+        (tmp_path / "msrun" / f"worker_{rank}.log").write_bytes(
+            (FIXTURES / "mindformers_worker_0.log").read_bytes().replace(b"loss: 2.", f"loss: {2 + rank}.".encode()))
+    runs = {path.name: parse_log(path) for path in sorted(FIXTURES.iterdir()) if path.name != "no_loss.log"}
+    runs["mindformers_tail_two_workers.log, rank 1"] = parse_log(FIXTURES / "mindformers_tail_two_workers.log", rank=1)
+    runs["msrun directory"] = load_run(tmp_path / "msrun")
+    runs["msrun directory, rank 1"] = load_run(tmp_path / "msrun", rank=1)
+    runs["megatron log given as megatron"] = parse_log(FIXTURES / "megatron_log_interval.log", fmt="megatron")
+
+    def held(run: RunResult) -> dict:
+        text = json.dumps(run.to_dict()).replace(str(FIXTURES), "FIXTURES").replace(str(tmp_path), "TMP")
+        return json.loads(text)
+    assert_snapshot("log_runs", {name: held(run) for name, run in runs.items()})
+
+
+def test_csv_and_jsonl_columns(tmp_path):
+    csv = tmp_path / "c.csv"
+    csv.write_text("Iteration,LM Loss,learning_rate,global_norm,tokens,skipped\n1,2.5,0.1,1.5,12,True\n"
+                   "2,2.25,,,7,true\n3,2.0,0.1,,,1\n4,1.5,0.1,,,0\n")
+    run = parse_log(csv)
+    assert [(s.step, s.loss, s.lr, s.grad_norm, s.tokens, s.skipped) for s in run.steps] == [
+        (1, 2.5, 0.1, 1.5, 12, True), (2, 2.25, None, None, 7, True), (3, 2.0, 0.1, None, None, True),
+        (4, 1.5, 0.1, None, None, False)]
+    assert run.notes == [f"read from {csv} (csv log)"] and run.source == str(csv) and run.backend == "csv"
+    csv.write_text("1,2.5\n2,2.25,0.5\n")
+    with pytest.raises(TunebridgeError, match=r"^" + re.escape(f"{csv}:2: 3 values for 2 columns ['step', 'loss']")):
+        parse_log(csv)
+    csv.write_text("1,2.5\n2,2.25,0.5")  # a last line that is longer than the header: cut off mid-write
+    assert [s.step for s in parse_log(csv).steps] == [1]
+    csv.write_text("step,lr\n1,0.1\n")
+    with pytest.raises(TunebridgeError, match=r"^" + re.escape(f"{csv}:1: CSV header has no loss column "
+                                                                f"(has ['step', 'lr'])")):
+        parse_log(csv)
+    csv.write_text("LR,loss\n1,0.1\n")
+    with pytest.raises(TunebridgeError, match=re.escape("CSV header has no step column")):
+        parse_log(csv)
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"step": 1, "loss": 2.0, "tokens": 5, "skipped": false}\n{"step": 2, "loss": 1.5}\n')
+    run = parse_log(jsonl)
+    assert [(s.step, s.loss, s.tokens, s.skipped) for s in run.steps] == [(1, 2.0, 5, False), (2, 1.5, None, None)]
+    assert run.notes == [f"read from {jsonl} (jsonl log)"] and run.source == str(jsonl) and run.backend == "torch"
+    for text, message in [('{"step": 1, "loss": 2.0}\n[1, 2]\n', "m.jsonl:2: expected a JSON object per line"),
+                          ('{"step": 1}\n', "m.jsonl:1: no 'loss' value"),
+                          ('{"loss": 1.0}\n', "m.jsonl:1: no 'step' value"),
+                          ('{"step": "", "loss": 1.0}\n', "m.jsonl:1: no 'step' value"),
+                          ('{"step": 1, "loss": 1.0, "lr": "fast"}\n',
+                           "m.jsonl:1: could not convert string to float: 'fast'")]:
+        jsonl.write_text(text)
+        with pytest.raises(TunebridgeError, match=r"^" + re.escape(f"{tmp_path}/{message}") + "$"):
+            parse_log(jsonl)
+
+
+def test_errors_name_what_is_wrong(tmp_path):
+    cases = [
+        (lambda: parse_log(tmp_path / "gone.log"), f"{tmp_path}/gone.log: no such log file"),
+        (lambda: parse_log(tmp_path), f"{tmp_path}: is a directory, not a log file"),
+        (lambda: parse_log(FIXTURES / "curve.csv", fmt="tensorboard"),
+         "unknown log format 'tensorboard' (known: mindformers, megatron, jsonl, csv, result)"),
+        (lambda: parse_log(tmp_path / "result.json"), f"{tmp_path}/result.json: no such file"),
+        (lambda: load_run(tmp_path), f"{tmp_path}: a directory without result.json, metrics.jsonl or worker_*.log"),
+    ]
+    for call, message in cases:
+        with pytest.raises(TunebridgeError, match="^" + re.escape(message) + "$"):
+            call()
+    (tmp_path / "result.json").write_text("[]")
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{tmp_path}/result.json: not a tunebridge result.json")):
+        parse_log(tmp_path / "result.json")
+    (tmp_path / "result.json").unlink()
+    (tmp_path / "worker_0.log").write_text("nothing here\n")
+    (tmp_path / "worker_1.log").write_text("nor here\n")
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{tmp_path}: no loss lines found in worker_0.log, "
+                                                               f"worker_1.log (looked for MindFormers")):
+        load_run(tmp_path)
+    megatron = tmp_path / "m.log"
+    megatron.write_text("iteration 1/2 | consumed samples: 8 | grad norm: 1.0 |\n")  # no loss field
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{megatron}: no loss lines found (looked for")):
+        parse_log(megatron)
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{megatron}: no loss lines found in this megatron log")):
+        parse_log(megatron, fmt="megatron")
+
+
+def test_lines_of_a_log(tmp_path):
+    """Colour codes, progress-bar segments and invalid bytes; the rank from each prefix or tail header."""
+    from tunebridge.logs.lines import clean_lines
+    log = tmp_path / "worker_3.log"
+    log.write_bytes(b"\x1b[32mgreen\x1b[0m text\n[rank1]: a\rb\r\n==> x/worker_7.log <==\nbad \xff byte\n"
+                    b"[1,2]<stdout>: mpi\n  4: srun\nworker_5.log: grep\nlast")
+    got = [(line.number, line.rank, line.text, line.terminated) for line in clean_lines(log)]
+    assert got == [(1, 3, "green text", True), (2, 1, "a", True), (2, 3, "b", True), (4, 7, "bad \ufffd byte", True),
+                   (5, 2, "mpi", True), (6, 4, "srun", True), (7, 5, "grep", True), (8, 7, "last", False)]
+
+
+def test_mindformers_eval_log_pairs_and_totals():
+    from tunebridge.logs.mindformers import emf1_results
+    text = ("noise\npred is:\n ['Denver', 'x']\n label is:\n ['Denver Broncos', 'y']\npred is:\n ['a']\n"
+            " label is:\n ['b']\nF1 score: 63.88, Em score: 62.5, total_count: 16\npred is:\n ['cut']\n")
+    pairs, total = emf1_results(text)
+    assert pairs == [("Denver", "Denver Broncos"), ("x", "y"), ("a", "b")]
+    assert total == {"F1": 63.88, "Em": 62.5, "count": 16}
+    assert emf1_results("pred is:\n ['a']\n label is:\n") == ([], None)

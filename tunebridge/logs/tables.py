@@ -97,7 +97,7 @@ def read_result(path: Path) -> RunResult:
         run = RunResult.load(path)
     except FileNotFoundError:
         raise TunebridgeError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, TypeError) as e:
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:  # AttributeError: not a JSON object
         raise TunebridgeError(f"{path}: not a tunebridge result.json ({e})") from None
     run.source = run.source or str(path)
     return run
