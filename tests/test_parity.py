@@ -87,6 +87,24 @@ def test_overflow_steps_are_left_out_of_the_norm_check():
 def test_nan_loss_fails():
     v = by_name(parity.loss_checks(run(LOSSES), run([2.0, math.nan, 1.6, 1.5]), "a", "b"))
     assert not v["loss, mean over steps"].passed
+    assert v["loss, mean over steps"].measured["at step"] == 2  # the worst step is the nan one
+
+
+def test_figures_of_every_kind():
+    v = parity.Verdict("x", True, {"ok": True, "count": 1234567, "rel error": math.inf, "abs error": math.nan,
+                                   "mean": 0.000123456}, "exact", "")
+    assert v.figure() == "ok True, count 1,234,567, rel error inf, abs error nan, mean 0.0001235"
+
+
+def test_a_run_without_steps_is_named():
+    with pytest.raises(TunebridgeError, match=r"a logged none and b logged 4 steps \(1-4\); no step is in both"):
+        parity.loss_checks(run([]), run(LOSSES), "a", "b")
+
+
+def test_small_norm_errors_pass_on_their_mean():
+    v = by_name(parity.loss_checks(run(LOSSES, norms=NORMS), run(LOSSES, norms=[g * 1.05 for g in NORMS]), "a", "b"))
+    norm = v["global norm, mean over steps"]
+    assert norm.passed and norm.measured["mean rel error"] == pytest.approx(0.05)
 
 
 def test_parameters_accounted_vs_instantiated():
@@ -210,6 +228,10 @@ def test_verdict_texts(tmp_path):
     wrong = reports[2].__class__(**{**reports[2].to_dict(), "trainable_params": 3_407_872})
     other_base = reports[0].__class__(**{**reports[0].to_dict(), "total_params": 1})
     unfused = reports[0].__class__(**{**reports[0].to_dict(), "trainable_params": 5})
+    r12_recipe = load_recipe("recipes/llama3-8b-math-lora-r12.yaml")  # rank 12: counts at the recipe's rank
+    r12, r12_spec = [r12_recipe.param_report(b) for b in ("torch", "mindspeed-llm")], r12_recipe.spec
+    all_recipe = load_recipe("recipes/qwen2.5-7b-alpaca-zh-lora.yaml")  # linear_qkv and linear_fc1 both fused
+    all_linear, all_linear_spec = [all_recipe.param_report(b) for b in ("torch", "mindspeed-llm")], all_recipe.spec
     a = torch.zeros(1, 2, 2)
     verdicts = [
         *parity.loss_checks(run(LOSSES, norms=[math.inf, 3.0, 2.0, 1.0]), run(LOSSES[:3], norms=NORMS[:3]), "a", "b"),
@@ -223,9 +245,15 @@ def test_verdict_texts(tmp_path):
         parity.params_across([reports[0], other_base], recipe.spec),
         parity.params_across([reports[0], unfused], recipe.spec),
         parity.params_across([full_report, full_report], full.spec),
+        parity.params_across(r12 + [r12[0].__class__(**{**r12[0].to_dict(), "trainable_params": 1})], r12_spec),
+        parity.params_across(all_linear, all_linear_spec),
+        parity.params_across([full_report, full_report.__class__(**{**full_report.to_dict(), "trainable_params": 5})],
+                             full.spec),
+        parity.params_across([full_report, wrong], full.spec),
         parity.logits_tensors(a, a + 0.5, "hf", "mcore"),
         parity.same_predictions({"torch": ["1", "2"], "mindformers": ["1", "3"]}),
-        parity.same_metrics({"official": {"f1": 1.0, "em": 2.0}, "torchmetrics": {"f1": 1.0, "em": 2.5, "x": 1}}),
+        parity.same_metrics({"official": {"f1": 1.0, "em": 2.0}, "torchmetrics": {"em": 2.5, "f1": 1.0, "x": 1}}),
+        parity.same_metrics({"a": {"f1": 1.0}, "b": {"f1": 1.5}, "c": {"f1": 2.0}}),  # against the first: 1.0
         parity.metric_difference({"accuracy": 0.5, "f1": 50.0}, {"accuracy": 0.52, "f1": 50.5}, "torch", "mf"),
         parity.metric_difference({"f1": 50.0}, {"f1": 52.0}, "torch", "mf", {"f1": 3.0}),
     ]
