@@ -35,7 +35,7 @@ class Verdict:
         return asdict(self)
 
 
-def _fmt(v: float | int, percent: bool = False) -> str:
+def _fmt(v: float | int, percent: bool) -> str:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, int):

@@ -18,11 +18,17 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def global_batches(n: int, cfg: TrainConfig) -> Iterator[list[int]]:
-    """Sample indices of each global batch, epoch after epoch; incomplete last batches are dropped."""
+def batches_per_epoch(n: int, cfg: TrainConfig) -> int:
+    """Whole global batches in an epoch of ``n`` samples (an error when there is none)."""
     per_epoch = n // cfg.global_batch_size
     if per_epoch == 0:
         raise TunebridgeError(f"{n} samples do not fill one global batch of {cfg.global_batch_size}")
+    return per_epoch
+
+
+def global_batches(n: int, cfg: TrainConfig) -> Iterator[list[int]]:
+    """Sample indices of each global batch, epoch after epoch; incomplete last batches are dropped."""
+    per_epoch = batches_per_epoch(n, cfg)
     epoch = 0
     while True:
         order = epoch_order(n, cfg.seed, epoch)
@@ -32,7 +38,7 @@ def global_batches(n: int, cfg: TrainConfig) -> Iterator[list[int]]:
 
 
 def total_steps(n: int, cfg: TrainConfig) -> int:
-    return cfg.max_steps or cfg.epochs * (n // cfg.global_batch_size)
+    return cfg.max_steps or cfg.epochs * batches_per_epoch(n, cfg)
 
 
 def step_batches(n: int, cfg: TrainConfig) -> list[list[int]]:
