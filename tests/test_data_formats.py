@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,14 @@ def test_samples_of_exactly_seq_length_are_dropped_by_every_writer(ms_python, tm
     rows = np.load(tmp_path / "r.npz")["input_ids"]
     assert rows.shape == (2, seq + 1) and [r[:len(s.input_ids)].tolist() for r, s in zip(rows, kept)] == [
         s.input_ids for s in kept]
+
+
+def test_a_tokenizer_directory_is_loaded_from_where_it_is(tmp_path):
+    tok = load_tokenizer()
+    tok.add_tokens(["<extra>"])
+    tok.save_pretrained(tmp_path / "tok")
+    assert len(load_tokenizer(tmp_path / "tok")) == 513 and len(load_tokenizer(None)) == 512
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{tmp_path / 'empty'}: not a tokenizer directory (")):
+        load_tokenizer(tmp_path / "empty")
+    assert alpaca_query("Add.") == "Add." and alpaca_query("Add.", "2 + 3") == "Add.\n2 + 3"

@@ -208,3 +208,16 @@ def test_mindformers_mask_on_mindformers_llama_tokenizer(ms_python, tmp_path):
     first_answer = next(i for i, x in enumerate(s.labels) if x != IGNORE)
     pieces = table["pieces"][texts[2]]
     assert pieces[first_answer - 1] == ":" and pieces[first_answer].startswith("▁")  # masked through "ASSISTANT:"
+
+
+def test_mindformers_mask_default_system_and_missing_specials(tok):
+    vicuna = get_template("vicuna_v1.1")
+    s = encode(tok, vicuna, "Q", "A", mask="mindformers")  # no system given: the template's own
+    assert tok.decode(s.input_ids[1:]).startswith(vicuna.default_system + " USER: Q ASSISTANT:")
+    assert encode(tok, vicuna, "Q", "A", system="", mask="mindformers").input_ids[1:] == tok.encode(
+        "USER: Q ASSISTANT: A", add_special_tokens=False) + [tok.eos_token_id]
+    for special in ("bos_token", "eos_token"):
+        crippled = load_tokenizer()
+        setattr(crippled, special, None)
+        with pytest.raises(TunebridgeError, match="^mask 'mindformers' needs a tokenizer with bos and eos tokens$"):
+            encode(crippled, vicuna, "Q", "A", mask="mindformers")
