@@ -12,9 +12,12 @@ from torchmetrics.text import SQuAD
 
 from tunebridge.bridge import call_mindspore
 from tunebridge.errors import TunebridgeError
+from tunebridge.evaluation import math as math_rule
 from tunebridge.evaluation import squad
 from tunebridge.evaluation.math import accuracy, contains_answer, numbers_equal, read_answer
 from tunebridge.evaluation.scores import contest, retention_gate
+
+from .snapshot import assert_snapshot
 
 WORDS = ["the", "a", "an", "Paris", "paris", "river", "1998", "Yellow", "café", "naïve", "Ünïcode", "it's", "co-op",
          "U.S.", "!", ",", "3.5", "", "theatre", "An", "THE", "—", "«x»", "北京", "nine", "  ", "\t"]
@@ -325,3 +328,48 @@ def test_mindformers_emf1_reads_the_first_line_only():
     assert mf.f1("郑郑", "郑") == pytest.approx(2 * 0.5 * 1 / 1.5)
     assert mf.score(["Beijing\nnope", "a\nb"], ["beijing", "b"]) == {"F1": 50.0, "Em": 50.0, "count": 2,
                                                                      "protocol": "mindformers-emf1"}
+
+
+def _held(n) -> dict | None:
+    return None if n is None else {"value": str(n.value), "percent": n.percent, "kind": n.kind, "unit": str(n.unit),
+                                   "significant": n.significant}
+
+
+# (text, the number a person reads as its answer), spelled out; every field of each reading is held below
+ANSWERS = [
+    ("\\text{5} apples", "5"), ("\\mathrm{12}", "12"), ("\\mathbf{3}", "3"), ("\\textbf{7}", "7"),
+    ("about 1\\,000", "1000"), ("50\\%", "50"), ("2\\times 10^3", "2000"), ("3\\cdot10^{2}", "300"),
+    ("$12$", "12"), ("\\left( 5 \\right)", "5"), ("\\!\\!4", "4"), ("x = \\frac{1}{2}", "1/2"),
+    ("\\dfrac34", "3/4"), ("2 1/2 cups", "5/2"), ("12.50%", "12.50"), ("1.2e-3", "0.0012"), ("10³", "1000"),
+    ("−7", "-7"), ("- 5", "-5"), ("10 - 5", "5"), ("１２", "12"), ("1,234,567", "1234567"), ("1 234", "1234"),
+    ("零点五", "1/2"), ("三点一四", "157/50"), ("一百点五", "201/2"), ("三分之一", "1/3"), ("百分之五十", "50"),
+    ("负三", "-3"), ("零分之一 或 二", "2"), ("一万二千", "12000"), ("两亿", "200000000"),
+    ("\\boxed{\\frac{1}{2}} then 7", "1/2"), ("\\boxed{12", "12"), ("\\boxed{x = 5}", "5"),
+    ("\\boxed{x}. The answer is 5", "5"), ("\\boxed{{1}2} ok", "1"), ("答案是 x。3 + 4 = 7 and 9", "7"),
+    ("3 + 4 = 7 then 9 apples", "7"), ("so 4 and 5", "5"), ("答：8", "8"), ("Therefore, 6. Check 6 = 6", "6"),
+    ("1e9999999", None), ("no digits", None),
+]
+
+
+def test_answers_are_read_as_a_person_reads_them():
+    for text, want in ANSWERS:
+        got = read_answer(text)
+        assert (None if got is None else got.value) == (None if want is None else Fraction(want)), text
+    assert_snapshot("math_readings", {text: _held(read_answer(text)) for text, _ in ANSWERS})
+
+
+def test_number_comparison_rules():
+    from tunebridge.evaluation.math import Number, equal
+    assert not equal(Number(Fraction(1)), Number(Fraction(2)))  # no tolerance unless asked
+    assert numbers_equal("110", "100", rel_tol=0.1) and not numbers_equal("110.5", "100", rel_tol=0.1)
+    assert numbers_equal("0.33", "三分之一") and not numbers_equal("0.3", "三分之一")
+    assert numbers_equal("0.54", "零点五") and not numbers_equal("0.56", "零点五")
+    assert numbers_equal("50", "50%") and numbers_equal("0.5", "50%") and numbers_equal("50%", "0.5")
+    assert not numbers_equal("13%", "12.5%")
+    assert contains_answer(None, "XX") is False and contains_answer("= 12 =", " 12 ")
+    r = accuracy(["3412.9"], ["3412.88"], rel_tol=1e-4)
+    assert r["numeric_accuracy"] == 1.0 and r["numeric_rule"].endswith("; or within rel. tol. 0.0001")
+    assert accuracy(["3412.9"], ["3412.88"])["numeric_rule"] == math_rule.RULE
+    for args, message in [((["1"], ["1", "2"]), "1 predictions for 2 questions"), (([], []), "no predictions to score")]:
+        with pytest.raises(TunebridgeError, match=f"^{message}$"):
+            accuracy(*args)
