@@ -373,3 +373,10 @@ def test_number_comparison_rules():
     for args, message in [((["1"], ["1", "2"]), "1 predictions for 2 questions"), (([], []), "no predictions to score")]:
         with pytest.raises(TunebridgeError, match=f"^{message}$"):
             accuracy(*args)
+
+
+def test_squad_errors_are_named():
+    for args, message in [(([], []), "no predictions to score"), ((["a"], [[]]), "a question has no gold answer"),
+                          ((["a", "b"], [["a"]]), "2 predictions for 1 questions")]:
+        with pytest.raises(TunebridgeError, match=f"^{message}$"):
+            squad.score(*args)

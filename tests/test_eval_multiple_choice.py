@@ -220,3 +220,18 @@ def test_bad_input(tmp_path):
         mc.averages("ceval", [q], ["A", "B"])
     with pytest.raises(TunebridgeError, match="no questions"):
         mc.averages("ceval", [], [])
+
+
+def test_where_each_question_comes_from_and_unknown_cmmlu_subjects(tmp_path):
+    mmlu = mc.load_items("mmlu", FIXTURES / "mmlu", shots=0)
+    first = mmlu[0].question
+    assert (first.subject, first.id) == ("abstract_algebra", "0")
+    assert first.source == f"{FIXTURES / 'mmlu' / 'test' / 'abstract_algebra_test.csv'}:1"  # MMLU: no header row
+    assert [q.question.id for q in mmlu if q.question.subject == "abstract_algebra"][:3] == ["0", "1", "2"]
+    # a CMMLU subject outside CMMLU's 67 is named by its file name, underscores as spaces
+    for split in ("test", "dev"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / "folk_music.csv").write_text(",Question,A,B,C,D,Answer\n0,问？,甲,乙,丙,丁,A\n",
+                                                         encoding="utf-8")
+    (item,) = mc.load_items("cmmlu", tmp_path, shots=0)
+    assert item.prompt.startswith("以下是中国关于folk music考试的单项选择题，请选出其中的正确答案。\n ")
