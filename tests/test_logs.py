@@ -141,6 +141,11 @@ def test_msrun_log_directory_reads_every_worker(tmp_path):
     assert [s.loss for s in run.steps][:2] == [2.834512, 2.790011]
     assert "loss lines from several ranks; kept rank 0 (also present: 1)" in run.notes
     assert [s.loss for s in load_run(tmp_path, rank=1).steps] == [3.834512]
+    # a worker killed mid-line: its cut-off line is dropped, the workers after it are still read
+    (tmp_path / "worker_0.log").write_text("".join(lines) + lines[4][:130])
+    run = load_run(tmp_path, rank=1)
+    assert [s.loss for s in run.steps] == [3.834512]
+    assert f"{tmp_path}:{len(lines) + 1}: truncated last line ignored" in run.notes
 
 
 def test_torch_backend_run_directory_metrics_and_result(tmp_path):
@@ -295,10 +300,11 @@ def test_lines_of_a_log(tmp_path):
     from tunebridge.logs.lines import clean_lines
     log = tmp_path / "worker_3.log"
     log.write_bytes(b"\x1b[32mgreen\x1b[0m text\n[rank1]: a\rb\r\n==> x/worker_7.log <==\nbad \xff byte\n"
-                    b"[1,2]<stdout>: mpi\n  4: srun\nworker_5.log: grep\nlast")
+                    b"[1,2]<stdout>: mpi\n  4: srun\nworker_5.log: grep\ndone\rlast")
     got = [(line.number, line.rank, line.text, line.terminated) for line in clean_lines(log)]
     assert got == [(1, 3, "green text", True), (2, 1, "a", True), (2, 3, "b", True), (4, 7, "bad \ufffd byte", True),
-                   (5, 2, "mpi", True), (6, 4, "srun", True), (7, 5, "grep", True), (8, 7, "last", False)]
+                   (5, 2, "mpi", True), (6, 4, "srun", True), (7, 5, "grep", True), (8, 7, "done", True),
+                   (8, 7, "last", False)]  # a progress bar's earlier segments are whole, even on a cut-off line
 
 
 def test_mindformers_eval_log_pairs_and_totals():
@@ -309,3 +315,80 @@ def test_mindformers_eval_log_pairs_and_totals():
     assert pairs == [("Denver", "Denver Broncos"), ("x", "y"), ("a", "b")]
     assert total == {"F1": 63.88, "Em": 62.5, "count": 16}
     assert emf1_results("pred is:\n ['a']\n label is:\n") == ([], None)
+    assert emf1_results("pred is:\n ['a']\n label is:\n ['b']") == ([("a", "b")], None)  # the log's last lines
+
+
+def test_a_line_with_only_step_and_loss_leaves_every_other_figure_unknown():
+    from tunebridge.logs import megatron, mindformers
+    record, seconds = megatron.parse_line(" iteration        3/      20 | lm loss: 2.5 |")
+    assert (record.step, record.loss, record.lr, record.grad_norm, record.loss_scale, record.skipped, seconds) == (
+        3, 2.5, None, None, None, None, None)
+    record, seconds = mindformers.parse_line("{ Epoch:[  2/  3], step:[    4/  10], loss: 2.5")
+    assert (record.step, record.loss, record.lr, record.grad_norm, record.loss_scale, record.skipped, seconds) == (
+        14, 2.5, None, None, None, None, None)
+    # an empty numpy array where a figure was not computed
+    assert mindformers.parse_line("{ Epoch:[  1/  1], step:[  1/  1], loss: 2.5, global_norm: []")[0].grad_norm is None
+
+
+def test_the_format_is_the_name_s_before_the_content_s(tmp_path):
+    empty = tmp_path / "metrics.jsonl"
+    empty.write_text("")
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{empty}: no loss lines found in this jsonl log")):
+        parse_log(empty)
+    prose = tmp_path / "notes.log"  # a line about the loss is not a CSV header
+    prose.write_text("the loss went down\n")
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{prose}: no loss lines found (looked for")):
+        parse_log(prose)
+
+
+def test_restarts_in_records_name_the_line_and_every_superseded_step(tmp_path):
+    jsonl = tmp_path / "metrics.jsonl"
+    jsonl.write_text("".join(json.dumps({"step": s, "loss": loss}) + "\n"
+                             for s, loss in [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0), (2, 3.5), (3, 2.5)]))
+    run = parse_log(jsonl)
+    assert [(s.step, s.loss) for s in run.steps] == [(1, 4.0), (2, 3.5), (3, 2.5)]
+    assert run.notes[1:] == ["restart at line 5: training resumed at step 2; the earlier records of steps 2-4 are "
+                             "superseded (the last occurrence of a step wins)"]
+
+
+def test_steps_and_token_counts_are_whole_numbers(tmp_path):
+    csv = tmp_path / "c.csv"
+    for row, message in [("2.5,1.0,3", "invalid literal for int() with base 10: '2.5'"),
+                         ("2,1.0,7.5", "invalid literal for int() with base 10: '7.5'")]:
+        csv.write_text(f"step,loss,tokens\n{row}\n")
+        with pytest.raises(TunebridgeError, match="^" + re.escape(f"{csv}:2: {message}") + "$"):
+            parse_log(csv)
+
+
+def test_only_a_cut_off_last_record_is_skipped(tmp_path):
+    jsonl = tmp_path / "m.jsonl"
+    jsonl.write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}')  # no newline at the end, a broken first line
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{jsonl}:1: not JSON")):
+        parse_log(jsonl)
+
+
+def test_run_directories_and_log_files_as_a_run(tmp_path):
+    run_dir = tmp_path / "run"  # a torch run stopped before its result.json: the metrics it wrote
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    assert [(s.step, s.loss) for s in load_run(run_dir).steps] == [(1, 2.0)]
+    two_workers = FIXTURES / "mindformers_tail_two_workers.log"
+    assert load_run(two_workers, rank=1) == parse_log(two_workers, rank=1) != parse_log(two_workers)
+    result = tmp_path / "result.json"  # a result.json without its source: the file it was read from
+    saved = parse_log(run_dir / "metrics.jsonl")
+    saved.source = None
+    saved.save(result)
+    assert load_run(result).source == str(result)
+
+
+def test_the_ranks_of_a_log_in_order_unprefixed_first(tmp_path):
+    line = MEGATRON_LINE.format(i=1, loss="{loss}", lr="1.0E-05", norm="1.0")
+    log = tmp_path / "train.log"
+    # rank 0 has the most loss lines; unprefixed lines (a launcher's own output), ranks 2 and 1 fewer
+    log.write_text("".join(prefix + line.replace("iteration        1/", f"iteration        {i}/").format(loss=f"{i}.5")
+                           for prefix, i in [("[rank2]:", 1), ("", 1), ("[rank0]:", 1), ("[rank1]:", 1),
+                                             ("[rank0]:", 2)]))
+    assert "loss lines from several ranks; kept rank 0 (also present: unprefixed, 1, 2)" in parse_log(log).notes
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{log}: no loss lines from rank 5 (ranks with loss "
+                                                               f"lines: unprefixed, 0, 1, 2)") + "$"):
+        parse_log(log, rank=5)
