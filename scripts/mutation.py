@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import json
 import os
 import re
@@ -264,8 +265,12 @@ def run(groups: list[Group], children: int, rerun: bool, sample: str = "") -> No
         (where / "sample").write_text(f"{sample}\n")
         chosen = [f"*__mutmut_*[{sample}]"] if sample else []
         started = time.time()
+        if rerun and sample:  # the sample's untested mutants and every survivor, nothing already caught again
+            chosen = [name for name, status, _ in _results(where) if status not in KILLED
+                      and (status != "not checked" or fnmatch.fnmatch(name, chosen[0]))] or chosen
         code = _mutmut(where, "run", "--max-children", str(children), *chosen, log=where / "mutmut.log")
-        names = [name for name, status, _ in _results(where) if status not in KILLED] if rerun else []
+        names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}] \
+            if rerun and not sample else []
         if names:  # the survivors again, against the tests as they are now
             code = _mutmut(where, "run", "--max-children", str(children), *names, log=where / "mutmut.log")
         elapsed = time.time() - started
