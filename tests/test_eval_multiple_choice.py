@@ -2,6 +2,7 @@
 with real tiny HF Llamas whose preferences are set in their weights."""
 from __future__ import annotations
 
+import re
 from fractions import Fraction as F
 from pathlib import Path
 
@@ -235,3 +236,67 @@ def test_where_each_question_comes_from_and_unknown_cmmlu_subjects(tmp_path):
                                                          encoding="utf-8")
     (item,) = mc.load_items("cmmlu", tmp_path, shots=0)
     assert item.prompt.startswith("以下是中国关于folk music考试的单项选择题，请选出其中的正确答案。\n ")
+
+
+def test_every_error_names_its_file_and_line(tmp_path):
+    def refused(message: str, call) -> None:
+        with pytest.raises(TunebridgeError, match="^" + re.escape(message) + "$"):
+            call()
+    refused("unknown multiple-choice task 'mmlux'; did you mean 'mmlu'? (known: ceval, mmlu, cmmlu)",
+            lambda: mc.load_items("mmlux", tmp_path))
+    refused(f"{tmp_path}: not a mmlu directory (expected it, or a child of it, to be one of: test, val, next to "
+            f"dev/)", lambda: mc.load_items("mmlu", tmp_path))
+    (tmp_path / "test").mkdir()
+    _write(tmp_path / "test" / "_test.csv", "q,a,b,c,d,A\n")  # no subject before the suffix: not a subject file
+    _write(tmp_path / "test" / "solutions.csv", "q,a,b,c,d,A\n")  # nor is a file without the suffix
+    refused(f"{tmp_path / 'test'}: no <subject>_test.csv files", lambda: mc.load_items("mmlu", tmp_path, shots=0))
+    law = _write(tmp_path / "ceval" / "val" / "law_val.csv", "")
+    refused(f"{law}: empty file (expected a header row)", lambda: mc.load_items("ceval", tmp_path / "ceval"))
+    _write(law, "id,question,A,B,C\n")
+    refused(f"{law}:1: missing column 'd' (header has: id, question, A, B, C)",
+            lambda: mc.load_items("ceval", tmp_path / "ceval"))
+    _write(law, "id,question,A,B,C,D,answer\n")
+    refused(f"{law}: no questions", lambda: mc.load_items("ceval", tmp_path / "ceval"))
+    _write(law, 'id,question,A,B,C,D,answer\n0,"two\nlines",a,b,c,d,A\n1,q,a,b,c,d\n')
+    refused(f"{law}:4: 6 fields, the header has 7", lambda: mc.load_items("ceval", tmp_path / "ceval"))
+    _write(law, "id,question,A,B,C,D,answer\n0," + "x" * 140_000 + ",a,b,c,d,A\n")
+    refused(f"{law}:2: malformed CSV: field larger than field limit (131072)",
+            lambda: mc.load_items("ceval", tmp_path / "ceval"))
+    mmlu = _write(tmp_path / "test" / "x_test.csv", '"a question\non two lines",a,b,c,A\n')
+    refused(f"{mmlu}:1: 5 fields, expected 6 (question,A,B,C,D,answer; MMLU files have no header)",
+            lambda: mc.load_items("mmlu", tmp_path, shots=0))
+    refused("3 option log-likelihoods, expected 4", lambda: mc.best_letter([-1.0, -2.0, -3.0]))
+    refused("no questions to score", lambda: mc.averages("ceval", [], []))
+
+
+def test_question_ids_by_layout(tmp_path):
+    """C-Eval's id column wherever it stands, CMMLU's unnamed index column, else the row's place (from 0)."""
+    def ids(task: str, text: str) -> list[str]:
+        for split in ("test", "val"):
+            _write(tmp_path / task / split / f"law_{split}.csv", text)
+        return [item.question.id for item in mc.load_items(task, tmp_path / task, shots=0)]
+    assert ids("ceval", "question,A,B,C,D,id,answer\nq,a,b,c,d,x7,A\nq,a,b,c,d,x8,B\n") == ["x7", "x8"]
+    assert ids("ceval", "question,A,B,C,D,answer\nq,a,b,c,d,A\nq,a,b,c,d,B\n") == ["0", "1"]
+    assert ids("cmmlu", ",Question,A,B,C,D,Answer\n7,q,a,b,c,d,A\n8,q,a,b,c,d,B\n") == ["7", "8"]
+    assert ids("cmmlu", "Question,A,B,C,D,Answer\nq,a,b,c,d,A\nq,a,b,c,d,B\n") == ["0", "1"]
+    # a question is read as the file holds it, a line break inside quotes included (the file's CRLF too)
+    _write(tmp_path / "crlf" / "val" / "law_val.csv", 'id,question,A,B,C,D,answer\r\n0,"two\r\nlines",a,b,c,d,A\r\n')
+    assert mc.load_items("ceval", tmp_path / "crlf", shots=0)[0].question.question == "two\r\nlines"
+    mmlu = mc.load_items("mmlu", FIXTURES / "mmlu", shots=0)
+    file = FIXTURES / "mmlu" / "test" / "abstract_algebra_test.csv"
+    assert [(q.question.id, q.question.source) for q in mmlu[:2]] == [("0", f"{file}:1"), ("1", f"{file}:2")]
+
+
+def test_five_shots_by_default_and_the_averages_labelled(tmp_path):
+    rows = "".join(f"q{i},a,b,c,d,A\n" for i in range(7))
+    _write(tmp_path / "test" / "law_test.csv", rows)
+    _write(tmp_path / "dev" / "law_dev.csv", rows)
+    (item,) = mc.load_items("mmlu", tmp_path, limit=1)
+    assert [f"q{i}" in item.prompt for i in range(7)] == [True] * 5 + [False] * 2  # 5 shots; the question is q0
+    q = [mc.Question(s, "0", "q", ("a", "b", "c", "d"), "A", "f:1") for s in ("sports_science", "law", "mars")]
+    m = mc.averages("ceval", q, ["A", "A", "B"])
+    assert list(m["categories"]) == ["Humanities", "Other", mc.UNCATEGORIZED]  # C-Eval's order, then the rest
+    assert m["averages_rule"] == {
+        "micro_average": "correct / questions, pooled over all subjects (MindSpeed-LLM's total)",
+        "macro_average": "mean of the subjects' accuracies", "accuracy_micro": "category: pooled over its questions",
+        "accuracy_macro": "category: mean of its subjects' accuracies"}
