@@ -127,6 +127,17 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
         list(read_records(tmp_path / "t.json", "alpaca"))
 
 
+def test_json_array_records_keep_their_lines(tmp_path):
+    rows = [{"instruction": f"q{i}", "output": "two\nlines" * (i % 3)} for i in range(40)]
+    (tmp_path / "a.json").write_bytes(("[\r\n" + ",\r\n\r\n".join(json.dumps(r, indent=1) for r in rows) + "]").encode())
+    records = list(read_records(tmp_path / "a.json", "alpaca"))
+    assert [r.prompt for r in records] == [f"q{i}" for i in range(40)]
+    assert [int(r.where.rsplit(":", 1)[1]) for r in records] == [2 + 5 * i for i in range(40)]  # 4 lines, a blank one
+    (tmp_path / "b.json").write_text('[\n{"instruction": "a", "output": "b"}\n\n{"instruction": "c", "output": "d"}]')
+    with pytest.raises(TunebridgeError, match=r"b.json:4: expected ',' or ']'"):
+        list(read_records(tmp_path / "b.json", "alpaca"))
+
+
 def test_missing_key_lists_available_keys(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
     with pytest.raises(TunebridgeError, match=r"d.jsonl:1: missing key 'problem' \(the record has: question, answer\)"):

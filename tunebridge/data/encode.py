@@ -16,14 +16,13 @@ Two label masks:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from ..errors import TunebridgeError
 from .templates import Template
+from .tokenizer import EMBEDDED_TOKENIZER, load_tokenizer, pad_id  # noqa: F401  (imported from here by callers)
 
 IGNORE = -100
-EMBEDDED_TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
 MASKS = ("tunebridge", "mindformers")
 
 
@@ -32,24 +31,6 @@ class Sample:
     """Unshifted token ids and labels of one sample (labels[t] is the target id at position t, or -100)."""
     input_ids: list[int]
     labels: list[int]
-
-
-def load_tokenizer(path: str | Path | None = None):
-    """An HF tokenizer directory (tokenizer.json or sentencepiece), or the embedded one when ``path`` is None."""
-    from transformers import AutoTokenizer
-    where = Path(path) if path else EMBEDDED_TOKENIZER
-    try:
-        return AutoTokenizer.from_pretrained(str(where), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise TunebridgeError(f"{where}: not a tokenizer directory ({e})") from None
-
-
-def pad_id(tokenizer) -> int:
-    """The id batches are padded with: pad, else eos."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
-    return pad
 
 
 def alpaca_query(instruction: str, query: str = "") -> str:

@@ -102,8 +102,9 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
         if pos >= len(text) or text[pos] != "[":
             raise TunebridgeError(f"{path}:1: expected a JSON array of records (use .jsonl for one per line)")
         pos = _skip(text, pos + 1)
+        line, counted = 1, 0  # the line of offset `counted`; counting on from there keeps the reading linear
         while pos < len(text) and text[pos] != "]":
-            line = text.count("\n", 0, pos) + 1
+            line, counted = line + text.count("\n", counted, pos), pos
             try:
                 row, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
@@ -115,7 +116,7 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
             if pos < len(text) and text[pos] == ",":
                 pos = _skip(text, pos + 1)
             elif pos < len(text) and text[pos] != "]":
-                raise TunebridgeError(f"{path}:{text.count(chr(10), 0, pos) + 1}: expected ',' or ']'")
+                raise TunebridgeError(f"{path}:{line + text.count(chr(10), counted, pos)}: expected ',' or ']'")
         if pos >= len(text):
             raise TunebridgeError(f"{path}: the JSON array is not closed (truncated file?)")
     yield from _decode_guard(path, gen)
