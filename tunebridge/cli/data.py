@@ -10,10 +10,10 @@ from tqdm import tqdm
 
 from ..accounting import BACKENDS
 from ..atomic import atomic_dir
-from ..data.encode import MASKS, load_tokenizer, pad_id
-from ..data.prepare import OUTPUTS, PrepareReport, prepare, tokenize_stream, write
+from ..data.encode import load_tokenizer
+from ..data.prepare import OUTPUTS, PREPROCESS, TOKENIZER_RULES, Encoding, PrepareReport, prepare, write, writer
 from ..data.readers import RECORD_FORMATS, read_records
-from ..data.templates import TEMPLATES, get_template
+from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
 from ..recipe import load_recipe
 
@@ -37,8 +37,11 @@ def register(sub) -> None:
                                        '"response": "zh_output"}')
     cv.add_argument("--template", choices=tuple(TEMPLATES), required=True)
     cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
-    cv.add_argument("--mask", choices=MASKS, default="tunebridge",
-                    help="label mask (mindformers: vicuna_v1.1 as MindFormers' llama_preprocess.py masks it)")
+    cv.add_argument("--preprocess", choices=PREPROCESS, default="per-stack",
+                    help="whose preprocessing makes the samples (per-stack: megatron and jsonl as MindSpeed-LLM's "
+                         "preprocess_data.py, mindrecord as MindFormers' llama_preprocess.py for vicuna_v1.1)")
+    cv.add_argument("--tokenizer-rules", choices=TOKENIZER_RULES, default="transformers-4",
+                    help="tokenize as MindSpeed-LLM's transformers does: 4.57.1 (MindSpeed-LLM 2.3.0) or 5.x (master)")
     cv.add_argument("--seq-length", type=int, required=True)
     cv.add_argument("--to", choices=tuple(sorted(set(OUTPUTS.values()))), required=True)
     cv.add_argument("--workers", type=int, default=1)
@@ -71,6 +74,8 @@ def run_convert(args) -> int:
     except json.JSONDecodeError as e:
         raise TunebridgeError(f"--map-keys: not JSON ({e.msg})") from None
     report = PrepareReport()
+    encoding = Encoding(template=args.template, seq_length=args.seq_length, tokenizer=args.tokenizer,
+                        preprocess=args.preprocess, tokenizer_rules=args.tokenizer_rules, record_format=args.reader)
 
     def counted(records):
         for r in records:
@@ -78,17 +83,14 @@ def run_convert(args) -> int:
             yield r
     bar = tqdm(desc="convert", unit="record")
     records = counted(bar_iter(read_records(args.input, args.reader, map_keys), bar))
-    samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers,
-                              mask=args.mask)
-    tok = load_tokenizer(args.tokenizer)
     with atomic_dir(args.out, force=args.force) as tmp:
-        counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length,
-                              pad_id(tok))
+        out = writer(args.to, tmp, Path(args.input).stem, encoding)
+        counts = write(records, encoding, {args.to: out}, args.workers)[args.to]
     bar.close()
     report.train = report.read
     report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long
     _summary(report)
-    for f in files:
+    for f in out.paths:
         print(f"wrote {Path(args.out) / f.name}")
     return 0
 

@@ -1,7 +1,8 @@
 """Read instruction data (JSON array, JSONL, CSV, Parquet) into records, keeping where each came from.
 
 Record formats: ``alpaca`` (instruction/input/output, or any keys through ``map_keys`` as MindSpeed-LLM's
-``--map-keys`` names them: prompt/query/response/system), ``math`` (problem/solution), ``sharegpt``
+``--map-keys`` names them: prompt/query/response, and system and history, which are read only when named, as
+MindSpeed-LLM reads them; history is a list of [user, assistant] pairs), ``math`` (problem/solution), ``sharegpt``
 (``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}``, MindFormers' converter output) and
 ``mc`` (question,A,B,C,D,answer: C-Eval / MMLU / CMMLU rows).
 
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import TunebridgeError
+from ..errors import TunebridgeError, unknown
 
 RECORD_FORMATS = ("alpaca", "math", "sharegpt", "mc")
-ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output"}
+MAP_KEYS = ("prompt", "query", "response", "system", "history")
 
 
 @dataclass
@@ -164,7 +166,9 @@ def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None =
         keys = {**ALPACA_KEYS, **(map_keys or {})}
         return Record(prompt=_get(row, keys["prompt"], where), query=_get(row, keys["query"], where, False),
                       response=_get(row, keys["response"], where),
-                      system=_get(row, keys["system"], where, False) or None, fields=row, where=where)
+                      system=_get(row, keys["system"], where, False) if "system" in keys else None,
+                      history=_history(row, keys["history"], where) if "history" in keys else (), fields=row,
+                      where=where)
     if fmt == "math":
         keys = {"prompt": "problem", "response": "solution", **(map_keys or {})}
         return Record(prompt=_get(row, keys["prompt"], where), response=_get(row, keys["response"], where),
@@ -176,6 +180,16 @@ def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None =
         options = "\n".join(f"{c}. {_get(row, c, where)}" for c in "ABCD")
         return Record(prompt=f"{question}\n{options}", response=_get(row, "answer", where), fields=row, where=where)
     raise TunebridgeError(f"unknown record format {fmt!r} (known: {', '.join(RECORD_FORMATS)})")
+
+
+def _history(row: dict, key: str, where: str) -> tuple[tuple[str, str], ...]:
+    value = row.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+                                              for p in value):
+        raise TunebridgeError(f"{where}: {key!r} should be a list of [user, assistant] text pairs")
+    return tuple((q, a) for q, a in value)
 
 
 def _sharegpt(row: dict, where: str) -> Record:
@@ -206,6 +220,16 @@ def _turn_text(turn, i: int, where: str) -> str:
     return turn["value"]
 
 
+def check_map_keys(map_keys: dict | None) -> None:
+    """MindSpeed-LLM's --map-keys names only these fields, each to a key of the records."""
+    for name, key in (map_keys or {}).items():
+        if name not in MAP_KEYS:
+            raise TunebridgeError(unknown("map_keys field", name, MAP_KEYS))
+        if not isinstance(key, str):
+            raise TunebridgeError(f"map_keys: {name!r} should name a record key, found {key!r}")
+
+
 def read_records(path: str | Path, fmt: str, map_keys: dict[str, str] | None = None) -> Iterator[Record]:
+    check_map_keys(map_keys)
     for where, row in rows(path):
         yield to_record(fmt, row, where, map_keys)

@@ -13,7 +13,8 @@ class _Strict(BaseModel):
 class DataSource(_Strict):
     path: str                                   # relative to the recipe file
     format: Literal["alpaca", "math", "sharegpt", "mc"] = "alpaca"
-    map_keys: dict[str, str] | None = None      # MindSpeed-LLM's --map-keys: prompt/query/response/system -> keys
+    # MindSpeed-LLM's --map-keys: these fields -> record keys (system and history are read only when named)
+    map_keys: dict[Literal["prompt", "query", "response", "system", "history"], str] | None = None
 
 
 class DataSpec(_Strict):
@@ -23,4 +24,7 @@ class DataSpec(_Strict):
     system: str | None = None                   # overrides the template's default system prompt
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
-    mask: Literal["tunebridge", "mindformers"] = "tunebridge"  # label mask; mindformers: llama_preprocess.py's (vicuna_v1.1)
+    # whose preprocessing makes the samples (tunebridge.data.prepare): each format's own stack, or one for all
+    preprocess: Literal["per-stack", "mindspeed-llm", "mindformers"] = "per-stack"
+    # MindSpeed-LLM's tokenizer: transformers 4 (2.3.0 pins 4.57.1) or 5 (master pins 5.2.0) (tunebridge.data.tokenizer)
+    tokenizer_rules: Literal["transformers-4", "transformers-5"] = "transformers-4"
