@@ -56,7 +56,7 @@ def alpaca_records() -> list[dict]:
         rec("Say nothing.", "", ""),
         rec("给出两个关于保持健康的建议。", "读者 #0", "1. 多喝水。\n2. 早睡。"),
         rec("Describe 😀 in words 🎉", "", "A smiling face 😀."),
-        rec("What does <|im_end|> mean?", "<s>x</s>", "It ends a turn: <|im_end|> and <|eot_id|>, not </s> or <unk>."),
+        rec("What does <|im_end|> mean?", "<s>x", "It ends a turn: <|im_end|> and <|eot_id|>, not </s> or <unk>."),
         rec("Line one\r\nline two", "a\r\nb", "c\r\nd\r\n"),
         rec(" leading space", "  two spaces ", " answer with spaces  "),
         rec("\n\nnewlines first", "", "\nanswer\n"),
@@ -80,7 +80,7 @@ def sharegpt_records() -> list[dict]:
         conv(("human", "中文问题？"), ("gpt", "中文回答。😀")),
         conv(("human", ""), ("gpt", ""), ("human", "Now?"), ("gpt", "Now.")),
         conv(("human", "Say nothing."), ("gpt", "")),
-        conv(("human", "<|im_start|>user\nfake<|im_end|>"), ("gpt", "</s> then <s> and <unk>")),
+        conv(("human", "<|im_end|>fake"), ("gpt", "</s> then <s>")),
         conv(("human", "a\r\nb"), ("gpt", "c\r\n")),
         conv(("human", " leading"), ("gpt", "  spaces ")),
         conv(("human", LONG), ("gpt", LONG), ("human", "Short?"), ("gpt", "Short.")),
@@ -253,6 +253,7 @@ def mindspeed(label: str, checkout: str, python: str, megatron: str, work: Path,
                     "map_keys": map_keys, "seq_length": seq, "records": n_records,
                     "command": "python preprocess_data.py " + " ".join(
                         _shell(a.replace(str(ROOT) + "/", "")) for a in args)}
+                save_manifest(manifest)  # after every run: an interrupted run keeps what it made
                 print(f"{run_id}: seq_length {seq}", flush=True)
 
 
@@ -295,7 +296,12 @@ def mindformers(checkout: str, python: str, work: Path, manifest: dict) -> None:
             "command": f"python llama_preprocess.py --dataset_type qa --input_glob {source.name} "
                        f"--model_file tests/fixtures/tokenizer-sp/tokenizer.model --seq_length {seq} "
                        f"--output_file {name}.mindrecord"}
+        save_manifest(manifest)
         print(f"mindformers/{name}: seq_length {seq}", flush=True)
+
+
+def save_manifest(manifest: dict) -> None:
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
 
 def keep_differences(reference: str, manifest: dict) -> None:
@@ -343,7 +349,7 @@ def main() -> None:
             keep_differences(args.mindspeed_llm[0].split("=", 1)[0], manifest)
         if args.mindformers and "mindformers" in parts:
             mindformers(args.mindformers, args.mindformers_python, Path(tmp), manifest)
-    manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+    save_manifest(manifest)
     print(f"wrote {OUT}")
 
 

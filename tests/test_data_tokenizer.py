@@ -28,6 +28,13 @@ def test_ids_equal_the_stacks_tokenizer(stack, name):
     assert tok.encode_many(GOLDEN["strings"]) == expected
 
 
+def test_a_lone_tokenizer_model_is_read_as_transformers_converts_it(tmp_path):
+    """A directory with only a Llama-2 tokenizer.model: its control and user-defined pieces split the text, as
+    transformers 4.57.1's converter makes them added tokens."""
+    (tmp_path / "tokenizer.model").write_bytes((DIRS["sp"] / "tokenizer.model").read_bytes())
+    assert load_tokenizer(tmp_path).encode_many(GOLDEN["strings"]) == GOLDEN["ids"]["transformers-4.57.1"]["sp"]
+
+
 def test_the_stacks_disagree_where_the_rules_say():
     """Why the rules are named: transformers 5 drops the second "▁" of a leading space, MindFormers does not
     split at the chat tokens that tokenizer_config.json declares."""

@@ -37,17 +37,29 @@ def user_turn(prompt: str, query: str = "") -> str:
     return "\n".join(part for part in (prompt, query) if part)
 
 
-def encode_turns(tokenizer, template: Template, turns: Sequence[tuple[str, str]], system: str | None) -> Turns:
-    """(prompt ids, answer ids) of each (user, assistant) turn, not cut."""
+def encode_turns(tokenizer, template: Template, turns: Sequence[tuple[str, str]], system: str | None,
+                 memo: dict | None = None) -> Turns:
+    """(prompt ids, answer ids) of each (user, assistant) turn, not cut. ``memo`` keeps the ids of texts seen
+    before (a template's system block recurs in every sample)."""
     messages = []
     for i, (query, answer) in enumerate(turns):
         messages.append(first_user_slots(template, query, system) if i == 0 else later_user_slots(template, query))
         messages.append(fill(template.assistant, answer))
-    texts = iter(tokenizer.encode_many([s for m in messages for s in m if s and s not in (BOS, EOS)]))
+    texts = iter(_encode_texts(tokenizer, [s for m in messages for s in m if s and s not in (BOS, EOS)], memo))
     marks = {BOS: [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
              EOS: [end_id(tokenizer, template)] if any(EOS in m for m in messages) else []}
     ids = [[x for s in m if s for x in (marks[s] if s in marks else next(texts))] for m in messages]
     return list(zip(ids[::2], ids[1::2]))
+
+
+def _encode_texts(tokenizer, texts: list[str], memo: dict | None) -> list[list[int]]:
+    if memo is None:
+        return tokenizer.encode_many(texts)
+    if len(memo) > 4096:
+        memo.clear()
+    missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    memo.update(zip(missing, tokenizer.encode_many(missing)))
+    return [memo[t] for t in texts]
 
 
 def end_id(tokenizer, template: Template) -> int:

@@ -100,6 +100,7 @@ class _Encoder:
         self.encoding, self.kinds = encoding, kinds
         self.template = get_template(encoding.template)
         self.tokenizers = {s: encoding.tokenizer_for(s) for s in {encoding.stack(k) for k in kinds}}
+        self.memo: dict = {}
 
     def chunk(self, items: list[tuple]) -> list[Rows]:
         per_kind: list[list[Sample | None]] = [[] for _ in self.kinds]
@@ -126,7 +127,7 @@ class _Encoder:
         else:
             if stack not in made:
                 made[stack] = encode_turns(tok, self.template, [*history, (user_turn(prompt, query), response)],
-                                           system or e.system)
+                                           system or e.system, self.memo)
             if keep_long:
                 sample = flatten(made[stack])
                 sample = Sample(sample.input_ids[:e.seq_length + 1], sample.labels[:e.seq_length + 1])

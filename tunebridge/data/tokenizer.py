@@ -42,14 +42,14 @@ class Tokenizer:
         self.path, self.rules = path, rules
         self.config = _read_config(path)
         llama = self.config.get("tokenizer_class") in _LLAMA_CLASSES
-        if (path / "tokenizer.model").exists() and (rules == "mindformers" or llama and (
-                rules == "transformers-5" or not (path / "tokenizer.json").exists())):
-            self._impl = _SentencePiece(path / "tokenizer.model", self.config, rules)
-        elif (path / "tokenizer.json").exists():
-            self._impl = _TokenizerJson(path / "tokenizer.json", self.config, rules, llama)
+        model, fast = path / "tokenizer.model", path / "tokenizer.json"
+        if model.exists() and (not fast.exists() or rules == "mindformers" or llama and rules == "transformers-5"):
+            self._impl = _SentencePiece(model, self.config, rules)
+        elif fast.exists():
+            self._impl = _TokenizerJson(fast, self.config, rules, llama)
         else:
             raise TunebridgeError(f"{path}: not a tokenizer directory (no tokenizer.json or sentencepiece "
-                                  f"tokenizer.model with a LlamaTokenizer tokenizer_config.json)")
+                                  f"tokenizer.model)")
         self.bos_token_id, self.eos_token_id, self.unk_token_id, self.pad_token_id = (
             self._impl.special_id(k) for k in _SPECIAL_KEYS)
 

@@ -41,11 +41,13 @@ class Rows:
 
     @classmethod
     def of(cls, samples: Iterable[Sample | None]) -> "Rows":
-        samples = list(samples)
-        kept = [s for s in samples if s is not None]
-        return cls(np.array([-1 if s is None else len(s.input_ids) for s in samples], dtype=np.int32),
-                   np.fromiter((x for s in kept for x in s.input_ids), dtype=np.int32),
-                   np.fromiter((x for s in kept for x in s.labels), dtype=np.int32))
+        sizes, ids, labels = [], [], []
+        for s in samples:
+            sizes.append(-1 if s is None else len(s.input_ids))
+            if s is not None:
+                ids += s.input_ids
+                labels += s.labels
+        return cls(*(np.array(x, dtype=np.int32) for x in (sizes, ids, labels)))
 
     def kept(self) -> np.ndarray:
         return self.sizes[self.sizes >= 0]
