@@ -6,7 +6,8 @@
 
 Writes synthetic Alpaca records (a JSON array, as the lab's alpaca-chinese-52k-v3.json, and/or JSONL) and
 converts them with `tunebridge data convert --to megatron` (embedded tokenizer, qwen template, seq-length 1024) in
-a child process; each time is the child's wall time, start-up included, the median of --repeat runs. With
+a child process; each time is the child's wall time, start-up included, the median of --repeat runs (the worker
+counts alternate, so that they share whatever load the machine has; the 1-minute load average is printed). With
 --mindspeed-llm, MindSpeed-LLM's own preprocess_data.py converts the same files the same way (its NPU-only
 imports stubbed as scripts/make_data_goldens.py does) for reference, interleaved with tunebridge's runs. The
 outputs of every run are checked byte-identical to the first. Also prints the main process's peak RSS (pool
@@ -91,10 +92,6 @@ def run_mindspeed(spec: str, megatron: str, src: Path, out: Path, workers: int) 
     return elapsed
 
 
-def load() -> str:
-    return "load average " + " / ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", default="30000,200000")
@@ -113,43 +110,49 @@ def main() -> None:
             for kind in args.input.split(","):
                 src = work / f"alpaca_{n}.{kind}"
                 synthetic(src, n, as_array=kind == "json")
-                reference = None
-                for w in map(int, args.workers.split(",")):
-                    times, ms_times, rss = [], [], (0, 0)
-                    print(f"{n} records ({kind}), {w} worker(s), {load()}", flush=True)
-                    for _ in range(args.repeat):
+                workers = list(map(int, args.workers.split(",")))
+                times = {w: [] for w in workers}
+                ms_times = {w: [] for w in workers}
+                loads, rss, reference = [], {}, None
+                for _ in range(args.repeat):  # worker counts (and MindSpeed-LLM) alternate: they share the load
+                    for w in workers:
                         out = work / f"out_{n}_{w}"
                         elapsed, main_rss, worker_rss = run_tunebridge(src, out, w)
-                        times.append(elapsed)
-                        rss = (main_rss, worker_rss)
+                        times[w].append(elapsed)
+                        rss[w] = (main_rss, worker_rss)
                         reference = reference or digest(out)
                         assert digest(out) == reference, "output differs between runs / worker counts"
                         shutil.rmtree(out)
                         if args.mindspeed_llm:
                             ms_out = work / f"ms_{n}_{w}"
-                            ms_times.append(run_mindspeed(args.mindspeed_llm, args.megatron, src, ms_out, w))
+                            ms_times[w].append(run_mindspeed(args.mindspeed_llm, args.megatron, src, ms_out, w))
                             assert digest(ms_out) == reference, "MindSpeed-LLM's output differs from tunebridge's"
                             shutil.rmtree(ms_out)
-                    row = {"records": n, "input": kind, "workers": w, "seconds": round(statistics.median(times), 2),
-                           "samples_per_s": round(n / statistics.median(times)),
-                           "peak_rss_mb": round(rss[0] / 2**20), "worker_rss_mb": round(rss[1] / 2**20) if w > 1 else None,
-                           "runs": [round(t, 2) for t in times], "load": load()}
-                    if ms_times:
-                        row.update(mindspeed_seconds=round(statistics.median(ms_times), 2),
-                                   mindspeed_runs=[round(t, 2) for t in ms_times])
+                        loads.append(os.getloadavg()[0])
+                        print(f"{n} records ({kind}), {w} worker(s): {elapsed:.2f} s, load {loads[-1]:.2f}", flush=True)
+                for w in workers:
+                    median = statistics.median(times[w])
+                    row = {"records": n, "input": kind, "workers": w, "seconds": round(median, 2),
+                           "samples_per_s": round(n / median), "peak_rss_mb": round(rss[w][0] / 2**20),
+                           "worker_rss_mb": round(rss[w][1] / 2**20) if w > 1 else None,
+                           "runs": [round(t, 2) for t in times[w]],
+                           "load_1min": f"{min(loads):.2f}-{max(loads):.2f}"}
+                    if ms_times[w]:
+                        row.update(mindspeed_seconds=round(statistics.median(ms_times[w]), 2),
+                                   mindspeed_runs=[round(t, 2) for t in ms_times[w]])
                     rows.append(row)
                     print(json.dumps(row), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("\n| records | input | workers | tunebridge | samples/s | MindSpeed-LLM | ratio | peak RSS (main) | "
-          "peak RSS (a worker) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "peak RSS (a worker) | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ms = r.get("mindspeed_seconds")
         reference = (f"{ms} s", f"{ms / r['seconds']:.1f}x") if ms else ("-", "-")
         worker = f"{r['worker_rss_mb']} MB" if r["worker_rss_mb"] else "-"
         print(f"| {r['records']:,} | {r['input']} | {r['workers']} | {r['seconds']} s | {r['samples_per_s']:,} | "
-              f"{reference[0]} | {reference[1]} | {r['peak_rss_mb']} MB | {worker} |")
+              f"{reference[0]} | {reference[1]} | {r['peak_rss_mb']} MB | {worker} | {r['load_1min']} |")
 
 
 if __name__ == "__main__":

@@ -300,6 +300,20 @@ def mindformers(checkout: str, python: str, work: Path, manifest: dict) -> None:
         print(f"mindformers/{name}: seq_length {seq}", flush=True)
 
 
+def drop_attention_masks() -> None:
+    """MindSpeed-LLM's attention-mask files hold ones for every input id: checked here, then not stored."""
+    for ids_idx in (OUT / "mindspeed-llm").rglob("*_packed_input_ids_document.idx"):
+        mask_idx = Path(str(ids_idx).replace("_input_ids_", "_attention_mask_"))
+        mask_bin = mask_idx.with_suffix(".bin")
+        if not mask_idx.exists():
+            continue
+        ids_bin = ids_idx.with_suffix(".bin")
+        assert mask_idx.read_bytes() == ids_idx.read_bytes(), mask_idx
+        assert mask_bin.read_bytes() == np.ones(ids_bin.stat().st_size // 4, dtype="<i4").tobytes(), mask_bin
+        mask_idx.unlink()
+        mask_bin.unlink()
+
+
 def save_manifest(manifest: dict) -> None:
     (OUT / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
 
@@ -347,6 +361,8 @@ def main() -> None:
             mindspeed(label, checkout, python, args.megatron, Path(tmp) / label, manifest)
         if len(args.mindspeed_llm) > 1 and "mindspeed-llm" in parts:
             keep_differences(args.mindspeed_llm[0].split("=", 1)[0], manifest)
+        if "mindspeed-llm" in parts:
+            drop_attention_masks()
         if args.mindformers and "mindformers" in parts:
             mindformers(args.mindformers, args.mindformers_python, Path(tmp), manifest)
     save_manifest(manifest)
