@@ -175,3 +175,19 @@ def test_data_convert_cli(tmp_path, capsys):
     assert main(["data", "convert", str(SAMPLES / "seed003_alpaca_zh.json"), str(tmp_path / "out2"), "--template",
                  "qwen", "--seq-length", "256", "--to", "jsonl", "--map-keys", "{bad"]) == 2
     assert "--map-keys: not JSON" in capsys.readouterr().err
+
+
+def test_map_keys_name_known_fields_and_history_pairs(tmp_path, capsys):
+    src = tmp_path / "a.jsonl"
+    src.write_text(json.dumps({"q": "Q", "a": "A", "h": [["q0", "a0"]], "s": "S"}) + "\n"
+                   + json.dumps({"q": "Q", "a": "A", "h": "not pairs"}) + "\n")
+    keys = {"prompt": "q", "response": "a", "history": "h", "system": "s"}
+    first = next(iter(read_records(src, "alpaca", keys)))
+    assert (first.history, first.system) == ((("q0", "a0"),), "S")
+    assert next(iter(read_records(src, "alpaca", {"prompt": "q", "response": "a"}))).history == ()  # not named
+    with pytest.raises(TunebridgeError, match=r"a.jsonl:2: 'h' should be a list of \[user, assistant\] text pairs"):
+        list(read_records(src, "alpaca", keys))
+    assert main(["data", "convert", str(src), str(tmp_path / "o"), "--template", "qwen", "--seq-length", "64",
+                 "--to", "jsonl", "--map-keys", '{"histroy": "h"}']) == 2
+    assert "unknown map_keys field 'histroy'; did you mean 'history'?" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -34,13 +34,12 @@ from . import mindformers
 from .encode import Sample, cut, encode_turns, flatten, user_turn
 from .readers import Record, read_records
 from .templates import get_template
-from .tokenizer import RULES, load_tokenizer
+from .spec import PREPROCESS, TOKENIZER_RULES
+from .tokenizer import load_tokenizer
 from .transforms import TransformReport, apply, split
 from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteCounts
 
 OUTPUTS = {"torch": "jsonl", "mindspeed-llm": "megatron", "mindformers": "mindrecord"}
-PREPROCESS = ("per-stack", "mindspeed-llm", "mindformers")
-TOKENIZER_RULES = RULES[:2]  # MindSpeed-LLM's transformers; MindFormers' samples use its own LlamaTokenizer
 _MINDFORMERS_TEMPLATE = "vicuna_v1.1"
 
 

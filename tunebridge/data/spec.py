@@ -5,6 +5,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .readers import MAP_KEYS
+
+PREPROCESS = ("per-stack", "mindspeed-llm", "mindformers")  # whose preprocessing makes the samples
+TOKENIZER_RULES = ("transformers-4", "transformers-5")     # the transformers MindSpeed-LLM pins (2.3.0, master)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -14,7 +19,7 @@ class DataSource(_Strict):
     path: str                                   # relative to the recipe file
     format: Literal["alpaca", "math", "sharegpt", "mc"] = "alpaca"
     # MindSpeed-LLM's --map-keys: these fields -> record keys (system and history are read only when named)
-    map_keys: dict[Literal["prompt", "query", "response", "system", "history"], str] | None = None
+    map_keys: dict[Literal[MAP_KEYS], str] | None = None
 
 
 class DataSpec(_Strict):
@@ -25,6 +30,6 @@ class DataSpec(_Strict):
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
     # whose preprocessing makes the samples (tunebridge.data.prepare): each format's own stack, or one for all
-    preprocess: Literal["per-stack", "mindspeed-llm", "mindformers"] = "per-stack"
+    preprocess: Literal[PREPROCESS] = "per-stack"
     # MindSpeed-LLM's tokenizer: transformers 4 (2.3.0 pins 4.57.1) or 5 (master pins 5.2.0) (tunebridge.data.tokenizer)
-    tokenizer_rules: Literal["transformers-4", "transformers-5"] = "transformers-4"
+    tokenizer_rules: Literal[TOKENIZER_RULES] = "transformers-4"

@@ -25,9 +25,10 @@ import re
 from pathlib import Path
 
 from ..errors import TunebridgeError, unknown
+from .spec import TOKENIZER_RULES
 
 EMBEDDED_TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
-RULES = ("transformers-4", "transformers-5", "mindformers")
+RULES = (*TOKENIZER_RULES, "mindformers")
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast")
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 _SP_CONTROL, _SP_USER_DEFINED = 3, 4
