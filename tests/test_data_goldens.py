@@ -60,6 +60,29 @@ def test_mindrecord_rows_equal_llama_preprocess_py(name):
         assert np.pad(labels, (0, seq + 1 - len(labels)), constant_values=-100).tolist() == row["labels"], i
 
 
+@pytest.mark.parametrize("name", sorted(MANIFEST["mindformers"]))
+def test_vicuna_samples_are_llama_preprocess_rows_in_every_format(name):
+    """vicuna_v1.1 is MindFormers' template alone (MindSpeed-LLM has none): per stack, the Megatron files and the
+    torch JSONL hold llama_preprocess.py's samples too, under their own drop rule (seq_length tokens or more)."""
+    run = MANIFEST["mindformers"][name]
+    seq = run["seq_length"]
+    expected = []
+    for row in json.loads((GOLDENS / "mindformers" / f"{name}.json").read_text()):
+        n = len(row["input_ids"]) - next(i for i, x in enumerate(reversed(row["input_ids"])) if x != 0)  # unpadded
+        expected.append((row["input_ids"][:n], row["labels"][:n]) if n < seq else None)
+    encoding = Encoding(template="vicuna_v1.1", seq_length=seq, tokenizer=TOKENIZERS["sp"],
+                        record_format=READERS[run["input"]])
+    kinds = ("megatron", "jsonl")
+    batches = list(encode_records(_records(run), encoding, kinds))
+    kept = [s for s in expected if s]
+    assert 0 < len(kept) < len(expected)
+    for i, kind in enumerate(kinds):
+        sizes = [int(n) for b in batches for n in b[i].sizes]
+        assert sizes == [len(s[0]) if s else -1 for s in expected], kind
+        got = [(ids.tolist(), labels.tolist()) for b in batches for ids, labels in b[i].samples()]
+        assert got == kept, kind
+
+
 def _row(name: str, i: int) -> tuple[list[int], list[int]]:
     row = json.loads((GOLDENS / "mindformers" / f"{name}.json").read_text())[i]
     return row["input_ids"], row["labels"]

@@ -38,8 +38,8 @@ def register(sub) -> None:
     cv.add_argument("--template", choices=tuple(TEMPLATES), required=True)
     cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
     cv.add_argument("--preprocess", choices=PREPROCESS, default="per-stack",
-                    help="whose preprocessing makes the samples (per-stack: megatron and jsonl as MindSpeed-LLM's "
-                         "preprocess_data.py, mindrecord as MindFormers' llama_preprocess.py for vicuna_v1.1)")
+                    help="whose preprocessing makes the samples (per-stack: the template's stack, MindFormers' "
+                         "llama_preprocess.py for vicuna_v1.1, else MindSpeed-LLM's preprocess_data.py)")
     cv.add_argument("--tokenizer-rules", choices=TOKENIZER_RULES, default="transformers-4",
                     help="tokenize as MindSpeed-LLM's transformers does: 4.57.1 (MindSpeed-LLM 2.3.0) or 5.x (master)")
     cv.add_argument("--seq-length", type=int, required=True)

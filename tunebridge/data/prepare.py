@@ -2,16 +2,14 @@
 
 Which stack's preprocessing makes the samples (``preprocess``):
 
-- ``per-stack`` (default): each format as its own stack makes it. Megatron files and the torch JSONL as
-  MindSpeed-LLM's preprocess_data.py (encode.py); MindRecord as MindFormers' alpaca_converter.py +
-  llama_preprocess.py (mindformers.py) for the vicuna_v1.1 template, the only one MindFormers' converter writes,
-  and from MindSpeed-LLM's samples for the other templates.
+- ``per-stack`` (default): the samples of the stack whose template it is. MindSpeed-LLM's preprocess_data.py
+  (encode.py) for its templates, in every format; MindFormers' alpaca_converter.py + llama_preprocess.py
+  (mindformers.py) for vicuna_v1.1, the only template its converter writes and one MindSpeed-LLM does not have.
 - ``mindspeed-llm`` / ``mindformers``: that stack's samples in every format.
 
 Lengths follow the format's stack: Megatron and JSONL drop samples of seq_length tokens or more (MindSpeed-LLM),
 MindRecord rows hold seq_length + 1 tokens and longer samples are cut (MindFormers). ``aligned`` (training runs
-that compare the stacks) gives every format the same samples: MindSpeed-LLM's unless preprocess names a stack,
-and MindSpeed-LLM's drop rule for MindRecord too.
+that compare the stacks) gives MindRecord the drop rule too, so that every format holds the same samples.
 
 Records are encoded in chunks, by worker processes when ``workers`` > 1; a worker returns each format's
 :class:`Rows`, so the main process only reads records and writes bytes. The output is the same for any number of
@@ -66,16 +64,15 @@ class Encoding:
             raise TunebridgeError(f"preprocess 'mindformers' is MindFormers' llama_preprocess.py, which writes "
                                   f"{_MINDFORMERS_TEMPLATE} conversations, not template {self.template!r}")
 
-    def stack(self, kind: str) -> str:
-        """The stack whose preprocessing makes the samples of format ``kind``."""
+    @property
+    def stack(self) -> str:
+        """The stack whose preprocessing makes the samples."""
         if self.preprocess != "per-stack":
             return self.preprocess
-        if kind == "mindrecord" and self.template == _MINDFORMERS_TEMPLATE and not self.aligned:
-            return "mindformers"
-        return "mindspeed-llm"
+        return "mindformers" if self.template == _MINDFORMERS_TEMPLATE else "mindspeed-llm"
 
-    def tokenizer_for(self, stack: str):
-        return load_tokenizer(self.tokenizer, "mindformers" if stack == "mindformers" else self.tokenizer_rules)
+    def load_tokenizer(self):
+        return load_tokenizer(self.tokenizer, "mindformers" if self.stack == "mindformers" else self.tokenizer_rules)
 
 
 @dataclass
@@ -93,45 +90,46 @@ class PrepareReport:
 
 
 class _Encoder:
-    """Records to each requested format's samples (one encoding per stack, fitted per format)."""
+    """Records to each requested format's samples: one encoding, fitted to each format's length rule."""
 
     def __init__(self, encoding: Encoding, kinds: tuple[str, ...]):
         self.encoding, self.kinds = encoding, kinds
         self.template = get_template(encoding.template)
-        self.tokenizers = {s: encoding.tokenizer_for(s) for s in {encoding.stack(k) for k in kinds}}
+        self.tokenizer = encoding.load_tokenizer()
         self.memo: dict = {}
 
     def chunk(self, items: list[tuple]) -> list[Rows]:
         per_kind: list[list[Sample | None]] = [[] for _ in self.kinds]
         for item in items:
-            made: dict = {}
             try:
+                turns = self._turns(item)
                 for samples, kind in zip(per_kind, self.kinds):
-                    samples.append(self._fit(kind, made, item))
+                    samples.append(self._fit(kind, turns))
             except TunebridgeError as e:
                 raise TunebridgeError(f"{item[-1]}: {e}") from None
         return [Rows.of(s) for s in per_kind]
 
-    def _fit(self, kind: str, made: dict, item: tuple) -> Sample | None:
+    def _turns(self, item: tuple) -> list:
+        """MindFormers: the conversation's (user, assistant) texts; MindSpeed-LLM: each turn's ids, not cut."""
         prompt, query, response, system, history, _ = item
-        e, stack = self.encoding, self.encoding.stack(kind)
-        tok = self.tokenizers[stack]
-        keep_long = kind == "mindrecord" and not e.aligned  # MindFormers' rows: cut to seq_length + 1, kept
-        if stack == "mindformers":
+        e = self.encoding
+        if e.stack == "mindformers":
             if e.record_format == "alpaca":
-                turns = [(mindformers.alpaca_human_turn(prompt, query), response)]
-            else:
-                turns = [*history, (user_turn(prompt, query), response)]
-            sample = mindformers.row(tok, turns, e.seq_length + 1 if keep_long else None, e.system)
+                return [(mindformers.alpaca_human_turn(prompt, query), response)]
+            return [*history, (user_turn(prompt, query), response)]
+        return encode_turns(self.tokenizer, self.template, [*history, (user_turn(prompt, query), response)],
+                            system or e.system, self.memo)
+
+    def _fit(self, kind: str, turns: list) -> Sample | None:
+        e = self.encoding
+        keep_long = kind == "mindrecord" and not e.aligned  # MindFormers' rows: cut to seq_length + 1, kept
+        if e.stack == "mindformers":
+            sample = mindformers.row(self.tokenizer, turns, e.seq_length + 1 if keep_long else None, e.system)
+        elif keep_long:
+            whole = flatten(turns)
+            sample = Sample(whole.input_ids[:e.seq_length + 1], whole.labels[:e.seq_length + 1])
         else:
-            if stack not in made:
-                made[stack] = encode_turns(tok, self.template, [*history, (user_turn(prompt, query), response)],
-                                           system or e.system, self.memo)
-            if keep_long:
-                sample = flatten(made[stack])
-                sample = Sample(sample.input_ids[:e.seq_length + 1], sample.labels[:e.seq_length + 1])
-            else:
-                sample = flatten(cut(made[stack], self.template, e.seq_length))
+            sample = flatten(cut(turns, self.template, e.seq_length))
         return sample if keep_long or len(sample.input_ids) < e.seq_length else None
 
 
@@ -170,7 +168,7 @@ def writer(kind: str, out: Path, name: str, encoding: Encoding):
     if kind == "megatron":
         return MegatronWriter(out / name, encoding.seq_length)
     if kind == "mindrecord":
-        pad = mindformers.row_pad_id(encoding.tokenizer_for(encoding.stack(kind)))
+        pad = mindformers.row_pad_id(encoding.load_tokenizer())
         return MindRecordWriter(out / f"{name}.mindrecord", encoding.seq_length, pad)
     raise TunebridgeError(f"unknown output {kind!r} (jsonl, megatron, mindrecord)")
 

@@ -29,7 +29,7 @@ class DataSpec(_Strict):
     system: str | None = None                   # overrides the template's default system prompt
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
-    # whose preprocessing makes the samples (tunebridge.data.prepare): each format's own stack, or one for all
+    # whose preprocessing makes the samples (tunebridge.data.prepare): the template's stack, or the one named
     preprocess: Literal[PREPROCESS] = "per-stack"
     # MindSpeed-LLM's tokenizer: transformers 4 (2.3.0 pins 4.57.1) or 5 (master pins 5.2.0) (tunebridge.data.tokenizer)
     tokenizer_rules: Literal[TOKENIZER_RULES] = "transformers-4"
