@@ -191,3 +191,10 @@ def test_map_keys_name_known_fields_and_history_pairs(tmp_path, capsys):
                  "--to", "jsonl", "--map-keys", '{"histroy": "h"}']) == 2
     assert "unknown map_keys field 'histroy'; did you mean 'history'?" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    math = tmp_path / "m.jsonl"
+    math.write_text(json.dumps({"problem": "1+1", "solution": "2", "ctx": "c"}) + "\n")
+    with pytest.raises(TunebridgeError, match=r"map_keys field 'query' is not read from math records "
+                                              r"\(they take: prompt, response\)"):
+        list(read_records(math, "math", {"query": "ctx"}))  # it was ignored
+    with pytest.raises(TunebridgeError, match="sharegpt records take no map_keys"):
+        list(read_records(math, "sharegpt", {"prompt": "problem"}))

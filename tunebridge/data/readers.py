@@ -24,6 +24,7 @@ from ..errors import TunebridgeError, unknown
 RECORD_FORMATS = ("alpaca", "math", "sharegpt", "mc")
 ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output"}
 MAP_KEYS = ("prompt", "query", "response", "system", "history")
+MAP_FIELDS = {"alpaca": MAP_KEYS, "math": ("prompt", "response")}  # the fields each record format reads
 
 
 @dataclass
@@ -220,16 +221,23 @@ def _turn_text(turn, i: int, where: str) -> str:
     return turn["value"]
 
 
-def check_map_keys(map_keys: dict | None) -> None:
-    """MindSpeed-LLM's --map-keys names only these fields, each to a key of the records."""
+def check_map_keys(map_keys: dict | None, fmt: str) -> None:
+    """MindSpeed-LLM's --map-keys names only these fields, each to a key of the records, and only the fields the
+    record format reads (one it does not read would be ignored)."""
+    fields = MAP_FIELDS.get(fmt, ())
     for name, key in (map_keys or {}).items():
+        if not fields:
+            raise TunebridgeError(f"{fmt} records take no map_keys")
         if name not in MAP_KEYS:
-            raise TunebridgeError(unknown("map_keys field", name, MAP_KEYS))
+            raise TunebridgeError(unknown("map_keys field", name, fields))
+        if name not in fields:
+            raise TunebridgeError(f"map_keys field {name!r} is not read from {fmt} records "
+                                  f"(they take: {', '.join(fields)})")
         if not isinstance(key, str):
             raise TunebridgeError(f"map_keys: {name!r} should name a record key, found {key!r}")
 
 
 def read_records(path: str | Path, fmt: str, map_keys: dict[str, str] | None = None) -> Iterator[Record]:
-    check_map_keys(map_keys)
+    check_map_keys(map_keys, fmt)
     for where, row in rows(path):
         yield to_record(fmt, row, where, map_keys)
