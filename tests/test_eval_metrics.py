@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -380,3 +381,38 @@ def test_squad_errors_are_named():
                           ((["a", "b"], [["a"]]), "2 predictions for 1 questions")]:
         with pytest.raises(TunebridgeError, match=f"^{message}$"):
             squad.score(*args)
+
+
+@pytest.mark.parametrize("text,value", [
+    ("\\boxed{10\\text{,}000}", 10_000), ("1\\!000", 1000), ("$3 \\cdot 10^{5}$", 300_000),  # LaTeX spellings
+    ("2 x 10^3", 2000), ("2 X 10^3", 2000),                                                  # either x
+    ("十万", 100_000), ("二零二四", 2024),                            # a unit before 万; digits read as a year
+    ("\\boxed{x_{1} = 5} so y = 7", 5),     # the box's braces balanced: its own '=', not the text's
+    ("\\boxed{}7 and 9", 9),                # an empty box holds no answer: the text's last number
+    (f"1e{math_rule.MAX_EXPONENT}", 10 ** math_rule.MAX_EXPONENT),
+    (f"12e{math_rule.MAX_EXPONENT - 2}", 12 * 10 ** (math_rule.MAX_EXPONENT - 2)),
+])
+def test_answers_read_at_the_rule_s_edges(text, value):
+    assert read_answer(text).value == value
+
+
+def test_numbers_past_the_largest_exponent_are_not_read():
+    top = math_rule.MAX_EXPONENT
+    # past 10^MAX_EXPONENT in the exponent as written, or in the number's own magnitude
+    for text in (f"1e{top + 1}", f"0.01e{top + 1}", f"123e{top - 1}"):
+        assert read_answer(text) is None, text
+
+
+def test_tolerances_are_inclusive():
+    assert math_rule.equal(read_answer("3"), read_answer("2"), rel_tol=0.5)          # |3 - 2| = 0.5 x 2
+    assert math_rule.equal(read_answer("0.5055"), read_answer("50.5%"))              # half of 0.1 % away
+    assert not math_rule.equal(read_answer("0.5056"), read_answer("50.5%"))
+
+
+def test_mindformers_emf1_in_lower_case_and_its_errors():
+    from tunebridge.evaluation import mindformers_emf1 as emf1
+    # Python's lower(), as EmF1Metric: ß stays ß (upper() would make both sides STRASSE)
+    assert (emf1.exact("Straße", "strasse"), emf1.f1("Straße", "strasse")) == (0.0, 0.0)
+    for args, message in [((["a"], []), "1 predictions for 0 answers"), (([], []), "no predictions to score")]:
+        with pytest.raises(TunebridgeError, match="^" + re.escape(message) + "$"):
+            emf1.score(*args)
