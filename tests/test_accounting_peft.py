@@ -44,3 +44,50 @@ def test_lora_counts_equal_peft(name, targets, rank):
     # PEFT's own percentage divides by base + adapter, as ParamReport.peft_trainable_percent does
     trainable_peft, all_peft = model.get_nb_trainable_parameters()
     assert 100 * trainable_peft / all_peft == pytest.approx(report.peft_trainable_percent, rel=1e-12)
+
+
+def test_megatron_ranks_of_a_tied_model_by_hand():
+    """tiny-qwen2-tied: 4 layers, hidden 64, vocab 512 (32,768 embedding values), one KV head (q 64 + k, v 16
+    each: linear_qkv is 64 -> 96)."""
+    from tunebridge.accounting import count
+    spec = get_model("tiny-qwen2-tied")
+    total, vocab_rows, norms = 197_568, 512 * 64, 4 * 2 * 64 + 64   # layer norms and the final norm
+    full = count(spec, "mindspeed-llm", "full")
+    assert (full.exact, full.per_rank_trainable) == (True, None)    # pp 1, tp 1 by default: no per-rank table
+    # pp 2: the last stage holds its own copy of the tied embedding as the output layer
+    ranks = [r["trainable"] for r in count(spec, "mindspeed-llm", "full", pp=2).per_rank_trainable]
+    assert ranks == [115_136, 115_200] and sum(ranks) == total + vocab_rows
+    assert all(type(n) is int for n in ranks)                       # counts, not sizes divided into floats
+    # tp 2: every parameter once, the replicated norms on both ranks
+    ranks = [r["trainable"] for r in count(spec, "mindspeed-llm", "full", tp=2).per_rank_trainable]
+    assert ranks == [99_072, 99_072] and sum(ranks) == total + norms
+    # LoRA r8 on linear_qkv: A (8 x 64) on every rank, B (96 x 8) split in two
+    lora = count(spec, "mindspeed-llm", targets=["q", "k", "v"], tp=2)
+    assert [r["trainable"] for r in lora.per_rank_trainable] == [4 * (8 * 64 + 8 * 96 // 2)] * 2
+    assert [r["layers"] for r in count(spec, "mindspeed-llm", targets=["q"], pp=2).per_rank_trainable] == [2, 2]
+
+
+def test_lora_plans_name_what_they_cover():
+    from tunebridge.accounting import contest_score, lora_module_params, plan_lora
+    from tunebridge.dialects import get_dialect
+    plan = plan_lora("mindspeed-llm", ["q", "gate"])
+    assert (plan.backend, plan.exact, plan.native_targets) == ("mindspeed-llm", False, ("linear_qkv", "linear_fc1"))
+    assert plan.note == ("mindspeed-llm fuses projections (linear_qkv = q+k+v; linear_fc1 = gate+up) and shares one "
+                         "LoRA A per fused module: targets ['q', 'gate'] can only be reached through ['linear_qkv', "
+                         "'linear_fc1'], which also adapts ['k', 'v', 'up']; counts differ from per-projection LoRA")
+    native = plan_lora("mindspeed-llm", ["q", "k", "v"], ["linear_fc1", "linear_qkv"])  # covered in model order
+    assert (native.backend, native.covered, native.native_targets) == (
+        "mindspeed-llm", ["q", "k", "v", "gate", "up"], ("linear_fc1", "linear_qkv"))
+    assert native.note == ("native targets ['linear_fc1', 'linear_qkv'] cover ['q', 'k', 'v', 'gate', 'up'], the "
+                           "recipe's canonical targets are ['q', 'k', 'v']")
+    assert plan_lora("mindspeed-llm", ["q", "k", "v"], ["linear_qkv"]).note == ""
+    with pytest.raises(ValueError, match=r"^mindspeed-llm: unknown native LoRA targets \['qkv'\] \(known: "
+                                         r"\['linear_qkv', 'linear_proj', 'linear_fc1', 'linear_fc2'\]\)$"):
+        plan_lora("mindspeed-llm", [], ["qkv"])
+    with pytest.raises(ValueError, match=r"^unknown backend 'foo' \(known: torch, mindformers, mindspeed-llm\)$"):
+        count(get_model("tiny-llama"), "foo")
+    spec = get_model("tiny-llama")
+    assert count(spec, "mindspeed-llm", targets=["q"], native_targets=["linear_proj"]).native_targets == ["linear_proj"]
+    wq = get_dialect("mindformers").lora_modules[0]  # replicated: all of A and B on every rank
+    assert lora_module_params(wq, spec, 8, tp=2) == 8 * (64 + 64)
+    assert contest_score(0.25, 0.5) == pytest.approx(0.75 * 0.3 + 0.5 * 0.7)
