@@ -1,6 +1,7 @@
 """LoRA adapters across PEFT, MindFormers and fused mcore; merging with the right scale."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunebridge.adapters import PEFT_WEIGHTS, Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.adapters import (MF_ADAPTER, PEFT_WEIGHTS, Adapter, convert_adapter, detect_adapter_format, read_adapter,
+                                 read_mcore, write_peft)
 from tunebridge.cli import main
 from tunebridge.convert import convert
 from tunebridge.dialects import HF as HF_DIALECT
@@ -181,3 +183,62 @@ def test_fused_lora_in_megatron_equals_merged_weights(base, tmp_path):
         plain = AutoModelForCausalLM.from_pretrained(base)(ids).logits
     assert (got - ref).abs().max() < 1e-4
     assert (plain - ref).abs().max() > 1e-2
+
+
+def _same_pairs(a: Adapter, b: Adapter) -> bool:
+    return a.pairs.keys() == b.pairs.keys() and all(
+        torch.equal(a.pairs[k][0], b.pairs[k][0]) and torch.equal(a.pairs[k][1], b.pairs[k][1]) for k in a.pairs)
+
+
+def test_adapter_files_where_each_stack_leaves_them(base, tmp_path):
+    import json
+    import shutil
+    src = peft_adapter(base, tmp_path / "peft", ["q_proj", "v_proj"])
+    ref = read_adapter(src, "peft", SPEC)
+    # PEFT's older pickle format, adapter_model.bin
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), src)
+    model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    assert (tmp_path / "bin" / "adapter_model.bin").exists() and _same_pairs(
+        read_adapter(tmp_path / "bin", "peft", SPEC), ref)
+    # tunebridge's PEFT config: PEFT's own keys, indented as PEFT writes it
+    write_peft(tmp_path / "bin", ref, SPEC)
+    text = (tmp_path / "bin" / "adapter_config.json").read_text()
+    cfg = json.loads(text)
+    assert text.startswith('{\n  "peft_type": "LORA"') and (cfg["inference_mode"], cfg["lora_dropout"]) == (True, 0.0)
+    # a checkpoint MindFormers saved: output/checkpoint/rank_0/*.ckpt, its adapter_config.json in output/
+    convert_adapter(src, tmp_path / "mf", "peft", "mindformers", SPEC)
+    cfg = json.loads((tmp_path / "mf" / "adapter_config.json").read_text())
+    assert (cfg["lora_rank"], cfg["lora_alpha"], cfg["lora_dropout"]) == (4, 8.0, 0.0)
+    saved = tmp_path / "output" / "checkpoint" / "rank_0"
+    saved.mkdir(parents=True)
+    shutil.copy(tmp_path / "mf" / MF_ADAPTER, saved / "lora_rank_0-1_1.ckpt")
+    del cfg["lora_dropout"]  # absent: no dropout
+    (tmp_path / "output" / "adapter_config.json").write_text(json.dumps(cfg))
+    got = read_adapter(saved / "lora_rank_0-1_1.ckpt", "mindformers", SPEC)
+    assert _same_pairs(got, ref) and got.dropout == 0.0
+
+
+def test_mcore_adapters_keep_their_layer_list_and_name_their_problems(base, tmp_path):
+    ref = Adapter(4, 8.0)  # one A per fused module, as MindSpeed-LLM trains them
+    for (module, i), (a, b) in _fused_example().items():
+        parts = ("q", "k", "v") if module == "linear_qkv" else ("down",)
+        for p, bp in zip(parts, b.split([SPEC.shape(p)[0] for p in parts])):
+            ref.pairs[(p, i)] = a, bp
+    write_peft(tmp_path, ref, SPEC)
+    src = tmp_path
+    # uneven stages: the reader takes the layer list from the checkpoint's args
+    convert_adapter(src, tmp_path / "mc", "peft", "mcore", SPEC, pp=2, num_layer_list=[3, 1])
+    assert _same_pairs(read_adapter(tmp_path / "mc", "mcore", SPEC), ref)
+    first = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0)
+    state = torch.load(first, weights_only=False)
+    del state["args"].lora_r
+    torch.save(state, first)
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{first}: args lack lora_r / lora_alpha") + "$"):
+        read_adapter(tmp_path / "mc", "mcore", SPEC)
+    convert(base, tmp_path / "full", "hf", "mcore", progress=False)  # a checkpoint without LoRA
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{tmp_path / 'full'}: no lora_A/lora_B tensors") + "$"):
+        read_adapter(tmp_path / "full", "mcore", SPEC)
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{base}: cannot tell the adapter format (pass --from)")):
+        detect_adapter_format(base)
+    with pytest.raises(TunebridgeError, match=r"^unknown adapter format 'lora' \(known: "):
+        convert_adapter(src, tmp_path / "y", "peft", "lora", SPEC)
