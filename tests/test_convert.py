@@ -18,13 +18,13 @@ from tunebridge.errors import TunebridgeError
 from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.formats.hf import HFReader
 from tunebridge.formats.msckpt import CkptWriter, index
-from tunebridge.models import get_model
+from tunebridge.models import ModelSpec, get_model
 from tunebridge.verify import MAX_ABS, verify
 
 
-def make_hf(path: Path, name: str, seed: int = 0) -> Path:
+def make_hf(path: Path, model: str | ModelSpec, seed: int = 0) -> Path:
     """A tiny HF model with random weights and non-trivial norms."""
-    spec = get_model(name)
+    spec = get_model(model) if isinstance(model, str) else model
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
     with torch.no_grad():

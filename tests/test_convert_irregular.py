@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.cli import main
 from tunebridge.convert import convert
@@ -18,10 +17,10 @@ from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.formats.hf import HFReader
 from tunebridge.formats.msckpt import CkptReader
 from tunebridge.formats.torchzip import lazy_load
-from tunebridge.models import ModelSpec, get_model
+from tunebridge.models import get_model
 from tunebridge.verify import verify
 
-from .test_convert import same_tensors
+from .test_convert import make_hf, same_tensors
 
 # 8 query heads in 4 KV groups (head dim 8): at tp 2 each rank packs two groups [q q k v][q q k v]
 SPECS = {
@@ -30,16 +29,6 @@ SPECS = {
     "qwen2-511": get_model("tiny-qwen2").with_(name="qwen2-511", vocab_size=511, num_heads=8, num_kv_heads=4,
                                                head_dim=8),
 }
-
-
-def make_hf(path: Path, spec: ModelSpec, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            v.copy_(1 + 0.3 * torch.randn_like(v) if k.endswith("norm.weight") else 0.1 * torch.randn_like(v))
-    model.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
