@@ -146,6 +146,12 @@ def test_merge_equals_base_plus_adapter(base, tmp_path):
     from tunebridge.parity import logits_tensors
     assert logits_tensors(ref, got, "base + adapter (PEFT)", "merged").passed
     assert not logits_tensors(ref, bad, "base + adapter (PEFT)", "merged with scale 1").passed
+    # an mcore base (pp 2) merges in its own layout, to the same weights
+    convert(base, tmp_path / "mc", "hf", "mcore", pp=2, progress=False)
+    merge_lora(tmp_path / "mc", src, tmp_path / "mc_merged", progress=False)
+    assert mcore_fmt.McoreLayout(tmp_path / "mc_merged").pp == 2
+    convert(tmp_path / "mc_merged", tmp_path / "mc_merged_hf", "mcore", "hf", progress=False)
+    assert same_tensors(tmp_path / "merged", tmp_path / "mc_merged_hf")
 
 
 def test_merge_keeps_bf16_and_works_on_mindformers(base, tmp_path, capsys):
@@ -216,6 +222,18 @@ def test_adapter_files_where_each_stack_leaves_them(base, tmp_path):
     (tmp_path / "output" / "adapter_config.json").write_text(json.dumps(cfg))
     got = read_adapter(saved / "lora_rank_0-1_1.ckpt", "mindformers", SPEC)
     assert _same_pairs(got, ref) and got.dropout == 0.0
+    assert _same_pairs(read_adapter(tmp_path / "mf" / MF_ADAPTER, "mindformers", SPEC), ref)  # config beside it
+    # the dropout a PEFT config names is kept; a PEFT file without LoRA tensors and an unknown format are named
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    (src / "adapter_config.json").write_text(json.dumps(dict(cfg, lora_dropout=0.1)))
+    assert read_adapter(src, "peft", SPEC).dropout == 0.1
+    from safetensors.torch import save_file
+    save_file({"x": torch.zeros(1)}, tmp_path / "bin" / PEFT_WEIGHTS)
+    with pytest.raises(TunebridgeError, match="^" + re.escape(f"{tmp_path / 'bin' / PEFT_WEIGHTS}: no LoRA tensors "
+                                                               "named like base_model.model.model.layers.0.")):
+        read_adapter(tmp_path / "bin", "peft", SPEC)
+    with pytest.raises(TunebridgeError, match=r"^unknown adapter format 'lora' \(known: peft, mindformers, mcore\)$"):
+        read_adapter(src, "lora", SPEC)
 
 
 def test_mcore_adapters_keep_their_layer_list_and_name_their_problems(base, tmp_path):
