@@ -153,3 +153,19 @@ def test_a_corrupt_record_is_refused_on_every_read_path(models, tmp_path, read, 
     assert not (tmp_path / "out").exists()
     assert not any(p.name.startswith(".out.partial") for p in tmp_path.iterdir())
 
+
+
+@pytest.mark.parametrize("name", ["llama-509", "qwen2-511"])
+def test_the_unpacking_fallbacks_give_the_parts_back(name):
+    """What a conversion does when it cannot read a rank's rows straight into place (shards that are not whole
+    storages of one dtype), and what adapters do with a fused LoRA B: the same parts as were packed, per rule
+    with several parts (q/k/v grouped per KV group, gate/up stacked), at tp 2 (two KV groups per rank)."""
+    from tunebridge.dialects import MCORE
+    from tunebridge.layout import merge, pack, split, unpack, unpack_shards
+    spec = SPECS[name]
+    g = torch.Generator().manual_seed(0)
+    for rule in (r for r in MCORE.layer_rules if len(r.parts) > 1 and r.applies_to(spec)):
+        parts = [torch.randn(*spec.shape(p), generator=g) for p in rule.parts]
+        shards = split(pack(rule, parts, spec, 2), rule.shard, 2)
+        for got in (unpack_shards(rule, shards, spec), unpack(rule, merge(shards, rule.shard), spec, 2)):
+            assert len(got) == len(parts) and all(torch.equal(a, b) for a, b in zip(got, parts)), rule.name
