@@ -8,7 +8,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunebridge.adapters import PEFT_WEIGHTS, Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.adapters import Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.formats import PEFT_WEIGHTS
 from tunebridge.cli import main
 from tunebridge.convert import convert
 from tunebridge.dialects import HF as HF_DIALECT

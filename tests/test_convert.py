@@ -304,16 +304,16 @@ def test_existing_destination_needs_force(models, tmp_path, capsys):
 
 
 def test_interrupted_conversion_leaves_nothing(models, tmp_path, monkeypatch):
-    import tunebridge.convert as convert_module
+    import tunebridge.layout as layout_module
     calls = {"n": 0}
-    real = convert_module.pack
+    real = layout_module.pack_shards
 
     def dies_half_way(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 10:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
-    monkeypatch.setattr(convert_module, "pack", dies_half_way)
+    monkeypatch.setattr(layout_module, "pack_shards", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         convert(models["tiny-llama"], tmp_path / "out", "hf", "mcore", tp=2, progress=False)
     assert calls["n"] == 10

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .dialects import BACKEND_DIALECT, Dialect, LoraModule, Shard, get_dialect
+from .dialects import Dialect, LoraModule, Shard, get_dialect
 from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
-
-BACKENDS = tuple(BACKEND_DIALECT)
+from .stacks import STACK_NAMES
 
 
 def native_name(module: LoraModule) -> str:
@@ -139,11 +138,11 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
           tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None,
           make_vocab_size_divisible_by: int = 1) -> ParamReport:
     """Total and trainable parameters of ``spec`` fine-tuned on ``backend``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend not in STACK_NAMES:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(STACK_NAMES)})")
     total = spec.total_params()
     dialect = get_dialect(backend)
-    megatron = backend == "mindspeed-llm"
+    megatron = dialect.sharded
     stages = stage_layers(spec.num_layers, pp, num_layer_list) if megatron else [range(spec.num_layers)]
     if method == "full":
         per_rank = None

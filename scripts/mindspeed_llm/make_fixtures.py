@@ -32,6 +32,7 @@ from tunebridge.convert import convert  # noqa: E402
 from tunebridge.dialects import HF  # noqa: E402
 from tunebridge.families import FAMILIES  # noqa: E402
 from tunebridge.models import ModelSpec  # noqa: E402
+from tunebridge.partition import parse_layer_list  # noqa: E402
 
 RUNNER = Path(__file__).with_name("run_converter.py")
 # Small enough to commit, shaped like the real problems: GQA, qkv bias, an odd vocabulary over tp 2.
@@ -159,7 +160,7 @@ def main() -> None:
             case = f"{model}-tp{tp}pp{pp}" + (f"-layers{layers.replace(',', '')}" if layers else "")
             mc = scratch / f"{case}-mcore"
             convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, progress=False,
-                    num_layer_list=[int(n) for n in layers.split(",")] if layers else None)
+                    num_layer_list=parse_layer_list(layers))
             cmd = ["--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf",
                    _model_type_hf(model), "--load-dir", str(mc),
                    "--save-dir", f"mg_to_hf/{case}", "--hf-cfg-dir", f"hf/{model}"]

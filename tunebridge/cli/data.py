@@ -4,13 +4,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from ..accounting import BACKENDS
 from ..atomic import atomic_dir, check_output, output_lock
-from ..backends.inputs import DATA_FILES
 from ..data.encode import MASKS
 from ..data.readers import RECORD_FORMATS, check_map_keys
 from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
+from ..stacks import STACK_NAMES, STACKS
 from .args import json_object, positive_int
 from .tables import console, table
 
@@ -21,7 +20,7 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     pr = dsub.add_parser("prepare", help="a recipe's data.train for one or all backends")
     pr.add_argument("recipe", help="recipe YAML with a data section")
-    pr.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend's files, or all")
+    pr.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="all", help="one backend's files, or all")
     pr.add_argument("--out", required=True, help="output directory (refused if it exists, unless --force)")
     pr.add_argument("--workers", type=positive_int, default=1,
                     help="tokenizer processes (output is identical for any N)")
@@ -42,7 +41,7 @@ def register(sub) -> None:
                     help="label mask (mindformers: vicuna_v1.1 as MindFormers' llama_preprocess.py masks it)")
     cv.add_argument("--seq-length", type=positive_int, required=True,
                     help="samples of this many tokens or more are dropped (and counted)")
-    cv.add_argument("--to", choices=tuple(DATA_FILES), required=True, help="output format")
+    cv.add_argument("--to", choices=tuple(s.data for s in STACKS.values()), required=True, help="output format")
     cv.add_argument("--workers", type=positive_int, default=1, help="tokenizer processes")
     cv.add_argument("--force", action="store_true", help="replace an existing output directory")
     cv.set_defaults(func=run_convert)
@@ -62,7 +61,7 @@ def run_prepare(args) -> int:
     from ..recipe import load_recipe
     from ..data.prepare import prepare
     recipe = load_recipe(args.recipe)
-    backends = list(BACKENDS) if args.backend == "all" else [args.backend]
+    backends = list(STACK_NAMES) if args.backend == "all" else [args.backend]
     with output_lock(check_output(args.out, args.force)):  # refused or claimed before any tokenizing
         report = prepare(recipe, backends, args.out, force=args.force, workers=args.workers,
                          tokenizer=args.tokenizer)

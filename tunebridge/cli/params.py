@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from ..accounting import BACKENDS, ParamReport
+from ..accounting import ParamReport
 from ..errors import TunebridgeError
+from ..stacks import STACK_NAMES
 from ..units import header
 from .tables import console as make_console
 from .tables import table
@@ -13,7 +14,7 @@ from .tables import table
 def register(sub) -> None:
     p = sub.add_parser("params", help="total / trainable parameters, low-param ratio and PEFT's trainable %%")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend, or all (default)")
+    p.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="all", help="one backend, or all (default)")
     p.add_argument("--json", action="store_true", help="print JSON (an object for one backend, a list for all)")
     p.add_argument("--strict", action="store_true", help="fail when a backend cannot express the targets exactly")
     p.set_defaults(func=run)
@@ -22,7 +23,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
-    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    backends = STACK_NAMES if args.backend == "all" else (args.backend,)
     reports = [recipe.param_report(b) for b in backends]
     if args.json:
         data = [r.to_dict() for r in reports]

@@ -12,13 +12,12 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
+from ..stacks import get_stack
 from .encode import Sample, alpaca_query, encode, load_tokenizer, pad_id
 from .readers import Record, read_records
 from .templates import Template, get_template
 from .transforms import TransformReport, apply, split
 from .writers import write_jsonl, write_megatron, write_mindrecord
-
-OUTPUTS = {"torch": "jsonl", "mindspeed-llm": "megatron", "mindformers": "mindrecord"}
 
 
 @dataclass
@@ -117,7 +116,7 @@ def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, w
         sets["validation"] = tokenize(val, tokenizer, template, d.system, workers, progress=progress, mask=mask)
     with atomic_dir(out, force=force) as tmp:
         for backend in backends:
-            kind = OUTPUTS[backend]
+            kind = get_stack(backend).data
             (tmp / backend).mkdir()
             for name, samples in sets.items():
                 counts, files = write(kind, tmp / backend, name, samples, recipe.train.seq_length, pad)

@@ -31,6 +31,7 @@ MCORE = Dialect(
     lora_a="{module}.lora_A.default.weight",
     lora_b="{module}.lora_B.default.weight",
     base_layer="{module}.base_layer.weight",
+    sharded=True,
 )
 
 # MindSpeed-LLM's --lora-target-modules names.

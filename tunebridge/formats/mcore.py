@@ -1,6 +1,6 @@
 """Megatron-mcore checkpoints as MindSpeed-LLM writes and reads them.
 
-    <dir>/latest_checkpointed_iteration.txt            "1"
+    <dir>/latest_checkpointed_iteration.txt (MCORE_TRACKER)   "1"
     <dir>/iter_0000001/mp_rank_{tp:02d}[_{pp:03d}]/model_optim_rng.pt
         {"model": state dict (stage-local layer indices), "checkpoint_version": 3.0,
          "iteration": 1, "args": argparse.Namespace}
@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from ..errors import TunebridgeError
+from . import MCORE_TRACKER
 from ..families import FAMILIES, Family, family_of_msllm_model_type
-from ..layout import padded_vocab_size, stage_layers
+from ..partition import padded_vocab_size, parse_layer_list, stage_layers
 from ..models import ModelSpec
 from .background import Background
 from .torchzip import LazyTensor, TorchZipWriter, lazy_load
@@ -97,6 +98,11 @@ def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
         raise TunebridgeError(f"checkpoint args lack {e.name}: pass the model (--model or --hf-config)") from None
 
 
+def saved_layer_list(args: argparse.Namespace | None) -> list[int] | None:
+    """The ``num_layer_list`` a checkpoint's args record (None: even stages, or no args)."""
+    return parse_layer_list(getattr(args, "num_layer_list", None))
+
+
 def load_rank_file(path: Path) -> dict:
     """A model_optim_rng.pt through the allow-listed unpickler (:func:`lazy_load`), every tensor read (mapped
     copy-on-write)."""
@@ -120,9 +126,9 @@ class McoreLayout:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        latest = self.root / "latest_checkpointed_iteration.txt"
+        latest = self.root / MCORE_TRACKER
         if not latest.exists():
-            raise TunebridgeError(f"{self.root}: no latest_checkpointed_iteration.txt (not an mcore checkpoint)")
+            raise TunebridgeError(f"{self.root}: no {MCORE_TRACKER} (not an mcore checkpoint)")
         text = latest.read_text().strip()
         if not text.isdigit():
             raise TunebridgeError(f"{latest}: expected an iteration number, found {text!r}")
@@ -175,7 +181,7 @@ def write_rank(root: Path, tp_rank: int, pp_rank: int, pp: int, state: dict[str,
 
 
 def write_latest(root: Path, iteration: int = ITERATION) -> None:
-    (root / "latest_checkpointed_iteration.txt").write_text(str(iteration))
+    (root / MCORE_TRACKER).write_text(str(iteration))
 
 
 def stages(spec: ModelSpec, pp: int, num_layer_list: list[int] | None) -> list[range]:

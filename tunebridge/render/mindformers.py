@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from ..accounting import LoraPlan
-from ..data.encode import EMBEDDED_VOCAB
+from ..data.encode import EMBEDDED_VOCAB, IGNORE
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
 from ..models import ModelSpec
@@ -218,7 +218,7 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
         "bos_token_id": vocab.bos if vocab.bos is not None else vocab.pad,
         "eos_token_id": vocab.stop,
         "pad_token_id": vocab.pad,
-        "ignore_token_id": -100,
+        "ignore_token_id": IGNORE,
         "qkv_has_bias": spec.qkv_bias,
         "attn_proj_has_bias": spec.o_bias,
         "tie_word_embeddings": spec.tied_embeddings,
@@ -578,6 +578,12 @@ def render_files(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, nu
             recipe, {"STRATEGY_DIR": "./output/strategy", "TRAINED_CKPT_DIR": "./output/checkpoint",
                      "MERGED_DIR": f"./output/{name}-merged"})
     return files
+
+
+def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, device: str = "ascend",
+                  **_) -> dict[str, str]:
+    """The stack record's render entry point: :func:`render_files` for the recipe's model."""
+    return render_files(recipe, recipe.spec, lora, device, num_samples)
 
 
 def launcher() -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..accounting import LoraPlan
+from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
 from ..families import FAMILIES
 from ..models import ModelSpec
@@ -389,6 +390,40 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
         f"    | tee {q('logs/' + kind + '_' + r.name + '.log')}",
         "",
     ])
+
+
+def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
+                  **_) -> dict[str, str]:
+    """File name -> text of every MindSpeed-LLM script for ``recipe`` (the stack record's render entry point)."""
+    from . import default_prompt_type, train_iters
+    if version not in VERSIONS:
+        raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
+    name = recipe.name
+    ctx = Context(recipe, recipe.spec, lora, default_prompt_type(recipe))
+    paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
+             "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
+             "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
+             "RAW_DATA": f"./dataset/{name}.json", "DATA_PATH": f"./finetune_dataset/{name}"}
+
+    def some(*keys: str) -> dict[str, str]:
+        return {k: paths[k] for k in keys}
+
+    method = recipe.finetune.method
+    return {
+        f"ckpt_convert_{name}_hf2mcore.sh": convert_script(ctx, some("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR"),
+                                                           version),
+        f"data_convert_{name}_instruction.sh": preprocess_script(ctx, some("RAW_DATA", "TOKENIZER_PATH", "DATA_PATH")),
+        f"tune_{name}_{method}_ptd.sh": tune_script(
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH"),
+            train_iters(recipe, num_samples), version),
+        f"generate_{name}_ptd.sh": inference_script(ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"),
+                                                    "generate", version),
+        f"evaluate_{name}_ptd.sh": inference_script(
+            ctx, {**some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"), "EVAL_DATA": "./mmlu/data/test"},
+            "evaluate", version),
+        f"ckpt_convert_{name}_mcore2hf.sh": export_script(
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR"), version),
+    }
 
 
 def export_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VERSION) -> str:
