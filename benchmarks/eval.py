@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from tunebridge.catalogue import get_model
 from tunebridge.data.encode import load_tokenizer
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.hf_scorer import HFScorer
-from tunebridge.models import get_model
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ceval"
 NEW_TOKENS = 4

@@ -7,10 +7,11 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.accounting import count, expand_targets
+from tunebridge.catalogue import CATALOGUE, get_model
 from tunebridge.dialects.hf import PEFT_TARGET
-from tunebridge.models import CATALOGUE, get_model
 
-TINY = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm"]
+from .families import TINY
+
 TARGET_SETS = [["q", "v"], ["q", "k", "v", "o"], ["gate", "up", "down"], ["all-linear"]]
 
 

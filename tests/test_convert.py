@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.bridge import call_mindspore
+from tunebridge.catalogue import get_model
 from tunebridge.cli import main
 from tunebridge.convert import convert
 from tunebridge.dialects import MCORE
@@ -18,8 +19,9 @@ from tunebridge.errors import TunebridgeError
 from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.formats.hf import HFReader
 from tunebridge.formats.msckpt import CkptWriter, index
-from tunebridge.models import get_model
 from tunebridge.verify import MAX_ABS, verify
+
+from .families import MINDFORMERS_TINY, TINY
 
 
 def make_hf(path: Path, name: str, seed: int = 0) -> Path:
@@ -42,11 +44,11 @@ def same_tensors(a: Path, b: Path) -> bool:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
-    return {n: make_hf(d / n, n) for n in ("tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm")}
+    return {n: make_hf(d / n, n) for n in TINY}
 
 
 LAYOUTS = [(1, 1, None, 1), (2, 1, None, 1), (1, 2, [1, 3], 1), (2, 2, None, 128)]
-CASES = [(name, *layout) for name in ("tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm")
+CASES = [(name, *layout) for name in TINY
          for layout in LAYOUTS if get_model(name).num_kv_heads % layout[0] == 0]
 
 
@@ -66,7 +68,7 @@ def test_hf_mcore_hf_is_bit_exact(models, tmp_path, name, tp, pp, layers, divisi
     assert same_tensors(models[name], tmp_path / "back")
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-qwen2-tied", "tiny-internlm"])
+@pytest.mark.parametrize("name", MINDFORMERS_TINY)
 def test_hf_mindformers_hf_is_bit_exact(models, tmp_path, name):
     convert(models[name], tmp_path / "mf", "hf", "mindformers", progress=False)
     assert oct(os.stat(tmp_path / "mf" / "model.ckpt").st_mode & 0o777) == "0o400"  # as MindSpore leaves it

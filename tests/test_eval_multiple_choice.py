@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunebridge.catalogue import get_model
 from tunebridge.data.encode import load_tokenizer
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.runner import run_eval
-from tunebridge.models import get_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SPEC = get_model("tiny-llama").with_(max_position_embeddings=1024)  # 5-shot Chinese prompts are ~700 tokens

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from .dialects import Dialect, LoraModule, Shard, get_dialect
 from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
-from .stacks import STACK_NAMES
+from .stacks import STACK_NAMES, STACKS
 
 
 def native_name(module: LoraModule) -> str:
@@ -140,6 +140,8 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
     """Total and trainable parameters of ``spec`` fine-tuned on ``backend``."""
     if backend not in STACK_NAMES:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(STACK_NAMES)})")
+    if problem := STACKS[backend].problem(spec):
+        raise ValueError(problem)
     total = spec.total_params()
     dialect = get_dialect(backend)
     megatron = dialect.sharded

@@ -26,6 +26,7 @@ from . import layout as tensor_layout
 from .atomic import atomic_dir
 from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
+from .families import mindformers_model
 from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
@@ -280,6 +281,7 @@ def open_mindformers(path: Path, spec: ModelSpec | None, num_layer_list: list[in
             spec = ModelSpec.from_hf_config(path)
     if spec is None:
         raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
+    mindformers_model(spec)
     reader = msckpt.CkptReader(ckpt)
     return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), reader.locate)
 
@@ -332,6 +334,10 @@ class HFWriter(Writer):
 
 class MindFormersWriter(Writer):
     """A MindFormers ``.ckpt`` (byte-identical to ``mindspore.save_checkpoint``) beside the model's HF config."""
+
+    def __init__(self, spec: ModelSpec, layout: Layout):
+        super().__init__(spec, layout)
+        mindformers_model(spec)  # a family MindFormers cannot run is refused, saying why
 
     def write(self, out, source, dtype, bar):
         spec = source.spec

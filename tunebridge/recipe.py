@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
 from .accounting import ParamReport, count, expand_targets, native_name
+from .catalogue import CATALOGUE
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
 from .data.encode import EMBEDDED_VOCAB
@@ -26,7 +27,7 @@ from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError, did_you_mean
-from .models import CATALOGUE, PROJECTIONS, ModelSpec
+from .models import PROJECTIONS, ModelSpec
 from .stacks import STACK_NAMES
 
 CANONICAL_TARGETS = (*PROJECTIONS, "all-linear")

@@ -30,11 +30,16 @@ class Stack:
     defaults: Defaults
     backend: str     # "module:class" of its tunebridge.backends.base.Backend
     render: str | None = None  # "module:function" writing its launch artifacts; None: it runs directly
+    takes: str | None = None   # "module:function" (spec) -> why the stack cannot run a model, or None
 
     def load(self, entry: str):
         """The object an entry point (``self.backend``, ``self.render``) names."""
         module, _, attr = entry.partition(":")
         return getattr(importlib.import_module(module), attr)
+
+    def problem(self, spec) -> str | None:
+        """Why this stack cannot run ``spec``'s model (its family says), or None."""
+        return self.load(self.takes)(spec) if self.takes else None
 
 
 STACKS: dict[str, Stack] = {s.name: s for s in (
@@ -43,7 +48,7 @@ STACKS: dict[str, Stack] = {s.name: s for s in (
     Stack("mindformers", dialect="mindformers", weights="mindformers", adapter="mindformers", data="mindrecord",
           data_file="train.mindrecord", log="mindformers", defaults=Defaults(True, "mindformers", "token"),
           backend="tunebridge.backends.base:MindFormersBackend",
-          render="tunebridge.render.mindformers:render_recipe"),
+          render="tunebridge.render.mindformers:render_recipe", takes="tunebridge.families:mindformers_problem"),
     Stack("mindspeed-llm", dialect="mcore", weights="mcore", adapter="mcore", data="megatron", data_file="train",
           log="megatron", defaults=Defaults(True, "megatron", "micro-batch"),
           backend="tunebridge.backends.base:MindSpeedLLMBackend",
@@ -59,6 +64,18 @@ def get_stack(name: str) -> Stack:
     except KeyError:
         from .errors import TunebridgeError, unknown
         raise TunebridgeError(unknown("backend", name, STACKS)) from None
+
+
+def stacks_for(spec, names: tuple[str, ...] = STACK_NAMES) -> tuple[list[str], list[str]]:
+    """Of ``names``, the stacks that can run ``spec``'s model, and a note for each one that cannot."""
+    taken, notes = [], []
+    for name in names:
+        problem = STACKS[name].problem(spec)
+        if problem:
+            notes.append(f"{name}: {problem}")
+        else:
+            taken.append(name)
+    return taken, notes
 
 
 def stack_of(**field: str) -> Stack | None:

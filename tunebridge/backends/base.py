@@ -39,6 +39,8 @@ class Backend(ABC):
 
     def plan(self, recipe, weights: Path, out: Path, home: Path | None = None) -> Plan:
         """Everything ``run`` needs, checked now; raises TunebridgeError before any work."""
+        if problem := self.stack.problem(recipe.spec):
+            raise TunebridgeError(problem)
         if recipe.data is None or recipe.data.train is None:
             raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")
         if not (Path(weights) / "config.json").is_file():

@@ -5,9 +5,10 @@ import json
 import sys
 
 from ..atomic import check_output
+from ..catalogue import get_model
 from ..errors import TunebridgeError
 from ..formats import ADAPTER_FORMATS, DTYPE_NAMES, FORMATS, detect_adapter_format, detect_format
-from ..models import ModelSpec, get_model
+from ..models import ModelSpec
 from ..partition import parse_layer_list
 from .args import positive_int
 

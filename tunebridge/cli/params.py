@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ..accounting import ParamReport
 from ..errors import TunebridgeError
-from ..stacks import STACK_NAMES
+from ..stacks import STACK_NAMES, stacks_for
 from ..units import header
 from .tables import console as make_console
 from .tables import table
@@ -23,7 +24,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
-    backends = STACK_NAMES if args.backend == "all" else (args.backend,)
+    backends, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not counted for {note}", file=sys.stderr)
     reports = [recipe.param_report(b) for b in backends]
     if args.json:
         data = [r.to_dict() for r in reports]

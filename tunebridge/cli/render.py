@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import check_output
-from ..stacks import RENDERABLE
+from ..stacks import RENDERABLE, stacks_for
 from .args import positive_int
 from ..render import mindspeed_llm as msl
 
@@ -31,7 +31,9 @@ def run(args) -> int:
     from ..recipe import load_recipe
     from ..render import render
     recipe = load_recipe(args.recipe)
-    backends = RENDERABLE if args.backend == "all" else (args.backend,)
+    backends, notes = stacks_for(recipe.spec, RENDERABLE) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not rendered for {note}", file=sys.stderr)
     outs = {b: Path(args.out) / b if args.backend == "all" else Path(args.out) for b in backends}
     for out in outs.values():
         check_output(out, args.force)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from ..atomic import check_output
 from ..backends.result import RunResult
-from ..stacks import STACK_NAMES
+from ..stacks import stacks_for
 from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdicts
 
 
@@ -26,7 +26,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
     MindSpeed-LLM logs (TP/PP rank 0's share), the torch backend's trainable and base + adapter total.
     """
     from ..parity import params_across, params_instantiated
-    reports = {b: recipe.param_report(b) for b in STACK_NAMES}
+    reports = {b: recipe.param_report(b) for b in stacks_for(recipe.spec)[0]}
     table = [r.to_dict() for r in reports.values()]
     verdicts = [params_across(list(reports.values()), recipe.spec)]
     for name, run in runs.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from ..atomic import check_output, output_lock
@@ -15,7 +16,7 @@ from ..backends import get_backend
 from ..errors import TunebridgeError
 from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT
 from ..render.mindspeed_llm import VERSIONS as MSL_VERSIONS
-from ..stacks import STACK_NAMES
+from ..stacks import STACK_NAMES, stacks_for
 from .args import nonnegative_int, positive_int
 from .tables import console, table
 
@@ -51,7 +52,9 @@ def run(args) -> int:
                                                        else None)
     if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
-    names = list(STACK_NAMES) if args.backend == "all" else [args.backend]
+    names, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not run on {note}", file=sys.stderr)
     if args.resume and args.force:
         raise TunebridgeError("--resume continues the run in --out, --force discards it: give one of them")
     out = Path(args.out)

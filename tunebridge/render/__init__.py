@@ -13,15 +13,11 @@ from . import mindspeed_llm as msl
 
 
 def default_prompt_type(recipe) -> str:
-    """The prompt template a recipe trains with: data.template if set, else the model family's chat template."""
+    """The prompt template a recipe trains with: data.template if set, else the model's (its catalogue entry's,
+    else its family's)."""
     if recipe.data is not None and recipe.data.template:
         return recipe.data.template
-    spec = recipe.spec
-    if spec.family == "qwen2":
-        return "qwen"
-    if spec.vocab_size == 128256:
-        return "llama3"
-    return "llama2" if spec.family == "llama" else "alpaca"
+    return recipe.spec.template
 
 
 def train_iters(recipe, num_samples: int | None) -> int | None:
@@ -49,6 +45,8 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
     stack = get_stack(backend)
     if stack.render is None:
         raise TunebridgeError(f"cannot render for backend {backend!r} (renderable: {', '.join(RENDERABLE)})")
+    if problem := stack.problem(recipe.spec):
+        raise TunebridgeError(problem)
     return stack.load(stack.render)(recipe, _lora_plan(recipe, backend), num_samples, version=version, device=device)
 
 
