@@ -26,6 +26,12 @@ CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("internlm-7b", "internlm", vocab_size=103168, hidden_size=4096, num_layers=32, num_heads=32,
               num_kv_heads=32, ffn_hidden_size=11008, qkv_bias=True, o_bias=True, norm_eps=1e-6,
               max_position_embeddings=2048, bos_token_id=1, eos_token_id=2),
+    ModelSpec("qwen3-0.6b", "qwen3", vocab_size=151936, hidden_size=1024, num_layers=28, num_heads=16,
+              num_kv_heads=8, head_dim=128, ffn_hidden_size=3072, tied_embeddings=True, rope_theta=1000000.0,
+              norm_eps=1e-6, max_position_embeddings=40960, bos_token_id=151643, eos_token_id=151645),
+    ModelSpec("qwen3-8b", "qwen3", vocab_size=151936, hidden_size=4096, num_layers=36, num_heads=32,
+              num_kv_heads=8, head_dim=128, ffn_hidden_size=12288, rope_theta=1000000.0, norm_eps=1e-6,
+              max_position_embeddings=40960, bos_token_id=151643, eos_token_id=151645),
     # Tiny models for tests and the demo: same shapes of problem (GQA, biases, tied embeddings), tiny sizes.
     ModelSpec("tiny-llama", "llama", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
               ffn_hidden_size=160, rope_theta=10000.0, norm_eps=1e-5, max_position_embeddings=512),
@@ -37,6 +43,9 @@ CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("tiny-internlm", "internlm", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4,
               num_kv_heads=4, ffn_hidden_size=160, qkv_bias=True, o_bias=True, norm_eps=1e-6,
               max_position_embeddings=512),
+    # q/k norms, a head size other than hidden / heads (as Qwen3-0.6B's 128 for 1024 / 16)
+    ModelSpec("tiny-qwen3", "qwen3", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
+              head_dim=32, ffn_hidden_size=160, rope_theta=1000000.0, norm_eps=1e-6, max_position_embeddings=512),
 )}
 
 
