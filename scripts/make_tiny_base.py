@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tunebridge.catalogue import get_model  # noqa: E402
-from tunebridge.data.encode import load_tokenizer  # noqa: E402
+from tunebridge.data.tokenizer import load_tokenizer  # noqa: E402
 from tunebridge.data.squad import PROMPT  # noqa: E402
 
 OUT = REPO / "tunebridge" / "assets" / "tiny-base"

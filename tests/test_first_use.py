@@ -68,7 +68,7 @@ def test_tables_are_whole_when_piped():
         assert whole in proc.stdout
     proc = subprocess.run([*TUNEBRIDGE, "params", "recipes/llama3-8b-math-lora-r8.yaml"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)
-    assert "…" not in proc.stdout and "0.0424379 %" in proc.stdout and "PEFT trainable %" in proc.stdout
+    assert "…" not in proc.stdout and "0.000424379" in proc.stdout and "PEFT trainable (percent)" in proc.stdout
 
 
 def test_verify_says_what_it_does_and_keeps_megatron_quiet(tiny, tmp_path):
@@ -109,4 +109,4 @@ def test_render_says_what_a_recipe_without_training_data_lacks(tmp_path, capsys)
     assert main(["render", "recipes/llama3-8b-math-lora-r8.yaml", "--out", str(tmp_path / "l")]) == 0
     assert "no data.train" not in capsys.readouterr().err
     script = (tmp_path / "l" / "mindformers" / "prepare_llama3-8b-math-lora-r8.sh").read_text()
-    assert 'tunebridge data prepare "$RECIPE" --backend mindformers --tokenizer "$HF_DIR"' in script
+    assert '"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers --tokenizer "$HF_DIR"' in script

@@ -67,9 +67,7 @@ def run(args) -> int:
         raise TunebridgeError("--resume is for the torch backend, or for a launch of MindSpeed-LLM's stages")
     for plan in plans:
         print(f"run {plan.describe()}")
-    if launching:
-        if not args.resume:
-            check_output(out, args.force)
+    if launching:  # the stage launcher refuses or resumes its own stages
         with output_lock(out):
             return _launch(launching[0], args)
     rank = _distributed(names)

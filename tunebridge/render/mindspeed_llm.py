@@ -15,6 +15,7 @@ from functools import partial
 from typing import Callable
 
 from ..accounting import LoraPlan
+from ..data.templates import TEMPLATES, get_template
 from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
 from ..families import FAMILIES, Converter, megatron_keys
@@ -23,7 +24,9 @@ from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
 
-VERSIONS = ("2.3.0", "master")
+# each version, with the tokenizer rules (tunebridge.data.tokenizer, data.tokenizer_rules) that give its
+# preprocess_data.py's ids: those of the transformers it pins (2.3.0: 4.57.1; master: 5.2.0)
+VERSIONS = {"2.3.0": "transformers-4", "master": "transformers-5"}
 DEFAULT_VERSION = "2.3.0"
 ALL = frozenset(VERSIONS)
 
@@ -37,6 +40,16 @@ class Context:
 
 
 Value = object  # None: omit; True: bare flag; str/int/float: one value; list: several values
+
+
+def prompt_type(template: str) -> str:
+    """MindSpeed-LLM's --prompt-type for tunebridge's template ``template``: the same name, for its templates only."""
+    if get_template(template).stack != "mindspeed-llm":
+        own = ", ".join(t.name for t in TEMPLATES.values() if t.stack == "mindspeed-llm")
+        raise TunebridgeError(f"template {template!r} is MindFormers' (llama_preprocess.py's conversation) and "
+                              f"MindSpeed-LLM has no --prompt-type {template}: render this recipe for mindformers, or "
+                              f"give it one of MindSpeed-LLM's templates (data.template: {own})")
+    return template
 
 
 @dataclass(frozen=True)
@@ -393,7 +406,7 @@ def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, ver
     if version not in VERSIONS:
         raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
     name = recipe.name
-    ctx = Context(recipe, recipe.spec, lora, default_prompt_type(recipe))
+    ctx = Context(recipe, recipe.spec, lora, prompt_type(default_prompt_type(recipe)))
     paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
              "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
              "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
