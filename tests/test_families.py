@@ -16,7 +16,7 @@ from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.models import ModelSpec
 from tunebridge.render import default_prompt_type
 
-from .families import TINY
+from .families import TINY_ALL
 
 
 def architecture(spec: ModelSpec) -> dict:
@@ -27,7 +27,7 @@ def architecture(spec: ModelSpec) -> dict:
 def test_every_family_module_is_registered_and_has_a_tiny_model():
     modules = {m.name for m in pkgutil.iter_modules(families_pkg.__path__)} - {"keys"}
     assert modules == set(FAMILIES)
-    assert {get_model(n).family for n in TINY} == set(FAMILIES)  # so the generated tests cover every family
+    assert {get_model(n).family for n in TINY_ALL} == set(FAMILIES)  # so the generated tests cover every family
 
 
 @pytest.mark.parametrize("name", list(CATALOGUE))
@@ -38,7 +38,7 @@ def test_hf_config_round_trip(name):
     assert architecture(back) == architecture(expected)  # InternLM is written as Llama with attention_bias
 
 
-@pytest.mark.parametrize("name", list(CATALOGUE))
+@pytest.mark.parametrize("name", [n for n in CATALOGUE if not CATALOGUE[n].num_experts])
 def test_megatron_args_round_trip(name):
     spec = CATALOGUE[name]
     back = mcore_fmt.spec_from_args(mcore_fmt.make_args(spec, 2, 1, None, 1, torch.float32), name)

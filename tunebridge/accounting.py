@@ -156,6 +156,9 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets)
+    if spec.num_experts and (experts := [p for p in plan.covered if not spec.has(p)]):
+        raise ValueError(f"{spec.name}: LoRA on {experts} would adapt its {spec.num_experts} experts per layer, "
+                         f"which tunebridge does not count yet; LoRA on attention (q k v o) is counted")
     trainable = spec.num_layers * sum(lora_module_params(m, spec, rank) for m in plan.modules)
     per_rank = None
     if megatron and (tp > 1 or pp > 1):

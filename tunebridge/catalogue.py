@@ -32,6 +32,10 @@ CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("qwen3-8b", "qwen3", vocab_size=151936, hidden_size=4096, num_layers=36, num_heads=32,
               num_kv_heads=8, head_dim=128, ffn_hidden_size=12288, rope_theta=1000000.0, norm_eps=1e-6,
               max_position_embeddings=40960, bos_token_id=151643, eos_token_id=151645),
+    ModelSpec("qwen3-30b-a3b", "qwen3_moe", vocab_size=151936, hidden_size=2048, num_layers=48, num_heads=32,
+              num_kv_heads=4, head_dim=128, ffn_hidden_size=6144, num_experts=128, experts_per_token=8,
+              moe_ffn_hidden_size=768, norm_topk_prob=True, rope_theta=1000000.0, norm_eps=1e-6,
+              max_position_embeddings=40960, bos_token_id=151643, eos_token_id=151645),
     # Tiny models for tests and the demo: same shapes of problem (GQA, biases, tied embeddings), tiny sizes.
     ModelSpec("tiny-llama", "llama", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
               ffn_hidden_size=160, rope_theta=10000.0, norm_eps=1e-5, max_position_embeddings=512),
@@ -46,6 +50,11 @@ CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
     # q/k norms, a head size other than hidden / heads (as Qwen3-0.6B's 128 for 1024 / 16)
     ModelSpec("tiny-qwen3", "qwen3", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
               head_dim=32, ffn_hidden_size=160, rope_theta=1000000.0, norm_eps=1e-6, max_position_embeddings=512),
+    # eight experts, two per token, and a tiny expert size of its own
+    ModelSpec("tiny-qwen3-moe", "qwen3_moe", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4,
+              num_kv_heads=2, head_dim=32, ffn_hidden_size=160, num_experts=8, experts_per_token=2,
+              moe_ffn_hidden_size=48, norm_topk_prob=True, rope_theta=1000000.0, norm_eps=1e-6,
+              max_position_embeddings=512),
 )}
 
 

@@ -418,6 +418,9 @@ def write_source(source: Source, dst: str | Path, dst_format: str, *, dtype: str
     """Write canonical tensors from ``source`` as ``dst_format`` (``layout``: :class:`Layout`'s fields);
     ``dst`` appears only on success."""
     writer_class = checkpoint_format(dst_format).load("writer")
+    if source.spec.num_experts:
+        raise TunebridgeError(f"{source.spec.name}: tunebridge does not convert a mixture of experts yet (its "
+                              f"{source.spec.num_experts} experts per layer have no place in its tensor order)")
     if dtype is not None and dtype not in DTYPES:
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     writer = writer_class(source.spec, Layout(**layout))

@@ -17,7 +17,9 @@ from .families import keys as config_keys
 # Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear); the optional ones are
 # there when the architecture has them (ModelSpec.has):
 LAYER_TENSORS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "q_norm", "k_norm", "o", "o_bias",
-                 "mlp_norm", "gate", "up", "down")
+                 "mlp_norm", "gate", "up", "down", "router")
+# A mixture-of-experts layer has a router and, instead of gate/up/down, these in each of its experts:
+EXPERT_TENSORS = ("expert_gate", "expert_up", "expert_down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
 # Canonical LoRA targets: the projections.
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -42,6 +44,10 @@ class ModelSpec:
     qkv_bias: bool = False
     o_bias: bool = False
     qk_norm: bool = False  # RMSNorm over each head's queries and keys (Qwen3)
+    num_experts: int = 0  # 0: dense; else every layer's MLP is this many routed experts
+    experts_per_token: int = 0
+    moe_ffn_hidden_size: int = 0  # each expert's intermediate size
+    norm_topk_prob: bool = False  # the chosen experts' router probabilities renormalised to sum to 1
     tied_embeddings: bool = False
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # HF rope_scaling dict (llama3 style) or None
@@ -65,6 +71,9 @@ class ModelSpec:
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"{self.name}: num_heads {self.num_heads} is not a multiple of "
                              f"num_kv_heads {self.num_kv_heads}")
+        if self.num_experts and not 0 < self.experts_per_token <= self.num_experts:
+            raise ValueError(f"{self.name}: experts_per_token {self.experts_per_token} is not in 1.."
+                             f"{self.num_experts} (num_experts)")
         if problem := fam.check(self):
             raise ValueError(f"{self.name}: {problem}")
 
@@ -84,6 +93,10 @@ class ModelSpec:
         """Whether this architecture has the canonical tensor ``tensor``."""
         if tensor in _OPTIONAL:
             return bool(getattr(self, _OPTIONAL[tensor]))
+        if tensor in ("gate", "up", "down"):
+            return not self.num_experts
+        if tensor == "router" or tensor in EXPERT_TENSORS:
+            return bool(self.num_experts)
         if tensor == "lm_head":
             return not self.tied_embeddings
         return tensor in LAYER_TENSORS or tensor in GLOBAL_TENSORS
@@ -97,6 +110,8 @@ class ModelSpec:
             "q_bias": (self.q_size,), "k_bias": (self.kv_size,), "v_bias": (self.kv_size,), "o_bias": (H,),
             "q_norm": (self.head_dim,), "k_norm": (self.head_dim,),
             "gate": (F, H), "up": (F, H), "down": (H, F),
+            "router": (self.num_experts, H), "expert_gate": (self.moe_ffn_hidden_size, H),
+            "expert_up": (self.moe_ffn_hidden_size, H), "expert_down": (H, self.moe_ffn_hidden_size),
             "embed": (V, H), "lm_head": (V, H),
         }
         return shapes[tensor]
@@ -127,8 +142,15 @@ class ModelSpec:
             n *= d
         return n
 
+    def expert_tensors(self) -> tuple[str, ...]:
+        return tuple(t for t in EXPERT_TENSORS if self.has(t))
+
+    def expert_params(self) -> int:
+        """Parameters of one expert."""
+        return sum(self.numel(t) for t in self.expert_tensors())
+
     def layer_params(self) -> int:
-        return sum(self.numel(t) for t in self.layer_tensors())
+        return sum(self.numel(t) for t in self.layer_tensors()) + self.num_experts * self.expert_params()
 
     def total_params(self) -> int:
         """Exact parameter count of the base model (as HF transformers instantiates it)."""

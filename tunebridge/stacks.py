@@ -52,7 +52,7 @@ STACKS: dict[str, Stack] = {s.name: s for s in (
     Stack("mindspeed-llm", dialect="mcore", weights="mcore", adapter="mcore", data="megatron", data_file="train",
           log="megatron", defaults=Defaults(True, "megatron", "micro-batch"),
           backend="tunebridge.backends.base:MindSpeedLLMBackend",
-          render="tunebridge.render.mindspeed_llm:render_recipe"),
+          render="tunebridge.render.mindspeed_llm:render_recipe", takes="tunebridge.families:mcore_problem"),
 )}
 STACK_NAMES = tuple(STACKS)
 RENDERABLE = tuple(name for name, s in STACKS.items() if s.render)

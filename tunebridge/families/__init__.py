@@ -82,6 +82,14 @@ def mindformers_problem(spec) -> str | None:
     return None if fam.mindformers else f"{spec.name}: {fam.mindformers_missing}"
 
 
+def mcore_problem(spec) -> str | None:
+    """Why tunebridge cannot take ``spec``'s model to megatron-core / MindSpeed-LLM, or None."""
+    if spec.num_experts:
+        return (f"{spec.name}: tunebridge has no megatron-core names for a mixture of experts yet: it neither "
+                f"converts, renders nor runs its {spec.num_experts} experts per layer for MindSpeed-LLM")
+    return None
+
+
 def mindformers_model(spec) -> MindFormersModel:
     """The MindFormers model of ``spec``'s family; a family MindFormers cannot run is refused, saying why."""
     if problem := mindformers_problem(spec):
