@@ -110,6 +110,23 @@ def _llama3_rope(key: str, flag: str) -> Key:
     return Key("rope_scaling", key, out=lambda rs: rs[key], reads=False, when=_llama3, flag=flag, args=False)
 
 
+# HF's ``attention_bias`` (Llama, Qwen3): one switch for the biases of q, k, v and o together.
+ATTENTION_BIAS = (
+    Key("qkv_bias", "attention_bias", default=False, into=bool),
+    Key("o_bias", "attention_bias", default=False, into=bool, writes=False),
+)
+
+
+def attention_bias_check(family: str) -> Callable:
+    """A family check: ``attention_bias`` cannot hold q/k/v biases without an o bias, or the reverse."""
+    def check(spec) -> str | None:
+        if spec.qkv_bias != spec.o_bias:
+            return (f"{family}'s attention_bias puts a bias on q, k, v and o together: qkv_bias and o_bias must be "
+                    f"equal")
+        return None
+    return check
+
+
 # transformers' config.json: the fields every family writes, in the order config.json lists them.
 HF_HEAD = (
     Key("vocab_size", "vocab_size"),

@@ -1,13 +1,7 @@
 """Llama (2, 3, 3.1) and Mistral-style configs: RMSNorm, SwiGLU, RoPE, optional GQA; HF's ``attention_bias``
 puts a bias on q, k, v and o together."""
 from . import Conversion, Converter, Family, MindFormersModel
-from .keys import MINDFORMERS_LLAMA, Key, const
-
-
-def _check(spec) -> str | None:
-    if spec.qkv_bias != spec.o_bias:
-        return "Llama's attention_bias puts a bias on q, k, v and o together: qkv_bias and o_bias must be equal"
-    return None
+from .keys import ATTENTION_BIAS, MINDFORMERS_LLAMA, attention_bias_check, const
 
 
 FAMILY = Family(
@@ -16,8 +10,7 @@ FAMILY = Family(
     hf_model_type="llama",
     hf_model_types_read=("llama", "mistral"),
     hf_keys=(
-        Key("qkv_bias", "attention_bias", default=False, into=bool),
-        Key("o_bias", "attention_bias", default=False, into=bool, writes=False),
+        *ATTENTION_BIAS,
         const("mlp_bias", False),
     ),
     template="llama2",   # the Llama-3 catalogue entries say llama3
@@ -26,5 +19,5 @@ FAMILY = Family(
                  "master": Conversion(Converter("convert_ckpt_v2.py", "llama2"),
                                       Converter("convert_ckpt_v2.py", "llama2"))},
     mindformers=MindFormersModel("LlamaConfig", "LlamaForCausalLM", MINDFORMERS_LLAMA),
-    check=_check,
+    check=attention_bias_check("Llama"),
 )

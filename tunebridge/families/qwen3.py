@@ -1,13 +1,7 @@
 """Qwen3 (dense): Llama-shaped with an RMSNorm over each head's queries and keys (q_norm, k_norm), a head size of its
 own (128, whatever the hidden size), and ``attention_bias`` on q, k, v and o together (off in every release)."""
 from . import Conversion, Converter, Family
-from .keys import Key
-
-
-def _check(spec) -> str | None:
-    if spec.qkv_bias != spec.o_bias:
-        return "Qwen3's attention_bias puts a bias on q, k, v and o together: qkv_bias and o_bias must be equal"
-    return None
+from .keys import ATTENTION_BIAS, attention_bias_check
 
 
 FAMILY = Family(
@@ -15,10 +9,7 @@ FAMILY = Family(
     hf_architecture="Qwen3ForCausalLM",
     hf_model_type="qwen3",
     hf_model_types_read=("qwen3",),
-    hf_keys=(
-        Key("qkv_bias", "attention_bias", default=False, into=bool),
-        Key("o_bias", "attention_bias", default=False, into=bool, writes=False),
-    ),
+    hf_keys=ATTENTION_BIAS,
     fixed={"qk_norm": True},
     # ChatML, as MindSpeed-LLM's qwen template writes it (its own qwen3 ReasoningTemplate, answers ending
     # '<|im_end|>\n', is not one of tunebridge's templates)
@@ -36,5 +27,5 @@ FAMILY = Family(
         "decoder.layers.N.self_attention.linear_qkv..., HF safetensors loaded by itself), not as the LlamaForCausalLM "
         "(.ckpt, pet_config) tunebridge renders and runs, which has no q/k norm; and that model does not run on "
         "MindSpore CPU (its training graph always builds FusedRMSNorm, whose RmsNorm op has no CPU kernel)"),
-    check=_check,
+    check=attention_bias_check("Qwen3"),
 )
