@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.data.encode import load_tokenizer
+from tunebridge.evaluation.tokens import load_eval_tokenizer
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.greedy import shared_prefix
 from tunebridge.evaluation.hf_scorer import HFScorer
@@ -105,7 +105,7 @@ def main() -> None:
     torch.manual_seed(0)
     spec = get_model("tiny-llama")
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config())).eval()
-    scorer = HFScorer(model, load_tokenizer(None), torch.device("cpu"))
+    scorer = HFScorer(model, load_eval_tokenizer(None), torch.device("cpu"))
     print(f"tiny-llama ({spec.total_params():,} parameters), {args.questions} C-Eval questions, CPU, "
           f"{args.threads} thread(s), batch {args.batch_size}; load average {os.getloadavg()[0]:.2f}")
     print(f"{'shots':>5} {'protocol':<10} {'batched q/s':>12} {'one-at-a-time q/s':>18} {'ratio':>7} "

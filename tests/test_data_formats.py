@@ -12,8 +12,9 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from tunebridge.bridge import call_mindspore
-from tunebridge.data.encode import EMBEDDED_TOKENIZER, IGNORE, alpaca_query, encode, load_tokenizer
+from tunebridge.data.encode import IGNORE, encode, user_turn
 from tunebridge.data.templates import TEMPLATES, get_template
+from tunebridge.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
 from tunebridge.data.writers import megatron_files, write_jsonl, write_megatron, write_mindrecord
 from tunebridge.errors import TunebridgeError
 from tunebridge.models import get_model
@@ -32,10 +33,10 @@ REFERENCE = {
               "request.\n\n### Instruction:\nWhat is 2 + 3?\n\n### Response:\n",
     "vicuna_v1.1": "A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                    "helpful, detailed, and polite answers to the user's questions. USER: What is 2 + 3? ASSISTANT: ",
-    "none": "What is 2 + 3?",
+    "empty": "What is 2 + 3?",
 }
-END = {"qwen": "<|im_end|>", "qwen_lf": "<|im_end|>", "chatml": "<|im_end|>", "llama3": "<|eot_id|>", "llama2": None,
-       "alpaca": None, "vicuna_v1.1": None, "none": None}
+STOP_WORD = {"qwen": "<|im_end|>", "qwen_lf": "<|im_end|>", "chatml": "<|im_end|>", "llama3": "<|eot_id|>",
+             "llama2": None, "alpaca": None, "vicuna_v1.1": None, "empty": None}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_template_strings_are_exact():
     assert sorted(TEMPLATES) == sorted(REFERENCE)
     for name, text in REFERENCE.items():
         assert get_template(name).prompt("What is 2 + 3?") == text, name
-        assert get_template(name).end == END[name]
+        assert get_template(name).end == STOP_WORD[name]
     assert get_template("llama3").prompt("Q", system="S") == (
         "<|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ"
         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -70,7 +71,7 @@ def test_embedded_tokenizer_is_512_ids_and_rebuilt_identically(tmp_path):
 
 
 def test_labels_mask_the_prompt_and_keep_answer_plus_end(tok):
-    s = encode(tok, get_template("qwen"), alpaca_query("Add the numbers.", "2 + 3"), "5")
+    s = encode(tok, get_template("qwen"), user_turn("Add the numbers.", "2 + 3"), "5")
     prompt = tok.encode(REFERENCE["qwen"].replace("What is 2 + 3?", "Add the numbers.\n2 + 3"),
                         add_special_tokens=False)
     answer = tok.encode("5", add_special_tokens=False) + [tok.convert_tokens_to_ids("<|im_end|>")]
@@ -79,23 +80,27 @@ def test_labels_mask_the_prompt_and_keep_answer_plus_end(tok):
     s = encode(tok, get_template("llama3"), "Q", "A")
     assert s.input_ids[0] == tok.bos_token_id and s.labels[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
     assert encode(tok, get_template("alpaca"), "Q", "A").labels[-1] == tok.eos_token_id
+    assert encode(tok, get_template("empty"), "Q", "A").input_ids == tok.encode("QA")  # no end token
+    assert user_turn("", "x") == "x" and user_turn("i", "") == "i" and user_turn("", "") == ""
 
 
-def _samples(tok, n: int = 40):
+def _samples(tok, seq: int, n: int = 40):
+    """Samples as MindSpeed-LLM keeps them (None: dropped at seq tokens or more)."""
     rng = np.random.default_rng(0)
     out = []
     for i in range(n):
         a, b = rng.integers(-999, 999, 2)
-        out.append(encode(tok, get_template("qwen"), f"计算 {a} + {b} 等于多少？" + " 请写出过程。" * int(i % 7 == 0) * 6,
-                          str(a + b)))
+        s = encode(tok, get_template("qwen"), f"计算 {a} + {b} 等于多少？" + " 请写出过程。" * int(i % 7 == 0) * 6,
+                   str(a + b), seq_length=seq)
+        out.append(s if len(s.input_ids) < seq else None)
     return out
 
 
 def test_megatron_indexed_files_read_back_by_megatron(tok, tmp_path):
-    samples = _samples(tok)
     seq = 100
+    samples = _samples(tok, seq)
     counts = write_megatron(tmp_path / "alpaca", samples, seq)
-    kept = [s for s in samples if len(s.input_ids) < seq]
+    kept = [s for s in samples if s is not None]
     assert counts.written == len(kept) and counts.too_long == len(samples) - len(kept) > 0
     assert all(p.exists() for p in megatron_files(tmp_path / "alpaca"))
     for key in ("input_ids", "attention_mask", "labels"):
@@ -104,11 +109,13 @@ def test_megatron_indexed_files_read_back_by_megatron(tok, tmp_path):
         for i, s in enumerate(kept):
             expected = {"input_ids": s.input_ids, "labels": s.labels, "attention_mask": [1] * len(s.input_ids)}[key]
             assert ds[i].dtype == np.int32 and ds[i].tolist() == expected
+        # one document per input record, a dropped one empty (MindSpeed-LLM's end_document per record)
+        assert ds.document_indices.tolist() == [0] + np.cumsum([s is not None for s in samples]).tolist()
 
 
 def test_mindrecord_read_back_by_mindspore_and_same_tokens_everywhere(ms_python, tok, tmp_path):
-    samples = _samples(tok)
     seq = 100
+    samples = _samples(tok, seq)
     write_megatron(tmp_path / "m", samples, seq)
     write_jsonl(tmp_path / "t.jsonl", samples, seq)
     counts = write_mindrecord(tmp_path / "d.mindrecord", samples, seq, tok.pad_token_id)
@@ -129,7 +136,7 @@ def test_mindrecord_read_back_by_mindspore_and_same_tokens_everywhere(ms_python,
 
 def test_nothing_to_write_is_an_error(tok, tmp_path):
     with pytest.raises(TunebridgeError, match="nothing to write"):
-        write_megatron(tmp_path / "x", _samples(tok), 5)
+        write_megatron(tmp_path / "x", [None] * 3, 5)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,20 +12,21 @@ from tunebridge.errors import TunebridgeError
 SEQ, PAD = 24, 0
 
 
-def samples(n: int = 60) -> list[Sample]:
+def samples(n: int = 60) -> list[Sample | None]:
+    """Random samples; None for a record whose sample was dropped (some at or over SEQ)."""
     rng = np.random.default_rng(1)
     out = []
     for _ in range(n):
-        length = int(rng.integers(2, SEQ + 6))  # some at or over SEQ: dropped
+        length = int(rng.integers(2, SEQ + 6))
         ids = rng.integers(0, 512, length).tolist()  # pad id 0 inside a sample too
         prompt = int(rng.integers(1, length))
-        out.append(Sample(ids, [IGNORE] * prompt + ids[prompt:]))
+        out.append(Sample(ids, [IGNORE] * prompt + ids[prompt:]) if length < SEQ else None)
     return out
 
 
 def test_chunks_read_back_row_for_row(ms_python, tmp_path):
     data = samples()
-    kept = [s for s in data if len(s.input_ids) < SEQ]
+    kept = [s for s in data if s is not None]
     counts = write_mindrecord(tmp_path / "d.mindrecord", iter(data), SEQ, PAD, chunk=7)  # 7 rows a frame
     assert (counts.written, counts.too_long) == (len(kept), len(data) - len(kept)) and len(kept) % 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mindrecord", "d.mindrecord.db"]
@@ -45,7 +46,7 @@ def test_failure_mid_stream_leaves_nothing(ms_python, tmp_path):
         write_mindrecord(tmp_path / "d.mindrecord", broken(), SEQ, PAD, chunk=4)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TunebridgeError, match="nothing to write"):
-        write_mindrecord(tmp_path / "e.mindrecord", iter(samples()[:5]), 1, PAD)
+        write_mindrecord(tmp_path / "e.mindrecord", iter([None] * 5), 1, PAD)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,4 @@
-"""Multi-turn conversations (MindSpeed-LLM's sharegpt handling) and MindFormers' vicuna label mask."""
+"""Multi-turn conversations (MindSpeed-LLM's sharegpt handling) and MindFormers' vicuna rows."""
 from __future__ import annotations
 
 import json
@@ -6,9 +6,11 @@ import json
 import pytest
 
 from tunebridge.cli import main
-from tunebridge.data.encode import IGNORE, encode, load_tokenizer
+from tunebridge.data import mindformers
+from tunebridge.data.encode import IGNORE, encode
 from tunebridge.data.readers import read_records
 from tunebridge.data.templates import get_template
+from tunebridge.data.tokenizer import load_tokenizer
 from tunebridge.errors import TunebridgeError
 
 SYSTEM = "Be brief."
@@ -83,8 +85,9 @@ def test_llama2_every_user_turn_has_its_bos_and_alpaca_its_separator(tok):
     s = encode(tok, get_template("alpaca"), "Q2", "A2", history=[("Q1", "A1")])
     assert tok.decode(s.input_ids).endswith("### Response:\nA1</s>\n\n### Instruction:\nQ2\n\n### Response:\nA2</s>")
     assert tok.decode([x for x in s.labels if x != IGNORE]) == "A1</s>A2</s>"
-    with pytest.raises(TunebridgeError, match="qwen_lf.*single-turn.*<\\|im_end\\|>"):
-        encode(tok, get_template("qwen_lf"), "Q2", "A2", history=[("Q1", "A1")])
+    s = encode(tok, get_template("qwen_lf"), "Q2", "A2", history=[("Q1", "A1")])  # LlamaFactory's: no separator
+    assert tok.decode(s.input_ids).endswith("assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n"
+                                            "<|im_start|>assistant\nA2<|im_end|>\n")
 
 
 def _conversations(tmp_path, *records) -> str:
@@ -120,7 +123,7 @@ def test_malformed_conversations_are_named(tmp_path, turns, message):
         list(read_records(_conversations(tmp_path, turns), "sharegpt"))
 
 
-# --- MindFormers' vicuna mask (llama_preprocess.py) --------------------------------------------------------
+# --- MindFormers' vicuna rows (llama_preprocess.py; tests/test_data_goldens.py holds its own output) -------
 
 
 def mindformers_reference(tokenize, bos: int, system: str, turns) -> tuple[list[int], list[int]]:
@@ -141,10 +144,9 @@ def mindformers_reference(tokenize, bos: int, system: str, turns) -> tuple[list[
     return ids, labels
 
 
-def test_mindformers_mask_on_the_embedded_tokenizer(tok):
-    vicuna = get_template("vicuna_v1.1")
+def test_mindformers_rows_on_the_embedded_tokenizer(tok):
     turns = [TURNS[0], TURNS[2]]
-    s = encode(tok, vicuna, *turns[1], system=SYSTEM, history=turns[:1], mask="mindformers")
+    s = mindformers.row(tok, turns, None, system=SYSTEM)
     assert s.input_ids == [2, 44, 79, 231, 76, 315, 79, 80, 24, 231, 63, 61, 47, 60, 36, 231, 43, 78, 78, 310, 272, 88,
                            78, 351, 24, 231, 43, 61, 61, 51, 61, 62, 43, 56, 62, 36, 362, 3, 63, 61, 47, 60, 36, 231,
                            43, 88, 78, 231, 87, 83, 88, 95, 93, 231, 89, 88, 79, 41, 231, 43, 61, 61, 51, 61, 62, 43,
@@ -156,55 +158,19 @@ def test_mindformers_mask_on_the_embedded_tokenizer(tok):
     assert tok.decode(s.input_ids[38:69]) == "USER: And minus one? ASSISTANT:"
     with_specials = lambda text: [tok.bos_token_id] + tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
     assert (s.input_ids, s.labels) == mindformers_reference(with_specials, tok.bos_token_id, SYSTEM, turns)
-    default = encode(tok, vicuna, *turns[0], system=SYSTEM)  # the default mask puts that space in the prompt
-    assert tok.decode([x for x in default.labels if x != IGNORE]) == "5</s>"
-    with pytest.raises(TunebridgeError, match="vicuna_v1.1 template, not for 'qwen'"):
-        encode(tok, get_template("qwen"), "Q", "A", mask="mindformers")
+    default = encode(tok, get_template("vicuna_v1.1"), *turns[0], system=SYSTEM)  # MindSpeed-LLM-style: the space
+    assert tok.decode([x for x in default.labels if x != IGNORE]) == "5</s>"     # goes with the prompt
 
 
-MF_TOKENIZE = """
-import json, sys
-import sentencepiece as spm
-from mindformers.models.llama.llama_tokenizer import LlamaTokenizer
-work, texts = sys.argv[1], json.loads(sys.stdin.read())
-with open(work + "/corpus.txt", "w") as f:
-    f.write("\\n".join(f"USER: add {a} and {b}. ASSISTANT: {a + b} is the sum of {a} and {b}."
-                      for a in range(40) for b in range(0, 40, 7)) + "\\n")
-# like llama's tokenizer.model: spaces kept as written (remove_extra_whitespaces false), a dummy prefix
-spm.SentencePieceTrainer.train(input=work + "/corpus.txt", model_prefix=work + "/sp", vocab_size=120,
-                               remove_extra_whitespaces=False, model_type="bpe", minloglevel=2, num_threads=1)
-tok = LlamaTokenizer(vocab_file=work + "/sp.model", add_bos_token=True, add_eos_token=True)  # as llama_preprocess.py
-print("@@" + json.dumps({"bos": tok.bos_token_id, "eos": tok.eos_token_id,
-                         "ids": {t: tok(t)["input_ids"] for t in texts},
-                         "pieces": {t: tok.convert_ids_to_tokens(tok(t)["input_ids"]) for t in texts}}))
-"""
-
-
-class TokenTable:
-    """MindFormers' LlamaTokenizer (sentencepiece, bos and eos added) answers, looked up for encode()."""
-
-    def __init__(self, table: dict):
-        self.bos_token_id, self.eos_token_id, self.ids = table["bos"], table["eos"], table["ids"]
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        ids = self.ids[text]
-        assert ids[0] == self.bos_token_id and ids[-1] == self.eos_token_id
-        return ids if add_special_tokens else ids[1:-1]
-
-
-def test_mindformers_mask_on_mindformers_llama_tokenizer(ms_python, tmp_path):
-    import subprocess
-    system, turns = "Be brief.", [("add 3 and 4.", "7 is the sum."), ("add 10 and 20.", "30.")]
-    instructions = [f"{system} USER: {turns[0][0]} ASSISTANT: ", f"USER: {turns[1][0]} ASSISTANT: "]
-    texts = instructions + [i + a for i, (_, a) in zip(instructions, turns)]
-    out = subprocess.run([str(ms_python), "-c", MF_TOKENIZE, str(tmp_path)], input=json.dumps(texts), text=True,
-                         capture_output=True, check=True, cwd=tmp_path).stdout
-    table = json.loads(next(line for line in out.splitlines() if line.startswith("@@"))[2:])
-    sp = TokenTable(table)
-    s = encode(sp, get_template("vicuna_v1.1"), *turns[1], system=system, history=turns[:1], mask="mindformers")
-    assert (s.input_ids, s.labels) == mindformers_reference(sp.encode, sp.bos_token_id, system, turns)
-    # the 3 MindFormers subtracts: bos, eos and the lone "▁" of the instruction's trailing space
-    assert table["pieces"][instructions[0]][-3:] == [":", "▁", "</s>"]
-    first_answer = next(i for i, x in enumerate(s.labels) if x != IGNORE)
-    pieces = table["pieces"][texts[2]]
-    assert pieces[first_answer - 1] == ":" and pieces[first_answer].startswith("▁")  # masked through "ASSISTANT:"
+def test_mindformers_rows_of_edge_cases(tok):
+    """An empty answer, a literal </s> and a too-long sample, as llama_preprocess.py treats them."""
+    empty = mindformers.row(tok, [("Q", "")], 256)
+    assert tok.decode(empty.input_ids).endswith("USER: Q ASSISTANT:</s>") and set(empty.labels) == {IGNORE}
+    split = mindformers.row(tok, [("Q", "a</s>b")], 256)  # two rounds, the second without an answer: all masked
+    assert tok.decode(split.input_ids).endswith("ASSISTANT: a</s>b</s>") and set(split.labels) == {IGNORE}
+    whole = mindformers.row(tok, [("Q", "long " * 40)], None)
+    cut = mindformers.row(tok, [("Q", "long " * 40)], 64)
+    assert len(whole.input_ids) > 64 and cut.input_ids == whole.input_ids[:64] and cut.labels == whole.labels[:64]
+    assert mindformers.alpaca_human_turn("Add.", "") == ("Below is an instruction that describes a task. Write a "
+                                                        "response that appropriately completes the request.\n\n"
+                                                        "### Instruction:\nAdd.\n\n### Response:")

@@ -33,7 +33,7 @@ def test_seed001_conversations_strip_sample_filter_prompts(tmp_path):
                         ("prefix", 120, 120, 0), ("suffix", 120, 120, 0)]
     assert s["written"] == {"torch/train": 120, "mindformers/train": 120, "mindspeed-llm/train": 120}
     first = json.loads((tmp_path / "seed001-math" / "torch" / "train.jsonl").read_text().splitlines()[0])
-    from tunebridge.data.encode import load_tokenizer
+    from tunebridge.data.tokenizer import load_tokenizer
     text = load_tokenizer().decode(first["input_ids"])
     assert "Please answer the following math problems:\n" in text and "\n###answer" in text
     assert "Below is an instruction" not in text and "### Instruction:" not in text
@@ -127,6 +127,17 @@ def test_malformed_json_line_names_file_and_line(tmp_path):
         list(read_records(tmp_path / "t.json", "alpaca"))
 
 
+def test_json_array_records_keep_their_lines(tmp_path):
+    rows = [{"instruction": f"q{i}", "output": "two\nlines" * (i % 3)} for i in range(40)]
+    (tmp_path / "a.json").write_bytes(("[\r\n" + ",\r\n\r\n".join(json.dumps(r, indent=1) for r in rows) + "]").encode())
+    records = list(read_records(tmp_path / "a.json", "alpaca"))
+    assert [r.prompt for r in records] == [f"q{i}" for i in range(40)]
+    assert [int(r.where.rsplit(":", 1)[1]) for r in records] == [2 + 5 * i for i in range(40)]  # 4 lines, a blank one
+    (tmp_path / "b.json").write_text('[\n{"instruction": "a", "output": "b"}\n\n{"instruction": "c", "output": "d"}]')
+    with pytest.raises(TunebridgeError, match=r"b.json:4: expected ',' or ']'"):
+        list(read_records(tmp_path / "b.json", "alpaca"))
+
+
 def test_missing_key_lists_available_keys(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"question": "1+1", "answer": "2"}\n')
     with pytest.raises(TunebridgeError, match=r"d.jsonl:1: missing key 'problem' \(the record has: question, answer\)"):
@@ -164,3 +175,26 @@ def test_data_convert_cli(tmp_path, capsys):
     assert main(["data", "convert", str(SAMPLES / "seed003_alpaca_zh.json"), str(tmp_path / "out2"), "--template",
                  "qwen", "--seq-length", "256", "--to", "jsonl", "--map-keys", "{bad"]) == 2
     assert "--map-keys: not JSON" in capsys.readouterr().err
+
+
+def test_map_keys_name_known_fields_and_history_pairs(tmp_path, capsys):
+    src = tmp_path / "a.jsonl"
+    src.write_text(json.dumps({"q": "Q", "a": "A", "h": [["q0", "a0"]], "s": "S"}) + "\n"
+                   + json.dumps({"q": "Q", "a": "A", "h": "not pairs"}) + "\n")
+    keys = {"prompt": "q", "response": "a", "history": "h", "system": "s"}
+    first = next(iter(read_records(src, "alpaca", keys)))
+    assert (first.history, first.system) == ((("q0", "a0"),), "S")
+    assert next(iter(read_records(src, "alpaca", {"prompt": "q", "response": "a"}))).history == ()  # not named
+    with pytest.raises(TunebridgeError, match=r"a.jsonl:2: 'h' should be a list of \[user, assistant\] text pairs"):
+        list(read_records(src, "alpaca", keys))
+    assert main(["data", "convert", str(src), str(tmp_path / "o"), "--template", "qwen", "--seq-length", "64",
+                 "--to", "jsonl", "--map-keys", '{"histroy": "h"}']) == 2
+    assert "unknown map_keys field 'histroy'; did you mean 'history'?" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    math = tmp_path / "m.jsonl"
+    math.write_text(json.dumps({"problem": "1+1", "solution": "2", "ctx": "c"}) + "\n")
+    with pytest.raises(TunebridgeError, match=r"map_keys field 'query' is not read from math records "
+                                              r"\(they take: prompt, response\)"):
+        list(read_records(math, "math", {"query": "ctx"}))  # it was ignored
+    with pytest.raises(TunebridgeError, match="sharegpt records take no map_keys"):
+        list(read_records(math, "sharegpt", {"prompt": "problem"}))

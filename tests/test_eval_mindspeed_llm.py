@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from tunebridge.cli import main
-from tunebridge.data.encode import load_tokenizer
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import protocol_mindspeed_llm as ms
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.runner import run_eval
+from tunebridge.evaluation.tokens import load_eval_tokenizer
 from tunebridge.evaluation.tokens import prompt_ids
 
 from .test_eval_multiple_choice import letter_id, preferring_model
@@ -58,7 +58,7 @@ def test_pandas_cells_reach_the_prompt_as_mindspeed_llm_reads_them():
 
 def _bos_tokenizer():
     from tokenizers.processors import TemplateProcessing
-    tok = load_tokenizer(None)
+    tok = load_eval_tokenizer(None)
     tok.backend_tokenizer.post_processor = TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.convert_tokens_to_ids("<s>"))])
     return tok
@@ -66,7 +66,7 @@ def _bos_tokenizer():
 
 def test_model_input_ids_with_and_without_the_chat_template():
     record = golden("chat_ids.json")
-    tokenizers = {"embedded": load_tokenizer(None), "embedded+bos": _bos_tokenizer()}
+    tokenizers = {"embedded": load_eval_tokenizer(None), "embedded+bos": _bos_tokenizer()}
     checked = 0
     for name, tok in tokenizers.items():
         tok.chat_template = record["chat_template"]
@@ -102,7 +102,7 @@ def test_cmmlu_batches_are_scored_whole_unlike_mindspeed_llm(tmp_path):
     (data / "test").mkdir(parents=True)
     (data / "test" / "agronomy.csv").write_text(",Question,A,B,C,D,Answer\n" + "".join(
         f"{i},第{i}题,甲,乙,丙,丁,B\n" for i in range(8)), encoding="utf-8")
-    tok = load_tokenizer(None)
+    tok = load_eval_tokenizer(None)
     scorer = HFScorer(preferring_model({letter_id(tok, "B"): 5.0}), tok, torch.device("cpu"))
     m = run_eval(scorer, "cmmlu", data, tmp_path / "o", batch_size=4, shots=0, progress=False)
     assert (m["protocol"], m["count"], m["correct"], m["micro_average"]) == ("mindspeed-llm", 8, 8, 1.0)
@@ -110,7 +110,7 @@ def test_cmmlu_batches_are_scored_whole_unlike_mindspeed_llm(tmp_path):
 
 
 def test_eval_run_defaults_to_the_mindspeed_llm_protocol(tmp_path, capsys):
-    tok = load_tokenizer(None)
+    tok = load_eval_tokenizer(None)
     model_dir = tmp_path / "model"
     model = preferring_model({letter_id(tok, "B"): 5.0})
     model.config.max_position_embeddings = 2048  # MMLU nutrition's 5-shot prompt has 1,074 tokens

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunebridge.data.encode import load_tokenizer
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.runner import run_eval
+from tunebridge.evaluation.tokens import load_eval_tokenizer
 from tunebridge.models import get_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -45,7 +45,7 @@ def preferring_model(ranking: dict[int, float]):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(None)
+    return load_eval_tokenizer(None)
 
 
 def letter_id(tokenizer, letter: str) -> int:

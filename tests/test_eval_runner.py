@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tunebridge.cli import main
-from tunebridge.data.encode import load_tokenizer
 from tunebridge.data.squad import write_squad_eval
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.runner import read_jsonl, run_eval
+from tunebridge.evaluation.tokens import load_eval_tokenizer
 
 from .test_eval_multiple_choice import FIXTURES, letter_id, preferring_model, random_model
 
@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(None)
+    return load_eval_tokenizer(None)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import pytest
 
 from tunebridge.cli import main
 from tunebridge.convert import convert
-from tunebridge.data.encode import load_tokenizer
 from tunebridge.data.squad import write_squad_eval
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.mcore_scorer import McoreScorer
 from tunebridge.evaluation.mindformers_scorer import MindFormersScorer
 from tunebridge.evaluation.runner import run_eval
+from tunebridge.evaluation.tokens import load_eval_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 SCORERS = ("hf", "mcore", "mindformers")
@@ -30,7 +30,7 @@ LOGLIK = [("Question: What is 2 + 3?\nAnswer:", x) for x in (" A", " B", " C", "
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(None)
+    return load_eval_tokenizer(None)
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM
 
 from tests.conftest import REPO, run_rendered
 from tunebridge.cli import main
-from tunebridge.data.encode import load_tokenizer
 from tunebridge.data.templates import get_template
+from tunebridge.data.tokenizer import load_tokenizer
 from tunebridge.formats import msckpt
 from tunebridge.logs import parse_log
 from tunebridge.logs.mindformers import emf1_results

@@ -110,6 +110,30 @@ def test_every_rendered_flag_is_accepted_as_intended(tmp_path, version, path):
     assert seen >= 4
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_prompt_types_are_the_versions_templates(version, tmp_path):
+    """Every template tunebridge renders as --prompt-type is one of the version's (preprocess_data.py and
+    posttrain_gpt.py); MindFormers' vicuna_v1.1 is not, and rendering it for MindSpeed-LLM is refused."""
+    from tunebridge.data.templates import TEMPLATES
+    from tunebridge.errors import TunebridgeError
+    rec = record(version)
+    choices = [set(parser(rec, entry)["--prompt-type"]["choices"]) for entry in ("preprocess_data.py",
+                                                                                 "posttrain_gpt.py")]
+    own = {name for name, t in TEMPLATES.items() if t.stack == "mindspeed-llm"}
+    assert all(own <= c for c in choices) and not any((set(TEMPLATES) - own) & c for c in choices)
+    recipe = tmp_path / "vicuna.yaml"
+    text = Path("recipes/tiny-demo-lora.yaml").read_text().replace("../", f"{Path.cwd()}/")
+    recipe.write_text(text.replace("template: qwen", "template: vicuna_v1.1"))
+    with pytest.raises(TunebridgeError, match="MindSpeed-LLM has no --prompt-type vicuna_v1.1"):
+        render(load_recipe(recipe), "mindspeed-llm", tmp_path / "out", version=version)
+
+
+def test_each_version_names_the_tokenizer_rules_of_its_transformers():
+    from tunebridge.data.tokenizer import TOKENIZER_RULES
+    assert sorted(VERSIONS.values()) == sorted(TOKENIZER_RULES)
+    assert VERSIONS == {"2.3.0": "transformers-4", "master": "transformers-5"}  # 4.57.1 and 5.2.0 pinned
+
+
 def test_records_name_their_sources():
     for version in VERSIONS:
         rec = record(version)

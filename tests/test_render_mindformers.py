@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tunebridge.bridge import call_mindspore
-from tunebridge.data.encode import load_tokenizer
+from tunebridge.data.tokenizer import load_tokenizer
 from tunebridge.errors import TunebridgeError
 from tunebridge.recipe import load_recipe
 from tunebridge.render import render, render_files

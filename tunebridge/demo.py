@@ -93,7 +93,7 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
 def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tuple[Path, bool]:
     """Run everything; returns the report directory and whether every parity check passed."""
     from .data.squad import write_squad_eval
-    from .data.encode import load_tokenizer
+    from .data.tokenizer import load_tokenizer
     from .evaluation.scores import retention_gate
     from .parity import LossTolerance, Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
     from .render import default_prompt_type

@@ -21,7 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from .accounting import BACKENDS, ParamReport, count, expand_targets, native_name
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
-from .data.encode import EMBEDDED_VOCAB
+from .data.tokenizer import EMBEDDED_VOCAB
 from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
@@ -165,7 +165,7 @@ class Recipe(_Strict):
     def load_tokenizer(self, override: str | Path | None = None) -> tuple[Path | None, Any]:
         """:meth:`tokenizer`'s directory and the tokenizer loaded from it, refused when it has more ids than
         the model's vocabulary (its ids would index past the embedding)."""
-        from .data.encode import load_tokenizer
+        from .data.tokenizer import load_tokenizer
         path = self.tokenizer(override)
         tok = load_tokenizer(path)
         if len(tok) > self.spec.vocab_size:

@@ -2,7 +2,7 @@
 
     inputs = RunInputs.make(recipe, ["torch", "mindformers"], weights, out / "inputs")
 
-- the recipe's data, prepared for each backend's format from the same tokenization (counts checked equal);
+- the recipe's data, prepared for each backend's format from the same samples (aligned; counts checked equal);
 - the global batch of every step (:func:`tunebridge.train.order.step_batches`), handed to each executor;
 - for LoRA, one PEFT adapter initialised from the recipe seed, converted to MindFormers' and mcore's layout,
   so that every backend starts from the same A (B is zero);
@@ -61,7 +61,7 @@ class RunInputs:
         from ..train.order import step_batches
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        report = prepare(recipe, backends, root / "data", force=True, progress=progress)
+        report = prepare(recipe, backends, root / "data", force=True, progress=progress, aligned=True)
         written = {b: report.written[f"{b}/train"] for b in backends}
         if len(set(written.values())) != 1:
             raise TunebridgeError(f"the backends' training files hold different sample counts {written}")
@@ -94,7 +94,7 @@ class RunInputs:
 
 
 def _pad_id(recipe) -> int:
-    from ..data.encode import pad_id
+    from ..data.tokenizer import pad_id
     return pad_id(recipe.load_tokenizer()[1])
 
 

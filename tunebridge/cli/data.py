@@ -7,13 +7,12 @@ from pathlib import Path
 from ..accounting import BACKENDS
 from ..atomic import atomic_dir, check_output, output_lock
 from ..backends.inputs import DATA_FILES
-from ..data.encode import MASKS
 from ..data.readers import RECORD_FORMATS, check_map_keys
-from ..data.templates import TEMPLATES
+from ..data.templates import PREPROCESS, TEMPLATES
+from ..data.tokenizer import TOKENIZER_RULES
 from ..errors import TunebridgeError
 from .args import json_object, positive_int
 from .tables import console, table
-
 
 
 def register(sub) -> None:
@@ -38,12 +37,17 @@ def register(sub) -> None:
                     help='JSON, e.g. {"prompt": "zh_instruction", "query": "zh_input", "response": "zh_output"}')
     cv.add_argument("--template", choices=tuple(TEMPLATES), required=True, help="prompt template")
     cv.add_argument("--tokenizer", help="HF tokenizer directory (default: the embedded one)")
-    cv.add_argument("--mask", choices=MASKS, default="tunebridge",
-                    help="label mask (mindformers: vicuna_v1.1 as MindFormers' llama_preprocess.py masks it)")
+    cv.add_argument("--preprocess", choices=PREPROCESS, default="per-stack",
+                    help="whose preprocessing makes the samples (per-stack: the template's stack, MindFormers' "
+                         "llama_preprocess.py for vicuna_v1.1, else MindSpeed-LLM's preprocess_data.py)")
+    cv.add_argument("--tokenizer-rules", choices=TOKENIZER_RULES, default="transformers-4",
+                    help="tokenize as MindSpeed-LLM's transformers does: 4.57.1 (MindSpeed-LLM 2.3.0) or 5.x (master)")
     cv.add_argument("--seq-length", type=positive_int, required=True,
-                    help="samples of this many tokens or more are dropped (and counted)")
+                    help="jsonl / megatron: samples of this many tokens or more are dropped and counted (qwen_lf: "
+                         "cut to seq-length - 1); mindrecord: rows of seq-length + 1 tokens, longer samples cut")
     cv.add_argument("--to", choices=tuple(DATA_FILES), required=True, help="output format")
-    cv.add_argument("--workers", type=positive_int, default=1, help="tokenizer processes")
+    cv.add_argument("--workers", type=positive_int, default=1,
+                    help="tokenizer processes (output is identical for any N)")
     cv.add_argument("--force", action="store_true", help="replace an existing output directory")
     cv.set_defaults(func=run_convert)
 
@@ -74,10 +78,8 @@ def run_prepare(args) -> int:
 def run_convert(args) -> int:
     from tqdm import tqdm
 
-    from ..data.encode import load_tokenizer, pad_id
-    from ..data.prepare import PrepareReport, tokenize_stream, write
+    from ..data.prepare import Encoding, PrepareReport, write, writer
     from ..data.readers import read_records
-    from ..data.templates import get_template
     if args.map_keys is not None:
         try:
             check_map_keys(args.map_keys, args.reader)
@@ -85,6 +87,8 @@ def run_convert(args) -> int:
             raise TunebridgeError(f"--map-keys: {e}") from None
     check_output(args.out, args.force)
     report = PrepareReport()
+    encoding = Encoding(template=args.template, seq_length=args.seq_length, tokenizer=args.tokenizer,
+                        preprocess=args.preprocess, tokenizer_rules=args.tokenizer_rules, record_format=args.reader)
 
     def counted(records):
         for r in records:
@@ -94,23 +98,21 @@ def run_convert(args) -> int:
     first = next(records, None)
     if first is None:
         raise TunebridgeError(f"{args.input}: no records")
-    tok = load_tokenizer(args.tokenizer)
     with tqdm(desc="convert", unit="record") as bar, atomic_dir(args.out, force=args.force) as tmp:
         records = counted(bar_iter(itertools.chain([first], records), bar))
-        samples = tokenize_stream(records, args.tokenizer, get_template(args.template), workers=args.workers,
-                                  mask=args.mask)
-        counts, files = write(args.to, tmp, Path(args.input).stem, samples, args.seq_length, pad_id(tok))
+        out = writer(args.to, tmp, Path(args.input).stem, encoding)
+        counts = write(records, encoding, {args.to: out}, args.workers)[args.to]
     report.train = report.read
     report.written[args.to], report.too_long[args.to] = counts.written, counts.too_long
     _summary(report)
-    for f in files:
+    for f in out.paths:
         print(f"wrote {Path(args.out) / f.name}")
     return 0
 
 
 def run_squad(args) -> int:
-    from ..data.encode import load_tokenizer
     from ..data.squad import write_squad_eval
+    from ..data.tokenizer import load_tokenizer
     check_output(args.out, args.force)
     info = write_squad_eval(args.input, args.out, load_tokenizer(args.tokenizer), args.seq_length, force=args.force,
                             mindrecord=not args.no_mindrecord)

@@ -178,11 +178,11 @@ def run_model(args) -> int:
 
     if str(args.model).endswith((".yaml", ".yml")):
         _from_recipe(args)
-    from ..data.encode import load_tokenizer
+    from ..evaluation.tokens import load_eval_tokenizer
     from ..evaluation.runner import run_eval
     torch.manual_seed(0)
     tokenizer_dir = _tokenizer_dir(args)
-    scorer, where = _scorer(args, load_tokenizer(tokenizer_dir))
+    scorer, where = _scorer(args, load_eval_tokenizer(tokenizer_dir))
     metrics = run_eval(scorer, args.task, args.data, args.out, protocol=args.protocol, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, limit=args.limit, shots=args.shots, force=args.force,
                        progress=not args.no_progress, template=args.template, chat_template=args.chat_template,

@@ -1,31 +1,27 @@
-"""Tokenize instruction samples with a template: token ids plus labels (-100 where not supervised).
+"""Records to token ids and labels (-100 where not supervised) as MindSpeed-LLM's preprocess_data.py makes them
+(its LlamaFactory-style handlers, AlpacaStyleInstructionHandler and SharegptStyleInstructionHandler).
 
-Two label masks:
-
-- ``tunebridge`` (default, every template): MindSpeed-LLM's. Prompt, system and every user turn -100; every
-  assistant turn (its text + the template's end token) supervised.
-- ``mindformers`` (vicuna_v1.1 only): MindFormers' llama_preprocess.py. The sample is bos + one piece per round
-  ``"{system} USER: {q} ASSISTANT: {a}"`` tokenized as a whole + eos; in each round the first
-  len(tokens of ``"... ASSISTANT: "``) - 1 tokens are -100, the rest supervised. MindFormers writes that count as
-  ``len(tokenizer(instruction)) - 3`` for a sentencepiece LlamaTokenizer that adds bos and eos: the 3 are bos,
-  eos and the lone "▁" that the instruction's trailing space becomes when it is tokenized alone, a space that
-  joins the answer's first piece ("▁5") inside the round. Byte-level BPE tokenizers split the same way (" " alone,
-  " 5" in the round), so the same rule masks exactly "... ASSISTANT:" there too, and the space before the answer
-  is supervised: ids and labels differ from the default mask, which puts that space in the prompt.
+- The user turn of an Alpaca record is its instruction and input joined by "\\n", each only if not empty; the
+  record's ``system`` and ``history`` are used only when ``--map-keys`` names them; an empty system (an empty
+  ShareGPT system turn too) means the template's default.
+- Turn 0 is prefix + system + user slots, every later user turn separator + user slots, every assistant turn the
+  assistant slots (content + the end token); each text slot is tokenized on its own. Prompt tokens are -100,
+  every assistant turn is supervised.
+- Lengths: the turns are cut to seq_length as the template class cuts them (Template: each pair shares what is
+  left in proportion to its parts; LFDefaultTemplate, qwen_lf: seq_length - 1 with LlamaFactory's rule), then
+  a sample of seq_length tokens or more is dropped. So every over-long sample is dropped, except with qwen_lf,
+  whose samples are cut to seq_length - 1 and kept.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from ..errors import TunebridgeError
-from .templates import Template
+from .templates import BOS, EOS, Template, fill, first_user_slots, later_user_slots
 
 IGNORE = -100
-EMBEDDED_TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
-EMBEDDED_VOCAB = 512  # the embedded tokenizer's ids: the tiny models' vocabulary
-MASKS = ("tunebridge", "mindformers")
+Turns = list[tuple[list[int], list[int]]]
 
 
 @dataclass(frozen=True)
@@ -35,89 +31,92 @@ class Sample:
     labels: list[int]
 
 
-def load_tokenizer(path: str | Path | None = None):
-    """An HF tokenizer directory (tokenizer.json or sentencepiece), or the embedded one when ``path`` is None."""
-    from transformers import AutoTokenizer
-    where = Path(path) if path else EMBEDDED_TOKENIZER
-    try:
-        return AutoTokenizer.from_pretrained(str(where), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise TunebridgeError(f"{where}: not a tokenizer directory ({e})") from None
+def user_turn(prompt: str, query: str = "") -> str:
+    """MindSpeed-LLM's user turn for an Alpaca record: the non-empty of instruction and input, joined by "\\n"."""
+    return "\n".join(part for part in (prompt, query) if part)
 
 
-def pad_id(tokenizer) -> int:
-    """The id batches are padded with: pad, else eos."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise TunebridgeError("the tokenizer has neither a pad nor an eos token to pad batches with")
-    return pad
+def encode_turns(tokenizer, template: Template, turns: Sequence[tuple[str, str]], system: str | None,
+                 memo: dict | None = None) -> Turns:
+    """(prompt ids, answer ids) of each (user, assistant) turn, not cut. ``memo`` keeps the ids of texts seen
+    before (a template's system block recurs in every sample)."""
+    messages = []
+    for i, (query, answer) in enumerate(turns):
+        messages.append(first_user_slots(template, query, system) if i == 0 else later_user_slots(template, query))
+        messages.append(fill(template.assistant, answer))
+    texts = iter(_encode_texts(tokenizer, [s for m in messages for s in m if s and s not in (BOS, EOS)], memo))
+    marks = {BOS: [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
+             EOS: [end_id(tokenizer, template)] if any(EOS in m for m in messages) else []}
+    ids = [[x for s in m if s for x in (marks[s] if s in marks else next(texts))] for m in messages]
+    return list(zip(ids[::2], ids[1::2]))
 
 
-def alpaca_query(instruction: str, query: str = "") -> str:
-    """MindSpeed-LLM's user turn for Alpaca records: instruction, then the input on its own line if any."""
-    return f"{instruction}\n{query}" if query else instruction
+def _encode_texts(tokenizer, texts: list[str], memo: dict | None) -> list[list[int]]:
+    if memo is None:
+        return tokenizer.encode_many(texts)
+    if len(memo) > 4096:
+        memo.clear()
+    missing = [t for t in dict.fromkeys(texts) if t not in memo]
+    memo.update(zip(missing, tokenizer.encode_many(missing)))
+    return [memo[t] for t in texts]
 
 
-def encode(tokenizer, template: Template, query: str, response: str, system: str | None = None,
-           history: Sequence[tuple[str, str]] = (), mask: str = "tunebridge") -> Sample:
-    """One sample: the (user, assistant) turns of ``history``, then ``query`` / ``response``."""
-    turns = [*history, (query, response)]
-    if mask == "mindformers":
-        return _mindformers_vicuna(tokenizer, template, turns, system)
-    if mask != "tunebridge":
-        raise TunebridgeError(f"unknown label mask {mask!r} (known: {', '.join(MASKS)})")
-    if len(turns) > 1 and template.single_turn_only:
-        raise TunebridgeError(f"template {template.name!r} encodes single-turn samples only: "
-                              f"{template.single_turn_only}")
-    end = _end_id(tokenizer, template)
-    ids: list[int] = []
-    labels: list[int] = []
-    for i, (q, a) in enumerate(turns):
-        source = _first_prompt(tokenizer, template, q, system) if i == 0 else _later_prompt(tokenizer, template, q)
-        answer = _text_ids(tokenizer, a) + [end]
-        ids += source + answer
-        labels += [IGNORE] * len(source) + answer
-    return Sample(ids, labels)
-
-
-def _text_ids(tokenizer, text: str) -> list[int]:
-    return tokenizer.encode(text, add_special_tokens=False) if text else []
-
-
-def _end_id(tokenizer, template: Template) -> int:
+def end_id(tokenizer, template: Template) -> int:
+    """The answers' end token: the template's stop word, which replaces eos, else the tokenizer's eos."""
     end = tokenizer.convert_tokens_to_ids(template.end) if template.end else tokenizer.eos_token_id
     if end is None or (template.end and end == tokenizer.unk_token_id):
         raise TunebridgeError(f"the tokenizer has no {template.end or 'eos'} token, which template "
-                              f"{template.name!r} ends answers with")
+                              f"{template.name!r} ends answers with (MindSpeed-LLM would add it as a new id beyond "
+                              f"the model's vocabulary)")
     return end
 
 
-def _first_prompt(tokenizer, template: Template, query: str, system: str | None) -> list[int]:
-    prompt = tokenizer.encode(template.prompt(query, system), add_special_tokens=False)
-    if template.bos_prefix and tokenizer.bos_token_id is not None:
-        prompt = [tokenizer.bos_token_id] + prompt
-    return prompt
+def cut(turns: Turns, template: Template, seq_length: int) -> Turns:
+    """The turns as the template class cuts them to seq_length (LlamaFactory's _make_pairs)."""
+    limit = seq_length - 1 if template.truncation == "lf" else seq_length
+    share = _lf_share if template.truncation == "lf" else _pair_share
+    out: Turns = []
+    total = 0
+    for source, target in turns:
+        if total >= limit:
+            break
+        keep_source, keep_target = share(len(source), len(target), limit - total)
+        source, target = source[:keep_source], target[:keep_target]
+        total += len(source) + len(target)
+        out.append((source, target))
+    return out
 
 
-def _later_prompt(tokenizer, template: Template, query: str) -> list[int]:
-    separator, user = template.later_user_turn(query)
-    bos = [tokenizer.bos_token_id] if template.bos_every_user and tokenizer.bos_token_id is not None else []
-    return _text_ids(tokenizer, separator) + bos + _text_ids(tokenizer, user)
+def _pair_share(source: int, target: int, room: int) -> tuple[int, int]:
+    """Template: the answer gets its proportional share of the room (at least one token), the prompt the rest."""
+    target_room = max(int(room * (target / (source + target))) if source + target else 0, 1)
+    return room - min(target_room, target), target_room
 
 
-def _mindformers_vicuna(tokenizer, template: Template, turns: list[tuple[str, str]], system: str | None) -> Sample:
-    if template.name != "vicuna_v1.1":
-        raise TunebridgeError(f"mask 'mindformers' is MindFormers' llama_preprocess.py rule for the vicuna_v1.1 "
-                              f"template, not for {template.name!r}")
-    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
-        raise TunebridgeError("mask 'mindformers' needs a tokenizer with bos and eos tokens")
-    system = template.default_system if system is None else system
-    ids, labels = [tokenizer.bos_token_id], [IGNORE]
-    for i, (q, a) in enumerate(turns):
-        instruction = (template.system.format(content=system) if i == 0 and system else "") + template.user.format(
-            content=q)
-        round_ids = tokenizer.encode(instruction + a, add_special_tokens=False) + [tokenizer.eos_token_id]
-        masked = max(len(tokenizer.encode(instruction, add_special_tokens=False)) - 1, 0)
-        ids += round_ids
-        labels += [IGNORE] * masked + round_ids[masked:]
+def _lf_share(source: int, target: int, room: int) -> tuple[int, int]:
+    """LFDefaultTemplate: cut the prompt if the answer is short, the answer if the prompt is, else both."""
+    if target * 2 < room:
+        target_room = room
+    elif source * 2 < room:
+        target_room = room - source
+    else:
+        target_room = int(room * (target / (source + target)))
+    kept_target = min(target_room, target)
+    return min(max(room - kept_target, 0), source), kept_target
+
+
+def flatten(turns: Turns) -> Sample:
+    ids: list[int] = []
+    labels: list[int] = []
+    for source, target in turns:
+        ids += source + target
+        labels += [IGNORE] * len(source) + target
     return Sample(ids, labels)
+
+
+def encode(tokenizer, template: Template, query: str, response: str, system: str | None = None,
+           history: Sequence[tuple[str, str]] = (), seq_length: int | None = None) -> Sample:
+    """One sample: the (user, assistant) turns of ``history``, then ``query`` / ``response``; cut to
+    ``seq_length`` as the template cuts (the sample may still be seq_length long: MindSpeed-LLM drops those)."""
+    turns = encode_turns(tokenizer, template, [*history, (query, response)], system)
+    return flatten(cut(turns, template, seq_length) if seq_length else turns)

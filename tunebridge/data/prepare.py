@@ -1,24 +1,75 @@
-"""From records to each backend's training files: transforms, template, tokenizer, writer, with counts."""
+"""From records to each backend's training files: transforms, the stacks' preprocessing, writers, with counts.
+
+Which stack's preprocessing makes the samples (``preprocess``):
+
+- ``per-stack`` (default): the samples of the stack whose template it is. MindSpeed-LLM's preprocess_data.py
+  (encode.py) for its templates, in every format; MindFormers' alpaca_converter.py + llama_preprocess.py
+  (mindformers.py) for vicuna_v1.1, the only template its converter writes and one MindSpeed-LLM does not have.
+- ``mindspeed-llm`` / ``mindformers``: that stack's samples in every format.
+
+Lengths follow the format's stack: Megatron and JSONL drop samples of seq_length tokens or more (MindSpeed-LLM),
+MindRecord rows hold seq_length + 1 tokens and longer samples are cut (MindFormers). ``aligned`` (training runs
+that compare the stacks) gives MindRecord the drop rule too, so that every format holds the same samples.
+
+Records are encoded in chunks, by worker processes when ``workers`` > 1; a worker returns each format's
+:class:`Rows`, so the main process only reads records and writes bytes. The output is the same for any number of
+workers.
+"""
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from itertools import islice
-from typing import Iterable, Iterator
+from pathlib import Path
+from typing import Iterable
 
 from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
-from .encode import Sample, alpaca_query, encode, load_tokenizer, pad_id
+from . import mindformers
+from .encode import Sample, cut, encode_turns, flatten, user_turn
 from .readers import Record, read_records
-from .templates import Template, get_template
+from .templates import PREPROCESS, TEMPLATES, get_template, preprocessing_stack
+from .tokenizer import TOKENIZER_RULES, load_tokenizer, row_pad_id
 from .transforms import TransformReport, apply, split
-from .writers import write_jsonl, write_megatron, write_mindrecord
+from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteCounts
 
 OUTPUTS = {"torch": "jsonl", "mindspeed-llm": "megatron", "mindformers": "mindrecord"}
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How records become samples."""
+    template: str
+    seq_length: int
+    tokenizer: str | None = None            # a tokenizer directory; None: the embedded one
+    system: str | None = None               # replaces the template's default system prompt
+    preprocess: str = "per-stack"
+    tokenizer_rules: str = "transformers-4"  # the transformers MindSpeed-LLM pins (2.3.0: 4.57.1; master: 5.2.0)
+    record_format: str = "alpaca"
+    aligned: bool = False
+
+    def __post_init__(self):
+        template = get_template(self.template)
+        if self.preprocess not in PREPROCESS:
+            raise TunebridgeError(f"unknown preprocess {self.preprocess!r} (known: {', '.join(PREPROCESS)})")
+        if self.tokenizer_rules not in TOKENIZER_RULES:
+            raise TunebridgeError(f"unknown tokenizer rules {self.tokenizer_rules!r} "
+                                  f"(known: {', '.join(TOKENIZER_RULES)})")
+        if self.preprocess == "mindformers" and template.stack != "mindformers":
+            own = ", ".join(t.name for t in TEMPLATES.values() if t.stack == "mindformers")
+            raise TunebridgeError(f"preprocess 'mindformers' is MindFormers' llama_preprocess.py, which writes "
+                                  f"{own} conversations, not template {self.template!r}")
+
+    @property
+    def stack(self) -> str:
+        """The stack whose preprocessing makes the samples."""
+        return preprocessing_stack(get_template(self.template), self.preprocess)
+
+    def load_tokenizer(self):
+        return load_tokenizer(self.tokenizer, "mindformers" if self.stack == "mindformers" else self.tokenizer_rules)
 
 
 @dataclass
@@ -35,73 +86,137 @@ class PrepareReport:
         return asdict(self)
 
 
-# worker state: each process loads the tokenizer once
+class _Encoder:
+    """Records to each requested format's samples: one encoding, fitted to each format's length rule."""
+
+    def __init__(self, encoding: Encoding, kinds: tuple[str, ...]):
+        self.encoding, self.kinds = encoding, kinds
+        self.template = get_template(encoding.template)
+        self.tokenizer = encoding.load_tokenizer()
+        self.memo: dict = {}
+
+    def chunk(self, items: list[tuple]) -> list[Rows]:
+        per_kind: list[list[Sample | None]] = [[] for _ in self.kinds]
+        for item in items:
+            try:
+                turns = self._turns(item)
+                for samples, kind in zip(per_kind, self.kinds):
+                    samples.append(self._fit(kind, turns))
+            except TunebridgeError as e:
+                raise TunebridgeError(f"{item[-1]}: {e}") from None
+        return [Rows.of(s) for s in per_kind]
+
+    def _turns(self, item: tuple) -> list:
+        """MindFormers: the conversation's (user, assistant) texts; MindSpeed-LLM: each turn's ids, not cut."""
+        prompt, query, response, system, history, _ = item
+        e = self.encoding
+        if e.stack == "mindformers":
+            if e.record_format == "alpaca":
+                return [(mindformers.alpaca_human_turn(prompt, query), response)]
+            return [*history, (user_turn(prompt, query), response)]
+        return encode_turns(self.tokenizer, self.template, [*history, (user_turn(prompt, query), response)],
+                            system or e.system, self.memo)
+
+    def _fit(self, kind: str, turns: list) -> Sample | None:
+        e = self.encoding
+        keep_long = kind == "mindrecord" and not e.aligned  # MindFormers' rows: cut to seq_length + 1, kept
+        if e.stack == "mindformers":
+            sample = mindformers.row(self.tokenizer, turns, e.seq_length + 1 if keep_long else None, e.system)
+        elif keep_long:
+            whole = flatten(turns)
+            sample = Sample(whole.input_ids[:e.seq_length + 1], whole.labels[:e.seq_length + 1])
+        else:
+            sample = flatten(cut(turns, self.template, e.seq_length))
+        return sample if keep_long or len(sample.input_ids) < e.seq_length else None
+
+
 _WORKER: dict = {}
 
 
-def _init_worker(tokenizer: str | None, template: str, system: str | None, mask: str) -> None:
-    _WORKER.update(tok=load_tokenizer(tokenizer), template=get_template(template), system=system, mask=mask)
+def _init_worker(encoding: Encoding, kinds: tuple[str, ...]) -> None:
+    _WORKER["encoder"] = _Encoder(encoding, kinds)
 
 
-def _encode_chunk(chunk: list[tuple[str, str, str | None, tuple, str]]) -> list[Sample]:
-    tok, template, mask = _WORKER["tok"], _WORKER["template"], _WORKER["mask"]
-    out = []
-    for q, a, s, history, where in chunk:
-        try:
-            out.append(encode(tok, template, q, a, s if s is not None else _WORKER["system"], history, mask))
-        except TunebridgeError as e:
-            raise TunebridgeError(f"{where}: {e}") from None
-    return out
+def _encode_chunk(items: list[tuple]) -> list[Rows]:
+    return _WORKER["encoder"].chunk(items)
 
 
-def tokenize_stream(records: Iterable[Record], tokenizer: str | None, template: Template, system: str | None = None,
-                    workers: int = 1, chunk: int = 512, mask: str = "tunebridge") -> Iterator[Sample]:
-    """Samples in record order, whatever the number of worker processes; records are consumed lazily."""
-    items = ((alpaca_query(r.prompt, r.query), r.response, r.system, r.history, r.where) for r in records)
+def _item(r: Record) -> tuple:
+    return r.prompt, r.query, r.response, r.system, r.history, r.where
+
+
+def encode_records(records: Iterable[Record], encoding: Encoding, kinds: tuple[str, ...], workers: int = 1,
+                   chunk: int = 256) -> Iterable[list[Rows]]:
+    """Each chunk of records as one :class:`Rows` per format in ``kinds``, in record order, for any ``workers``."""
+    items = map(_item, records)
     chunks = iter(lambda: list(islice(items, chunk)), [])
     if workers <= 1:
-        _init_worker(tokenizer, template.name, system, mask)
-        for part in map(_encode_chunk, chunks):
-            yield from part
+        encoder = _Encoder(encoding, kinds)
+        yield from map(encoder.chunk, chunks)
         return
-    with mp.get_context("spawn").Pool(workers, _init_worker, (tokenizer, template.name, system, mask)) as pool:
-        for part in pool.imap(_encode_chunk, chunks):
-            yield from part
+    with mp.get_context("spawn").Pool(workers, _init_worker, (encoding, kinds)) as pool:
+        yield from pool.imap(_encode_chunk, chunks)
 
 
-def tokenize(records: list[Record], tokenizer: str | None, template: Template, system: str | None = None,
-             workers: int = 1, progress: bool = True, mask: str = "tunebridge") -> list[Sample]:
-    samples = tokenize_stream(tqdm(records, desc="tokenize", unit="sample", disable=not progress, leave=False),
-                              tokenizer, template, system, workers, mask=mask)
-    return list(samples)
-
-
-def write(kind: str, out: Path, name: str, samples: Iterable[Sample], seq_length: int, pad_id: int) -> tuple:
+def writer(kind: str, out: Path, name: str, encoding: Encoding):
+    """The writer of format ``kind`` for file set ``name`` in ``out``."""
     if kind == "jsonl":
-        path = out / f"{name}.jsonl"
-        return write_jsonl(path, samples, seq_length), [path]
+        return JsonlWriter(out / f"{name}.jsonl", encoding.seq_length)
     if kind == "megatron":
-        from .writers import megatron_files
-        return write_megatron(out / name, samples, seq_length), megatron_files(out / name)
+        return MegatronWriter(out / name, encoding.seq_length)
     if kind == "mindrecord":
-        path = out / f"{name}.mindrecord"
-        return write_mindrecord(path, samples, seq_length, pad_id), [path, Path(f"{path}.db")]
+        pad = row_pad_id(encoding.load_tokenizer())
+        return MindRecordWriter(out / f"{name}.mindrecord", encoding.seq_length, pad)
     raise TunebridgeError(f"unknown output {kind!r} (jsonl, megatron, mindrecord)")
 
 
-def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, workers: int = 1,
-            progress: bool = True, tokenizer: str | None = None) -> PrepareReport:
-    """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json;
-    ``tokenizer`` overrides the recipe's (:meth:`tunebridge.recipe.Recipe.tokenizer`)."""
+def write(records: Iterable[Record], encoding: Encoding, writers: dict[str, object], workers: int = 1
+          ) -> dict[str, WriteCounts]:
+    """``records`` through every writer (by format), from one encoding; on failure no file is left behind."""
+    kinds = tuple(writers)
+    batches = encode_records(records, encoding, kinds, workers)
+    try:
+        for rows in batches:
+            for kind, r in zip(kinds, rows):
+                writers[kind].add(r)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    counts: dict[str, WriteCounts] = {}
+    try:
+        for kind, w in writers.items():
+            counts[kind] = w.close()
+    except BaseException:
+        for kind, w in writers.items():
+            if kind not in counts:
+                w.abort()
+        raise
+    return counts
+
+
+def recipe_encoding(recipe, aligned: bool = False, tokenizer: str | None = None) -> Encoding:
+    """How the recipe's data is encoded; ``tokenizer`` overrides the recipe's
+    (:meth:`tunebridge.recipe.Recipe.load_tokenizer`, which refuses one with more ids than the model)."""
     from ..render import default_prompt_type
+    d = recipe.data
+    path, _ = recipe.load_tokenizer(tokenizer)
+    return Encoding(template=d.template or default_prompt_type(recipe), seq_length=recipe.train.seq_length,
+                    tokenizer=str(path) if path else None, system=d.system,
+                    preprocess=d.preprocess, tokenizer_rules=d.tokenizer_rules, record_format=d.train.format,
+                    aligned=aligned)
+
+
+def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, workers: int = 1,
+            progress: bool = True, aligned: bool = False, tokenizer: str | None = None) -> PrepareReport:
+    """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json;
+    ``tokenizer`` overrides the recipe's (:func:`recipe_encoding`)."""
     d = recipe.data
     if d is None or d.train is None:
         raise TunebridgeError(f"{recipe.source}: the recipe has no data.train section")
-    base = recipe.source.parent if recipe.source else Path(".")
-    path = base / d.train.path
-    tokenizer_path, tok = recipe.load_tokenizer(tokenizer)
-    tokenizer = str(tokenizer_path) if tokenizer_path else None
+    encoding = recipe_encoding(recipe, aligned, tokenizer)
     report = PrepareReport()
+    path = recipe.path(d.train.path)
     records = list(read_records(path, d.train.format, d.train.map_keys))
     if not records:
         raise TunebridgeError(f"{path}: no records")
@@ -109,20 +224,19 @@ def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, w
     records, report.transforms = apply(records, d.transforms, recipe.train.seed)
     train, val = split(records, d.validation_split, recipe.train.seed)
     report.train, report.validation = len(train), len(val)
-    template = get_template(d.template or default_prompt_type(recipe))
-    pad = pad_id(tok)
-    mask = d.mask
-    sets = {"train": tokenize(train, tokenizer, template, d.system, workers, progress=progress, mask=mask)}
-    if val:
-        sets["validation"] = tokenize(val, tokenizer, template, d.system, workers, progress=progress, mask=mask)
     with atomic_dir(out, force=force) as tmp:
-        for backend in backends:
-            kind = OUTPUTS[backend]
-            (tmp / backend).mkdir()
-            for name, samples in sets.items():
-                counts, files = write(kind, tmp / backend, name, samples, recipe.train.seq_length, pad)
-                report.written[f"{backend}/{name}"] = counts.written
-                report.too_long[f"{backend}/{name}"] = counts.too_long
-                report.files[f"{backend}/{name}"] = [str(Path(out) / backend / f.name) for f in files]
+        for name, part in (("train", train), ("validation", val)):
+            if not part:
+                continue
+            for backend in backends:
+                (tmp / backend).mkdir(exist_ok=True)
+            writers = {OUTPUTS[b]: writer(OUTPUTS[b], tmp / b, name, encoding) for b in backends}
+            with tqdm(part, desc=f"encode {name}", unit="record", disable=not progress, leave=False) as bar:
+                counts = write(bar, encoding, writers, workers)
+            for backend in backends:
+                kind = OUTPUTS[backend]
+                key = f"{backend}/{name}"
+                report.written[key], report.too_long[key] = counts[kind].written, counts[kind].too_long
+                report.files[key] = [str(Path(out) / backend / p.name) for p in writers[kind].paths]
         (tmp / "summary.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
     return report

@@ -1,7 +1,8 @@
 """Read instruction data (JSON array, JSONL, CSV, Parquet) into records, keeping where each came from.
 
 Record formats: ``alpaca`` (instruction/input/output, or any keys through ``map_keys`` as MindSpeed-LLM's
-``--map-keys`` names them: prompt/query/response/system), ``math`` (problem/solution), ``sharegpt``
+``--map-keys`` names them: prompt/query/response, and system and history, which are read only when named, as
+MindSpeed-LLM reads them; history is a list of [user, assistant] pairs), ``math`` (problem/solution), ``sharegpt``
 (``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}]}``, MindFormers' converter output) and
 ``mc`` (question,A,B,C,D,answer: C-Eval / MMLU / CMMLU rows).
 
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import TunebridgeError
+from ..errors import TunebridgeError, unknown
 
 RECORD_FORMATS = ("alpaca", "math", "sharegpt", "mc")
-ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output", "system": "system"}
+ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output"}
+MAP_KEYS = ("prompt", "query", "response", "system", "history")
+MAP_FIELDS = {"alpaca": MAP_KEYS, "math": ("prompt", "response")}  # the fields each record format reads
 
 
 @dataclass
@@ -102,8 +105,9 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
         if pos >= len(text) or text[pos] != "[":
             raise TunebridgeError(f"{path}:1: expected a JSON array of records (use .jsonl for one per line)")
         pos = _skip(text, pos + 1)
+        line, counted = 1, 0  # the line of offset `counted`; counting on from there keeps the reading linear
         while pos < len(text) and text[pos] != "]":
-            line = text.count("\n", 0, pos) + 1
+            line, counted = line + text.count("\n", counted, pos), pos
             try:
                 row, pos = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as e:
@@ -115,7 +119,7 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
             if pos < len(text) and text[pos] == ",":
                 pos = _skip(text, pos + 1)
             elif pos < len(text) and text[pos] != "]":
-                raise TunebridgeError(f"{path}:{text.count(chr(10), 0, pos) + 1}: expected ',' or ']'")
+                raise TunebridgeError(f"{path}:{line + text.count(chr(10), counted, pos)}: expected ',' or ']'")
         if pos >= len(text):
             raise TunebridgeError(f"{path}: the JSON array is not closed (truncated file?)")
     yield from _decode_guard(path, gen)
@@ -147,15 +151,6 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
             yield f"{path}:row {n}", row
 
 
-def check_map_keys(map_keys: dict, fmt: str) -> None:
-    """Refuse a ``map_keys`` that names a part the record format does not have (it would be ignored)."""
-    known = {"alpaca": tuple(ALPACA_KEYS), "math": ("prompt", "response")}.get(fmt, ())
-    unknown = [k for k in map_keys if k not in known]
-    if unknown:
-        raise TunebridgeError(f"{unknown[0]!r} is not a part of a {fmt} record" +
-                              (f" (map_keys takes: {', '.join(known)})" if known else " (it takes no map_keys)"))
-
-
 def _get(row: dict, key: str, where: str, required: bool = True) -> str:
     if key not in row or row[key] is None:
         if not required:
@@ -174,7 +169,9 @@ def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None =
         keys = {**ALPACA_KEYS, **(map_keys or {})}
         return Record(prompt=_get(row, keys["prompt"], where), query=_get(row, keys["query"], where, False),
                       response=_get(row, keys["response"], where),
-                      system=_get(row, keys["system"], where, False) or None, fields=row, where=where)
+                      system=_get(row, keys["system"], where, False) if "system" in keys else None,
+                      history=_history(row, keys["history"], where) if "history" in keys else (), fields=row,
+                      where=where)
     if fmt == "math":
         keys = {"prompt": "problem", "response": "solution", **(map_keys or {})}
         return Record(prompt=_get(row, keys["prompt"], where), response=_get(row, keys["response"], where),
@@ -186,6 +183,16 @@ def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None =
         options = "\n".join(f"{c}. {_get(row, c, where)}" for c in "ABCD")
         return Record(prompt=f"{question}\n{options}", response=_get(row, "answer", where), fields=row, where=where)
     raise TunebridgeError(f"unknown record format {fmt!r} (known: {', '.join(RECORD_FORMATS)})")
+
+
+def _history(row: dict, key: str, where: str) -> tuple[tuple[str, str], ...]:
+    value = row.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+                                              for p in value):
+        raise TunebridgeError(f"{where}: {key!r} should be a list of [user, assistant] text pairs")
+    return tuple((q, a) for q, a in value)
 
 
 def _sharegpt(row: dict, where: str) -> Record:
@@ -216,6 +223,23 @@ def _turn_text(turn, i: int, where: str) -> str:
     return turn["value"]
 
 
+def check_map_keys(map_keys: dict | None, fmt: str) -> None:
+    """MindSpeed-LLM's --map-keys names only these fields, each to a key of the records, and only the fields the
+    record format reads (one it does not read would be ignored)."""
+    fields = MAP_FIELDS.get(fmt, ())
+    for name, key in (map_keys or {}).items():
+        if not fields:
+            raise TunebridgeError(f"{fmt} records take no map_keys")
+        if name not in MAP_KEYS:
+            raise TunebridgeError(unknown("map_keys field", name, fields))
+        if name not in fields:
+            raise TunebridgeError(f"map_keys field {name!r} is not read from {fmt} records "
+                                  f"(they take: {', '.join(fields)})")
+        if not isinstance(key, str):
+            raise TunebridgeError(f"map_keys: {name!r} should name a record key, found {key!r}")
+
+
 def read_records(path: str | Path, fmt: str, map_keys: dict[str, str] | None = None) -> Iterator[Record]:
+    check_map_keys(map_keys, fmt)
     for where, row in rows(path):
         yield to_record(fmt, row, where, map_keys)

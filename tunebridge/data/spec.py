@@ -5,6 +5,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .readers import MAP_KEYS
+from .templates import PREPROCESS
+from .tokenizer import TOKENIZER_RULES
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -13,7 +17,8 @@ class _Strict(BaseModel):
 class DataSource(_Strict):
     path: str                                   # relative to the recipe file
     format: Literal["alpaca", "math", "sharegpt", "mc"] = "alpaca"
-    map_keys: dict[str, str] | None = None      # MindSpeed-LLM's --map-keys: prompt/query/response/system -> keys
+    # MindSpeed-LLM's --map-keys: these fields -> record keys (system and history are read only when named)
+    map_keys: dict[Literal[MAP_KEYS], str] | None = None
 
 
 class DataSpec(_Strict):
@@ -23,4 +28,7 @@ class DataSpec(_Strict):
     system: str | None = None                   # overrides the template's default system prompt
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
-    mask: Literal["tunebridge", "mindformers"] = "tunebridge"  # label mask; mindformers: llama_preprocess.py's (vicuna_v1.1)
+    # whose preprocessing makes the samples (tunebridge.data.prepare): the template's stack, or the one named
+    preprocess: Literal[PREPROCESS] = "per-stack"
+    # MindSpeed-LLM's tokenizer (tunebridge.data.tokenizer): each version's in render.mindspeed_llm.VERSIONS
+    tokenizer_rules: Literal[TOKENIZER_RULES] = "transformers-4"

@@ -15,7 +15,7 @@ import numpy as np
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
 from ..evaluation.protocol_mindformers_squad import PROMPT, prompt_ids
-from .encode import pad_id
+from .tokenizer import pad_id
 
 
 def squad_eval_items(path: str | Path) -> list[dict]:

@@ -1,77 +1,97 @@
-"""Prompt templates, with exactly the strings of MindSpeed-LLM's configs/finetune/templates.json (v2.3.0) and
+"""Prompt templates as MindSpeed-LLM's configs/finetune/templates.json (v2.3.0 and master) writes them, plus
 MindFormers' vicuna_v1.1 conversation.
 
-A single-turn sample is encoded as MindSpeed-LLM encodes it: the prompt is prefix + system + user turn
-(every token labelled -100), the answer is the response followed by the template's end token (the stop word
-when the template replaces eos, else the tokenizer's eos), all supervised.
-
-A conversation is encoded as MindSpeed-LLM's SharegptStyleInstructionHandler encodes it (its Template._encode):
-turn 0 is that prompt, every later user turn is the template's separator then the user slot (for llama2 with its
-own bos: Llama2Template's user slot starts with one), every assistant turn is the answer + end token. User and
-system tokens are -100, every assistant turn is supervised.
+A template is a list of slots per part of a conversation, as in templates.json: text (``{content}`` is the turn's
+text), and BOS / EOS for the tokenizer's bos and eos ids. MindSpeed-LLM tokenizes every text slot on its own,
+which matters for sentencepiece tokenizers (each text gets its own "▁" prefix), and so does tunebridge.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..errors import TunebridgeError, unknown
+
+PREPROCESS = ("per-stack", "mindspeed-llm", "mindformers")  # whose preprocessing makes the samples
+BOS, EOS = "<<bos>>", "<<eos>>"  # slot markers: the tokenizer's bos id / eos id (after the stop word replaces eos)
+CONTENT = "{content}"
+Slots = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Template:
     name: str
-    user: str                      # "{content}" is the user turn
-    system: str = "{content}"      # how a system prompt is written
+    user: Slots
+    assistant: Slots = (CONTENT, EOS)
+    system: Slots = (CONTENT,)
+    prefix: Slots = ()                 # before the first turn (llama3: bos)
+    separator: Slots = ()              # before every user turn but the first
     default_system: str = ""
-    bos_prefix: bool = False       # the tokenizer's bos before everything (llama3, llama2)
-    end: str | None = None         # the answer's end token; None: the tokenizer's eos
-    system_in_user: bool = False   # llama2: the system block goes inside the first [INST]
-    separator: str = ""            # before every user turn but the first (MindSpeed-LLM's format_separator)
-    bos_every_user: bool = False   # llama2: every user turn starts with bos, not only the first
-    single_turn_only: str = ""     # why conversations of several turns are refused, if they are
+    end: str | None = None             # the stop word that replaces eos (templates.json replace_eos, stop_words[0])
+    system_in_user: bool = False       # Llama2Template: the system block goes inside the first user slot
+    truncation: Literal["pairs", "lf"] = "pairs"  # Template._make_pairs, or LFDefaultTemplate's (qwen_lf)
+    stack: Literal["mindspeed-llm", "mindformers"] = "mindspeed-llm"  # whose template: a --prompt-type, or MindFormers'
+
+    @property
+    def bos_first(self) -> bool:
+        """The first turn starts with the tokenizer's bos (llama3's prefix, llama2's user slot)."""
+        return (self.prefix or self.user)[:1] == (BOS,)
 
     def prompt(self, query: str, system: str | None = None) -> str:
-        """The prompt text (without the bos token, which is added as an id)."""
-        system = self.default_system if system is None else system
-        if self.system_in_user:
-            content = (self.system.format(content=system) if system else "") + query
-            return self.user.format(content=content)
-        head = self.system.format(content=system) if system else ""
-        return head + self.user.format(content=query)
+        """The first turn's prompt as text, bos/eos markers left out (for reading, not for encoding)."""
+        return "".join(s for s in first_user_slots(self, query, system) if s not in (BOS, EOS))
 
-    def later_user_turn(self, query: str) -> tuple[str, str]:
-        """(separator, user slot) of a user turn after the first; MindSpeed-LLM tokenizes the two apart."""
-        return self.separator, self.user.format(content=query)
 
+def fill(slots: Slots, content: str) -> list[str]:
+    return [s.replace(CONTENT, content, 1) for s in slots]
+
+
+def first_user_slots(template: Template, query: str, system: str | None) -> list[str]:
+    """Prefix, system and user slots of turn 0; ``system`` empty or None means the template's default."""
+    system = system or template.default_system
+    if template.system_in_user:
+        block = fill(template.system, system)[0] if system else ""
+        return [*template.prefix, *fill(template.user, block + query)]
+    return [*template.prefix, *(fill(template.system, system) if system else []), *fill(template.user, query)]
+
+
+def later_user_slots(template: Template, query: str) -> list[str]:
+    return [*template.separator, *fill(template.user, query)]
+
+
+_CHATML_USER = ("<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",)
+_CHATML_SYSTEM = ("<|im_start|>system\n{content}<|im_end|>\n",)
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
-    Template("qwen", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
-             system="<|im_start|>system\n{content}<|im_end|>\n", default_system="You are a helpful assistant.",
-             end="<|im_end|>", separator="\n"),
-    Template("qwen_lf", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
-             system="<|im_start|>system\n{content}<|im_end|>\n",
-             default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.", end="<|im_end|>",
-             single_turn_only="MindSpeed-LLM's qwen_lf (an LFDefaultTemplate) ends every answer with '<|im_end|>\\n' "
-                              "and has no separator; tunebridge's qwen_lf answer ends at '<|im_end|>'"),
-    Template("chatml", user="<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n",
-             system="<|im_start|>system\n{content}<|im_end|>\n", end="<|im_end|>", separator="\n"),
-    Template("llama3", user="<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
-                            "<|start_header_id|>assistant<|end_header_id|>\n\n",
-             system="<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>", bos_prefix=True,
+    Template("qwen", user=_CHATML_USER, system=_CHATML_SYSTEM, separator=("\n",),
+             default_system="You are a helpful assistant.", end="<|im_end|>"),
+    # an LFDefaultTemplate: its answers end with "<|im_end|>\n"; it never writes templates.json's separator
+    Template("qwen_lf", user=_CHATML_USER, system=_CHATML_SYSTEM, assistant=("{content}<|im_end|>\n",),
+             end="<|im_end|>", truncation="lf",
+             default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
+    Template("chatml", user=_CHATML_USER, system=_CHATML_SYSTEM, separator=("\n",), end="<|im_end|>"),
+    Template("llama3", user=("<|start_header_id|>user<|end_header_id|>\n\n{content}<|eot_id|>"
+                             "<|start_header_id|>assistant<|end_header_id|>\n\n",),
+             system=("<|start_header_id|>system<|end_header_id|>\n\n{content}<|eot_id|>",), prefix=(BOS,),
              end="<|eot_id|>"),
-    Template("llama2", user="[INST] {content} [/INST]", system="<<SYS>>\n{content}\n<</SYS>>\n\n", bos_prefix=True,
-             system_in_user=True, bos_every_user=True),
-    Template("alpaca", user="### Instruction:\n{content}\n\n### Response:\n",
+    Template("llama2", user=(BOS, "[INST] {content} [/INST]"), system=("<<SYS>>\n{content}\n<</SYS>>\n\n",),
+             system_in_user=True),
+    Template("alpaca", user=("### Instruction:\n{content}\n\n### Response:\n",), separator=("\n\n",),
              default_system="Below is an instruction that describes a task. Write a response that appropriately "
-                            "completes the request.\n\n", separator="\n\n"),
-    # MindFormers' Alpaca converter (llama_preprocess.py): FastChat's vicuna_v1.1,
-    # "{system} USER: {q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>". Its own label mask is
-    # encode.py's mask="mindformers"; by default the prompt is masked exactly, as for every other template.
-    Template("vicuna_v1.1", user="USER: {content} ASSISTANT: ",
-             system="{content} ", default_system="A chat between a curious user and an artificial intelligence "
-             "assistant. The assistant gives helpful, detailed, and polite answers to the user's questions."),
-    Template("none", user="{content}"),
+                            "completes the request.\n\n"),
+    Template("empty", user=(CONTENT,), assistant=(CONTENT,)),
+    # MindFormers' llama_preprocess.py conversation (FastChat's vicuna_v1.1), for tunebridge's MindSpeed-LLM-style
+    # encoding; preprocess "mindformers" encodes it as llama_preprocess.py does (mindformers.py).
+    Template("vicuna_v1.1", user=("USER: {content} ASSISTANT: ",), system=("{content} ",), stack="mindformers",
+             default_system="A chat between a curious user and an artificial intelligence assistant. The assistant "
+                            "gives helpful, detailed, and polite answers to the user's questions."),
 )}
+
+
+def preprocessing_stack(template: Template, preprocess: str) -> str:
+    """The stack whose preprocessing makes the samples: the one ``preprocess`` names, or for "per-stack" the
+    template's own (tunebridge.data.prepare)."""
+    return template.stack if preprocess == "per-stack" else preprocess
 
 
 def get_template(name: str) -> Template:

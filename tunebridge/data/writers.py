@@ -1,5 +1,9 @@
 """Each stack's tokenized format: Megatron indexed files (MindSpeed-LLM), MindRecord (MindFormers), JSONL (torch).
-All three are written as the samples come, in memory flat in the number of samples."""
+
+Writers take :class:`Rows`, the samples of a run of records with one entry per record (a dropped record has
+size -1), so that the per-sample work happens where the samples are made (in the worker processes) and a writer
+only moves bytes. All three write as the rows come, in memory flat in the number of samples.
+"""
 from __future__ import annotations
 
 import json
@@ -14,7 +18,6 @@ from typing import Iterable
 
 import numpy as np
 
-from ..atomic import atomic_file
 from ..errors import TunebridgeError
 from .encode import IGNORE, Sample
 
@@ -29,31 +32,83 @@ class WriteCounts:
     too_long: int = 0
 
 
+@dataclass
+class Rows:
+    """Samples of consecutive records: sizes[i] tokens for record i (-1: dropped), ids and labels concatenated."""
+    sizes: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+
+    @classmethod
+    def of(cls, samples: Iterable[Sample | None]) -> "Rows":
+        sizes, ids, labels = [], [], []
+        for s in samples:
+            sizes.append(-1 if s is None else len(s.input_ids))
+            if s is not None:
+                ids += s.input_ids
+                labels += s.labels
+        return cls(*(np.array(x, dtype=np.int32) for x in (sizes, ids, labels)))
+
+    def kept(self) -> np.ndarray:
+        return self.sizes[self.sizes >= 0]
+
+    def samples(self) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        at = 0
+        for n in self.kept():
+            yield self.ids[at:at + n], self.labels[at:at + n]
+            at += n
+
+
 def megatron_files(prefix: str | Path) -> list[Path]:
     prefix = Path(prefix)
     return [prefix.with_name(f"{prefix.name}_packed_{k}_document.{ext}") for k in MEGATRON_KEYS
             for ext in ("bin", "idx")]
 
 
-class MegatronWriter:
-    """Megatron indexed files written sample by sample: rows go to the .bin files as they come, the .idx
-    files (sizes, pointers, document index) at :meth:`close`. Memory holds one int per sample."""
+class _Writer:
+    """Counts, and the contract: add rows, then close (or abort: nothing is left behind)."""
+    paths: list[Path]
 
-    def __init__(self, prefix: str | Path, seq_length: int):
-        self.paths = megatron_files(prefix)
+    def __init__(self, seq_length: int):
         self.seq_length = seq_length
         self.counts = WriteCounts()
+
+    def add(self, rows: Rows) -> None:
+        kept = rows.kept()
+        self.counts.written += len(kept)
+        self.counts.too_long += len(rows.sizes) - len(kept)
+        self._write(rows)
+
+    def _write(self, rows: Rows) -> None:
+        raise NotImplementedError
+
+    def _nothing(self) -> TunebridgeError:
+        self.abort()
+        return TunebridgeError(f"no sample is shorter than seq_length {self.seq_length}: nothing to write")
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+class MegatronWriter(_Writer):
+    """``<prefix>_packed_{input_ids,attention_mask,labels}_document.{bin,idx}`` as MindSpeed-LLM's instruction
+    handlers write them: int32, attention mask all ones, one document per input record (a dropped record is an
+    empty document). Rows go to the .bin files as they come, the .idx files are written at :meth:`close`."""
+
+    def __init__(self, prefix: str | Path, seq_length: int):
+        super().__init__(seq_length)
+        self.paths = megatron_files(prefix)
         self._sizes = array("i")
+        self._documents = array("q", [0])
         self._bins = [open(p, "wb") for p in self.paths[::2]]
 
-    def add(self, s: Sample) -> None:
-        if len(s.input_ids) >= self.seq_length:
-            self.counts.too_long += 1
-            return
-        for f, row in zip(self._bins, (s.input_ids, [1] * len(s.input_ids), s.labels)):
-            f.write(np.asarray(row, dtype=np.int32).tobytes())
-        self._sizes.append(len(s.input_ids))
-        self.counts.written += 1
+    def _write(self, rows: Rows) -> None:
+        kept = rows.kept()
+        self._bins[0].write(rows.ids.tobytes())
+        self._bins[1].write(np.ones(len(rows.ids), dtype=np.int32).tobytes())
+        self._bins[2].write(rows.labels.tobytes())
+        self._documents.extend((len(self._sizes) + np.cumsum(rows.sizes >= 0)).tolist())
+        self._sizes.extend(kept.tolist())
 
     def abort(self) -> None:
         for f in self._bins:
@@ -65,58 +120,53 @@ class MegatronWriter:
         for f in self._bins:
             f.close()
         if not self._sizes:
-            self.abort()
-            raise TunebridgeError(f"no sample is shorter than seq_length {self.seq_length}: nothing to write")
+            raise self._nothing()
         sizes = np.frombuffer(self._sizes, dtype=np.int32)
         pointers = np.concatenate([[0], np.cumsum(sizes[:-1].astype(np.int64) * 4)]).astype(np.int64)
-        n = len(sizes)
-        header = _IDX_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", _INT32_CODE) + struct.pack("<QQ", n, n + 1)
+        header = _IDX_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", _INT32_CODE) + \
+            struct.pack("<QQ", len(sizes), len(self._documents))
         for idx_path in self.paths[1::2]:
             with open(idx_path, "wb") as f:
-                f.write(header + sizes.tobytes() + pointers.tobytes() + np.arange(n + 1, dtype=np.int64).tobytes())
+                f.write(header + sizes.tobytes() + pointers.tobytes() + np.frombuffer(self._documents, np.int64).tobytes())
         return self.counts
 
 
-def write_megatron(prefix: str | Path, samples: Iterable[Sample], seq_length: int) -> WriteCounts:
-    """``<prefix>_packed_{input_ids,attention_mask,labels}_document.{bin,idx}`` as MindSpeed-LLM's instruction
-    handler writes them (int32, one document per sample, attention mask all ones); samples of seq_length
-    tokens or more are dropped and counted. On failure no file is left behind."""
-    writer = MegatronWriter(prefix, seq_length)
-    try:
-        for s in samples:
-            writer.add(s)
-    except BaseException:
-        writer.abort()
-        raise
-    return writer.close()
+class JsonlWriter(_Writer):
+    """Tokenized JSONL for the torch backend: one ``{"input_ids", "labels"}`` line per kept sample."""
+
+    def __init__(self, path: str | Path, seq_length: int):
+        super().__init__(seq_length)
+        self.paths = [Path(path)]
+        self._f = open(path, "w", encoding="utf-8")
+
+    def _write(self, rows: Rows) -> None:
+        self._f.write("".join(json.dumps({"input_ids": ids.tolist(), "labels": labels.tolist()}) + "\n"
+                              for ids, labels in rows.samples()))
+
+    def abort(self) -> None:
+        self._f.close()
+        self.paths[0].unlink(missing_ok=True)
+
+    def close(self) -> WriteCounts:
+        self._f.close()
+        if not self.counts.written:
+            raise self._nothing()
+        return self.counts
 
 
-def write_jsonl(path: str | Path, samples: Iterable[Sample], seq_length: int) -> WriteCounts:
-    """Tokenized JSONL for the torch backend (same drop rule as the Megatron files)."""
-    counts = WriteCounts()
-    with atomic_file(path, encoding="utf-8") as f:
-        for s in samples:
-            if len(s.input_ids) >= seq_length:
-                counts.too_long += 1
-                continue
-            f.write(json.dumps({"input_ids": s.input_ids, "labels": s.labels}) + "\n")
-            counts.written += 1
-        if not counts.written:
-            raise TunebridgeError(f"no sample is shorter than seq_length {seq_length}: nothing to write")
-    return counts
-
-
-class MindRecordWriter:
+class MindRecordWriter(_Writer):
     """A MindRecord file written by one long-lived MindSpore process (``tunebridge.ms.mindrecord stream``):
-    rows of seq_length + 1 are buffered ``chunk`` at a time and piped to it, which passes each chunk to
-    ``FileWriter.write_raw_data``. Memory here holds one chunk; the file appears only at :meth:`close`."""
+    rows of seq_length + 1 (padded with ``pad_id``, labels -100 there) are buffered ``chunk`` at a time and
+    piped to it, which passes each chunk to ``FileWriter.write_raw_data``. Memory here holds one chunk; the file
+    appears only at :meth:`close`."""
 
     def __init__(self, path: str | Path, seq_length: int, pad_id: int, chunk: int = 1024):
         from ..bridge import mindspore_python
         from ..ms.mindrecord import FRAME
+        super().__init__(seq_length)
         self.path = Path(path).resolve()
-        self.seq_length, self.pad_id, self._frame = seq_length, pad_id, FRAME
-        self.counts = WriteCounts()
+        self.paths = [self.path, Path(f"{self.path}.db")]
+        self.pad_id, self._frame = pad_id, FRAME
         self._block = np.empty((2, chunk, seq_length + 1), dtype=np.int32)
         self._n = 0
         self._done = False
@@ -128,18 +178,17 @@ class MindRecordWriter:
                                        str(self.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._stderr, env=env, cwd=self._scratch.name)
 
-    def add(self, s: Sample) -> None:
-        n = len(s.input_ids)
-        if n >= self.seq_length:
-            self.counts.too_long += 1
-            return
-        ids, labels = self._block[0, self._n], self._block[1, self._n]
-        ids[:n], ids[n:] = s.input_ids, self.pad_id
-        labels[:n], labels[n:] = s.labels, IGNORE
-        self._n += 1
-        self.counts.written += 1
-        if self._n == self._block.shape[1]:
-            self._flush()
+    def _write(self, rows: Rows) -> None:
+        width = self._block.shape[2]
+        for ids, labels in rows.samples():
+            if len(ids) > width:
+                raise ValueError(f"a MindRecord row holds {width} tokens, not {len(ids)}")
+            row_ids, row_labels = self._block[0, self._n], self._block[1, self._n]
+            row_ids[:len(ids)], row_ids[len(ids):] = ids, self.pad_id
+            row_labels[:len(ids)], row_labels[len(ids):] = labels, IGNORE
+            self._n += 1
+            if self._n == self._block.shape[1]:
+                self._flush()
 
     def _flush(self) -> None:
         if self._n:
@@ -181,13 +230,12 @@ class MindRecordWriter:
         if not self._done:
             try:
                 self._finish()
-            except RuntimeError:
+            except (RuntimeError, TunebridgeError):  # the error that made us abort is the one to report
                 pass
 
     def close(self) -> WriteCounts:
         if not self.counts.written:
-            self.abort()
-            raise TunebridgeError(f"no sample is shorter than seq_length {self.seq_length}: nothing to write")
+            raise self._nothing()
         self._flush()
         self._send(self._frame.pack(0, 0))
         result = self._finish()
@@ -196,16 +244,28 @@ class MindRecordWriter:
         return self.counts
 
 
-def write_mindrecord(path: str | Path, samples: Iterable[Sample], seq_length: int, pad_id: int,
-                     chunk: int = 1024) -> WriteCounts:
-    """A MindRecord file (columns input_ids, labels: MindFormers' instruction rows of seq_length + 1 ids padded
-    with pad_id, labels -100 on the padding) written by MindSpore in its own environment, streamed in chunks of
-    ``chunk`` rows: memory is flat in the number of samples. On failure no file is left behind."""
-    writer = MindRecordWriter(path, seq_length, pad_id, chunk)
+def write_all(writer: _Writer, rows: Iterable[Rows]) -> WriteCounts:
+    """Every batch of rows into ``writer``; on failure no file is left behind."""
     try:
-        for s in samples:
-            writer.add(s)
+        for r in rows:
+            writer.add(r)
     except BaseException:
         writer.abort()
         raise
     return writer.close()
+
+
+def write_megatron(prefix: str | Path, samples: Iterable[Sample | None], seq_length: int) -> WriteCounts:
+    """Samples (None: a record whose sample was dropped) into Megatron indexed files."""
+    return write_all(MegatronWriter(prefix, seq_length), [Rows.of(samples)])
+
+
+def write_jsonl(path: str | Path, samples: Iterable[Sample | None], seq_length: int) -> WriteCounts:
+    return write_all(JsonlWriter(path, seq_length), [Rows.of(samples)])
+
+
+def write_mindrecord(path: str | Path, samples: Iterable[Sample | None], seq_length: int, pad_id: int,
+                     chunk: int = 1024) -> WriteCounts:
+    """Rows of seq_length + 1 in a MindRecord file (columns input_ids, labels), written by MindSpore in its own
+    environment, streamed in chunks of ``chunk`` rows."""
+    return write_all(MindRecordWriter(path, seq_length, pad_id, chunk), [Rows.of(samples)])

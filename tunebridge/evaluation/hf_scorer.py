@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 
 from ..errors import TunebridgeError
-from ..data.encode import pad_id
+from ..data.tokenizer import pad_id
 from . import shared_prefix
 from .greedy import length_buckets, loglik_plan, sum_by_pair, worth_sharing
 from .tokens import encoded_pairs
@@ -65,9 +65,9 @@ class HFScorer:
     def from_dir(cls, model_dir: str | Path, adapter: str | Path | None = None, tokenizer=None,
                  dtype: str = "fp32") -> "HFScorer":
         from ..backends.pytorch import detect_device
-        from ..data.encode import load_tokenizer
+        from .tokens import load_eval_tokenizer
         device = detect_device()
-        return cls(load_hf_model(model_dir, adapter, dtype, device), tokenizer or load_tokenizer(None), device)
+        return cls(load_hf_model(model_dir, adapter, dtype, device), tokenizer or load_eval_tokenizer(None), device)
 
     def _check_length(self, n: int, what: str) -> None:
         check_length(self.max_positions, n, what)

@@ -142,10 +142,10 @@ class McoreScorer(TokenScorer):
 
     def __init__(self, mcore_dir: str | Path, tokenizer=None, adapter: str | Path | None = None,
                  batch_size: int = 8, timeout_s: float = 1800.0):
-        from ..data.encode import load_tokenizer
+        from .tokens import load_eval_tokenizer
         self.checkpoint = McoreCheckpoint.open(mcore_dir, adapter)
         self.timeout_s = timeout_s
-        super().__init__(tokenizer or load_tokenizer(None), self.checkpoint.spec.max_position_embeddings, batch_size)
+        super().__init__(tokenizer or load_eval_tokenizer(None), self.checkpoint.spec.max_position_embeddings, batch_size)
 
     def _run(self, fn, *args):
         from ..megatron import launch

@@ -29,7 +29,7 @@ class MindFormersScorer(TokenScorer):
 
     def __init__(self, ckpt_dir_or_file: str | Path, tokenizer=None, spec: ModelSpec | None = None,
                  batch_size: int = 8, timeout_s: float | None = None):
-        from ..data.encode import load_tokenizer
+        from .tokens import load_eval_tokenizer
         self.ckpt = find_ckpt(ckpt_dir_or_file).resolve()
         if spec is None:
             config = self.ckpt.parent / "config.json"
@@ -42,7 +42,7 @@ class MindFormersScorer(TokenScorer):
                 raise TunebridgeError(str(e)) from None
         self.spec = spec
         self.timeout_s = timeout_s
-        super().__init__(tokenizer or load_tokenizer(None), spec.max_position_embeddings, batch_size)
+        super().__init__(tokenizer or load_eval_tokenizer(None), spec.max_position_embeddings, batch_size)
 
     def _call(self, function: str, **kwargs):
         from ..bridge import call_mindspore

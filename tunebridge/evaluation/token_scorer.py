@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
-from ..data.encode import pad_id
+from ..data.tokenizer import pad_id
 from .tokens import Prompt, check_length, encoded_pairs, prompt_ids, stop_ids
 
 

@@ -1,6 +1,7 @@
-"""Token-level facts every scorer shares: the stop ids and the model's position limit."""
+"""Token-level facts every scorer shares: the tokenizer, the stop ids and the model's position limit."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence, Union
 
 from ..errors import TunebridgeError
@@ -8,6 +9,21 @@ from ..errors import TunebridgeError
 # What a scorer is asked to continue: text (encoded as the tokenizer does by default, a bos when it adds one)
 # or token ids used as they are (a protocol that tokenizes itself, e.g. through a chat template).
 Prompt = Union[str, Sequence[int]]
+
+
+def load_eval_tokenizer(path: str | Path | None = None):
+    """transformers' tokenizer of a directory (the embedded one when None), for evaluation: MindSpeed-LLM's
+    evaluation.py encodes prompts with transformers' AutoTokenizer, and its protocol needs ``chat_template`` /
+    ``apply_chat_template``. Data is encoded with tunebridge's own tokenizer
+    (:func:`tunebridge.data.tokenizer.load_tokenizer`)."""
+    from transformers import AutoTokenizer
+
+    from ..data.tokenizer import EMBEDDED_TOKENIZER
+    where = Path(path) if path else EMBEDDED_TOKENIZER
+    try:
+        return AutoTokenizer.from_pretrained(str(where), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TunebridgeError(f"{where}: not a tokenizer directory ({e})") from None
 
 
 def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:

@@ -52,7 +52,7 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
     if backend == "mindspeed-llm":
         if version not in msl.VERSIONS:
             raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(msl.VERSIONS)})")
-        ctx = msl.Context(recipe, spec, _lora_plan(recipe, backend), default_prompt_type(recipe))
+        ctx = msl.Context(recipe, spec, _lora_plan(recipe, backend), msl.prompt_type(default_prompt_type(recipe)))
         paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
                  "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
                  "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",

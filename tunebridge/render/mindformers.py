@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from ..accounting import LoraPlan
-from ..data.encode import EMBEDDED_VOCAB
+from ..data.tokenizer import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
 from ..models import ModelSpec
@@ -106,12 +106,12 @@ def train_steps(recipe, num_samples: int | None) -> int | None:
 
 # Special tokens of the catalogue's vocabularies (as their tokenizer.json holds them), used when the recipe's own
 # tokenizer is not at hand. The pad is what tunebridge pads their data with (the tokenizer's pad, else its eos).
-_KNOWN_VOCABULARIES = {
-    "llama3": {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|end_of_text|>", "unk": None,
+_KNOWN_VOCABULARIES = {  # the special tokens of each family's tokenizer (None: it has none)
+    "llama3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": None, "unk_token": None,
                "ids": {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}},
-    "qwen2": {"bos": None, "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": None,
+    "qwen2": {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None,
               "ids": {"<|endoftext|>": 151643, "<|im_end|>": 151645}},
-    "sentencepiece": {"bos": "<s>", "eos": "</s>", "pad": "</s>", "unk": "<unk>",
+    "sentencepiece": {"bos_token": "<s>", "eos_token": "</s>", "pad_token": None, "unk_token": "<unk>",
                       "ids": {"<unk>": 0, "<s>": 1, "</s>": 2}},
 }
 
@@ -121,9 +121,9 @@ class Vocabulary:
     """The ids and token strings MindFormers' YAML needs from the recipe's tokenizer."""
     bos: int | None
     stop: list[int]            # generation stops at any: the tokenizer's eos, the template's end token
-    pad: int                   # the id the data is padded with (and that LlamaForCausalLM masks as input)
+    pad: int                   # the id the MindRecord rows are padded with (and that LlamaForCausalLM masks as input)
     tokens: dict[str, str | None]  # bos_token, eos_token, pad_token, unk_token for processor.tokenizer
-    add_bos: bool              # the template starts with bos
+    add_bos: bool              # the samples start with bos
     source: str                # where the ids come from
 
 
@@ -135,26 +135,26 @@ def _known_name(spec: ModelSpec) -> str:
 
 def vocabulary(recipe) -> Vocabulary:
     """From the recipe's tokenizer (data.tokenizer, else the embedded one when it is the model's, as for the tiny
-    models), with tunebridge's pad rule, so the ids equal those of the data tunebridge writes; otherwise from the
-    catalogue's known vocabularies."""
+    models), with the MindRecord rows' pad rule, so the ids equal those of the data tunebridge writes; otherwise
+    from the catalogue's known vocabularies. Only the tokenizer's JSON files are read (no tokenizer library)."""
     from . import default_prompt_type
-    from ..data.encode import EMBEDDED_TOKENIZER, load_tokenizer, pad_id
-    from ..data.templates import get_template
+    from ..data.templates import get_template, preprocessing_stack
+    from ..data.tokenizer import EMBEDDED_TOKENIZER, ROW_PAD, Tokenizer, row_pad_token
     from ..evaluation.tokens import stop_ids
     spec = recipe.spec
     template = get_template(default_prompt_type(recipe))
     ends = [template.end] if template.end else []
     d = recipe.data
+    add_bos = template.bos_first or preprocessing_stack(template, d.preprocess if d else "per-stack") == "mindformers"
     directory = recipe.path(d.tokenizer) if d is not None and d.tokenizer else None
-    if directory is None and _embedded_size() == spec.vocab_size:
+    if directory is None and EMBEDDED_VOCAB == spec.vocab_size:
         directory = EMBEDDED_TOKENIZER
     if directory is not None:
-        tok = load_tokenizer(directory)
-        pad = pad_id(tok)
-        return Vocabulary(tok.bos_token_id, list(dict.fromkeys(stop_ids(tok, ends))), pad,
-                          {"bos_token": tok.bos_token, "eos_token": tok.eos_token,
-                           "pad_token": tok.convert_ids_to_tokens(pad), "unk_token": tok.unk_token},
-                          template.bos_prefix, f"tokenizer {directory}")
+        tok = Tokenizer(directory)
+        pad = row_pad_token(tok)
+        return Vocabulary(tok.bos_token_id, list(dict.fromkeys(stop_ids(tok, ends))), getattr(tok, f"{pad}_id"),
+                          {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": getattr(tok, pad),
+                           "unk_token": tok.unk_token}, add_bos, f"tokenizer {directory}")
     name = _known_name(spec)
     known = _KNOWN_VOCABULARIES[name]
     ids = known["ids"]
@@ -162,18 +162,12 @@ def vocabulary(recipe) -> Vocabulary:
     if missing:
         raise TunebridgeError(f"{recipe.source or recipe.name}: template {template.name!r} ends with {missing[0]!r}, "
                               f"which the {name} vocabulary does not have; set data.tokenizer")
-    return Vocabulary(ids[known["bos"]] if known["bos"] else None,
-                      list(dict.fromkeys(ids[t] for t in [known["eos"], *ends])), ids[known["pad"]],
-                      {"bos_token": known["bos"], "eos_token": known["eos"], "pad_token": known["pad"],
-                       "unk_token": known["unk"]},
-                      template.bos_prefix, f"the {name} vocabulary's special tokens")
-
-
-def _embedded_size() -> int:
-    import json
-
-    from ..data.encode import EMBEDDED_TOKENIZER
-    return len(json.loads((EMBEDDED_TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
+    pad = known[next(k for k in ROW_PAD if known[k])]
+    return Vocabulary(ids[known["bos_token"]] if known["bos_token"] else None,
+                      list(dict.fromkeys(ids[t] for t in [known["eos_token"], *ends])), ids[pad],
+                      {"bos_token": known["bos_token"], "eos_token": known["eos_token"], "pad_token": pad,
+                       "unk_token": known["unk_token"]}, add_bos,
+                      f"the {name} vocabulary's special tokens")
 
 
 def _rope(spec: ModelSpec) -> dict:

@@ -14,13 +14,17 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..accounting import LoraPlan
+from ..data.templates import TEMPLATES, get_template
+from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
 from ..families import FAMILIES
 from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
 
-VERSIONS = ("2.3.0", "master")
+# each version, with the tokenizer rules (tunebridge.data.tokenizer, data.tokenizer_rules) that give its
+# preprocess_data.py's ids: those of the transformers it pins (2.3.0: 4.57.1; master: 5.2.0)
+VERSIONS = {"2.3.0": "transformers-4", "master": "transformers-5"}
 DEFAULT_VERSION = "2.3.0"
 ALL = frozenset(VERSIONS)
 
@@ -34,6 +38,16 @@ class Context:
 
 
 Value = object  # None: omit; True: bare flag; str/int/float: one value; list: several values
+
+
+def prompt_type(template: str) -> str:
+    """MindSpeed-LLM's --prompt-type for tunebridge's template ``template``: the same name, for its templates only."""
+    if get_template(template).stack != "mindspeed-llm":
+        own = ", ".join(t.name for t in TEMPLATES.values() if t.stack == "mindspeed-llm")
+        raise TunebridgeError(f"template {template!r} is MindFormers' (llama_preprocess.py's conversation) and "
+                              f"MindSpeed-LLM has no --prompt-type {template}: render this recipe for mindformers, or "
+                              f"give it one of MindSpeed-LLM's templates (data.template: {own})")
+    return template
 
 
 @dataclass(frozen=True)
