@@ -17,7 +17,7 @@ from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.formats.hf import HFReader
 from tunebridge.formats.msckpt import CkptReader
 from tunebridge.formats.torchzip import lazy_load
-from tunebridge.models import get_model
+from tunebridge.catalogue import get_model
 from tunebridge.verify import verify
 
 from .test_convert import make_hf, same_tensors

@@ -15,7 +15,8 @@ from tunebridge.recipe import load_recipe
 from tunebridge.render import render, render_files
 from tunebridge.render.mindspeed_llm import FLAGS, GROUPS
 
-RECIPES = sorted(Path("recipes").glob("*.yaml"))
+from .families import RECIPES, renderable
+
 NASTY = "/tmp/my dir/it's \"quoted\" $HOME `x`"
 
 # Stand-ins for the stack's executables: each records its argv as JSON so the test sees exactly what bash passed.
@@ -58,17 +59,19 @@ def flag_values(argv: list[str]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_renders_valid_bash(path, tmp_path):
     recipe = load_recipe(path)
-    targets = [("mindformers", "ascend"), ("mindspeed-llm", "ascend")]
-    if recipe.train.dtype == "fp32":  # the MindSpore CPU profile runs fp32 only
-        targets.append(("mindformers", "cpu"))
+    backends = renderable(path)
     checked = 0
-    for backend, device in targets:
-        for written in render(recipe, backend, tmp_path / f"{backend}-{device}", num_samples=1000, device=device):
-            if written.suffix == ".sh":
-                subprocess.run(["bash", "-n", str(written)], check=True)
-                assert os.access(written, os.X_OK)
-                checked += 1
-    assert checked >= 6  # MindSpeed-LLM's convert, preprocess, tune ...; MindFormers' prepare, run, eval ...
+    for backend in backends:
+        # the MindSpore CPU profile runs fp32 only
+        devices = ["ascend", "cpu"] if backend == "mindformers" and recipe.train.dtype == "fp32" else ["ascend"]
+        for device in devices:
+            for written in render(recipe, backend, tmp_path / f"{backend}-{device}", num_samples=1000,
+                                  device=device):
+                if written.suffix == ".sh":
+                    subprocess.run(["bash", "-n", str(written)], check=True)
+                    assert os.access(written, os.X_OK)
+                    checked += 1
+    assert checked >= 3 * len(backends)  # convert, preprocess, tune ...; prepare, run, eval ...
 
 
 def test_tune_script_flags_parse_back_to_the_recipe(tmp_path, fake_bin):
