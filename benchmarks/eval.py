@@ -9,7 +9,9 @@ and the log-likelihood of the four option letters. Questions are ordered as ``ev
 subject, then length; a batch holds one subject). Each way is timed after a warm-up, the batched way and the
 one-at-a-time way alternating, best of ``--repeat``, in wall time and in this process's CPU time; the
 predictions of both ways must be identical. The load average is printed before and after (the machine may be
-shared: the CPU-time ratio is the steadier figure then).
+shared: the CPU-time ratio is the steadier figure then). Per shot count it also prints the ceiling batching
+has for log-likelihood: one-at-a-time against a bare forward per batch over only its questions' own tokens
+(after the text the batch shares; no shot text, no padding, no mask), in CPU time.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from tunebridge.catalogue import get_model
 from tunebridge.evaluation.tokens import load_eval_tokenizer
 from tunebridge.evaluation import multiple_choice as mc
+from tunebridge.evaluation.greedy import shared_prefix
 from tunebridge.evaluation.hf_scorer import HFScorer
-from tunebridge.models import get_model
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ceval"
 NEW_TOKENS = 4
@@ -63,6 +66,24 @@ def predict(scorer: HFScorer, items: list[mc.Item], protocol: str, batch_size: i
             flat = scorer.loglikelihood([c for c, _ in pairs], [x for _, x in pairs])
             out += [mc.best_letter(flat[k:k + 4]) for k in range(0, len(flat), 4)]
     return out
+
+
+def own_tokens_ceiling(scorer: HFScorer, items: list[mc.Item], batch_size: int) -> float:
+    """Questions per CPU second of one bare forward per batch over its questions' own tokens, each row cut or
+    cycled to the batch's mean own length (no padding)."""
+    forwards = []
+    for chunk in batches(items, batch_size):
+        rows = [scorer.tokenizer.encode(i.prompt) for i in chunk]
+        shared = shared_prefix(rows)
+        own = [r[shared:] for r in rows]
+        mean = sum(map(len, own)) // len(own)
+        forwards.append(torch.tensor([(r * (mean // len(r) + 1))[:mean] for r in own]))
+    with torch.no_grad():
+        scorer.model(input_ids=forwards[0], logits_to_keep=1)  # warm-up
+        cpu = time.process_time()
+        for ids in forwards:
+            scorer.model(input_ids=ids, logits_to_keep=1)
+    return len(items) / (time.process_time() - cpu)
 
 
 def timed(scorer: HFScorer, items: list[mc.Item], protocol: str, batch_size: int) -> tuple[float, float, list]:
@@ -107,6 +128,10 @@ def main() -> None:
                   f"/{len(items)})")
             if not same:
                 failed.append(f"{shots}-shot {protocol}: batched and one-at-a-time predictions differ")
+            if protocol == "loglik":
+                ceiling = max(own_tokens_ceiling(scorer, items, args.batch_size) for _ in range(args.repeat))
+                print(f"{'':>5} ceiling: a bare forward of only the questions' own tokens, {ceiling:.1f} q per CPU "
+                      f"second = {ceiling / slow_cpu:.2f}x one-at-a-time log-likelihood")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     if failed:
         raise SystemExit("; ".join(failed))

@@ -30,9 +30,9 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from tunebridge.catalogue import get_model  # noqa: E402
 from tunebridge.data.tokenizer import load_tokenizer  # noqa: E402
 from tunebridge.data.squad import PROMPT  # noqa: E402
-from tunebridge.models import get_model  # noqa: E402
 
 OUT = REPO / "tunebridge" / "assets" / "tiny-base"
 SAMPLES = REPO / "data" / "samples"

@@ -4,13 +4,14 @@ from __future__ import annotations
 import pytest
 
 from tunebridge.accounting import count
+from tunebridge.catalogue import get_model
 from tunebridge.layout import padded_vocab_size, stage_layers
 from tunebridge.megatron.census import census_many
 from tunebridge.megatron.launch import run
 from tunebridge.megatron.model import stage_tensor_names
-from tunebridge.models import get_model
 
-TINY = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm"]
+from .families import TINY
+
 MODULE_SETS = [["linear_qkv"], ["linear_qkv", "linear_proj"], ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]]
 WORLDS = [(1, 1, None), (2, 1, None), (1, 2, [1, 3]), (2, 2, [1, 3])]
 

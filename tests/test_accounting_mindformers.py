@@ -5,11 +5,12 @@ import pytest
 
 from tunebridge.accounting import count, expand_targets
 from tunebridge.bridge import call_mindspore
+from tunebridge.catalogue import get_model
 from tunebridge.dialects import MINDFORMERS
 from tunebridge.dialects.mindformers import pet_target_regex
-from tunebridge.models import get_model
 
-TINY = ["tiny-llama", "tiny-qwen2", "tiny-qwen2-tied", "tiny-internlm"]
+from .families import MINDFORMERS_TINY as TINY
+
 TARGET_SETS = [["q", "v"], ["q", "k", "v", "o"], ["gate", "up", "down"], ["all-linear"]]
 
 

@@ -8,17 +8,18 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunebridge.adapters import PEFT_WEIGHTS, Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.adapters import Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.catalogue import get_model
 from tunebridge.cli import main
 from tunebridge.convert import convert
 from tunebridge.dialects import HF as HF_DIALECT
 from tunebridge.errors import TunebridgeError
+from tunebridge.formats import PEFT_WEIGHTS
 from tunebridge.formats import mcore as mcore_fmt
 from tunebridge.formats.hf import HFReader
 from tunebridge.formats.safetensors_stream import SafetensorsReader
 from tunebridge.megatron.weights import mcore_shards
 from tunebridge.merge import merge_lora
-from tunebridge.models import get_model
 
 from .test_convert import make_hf, same_tensors
 

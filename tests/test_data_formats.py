@@ -12,12 +12,12 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from tunebridge.bridge import call_mindspore
+from tunebridge.catalogue import get_model
 from tunebridge.data.encode import IGNORE, encode, user_turn
 from tunebridge.data.templates import TEMPLATES, get_template
 from tunebridge.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
 from tunebridge.data.writers import megatron_files, write_jsonl, write_megatron, write_mindrecord
 from tunebridge.errors import TunebridgeError
-from tunebridge.models import get_model
 
 # Reference strings, spelled out: MindSpeed-LLM v2.3.0 configs/finetune/templates.json and FACTS.md §5.
 REFERENCE = {

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tunebridge.catalogue import get_model
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.hf_scorer import HFScorer
 from tunebridge.evaluation.runner import run_eval
 from tunebridge.evaluation.tokens import load_eval_tokenizer
-from tunebridge.models import get_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SPEC = get_model("tiny-llama").with_(max_position_embeddings=1024)  # 5-shot Chinese prompts are ~700 tokens
@@ -159,6 +159,47 @@ def test_batched_scoring_equals_one_at_a_time_and_transformers_generate(tokenize
     longer = [(c, " so the answer is" + x) for c, x in pairs[:8]]  # several tokens, rows of their own
     assert scorer.loglikelihood(*zip(*longer)) == pytest.approx(
         [scorer.loglikelihood([c], [x])[0] for c, x in longer], abs=1e-4)
+
+
+def test_shared_prefix_and_length_buckets_change_no_prediction(tokenizer, monkeypatch):
+    """The shot text attended once by every row (one copy of its keys and values, the rows' own attention
+    merged with it) and rows split into length buckets give the predictions and log-likelihoods of the plain
+    batch: one forward of every row with its whole prompt."""
+    from tunebridge.evaluation import hf_scorer, shared_prefix
+    model = random_model(2)
+    scorer = HFScorer(model, tokenizer, torch.device("cpu"))
+    assert scorer.shares_prefix
+    items = [i for i in mc.load_items("ceval", FIXTURES / "ceval", shots=2)
+             if i.question.subject == "computer_network"]
+    prompts = [i.prompt for i in items]
+    pairs = [p for i in items for p in mc.option_pairs(i)]
+    forwards, keys = [], []
+    model.register_forward_pre_hook(lambda _, args, kw: forwards.append(tuple(kw["input_ids"].shape)),
+                                    with_kwargs=True)
+    attend = shared_prefix._attend
+    monkeypatch.setattr(shared_prefix, "_attend", lambda q, k, *rest, **kw: keys.append(k.shape) or
+                        attend(q, k, *rest, **kw))
+
+    def run(shares: bool, forward_cost: int):
+        scorer.shares_prefix = shares
+        monkeypatch.setattr(hf_scorer, "FORWARD_COST", forward_cost)
+        forwards.clear(), keys.clear()
+        got = scorer.generate(prompts, 4), scorer.loglikelihood([c for c, _ in pairs], [x for _, x in pairs])
+        return got, list(forwards), list(keys)
+
+    (want_text, want_loglik), plain, _ = run(False, 10 ** 9)
+    assert plain[0] == (len(prompts), max(len(tokenizer.encode(p)) for p in prompts))  # whole prompts, one batch
+    for shares, forward_cost in ((True, 10 ** 9), (True, 0), (False, 0)):
+        (text, loglik), calls, attended = run(shares, forward_cost)
+        assert text == want_text, (shares, forward_cost)
+        assert loglik == pytest.approx(want_loglik, abs=1e-4), (shares, forward_cost)
+        prefills = [c for c in calls if c[1] > 1]
+        if shares:  # the shot text runs once per call, one row, and is attended as one copy
+            assert prefills[0] == (1, 221) and prefills[len(prefills) // 2] == (1, 221)
+            own = max(len(tokenizer.encode(p)) for p in prompts) - 221 + 4
+            assert (1, 2, 221, 16) in attended and all(k[2] <= own or k[:3] == (1, 2, 221) for k in attended)
+        # one bucket per distinct length when a forward costs nothing: generate's and loglik's, 4 each
+        assert len(prefills) - 2 * shares == (8 if forward_cost == 0 else 2)
 
 
 def test_greedy_stops_like_transformers(tokenizer):

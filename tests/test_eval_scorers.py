@@ -124,7 +124,7 @@ def test_mcore_scorer_applies_a_fused_lora_adapter(models, tokenizer, runs, tmp_
     from transformers import AutoModelForCausalLM
 
     from tunebridge.adapters import convert_adapter
-    from tunebridge.models import get_model
+    from tunebridge.catalogue import get_model
     torch.manual_seed(3)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(models["hf"]),
                           LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj", "down_proj"]))

@@ -11,9 +11,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.backends.pytorch import train
 from tunebridge.backends.result import RunResult
+from tunebridge.catalogue import get_model
 from tunebridge.errors import TunebridgeError
 from tunebridge.logs import detect_format, load_run, parse_log
-from tunebridge.models import get_model
 from tunebridge.train.config import TrainConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"

@@ -14,12 +14,12 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from tunebridge.accounting import count
 from tunebridge.adapters import convert_adapter, read_mcore, read_peft
 from tunebridge.backends.mindspeed_llm import train_mindspeed_llm
+from tunebridge.catalogue import get_model
 from tunebridge.convert import convert
 from tunebridge.data.encode import Sample
 from tunebridge.data.writers import write_megatron
 from tunebridge.errors import TunebridgeError
 from tunebridge.formats.mcore import McoreLayout
-from tunebridge.models import get_model
 from tunebridge.train.config import TrainConfig
 from tunebridge.train.order import micro_batches, step_batches
 from tunebridge.train.schedule import Schedule

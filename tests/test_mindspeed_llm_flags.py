@@ -87,11 +87,11 @@ def check_flags(options: dict, flags: list[str], where: str) -> list[str]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_rendered_flag_is_accepted_as_intended(tmp_path, version, path):
     rec = record(version)
-    resets: dict[str, set[str]] = {}
+    resets: dict[tuple[str, str], set[str]] = {}  # (entry point, script) -> what validation reset
     for entry, probes in rec["validation"].items():
         for probe in probes:
             assert "error" not in probe, f"{version} {entry} refused {probe['script']}: {probe['error']}"
-            resets.setdefault(entry, set()).update(probe.get("reset", {}))
+            resets[entry, probe["script"]] = set(probe.get("reset", {}))
     written = render(load_recipe(path), "mindspeed-llm", tmp_path / "out", num_samples=1000, version=version)
     seen = 0
     for script in (w for w in written if w.suffix == ".sh"):
@@ -104,7 +104,7 @@ def test_every_rendered_flag_is_accepted_as_intended(tmp_path, version, path):
             assert rec["entry_points"].get(entry), f"{script.name}: MindSpeed-LLM {version} has no {entry}"
             flags = argv[at + 1:]
             dests = check_flags(parser(rec, entry, flags), flags, f"{version} {script.name} ({entry})")
-            changed = (set(dests) & resets.get(entry, set())) - NORMALIZED
+            changed = (set(dests) & resets[entry, script.name]) - NORMALIZED
             assert not changed, f"{version} {script.name}: validation resets {sorted(changed)}"
             seen += 1
     assert seen >= 4

@@ -96,7 +96,7 @@ def test_written_args_are_what_both_loaders_read():
     assert mcore_fmt.make_args(ModelSpec.from_hf_config(FIXTURES / "hf" / "llama-gqa"), 1, 1, None, 1,
                                torch.float32).model_type_hf == "llama2"
     back = mcore_fmt.spec_from_args(args, "qwen2")
-    assert (back.family, back.hf_model_type, back.num_kv_heads, back.qkv_bias) == ("qwen2", "qwen2", 2, True)
+    assert (back.family, back.num_kv_heads, back.qkv_bias) == ("qwen2", 2, True)
 
 
 # --- the real converter, when a checkout is at hand -------------------------------------------------------------

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tunebridge.catalogue import get_model
 from tunebridge.cli import main
-from tunebridge.models import get_model
 from tunebridge.recipe import RecipeError, load_recipe
 
 GOOD = """\

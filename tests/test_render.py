@@ -15,7 +15,8 @@ from tunebridge.recipe import load_recipe
 from tunebridge.render import render, render_files
 from tunebridge.render.mindspeed_llm import FLAGS, GROUPS
 
-RECIPES = sorted(Path("recipes").glob("*.yaml"))
+from .families import RECIPES, renderable
+
 NASTY = "/tmp/my dir/it's \"quoted\" $HOME `x`"
 
 # Stand-ins for the stack's executables: each records its argv as JSON so the test sees exactly what bash passed.
@@ -58,7 +59,7 @@ def flag_values(argv: list[str]) -> dict[str, list[str]]:
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_recipe_renders_valid_bash(path, tmp_path):
     recipe = load_recipe(path)
-    for backend in ("mindformers", "mindspeed-llm"):
+    for backend in renderable(path):
         for written in render(recipe, backend, tmp_path / backend, num_samples=1000):
             if written.suffix == ".sh":
                 subprocess.run(["bash", "-n", str(written)], check=True)

@@ -14,11 +14,12 @@ from tunebridge.bridge import call_mindspore
 from tunebridge.recipe import load_recipe
 from tunebridge.render import render, render_files
 
+from .families import RECIPES, renderable
+
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "render"
-RECIPES = sorted(Path("recipes").glob("*.yaml"))
 CASES = [(p, b, d) for p in RECIPES for b, d in (("mindformers", "ascend"), ("mindformers", "cpu"),
                                                   ("mindspeed-llm", "ascend"))
-         if d == "ascend" or load_recipe(p).train.dtype == "fp32"]  # MindSpore CPU runs fp32 only
+         if b in renderable(p) and (d == "ascend" or load_recipe(p).train.dtype == "fp32")]  # MindSpore CPU: fp32
 
 
 @pytest.mark.parametrize("path,backend,device", CASES, ids=lambda x: getattr(x, "stem", x))
@@ -38,7 +39,7 @@ def test_rendered_artifacts_match_snapshots(path, backend, device):
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_every_script_is_valid_bash(path, tmp_path):
-    for backend in ("mindformers", "mindspeed-llm"):
+    for backend in renderable(path):
         for f in render(load_recipe(path), backend, tmp_path / backend, num_samples=1000):
             if f.suffix == ".sh":
                 subprocess.run(["bash", "-n", str(f)], check=True)

@@ -16,11 +16,11 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.backends.pytorch import train
+from tunebridge.catalogue import get_model
 from tunebridge.cli import compare as compare_cli
 from tunebridge.cli import report as report_cli
 from tunebridge.errors import TunebridgeError
 from tunebridge.logs import parse_log
-from tunebridge.models import get_model
 from tunebridge.parity import loss_checks, params_across
 from tunebridge.recipe import load_recipe
 from tunebridge.report import write_report

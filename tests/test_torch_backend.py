@@ -10,10 +10,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.accounting import count
 from tunebridge.backends.pytorch import train
+from tunebridge.catalogue import get_model
+from tunebridge.dialects.hf import PEFT_TARGET
 from tunebridge.train.config import TrainConfig
 from tunebridge.train.order import epoch_order
-from tunebridge.dialects.hf import PEFT_TARGET
-from tunebridge.models import get_model
 from tunebridge.train.schedule import Schedule
 
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .dialects import BACKEND_DIALECT, Dialect, LoraModule, Shard, get_dialect
+from .dialects import Dialect, LoraModule, Shard, get_dialect
 from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
-
-BACKENDS = tuple(BACKEND_DIALECT)
+from .stacks import STACK_NAMES, STACKS
 
 
 def native_name(module: LoraModule) -> str:
@@ -139,11 +138,13 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
           tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None,
           make_vocab_size_divisible_by: int = 1) -> ParamReport:
     """Total and trainable parameters of ``spec`` fine-tuned on ``backend``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    if backend not in STACK_NAMES:
+        raise ValueError(f"unknown backend {backend!r} (known: {', '.join(STACK_NAMES)})")
+    if problem := STACKS[backend].problem(spec):
+        raise ValueError(problem)
     total = spec.total_params()
     dialect = get_dialect(backend)
-    megatron = backend == "mindspeed-llm"
+    megatron = dialect.sharded
     stages = stage_layers(spec.num_layers, pp, num_layer_list) if megatron else [range(spec.num_layers)]
     if method == "full":
         per_rank = None
@@ -155,6 +156,9 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets)
+    if spec.num_experts and (experts := [p for p in plan.covered if not spec.has(p)]):
+        raise ValueError(f"{spec.name}: LoRA on {experts} would adapt its {spec.num_experts} experts per layer, "
+                         f"which tunebridge does not count yet; LoRA on attention (q k v o) is counted")
     trainable = spec.num_layers * sum(lora_module_params(m, spec, rank) for m in plan.modules)
     per_rank = None
     if megatron and (tp > 1 or pp > 1):

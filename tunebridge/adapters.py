@@ -19,7 +19,7 @@ from .dialects import HF, MCORE, MINDFORMERS, Shard
 from .dialects.hf import PEFT_TARGET
 from .dialects.mindformers import pet_target_regex
 from .errors import TunebridgeError
-from .formats import ADAPTER_FORMATS
+from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.hf import load_bin
@@ -27,12 +27,7 @@ from .formats.safetensors_stream import SafetensorsReader, SafetensorsWriter, te
 from .formats.torchzip import lazy_load
 from .layout import merge, pack, split, unpack
 from .models import PROJECTIONS, ModelSpec
-from .partition import tp_problem
-
-PEFT_CONFIG = "adapter_config.json"
-PEFT_WEIGHTS = "adapter_model.safetensors"
-PEFT_BIN = "adapter_model.bin"  # PEFT's save_pretrained(safe_serialization=False)
-MF_ADAPTER = "lora.ckpt"
+from .partition import Layout, tp_problem
 
 
 @dataclass
@@ -83,7 +78,7 @@ def read_peft(path: str | Path, spec: ModelSpec) -> Adapter:
     return adapter
 
 
-def write_peft(out: Path, adapter: Adapter, spec: ModelSpec, base: str = "") -> None:
+def write_peft(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout | None = None, base: str = "") -> None:
     cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": adapter.alpha,
            "lora_dropout": adapter.dropout, "bias": "none", "base_model_name_or_path": base,
            "target_modules": [PEFT_TARGET[p] for p in adapter.projections], "fan_in_fan_out": False,
@@ -131,7 +126,7 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
 
 
 
-def write_mindformers(out: Path, adapter: Adapter) -> None:
+def write_mindformers(out: Path, adapter: Adapter, spec: ModelSpec | None = None, layout: Layout | None = None) -> None:
     cfg = {"pet_type": "lora", "lora_rank": adapter.rank, "lora_alpha": adapter.alpha,
            "lora_dropout": adapter.dropout, "target_modules": pet_target_regex(adapter.projections)}
     (out / PEFT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
@@ -153,8 +148,7 @@ def read_mcore(path: str | Path, spec: ModelSpec) -> Adapter:
     first = lazy_load(layout.file(0, 0))
     args = first.get("args")
     rank, alpha = getattr(args, "lora_r", None), getattr(args, "lora_alpha", None)
-    num_layer_list = [int(x) for x in str(args.num_layer_list).split(",")] \
-        if args is not None and getattr(args, "num_layer_list", None) else None
+    num_layer_list = mcore_fmt.saved_layer_list(args)
     stages = mcore_fmt.stages(spec, layout.pp, num_layer_list)
     adapter: Adapter | None = None
     for s, layers in enumerate(stages):
@@ -203,9 +197,9 @@ def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], tuple[torch
     return fused
 
 
-def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, tp: int = 1, pp: int = 1,
-                num_layer_list: list[int] | None = None) -> None:
+def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout = Layout()) -> None:
     """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded as MindSpeed-LLM shards it."""
+    tp, pp, num_layer_list = layout.tp, layout.pp, layout.num_layer_list
     fused = fuse(adapter, spec)
     modules = {native_name(m): m for m in MCORE.lora_modules}
     stages = mcore_fmt.stages(spec, pp, num_layer_list)
@@ -235,12 +229,10 @@ def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, tp: int = 1, pp: i
 
 
 def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
-    readers = {"peft": read_peft, "mindformers": read_mindformers, "mcore": read_mcore}
-    if fmt not in readers:
-        raise TunebridgeError(f"unknown adapter format {fmt!r} (known: {', '.join(ADAPTER_FORMATS)})")
+    reader = adapter_format(fmt).load("reader")
     if not Path(path).exists():
         raise TunebridgeError(f"{path}: no such adapter")
-    adapter = readers[fmt](path, spec)
+    adapter = reader(path, spec)
     for (p, i), (a, b) in adapter.pairs.items():
         out_features, in_features = spec.shape(p)
         if tuple(a.shape) != (adapter.rank, in_features) or tuple(b.shape) != (out_features, adapter.rank):
@@ -250,31 +242,16 @@ def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
     return adapter
 
 
-def detect_adapter_format(path: str | Path) -> str:
-    p = Path(path)
-    if (p / "latest_checkpointed_iteration.txt").exists():
-        return "mcore"
-    if (p / PEFT_WEIGHTS).exists() or (p / PEFT_BIN).exists():
-        return "peft"
-    if (p / MF_ADAPTER).exists() or p.suffix == ".ckpt":
-        return "mindformers"
-    raise TunebridgeError(f"{p}: cannot tell the adapter format (pass --from)")
-
-
 def convert_adapter(src: str | Path, dst: str | Path, src_format: str, dst_format: str, spec: ModelSpec, *,
-                    tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None, force: bool = False) -> Path:
-    if dst_format == "mcore":
-        if problem := tp_problem(spec, tp):
+                    force: bool = False, **layout) -> Path:
+    """Convert an adapter (``layout``: :class:`tunebridge.partition.Layout`'s fields, for an mcore target)."""
+    writer = adapter_format(dst_format).load("writer")
+    layout = Layout(**layout)
+    if adapter_format(dst_format).dialect == "mcore":
+        if problem := tp_problem(spec, layout.tp):
             raise TunebridgeError(f"--{problem}")
-        mcore_fmt.stages(spec, pp, num_layer_list)
+        mcore_fmt.stages(spec, layout.pp, layout.num_layer_list)
     adapter = read_adapter(src, src_format, spec)
     with atomic_dir(dst, force=force) as tmp:
-        if dst_format == "peft":
-            write_peft(tmp, adapter, spec)
-        elif dst_format == "mindformers":
-            write_mindformers(tmp, adapter)
-        elif dst_format == "mcore":
-            write_mcore(tmp, adapter, spec, tp, pp, num_layer_list)
-        else:
-            raise TunebridgeError(f"unknown adapter format {dst_format!r} (known: {', '.join(ADAPTER_FORMATS)})")
+        writer(tmp, adapter, spec, layout)
     return Path(dst)

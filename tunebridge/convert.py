@@ -22,24 +22,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import layout as tensor_layout
 from .atomic import atomic_dir
 from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
-from .formats import DTYPE_NAMES, FORMATS
+from .families import mindformers_model
+from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format
 from .formats import mcore as mcore_fmt
 from .formats import msckpt
 from .formats.background import Background
-from .formats.mapped import FileRange, byte_range
 from .formats.hf import GENERATION_CONFIG, HFReader, write_hf
+from .formats.mapped import FileRange, byte_range
 from .formats.safetensors_stream import tensor_bytes
 from .formats.torchzip import lazy_load
-from .layout import pack_shards as pack  # the per-tensor step of write_mcore (tests interrupt it by this name)
 from .layout import padded_vocab_size, row_plan, unpack_shards
 from .models import ModelSpec
-from .partition import tp_problem
+from .partition import Layout, tp_problem
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16, torch.float16)))
-MF_CKPT = "model.ckpt"
 
 
 class Source:
@@ -109,8 +109,7 @@ class McoreSource(Source):
             if args is None:
                 raise TunebridgeError(f"{self.layout.file(0, 0)}: no args saved: pass the model (--model/--hf-config)")
             spec = mcore_fmt.spec_from_args(args, Path(root).name)
-        if num_layer_list is None and args is not None and getattr(args, "num_layer_list", None):
-            num_layer_list = [int(x) for x in str(args.num_layer_list).split(",")]
+        num_layer_list = num_layer_list or mcore_fmt.saved_layer_list(args)
         self.spec = spec
         self.stages = mcore_fmt.stages(spec, self.layout.pp, num_layer_list)
         self._loaded: dict[tuple[int, int], dict] = {(0, 0): first}
@@ -251,10 +250,12 @@ class McoreSource(Source):
 
 def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
                 num_layer_list: list[int] | None = None) -> Source:
+    """The canonical tensors of the checkpoint at ``path`` in format ``fmt`` (a :data:`formats.CHECKPOINTS` name)."""
     path = Path(path)
+    reader = checkpoint_format(fmt).load("reader")
     if not path.exists():
         raise TunebridgeError(f"{path}: no such checkpoint")
-    source = _open_source(path, fmt, spec, num_layer_list)
+    source = reader(path, spec, num_layer_list)
     generation = path / GENERATION_CONFIG
     if generation.is_file():
         try:
@@ -264,26 +265,32 @@ def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
     return source
 
 
-def _open_source(path: Path, fmt: str, spec: ModelSpec | None, num_layer_list: list[int] | None) -> Source:
-    if fmt == "hf":
-        reader = HFReader(path, spec)
-        return FlatSource(reader.spec, HF, reader.get, str(path), reader.locate)
-    if fmt == "mcore":
-        return McoreSource(path, spec, num_layer_list)
-    if fmt == "mindformers":
-        ckpt = path
-        if path.is_dir():
-            found = sorted(path.glob("*.ckpt"))
-            if len(found) != 1:
-                raise TunebridgeError(f"{path}: expected one .ckpt file, found {len(found)}")
-            ckpt = found[0]
-            if spec is None and (path / "config.json").exists():
-                spec = ModelSpec.from_hf_config(path)
-        if spec is None:
-            raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
-        reader = msckpt.CkptReader(ckpt)
-        return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), reader.locate)
-    raise TunebridgeError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+def open_hf(path: Path, spec: ModelSpec | None, num_layer_list: list[int] | None = None) -> Source:
+    reader = HFReader(path, spec)
+    return FlatSource(reader.spec, HF, reader.get, str(path), reader.locate)
+
+
+def open_mindformers(path: Path, spec: ModelSpec | None, num_layer_list: list[int] | None = None) -> Source:
+    ckpt = path
+    if path.is_dir():
+        found = sorted(path.glob("*.ckpt"))
+        if len(found) != 1:
+            raise TunebridgeError(f"{path}: expected one .ckpt file, found {len(found)}")
+        ckpt = found[0]
+        if spec is None and (path / HF_CONFIG).exists():
+            spec = ModelSpec.from_hf_config(path)
+    if spec is None:
+        raise TunebridgeError(f"{ckpt}: a MindFormers .ckpt carries no model config: pass --model or --hf-config")
+    mindformers_model(spec)
+    reader = msckpt.CkptReader(ckpt)
+    return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), reader.locate)
+
+
+def mcore_layout(path: Path, source: Source) -> dict:
+    """The writer options that give a checkpoint the TP/PP layout of the mcore checkpoint at ``path``."""
+    layout = mcore_fmt.McoreLayout(path)
+    return {"tp": layout.tp, "pp": layout.pp,
+            "num_layer_list": [len(r) for r in source.stages] if layout.pp > 1 else None}
 
 
 def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
@@ -300,29 +307,51 @@ def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
         yield name, (t.to(dtype) if dtype else t).contiguous()
 
 
-def write_flat(out: Path, fmt: str, source: Source, dtype: torch.dtype | None, bar: tqdm,
-               max_shard_bytes: int = 2 << 30) -> None:
-    """An HF directory or a MindFormers ``.ckpt``; tensor bytes the source has as file ranges are copied
-    file to file, the others written from the (converted) tensors."""
-    spec = source.spec
-    dialect = HF if fmt == "hf" else MINDFORMERS
-    out_dtype = dtype or source.dtype()
-    tensors = _counted(_flat_tensors(source, dialect, dtype), bar)
-    if fmt == "hf":
-        entries = [(dialect.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
+
+class Writer:
+    """Writes a source's canonical tensors in one format. Made before anything is written, so that a model or
+    layout the format cannot hold is refused first; ``total`` is the number of tensors ``write`` counts."""
+
+    def __init__(self, spec: ModelSpec, layout: Layout):
+        self.spec, self.layout = spec, layout
+        self.total = sum(1 for _ in spec.tensors())
+
+    def write(self, out: Path, source: Source, dtype: torch.dtype | None, bar: tqdm) -> None:
+        raise NotImplementedError
+
+
+class HFWriter(Writer):
+    """An HF directory; tensor bytes the source has as file ranges are copied file to file."""
+
+    def write(self, out, source, dtype, bar):
+        spec = source.spec
+        out_dtype = dtype or source.dtype()
+        entries = [(HF.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
         with Background() as background:
-            write_hf(out, spec, entries, tensors, max_shard_bytes, background, source.generation_config)
-        return
-    (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
-    dtype_name = str(out_dtype).removeprefix("torch.")
-    with open(out / MF_CKPT, "wb") as f, Background() as background:
-        writer = msckpt.CkptWriter(f, background)
-        for (part, _), (name, t) in zip(spec.tensors(), tensors):
-            if isinstance(t, torch.Tensor):
-                writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
-            else:
-                writer.write(name, list(spec.shape(part)), dtype_name, t)
-    msckpt.finish_readonly(out / MF_CKPT)
+            write_hf(out, spec, entries, _counted(_flat_tensors(source, HF, dtype), bar), self.layout.max_shard_bytes,
+                     background, source.generation_config)
+
+
+class MindFormersWriter(Writer):
+    """A MindFormers ``.ckpt`` (byte-identical to ``mindspore.save_checkpoint``) beside the model's HF config."""
+
+    def __init__(self, spec: ModelSpec, layout: Layout):
+        super().__init__(spec, layout)
+        mindformers_model(spec)  # a family MindFormers cannot run is refused, saying why
+
+    def write(self, out, source, dtype, bar):
+        spec = source.spec
+        (out / HF_CONFIG).write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n", encoding="utf-8")
+        dtype_name = str(dtype or source.dtype()).removeprefix("torch.")
+        tensors = _counted(_flat_tensors(source, MINDFORMERS, dtype), bar)
+        with open(out / MF_CKPT, "wb") as f, Background() as background:
+            writer = msckpt.CkptWriter(f, background)
+            for (part, _), (name, t) in zip(spec.tensors(), tensors):
+                if isinstance(t, torch.Tensor):
+                    writer.write(name, list(t.shape), str(t.dtype).removeprefix("torch."), tensor_bytes(t))
+                else:
+                    writer.write(name, list(spec.shape(part)), dtype_name, t)
+        msckpt.finish_readonly(out / MF_CKPT)
 
 
 def _counted(items, bar: tqdm):
@@ -332,35 +361,42 @@ def _counted(items, bar: tqdm):
         yield item
 
 
-def write_mcore(out: Path, source: Source, tp: int, pp: int, num_layer_list: list[int] | None,
-                divisible_by: int, dtype: torch.dtype | None, bar: tqdm) -> None:
+class McoreWriter(Writer):
     """All TP rank files of a stage in one pass over its layers: each rank's shard of a fused tensor is
-    written from views of the canonical tensors (:func:`pack_shards`; only row-parallel shards are copied),
-    by a writer thread while the next tensor is read, so memory holds about one layer."""
-    spec = source.spec
-    if spec.num_kv_heads % tp:
-        raise TunebridgeError(f"tp {tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups")
-    stages = mcore_fmt.stages(spec, pp, num_layer_list)
-    vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
-    out_dtype = dtype or source.dtype()
-    args = mcore_fmt.make_args(spec, tp, pp, num_layer_list, divisible_by, out_dtype)
+    written from views of the canonical tensors (:func:`tunebridge.layout.pack_shards`; only row-parallel shards are
+    copied), by a writer thread while the next tensor is read, so memory holds about one layer."""
 
-    def shards(rule, layer: int | None):
-        parts = [source.get(p, layer).to(out_dtype) for p in rule.parts]
-        return pack(rule, parts, spec, tp, vocab if rule.shard is Shard.VOCAB else None)
+    def __init__(self, spec: ModelSpec, layout: Layout):
+        super().__init__(spec, layout)
+        if problem := tp_problem(spec, layout.tp):
+            raise TunebridgeError(f"--{problem}")
+        self.stages = mcore_fmt.stages(spec, layout.pp, layout.num_layer_list)
+        self.total = layout.tp * sum(len(_stage_items(spec, self.stages, s)) for s in range(layout.pp))
 
-    with ExitStack() as stack:
-        # a writer thread per TP rank file: their CRCs and writes run side by side
-        backgrounds = [stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp))) for _ in range(tp)]
-        for s, layers in enumerate(stages):
-            writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
-            for name, rule, layer in _stage_items(spec, stages, s):
-                for writer, (shape, pieces) in zip(writers, shards(rule, layer)):
-                    writer.add_pieces(name, out_dtype, shape, pieces)
-                bar.update(tp)
-            for writer in writers:
-                writer.finish(args)
-    mcore_fmt.write_latest(out)
+    def write(self, out, source, dtype, bar):
+        spec, tp, pp = source.spec, self.layout.tp, self.layout.pp
+        divisible_by = self.layout.make_vocab_size_divisible_by
+        vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
+        out_dtype = dtype or source.dtype()
+        args = mcore_fmt.make_args(spec, tp, pp, self.layout.num_layer_list, divisible_by, out_dtype)
+
+        def shards(rule, layer: int | None):
+            parts = [source.get(p, layer).to(out_dtype) for p in rule.parts]
+            return tensor_layout.pack_shards(rule, parts, spec, tp, vocab if rule.shard is Shard.VOCAB else None)
+
+        with ExitStack() as stack:
+            # a writer thread per TP rank file: their CRCs and writes run side by side
+            backgrounds = [stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp)))
+                           for _ in range(tp)]
+            for s in range(pp):
+                writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
+                for name, rule, layer in _stage_items(spec, self.stages, s):
+                    for writer, (shape, pieces) in zip(writers, shards(rule, layer)):
+                        writer.add_pieces(name, out_dtype, shape, pieces)
+                    bar.update(tp)
+                for writer in writers:
+                    writer.finish(args)
+        mcore_fmt.write_latest(out)
 
 
 def _stage_items(spec: ModelSpec, stages: list[range], s: int) -> list[tuple[str, TensorRule, int | None]]:
@@ -377,31 +413,21 @@ def _stage_items(spec: ModelSpec, stages: list[range], s: int) -> list[tuple[str
     return sorted(items, key=lambda item: (item[2] is None, item[2] or 0))
 
 
-def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 1, pp: int = 1,
-                 num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
-                 dtype: str | None = None, force: bool = False, max_shard_bytes: int = 2 << 30,
-                 progress: bool = True, label: str = "") -> Path:
-    """Write canonical tensors from ``source`` as ``dst_format``; ``dst`` appears only on success."""
-    if dst_format not in FORMATS:
-        raise TunebridgeError(f"unknown format {dst_format!r} (known: {', '.join(FORMATS)})")
+def write_source(source: Source, dst: str | Path, dst_format: str, *, dtype: str | None = None,
+                 force: bool = False, progress: bool = True, label: str = "", **layout) -> Path:
+    """Write canonical tensors from ``source`` as ``dst_format`` (``layout``: :class:`Layout`'s fields);
+    ``dst`` appears only on success."""
+    writer_class = checkpoint_format(dst_format).load("writer")
+    if source.spec.num_experts:
+        raise TunebridgeError(f"{source.spec.name}: tunebridge does not convert a mixture of experts yet (its "
+                              f"{source.spec.num_experts} experts per layer have no place in its tensor order)")
     if dtype is not None and dtype not in DTYPES:
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-    spec = source.spec
-    if dst_format == "mcore":
-        if problem := tp_problem(spec, tp):
-            raise TunebridgeError(f"--{problem}")
-        stages = mcore_fmt.stages(spec, pp, num_layer_list)
-        total = tp * sum(len(_stage_items(spec, stages, s)) for s in range(pp))
-    else:
-        total = sum(1 for _ in spec.tensors())
+    writer = writer_class(source.spec, Layout(**layout))
     with atomic_dir(dst, force=force) as tmp, \
-            tqdm(total=total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
+            tqdm(total=writer.total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
         try:
-            if dst_format == "mcore":
-                write_mcore(tmp, source, tp, pp, num_layer_list, make_vocab_size_divisible_by,
-                            DTYPES.get(dtype) if dtype else None, bar)
-            else:
-                write_flat(tmp, dst_format, source, DTYPES.get(dtype) if dtype else None, bar, max_shard_bytes)
+            writer.write(tmp, source, DTYPES.get(dtype) if dtype else None, bar)
         finally:
             source.finish()  # the source's pending checks (CRCs) pass before dst appears
     return Path(dst)
@@ -410,7 +436,6 @@ def write_source(source: Source, dst: str | Path, dst_format: str, *, tp: int = 
 def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, *,
             spec: ModelSpec | None = None, **options) -> Path:
     """Convert a checkpoint (options as :func:`write_source`); ``dst`` appears only on success."""
-    if src_format not in FORMATS:
-        raise TunebridgeError(f"unknown format {src_format!r} (known: {', '.join(FORMATS)})")
+    checkpoint_format(dst_format)  # an unknown target is refused before the source is read
     source = open_source(src, src_format, spec)
     return write_source(source, dst, dst_format, label=f"{src_format} -> {dst_format}", **options)

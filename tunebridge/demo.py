@@ -18,10 +18,11 @@ import json
 import time
 from pathlib import Path
 
-from .backends import BACKEND_NAMES, get_backend
+from .backends import get_backend
 from .backends.inputs import RunInputs
 from .errors import TunebridgeError
 from .recipe import load_recipe
+from .stacks import STACK_NAMES
 from .units import fmt as metric_text, header
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     from .data.squad import write_squad_eval
     from .data.tokenizer import load_tokenizer
     from .evaluation.scores import retention_gate
-    from .parity import LossTolerance, Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
+    from .parity import Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
@@ -109,7 +110,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     recipe = load_recipe(RECIPE)
     spec = recipe.spec
     weights = recipe.path(recipe.model.weights)
-    names = list(BACKEND_NAMES)
+    names = list(STACK_NAMES)
     verdicts: list[Verdict] = []
 
     _say(f"1. parameters of {recipe.name} on each backend")
@@ -137,7 +138,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     verdicts.append(params_across(reports, spec))
     for other in names[1:]:
         verdicts += loss_checks(results["torch"], results[other], "torch", other,
-                                LossTolerance(**recipe.parity.model_dump()))
+                                recipe.parity)
 
     _say("4. evaluation: math accuracy and SQuAD (retention) of the base and of each tuned adapter")
     eval_dir = out / "eval"

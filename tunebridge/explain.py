@@ -28,10 +28,13 @@ def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
     from .render import _lora_plan, default_prompt_type
     from .render import mindformers as mf
     from .render import mindspeed_llm as msl
+    from .stacks import get_stack
     from .train.config import TrainConfig
     version = version or msl.DEFAULT_VERSION
     spec = recipe.spec
-    mf_config = mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
+    # a family MindFormers cannot run has no MindFormers column (tunebridge explain says why)
+    mf_config = None if get_stack("mindformers").problem(spec) else \
+        mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
     ctx = msl.Context(recipe, spec, _lora_plan(recipe, "mindspeed-llm"), default_prompt_type(recipe))
     rendered = {line.split(" ", 1)[0]: line for g in msl.TUNE_GROUPS for line in msl.flag_args(ctx, g, version)}
     torch_cfg = TrainConfig.from_recipe(recipe)
@@ -41,7 +44,7 @@ def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
         if value is None:
             continue
         try:
-            mf_value = f"{f.mindformers}: {get_path(mf_config, f.mindformers)}" if f.mindformers else "-"
+            mf_value = f"{f.mindformers}: {get_path(mf_config, f.mindformers)}" if f.mindformers and mf_config else "-"
         except KeyError:
             mf_value = "-"
         flags = [rendered[flag] for flag in flags_for(f.recipe, version) if flag in rendered]

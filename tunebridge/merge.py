@@ -5,11 +5,10 @@ from pathlib import Path
 
 import torch
 
-from .adapters import Adapter, detect_adapter_format, read_adapter
+from .adapters import Adapter, read_adapter
 from .convert import Source, open_source, write_source
-from .formats import mcore as mcore_fmt
+from .formats import checkpoint_format, detect_adapter_format, detect_format
 from .models import ModelSpec
-from .verify import detect_format
 
 
 class MergedSource(Source):
@@ -36,9 +35,6 @@ def merge_lora(base: str | Path, adapter: str | Path, dst: str | Path, *, base_f
     source = open_source(base, base_format, spec)
     merged = MergedSource(source, read_adapter(adapter, adapter_format or detect_adapter_format(adapter),
                                                source.spec))
-    options = {}
-    if base_format == "mcore":
-        layout = mcore_fmt.McoreLayout(base)
-        options = {"tp": layout.tp, "pp": layout.pp,
-                   "num_layer_list": [len(r) for r in source.stages] if layout.pp > 1 else None}
+    keep = checkpoint_format(base_format).layout
+    options = checkpoint_format(base_format).load("layout")(Path(base), source) if keep else {}
     return write_source(merged, dst, base_format, force=force, progress=progress, label="merge-lora", **options)

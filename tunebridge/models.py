@@ -1,7 +1,8 @@
 """The canonical model: an architecture as numbers, and the tensors it is made of.
 
 Every framework dialect names and packs these canonical tensors differently; conversion,
-parameter accounting and rendering all start from here.
+parameter accounting and rendering all start from here. What differs between model families is
+declared by the family (:mod:`tunebridge.families`), never guessed from a model's fields.
 """
 from __future__ import annotations
 
@@ -10,18 +11,26 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
-from .families import FAMILIES, family_of_hf_model_type
+from .families import FAMILIES, Family, family, family_of_hf_model_type
+from .families import keys as config_keys
 
-# Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear):
-LAYER_TENSORS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "o", "o_bias",
-                 "mlp_norm", "gate", "up", "down")
+# Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear); the optional ones are
+# there when the architecture has them (ModelSpec.has):
+LAYER_TENSORS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "q_norm", "k_norm", "o", "o_bias",
+                 "mlp_norm", "gate", "up", "down", "router")
+# A mixture-of-experts layer has a router and, instead of gate/up/down, these in each of its experts:
+EXPERT_TENSORS = ("expert_gate", "expert_up", "expert_down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
-# Canonical LoRA targets: the seven projections.
+# Canonical LoRA targets: the projections.
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+# Which spec field switches an optional tensor on.
+_OPTIONAL = {"q_bias": "qkv_bias", "k_bias": "qkv_bias", "v_bias": "qkv_bias", "o_bias": "o_bias",
+             "q_norm": "qk_norm", "k_norm": "qk_norm"}
+
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A decoder-only Llama-style transformer (RMSNorm, SwiGLU, RoPE, optional GQA and biases)."""
+    """A decoder-only Llama-style transformer (RMSNorm, SwiGLU, RoPE, optional GQA, biases and q/k norms)."""
 
     name: str
     family: str
@@ -34,6 +43,11 @@ class ModelSpec:
     head_dim: int = 0  # 0: hidden_size // num_heads
     qkv_bias: bool = False
     o_bias: bool = False
+    qk_norm: bool = False  # RMSNorm over each head's queries and keys (Qwen3)
+    num_experts: int = 0  # 0: dense; else every layer's MLP is this many routed experts
+    experts_per_token: int = 0
+    moe_ffn_hidden_size: int = 0  # each expert's intermediate size
+    norm_topk_prob: bool = False  # the chosen experts' router probabilities renormalised to sum to 1
     tied_embeddings: bool = False
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # HF rope_scaling dict (llama3 style) or None
@@ -42,17 +56,30 @@ class ModelSpec:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    hf_model_type: str = "llama"
+    template: str = ""    # default prompt template ("": the family's)
+    vocabulary: str = ""  # the tokenizer's special tokens ("": the family's)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        fam = family(self.family)
+        for name, value in fam.fixed.items():
+            object.__setattr__(self, name, value)
         if self.head_dim == 0:
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
-        if self.family not in FAMILIES:
-            raise ValueError(f"model family {self.family!r} is not one of {tuple(FAMILIES)}")
+        object.__setattr__(self, "template", self.template or fam.template)
+        object.__setattr__(self, "vocabulary", self.vocabulary or fam.vocabulary)
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"{self.name}: num_heads {self.num_heads} is not a multiple of "
                              f"num_kv_heads {self.num_kv_heads}")
+        if self.num_experts and not 0 < self.experts_per_token <= self.num_experts:
+            raise ValueError(f"{self.name}: experts_per_token {self.experts_per_token} is not in 1.."
+                             f"{self.num_experts} (num_experts)")
+        if problem := fam.check(self):
+            raise ValueError(f"{self.name}: {problem}")
+
+    @property
+    def family_record(self) -> Family:
+        return FAMILIES[self.family]
 
     @property
     def q_size(self) -> int:
@@ -64,10 +91,12 @@ class ModelSpec:
 
     def has(self, tensor: str) -> bool:
         """Whether this architecture has the canonical tensor ``tensor``."""
-        if tensor in ("q_bias", "k_bias", "v_bias"):
-            return self.qkv_bias
-        if tensor == "o_bias":
-            return self.o_bias
+        if tensor in _OPTIONAL:
+            return bool(getattr(self, _OPTIONAL[tensor]))
+        if tensor in ("gate", "up", "down"):
+            return not self.num_experts
+        if tensor == "router" or tensor in EXPERT_TENSORS:
+            return bool(self.num_experts)
         if tensor == "lm_head":
             return not self.tied_embeddings
         return tensor in LAYER_TENSORS or tensor in GLOBAL_TENSORS
@@ -79,7 +108,10 @@ class ModelSpec:
             "attn_norm": (H,), "mlp_norm": (H,), "final_norm": (H,),
             "q": (self.q_size, H), "k": (self.kv_size, H), "v": (self.kv_size, H), "o": (H, self.q_size),
             "q_bias": (self.q_size,), "k_bias": (self.kv_size,), "v_bias": (self.kv_size,), "o_bias": (H,),
+            "q_norm": (self.head_dim,), "k_norm": (self.head_dim,),
             "gate": (F, H), "up": (F, H), "down": (H, F),
+            "router": (self.num_experts, H), "expert_gate": (self.moe_ffn_hidden_size, H),
+            "expert_up": (self.moe_ffn_hidden_size, H), "expert_down": (H, self.moe_ffn_hidden_size),
             "embed": (V, H), "lm_head": (V, H),
         }
         return shapes[tensor]
@@ -89,6 +121,10 @@ class ModelSpec:
 
     def global_tensors(self) -> tuple[str, ...]:
         return tuple(t for t in GLOBAL_TENSORS if self.has(t))
+
+    def projections(self) -> tuple[str, ...]:
+        """The canonical LoRA targets this architecture has."""
+        return tuple(p for p in PROJECTIONS if self.has(p))
 
     def tensors(self) -> Iterator[tuple[str, int | None]]:
         """Every canonical tensor as (name, layer); layer is None for globals. In checkpoint order."""
@@ -106,8 +142,15 @@ class ModelSpec:
             n *= d
         return n
 
+    def expert_tensors(self) -> tuple[str, ...]:
+        return tuple(t for t in EXPERT_TENSORS if self.has(t))
+
+    def expert_params(self) -> int:
+        """Parameters of one expert."""
+        return sum(self.numel(t) for t in self.expert_tensors())
+
     def layer_params(self) -> int:
-        return sum(self.numel(t) for t in self.layer_tensors())
+        return sum(self.numel(t) for t in self.layer_tensors()) + self.num_experts * self.expert_params()
 
     def total_params(self) -> int:
         """Exact parameter count of the base model (as HF transformers instantiates it)."""
@@ -120,32 +163,9 @@ class ModelSpec:
 
     def to_hf_config(self) -> dict:
         """A transformers config dict that instantiates exactly this architecture."""
-        cfg = {
-            "architectures": [FAMILIES[self.family].hf_architecture],
-            "model_type": self.hf_model_type,
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.ffn_hidden_size,
-            "num_hidden_layers": self.num_layers,
-            "num_attention_heads": self.num_heads,
-            "num_key_value_heads": self.num_kv_heads,
-            "head_dim": self.head_dim,
-            "hidden_act": "silu",
-            "max_position_embeddings": self.max_position_embeddings,
-            "rms_norm_eps": self.norm_eps,
-            "rope_theta": self.rope_theta,
-            "tie_word_embeddings": self.tied_embeddings,
-            "torch_dtype": "float32",
-        }
-        if self.rope_scaling:
-            cfg["rope_scaling"] = dict(self.rope_scaling)
-        if self.hf_model_type == "llama":
-            cfg["attention_bias"] = self.o_bias  # llama's attention_bias covers q, k, v and o
-            cfg["mlp_bias"] = False
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            if getattr(self, key) is not None:
-                cfg[key] = getattr(self, key)
-        return cfg
+        fam = self.family_record
+        return {"architectures": [fam.hf_architecture], "model_type": fam.hf_model_type,
+                **config_keys.write(config_keys.HF_HEAD + fam.hf_keys + config_keys.HF_TAIL, self)}
 
     def to_generation_config(self) -> dict:
         """The token ids a ``generation_config.json`` carries (empty when none are known)."""
@@ -168,82 +188,17 @@ class ModelSpec:
 
     @classmethod
     def from_hf_dict(cls, cfg: dict, name: str = "hf-model", source: str = "config") -> "ModelSpec":
+        """The ModelSpec of a config.json, whose ``model_type`` names the family."""
         model_type = cfg.get("model_type", "llama")
-        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                               "intermediate_size") if k not in cfg]
-        if missing:
-            raise ValueError(f"{source}: HF config lacks {', '.join(missing)}")
-        fam = family_of_hf_model_type(model_type, bool(cfg.get("attention_bias", False)))
+        fam = family_of_hf_model_type(model_type)
         if fam is None:
             raise ValueError(f"{source}: model_type {model_type!r} is not supported "
                              f"(supported: {', '.join(t for f in FAMILIES.values() for t in f.hf_model_types_read)})")
-        qkv_bias, o_bias = fam.qkv_bias, fam.o_bias
-        if model_type in ("internlm", "internlm2"):  # their configs name the biases' presence
-            qkv_bias = o_bias = bool(cfg.get("bias", True))
-        heads = cfg["num_attention_heads"]
-        return cls(
-            name=name, family=fam.name, hf_model_type=fam.hf_model_type,
-            vocab_size=cfg["vocab_size"], hidden_size=cfg["hidden_size"], num_layers=cfg["num_hidden_layers"],
-            num_heads=heads, num_kv_heads=cfg.get("num_key_value_heads") or heads,
-            ffn_hidden_size=cfg["intermediate_size"], head_dim=cfg.get("head_dim") or 0,
-            qkv_bias=qkv_bias, o_bias=o_bias, tied_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            rope_theta=float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0))),
-            rope_scaling=cfg.get("rope_scaling"), norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
-            max_position_embeddings=cfg.get("max_position_embeddings", 4096),
-            bos_token_id=_first(cfg.get("bos_token_id")), eos_token_id=_first(cfg.get("eos_token_id")),
-            pad_token_id=_first(cfg.get("pad_token_id")),
-        )
+        fields = config_keys.read(config_keys.HF_HEAD + fam.hf_keys + config_keys.HF_TAIL, cfg, f"{source}: HF config")
+        fields["num_kv_heads"] = fields["num_kv_heads"] or fields["num_heads"]
+        return cls(name=name, family=fam.name, **fields)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("extra")
         return d
-
-
-def _first(v):
-    return v[0] if isinstance(v, list) and v else v
-
-
-_LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 8192}
-
-CATALOGUE: dict[str, ModelSpec] = {s.name: s for s in (
-    ModelSpec("llama3-8b", "llama", vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32,
-              num_kv_heads=8, ffn_hidden_size=14336, rope_theta=500000.0, norm_eps=1e-5,
-              max_position_embeddings=8192, bos_token_id=128000, eos_token_id=128001),
-    ModelSpec("llama3.1-8b", "llama", vocab_size=128256, hidden_size=4096, num_layers=32, num_heads=32,
-              num_kv_heads=8, ffn_hidden_size=14336, rope_theta=500000.0, rope_scaling=_LLAMA3_ROPE,
-              norm_eps=1e-5, max_position_embeddings=131072, bos_token_id=128000, eos_token_id=128009),
-    ModelSpec("llama2-7b", "llama", vocab_size=32000, hidden_size=4096, num_layers=32, num_heads=32,
-              num_kv_heads=32, ffn_hidden_size=11008, norm_eps=1e-5, bos_token_id=1, eos_token_id=2),
-    ModelSpec("qwen2.5-7b", "qwen2", vocab_size=152064, hidden_size=3584, num_layers=28, num_heads=28,
-              num_kv_heads=4, ffn_hidden_size=18944, qkv_bias=True, rope_theta=1000000.0, norm_eps=1e-6,
-              max_position_embeddings=131072, hf_model_type="qwen2", bos_token_id=151643, eos_token_id=151643),
-    ModelSpec("qwen2.5-0.5b", "qwen2", vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14,
-              num_kv_heads=2, ffn_hidden_size=4864, qkv_bias=True, tied_embeddings=True, rope_theta=1000000.0,
-              norm_eps=1e-6, max_position_embeddings=32768, hf_model_type="qwen2", bos_token_id=151643,
-              eos_token_id=151643),
-    ModelSpec("internlm-7b", "internlm", vocab_size=103168, hidden_size=4096, num_layers=32, num_heads=32,
-              num_kv_heads=32, ffn_hidden_size=11008, qkv_bias=True, o_bias=True, norm_eps=1e-6,
-              max_position_embeddings=2048, bos_token_id=1, eos_token_id=2),
-    # Tiny models for tests and the demo: same shapes of problem (GQA, biases, tied embeddings), tiny sizes.
-    ModelSpec("tiny-llama", "llama", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
-              ffn_hidden_size=160, rope_theta=10000.0, norm_eps=1e-5, max_position_embeddings=512),
-    ModelSpec("tiny-qwen2", "qwen2", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
-              ffn_hidden_size=160, qkv_bias=True, rope_theta=1000000.0, norm_eps=1e-6,
-              max_position_embeddings=512, hf_model_type="qwen2"),
-    ModelSpec("tiny-qwen2-tied", "qwen2", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4,
-              num_kv_heads=1, ffn_hidden_size=160, qkv_bias=True, tied_embeddings=True, rope_theta=1000000.0,
-              norm_eps=1e-6, max_position_embeddings=512, hf_model_type="qwen2"),
-    ModelSpec("tiny-internlm", "internlm", vocab_size=512, hidden_size=64, num_layers=4, num_heads=4,
-              num_kv_heads=4, ffn_hidden_size=160, qkv_bias=True, o_bias=True, norm_eps=1e-6,
-              max_position_embeddings=512),
-)}
-
-
-def get_model(name: str) -> ModelSpec:
-    try:
-        return CATALOGUE[name]
-    except KeyError:
-        from .errors import unknown
-        raise KeyError(unknown("model", name, CATALOGUE)) from None

@@ -15,6 +15,7 @@ from .backends.result import RunResult
 from . import units
 from .errors import TunebridgeError
 from .models import ModelSpec
+from .recipe import ParityTolerances
 from .verify import MAX_ABS, MIN_COSINE, Agreement, compare
 
 
@@ -48,15 +49,6 @@ def _fmt(v: float | int, percent: bool = False) -> str:
 # --- loss curves -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LossTolerance:
-    first_rel: float = 0.005
-    first_abs: float = 0.005
-    mean_rel: float = 0.01
-    mean_abs: float = 0.01
-    grad_norm_mean_rel: float = 0.10
-
-
 def _steps_text(steps: list[int]) -> str:
     return "none" if not steps else f"{len(steps)} steps ({steps[0]}-{steps[-1]})"
 
@@ -79,7 +71,7 @@ def _rel(a: float, b: float) -> float:
 
 
 def loss_checks(a: RunResult, b: RunResult, name_a: str, name_b: str,
-                tol: LossTolerance = LossTolerance()) -> list[Verdict]:
+                tol: ParityTolerances = ParityTolerances()) -> list[Verdict]:
     """First-step and mean loss error of ``b`` against ``a``, and the mean global-norm error when both log it."""
     steps, note = common_steps(a, b, name_a, name_b)
     la = {s.step: s for s in a.steps}

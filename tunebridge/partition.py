@@ -2,11 +2,34 @@
 rendering use it, and they run in commands that must start at once)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a written checkpoint (or adapter) is laid out; each format reads the fields that apply to it."""
+    tp: int = 1
+    pp: int = 1
+    num_layer_list: list[int] | None = None
+    make_vocab_size_divisible_by: int = 1
+    max_shard_bytes: int = 2 << 30   # HF safetensors shards
+
 
 def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
     """Megatron's vocabulary padding: up to a multiple of ``divisible_by * tp``."""
     multiple = divisible_by * tp
     return -(-vocab // multiple) * multiple
+
+
+def parse_layer_list(text: str | None) -> list[int] | None:
+    """Megatron's ``--num-layer-list`` / ``args.num_layer_list`` text ("4,4,3,3"), or None when empty; raises
+    ValueError on anything but comma-separated positive integers."""
+    if not text:
+        return None
+    counts = [int(x) for x in str(text).split(",")]
+    if min(counts) <= 0:
+        raise ValueError(f"layer counts must be positive: {text!r}")
+    return counts
 
 
 def stage_layers(num_layers: int, pp: int, num_layer_list: list[int] | None = None) -> list[range]:

@@ -18,7 +18,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from .accounting import BACKENDS, ParamReport, count, expand_targets, native_name
+from .accounting import ParamReport, count, expand_targets, native_name
+from .catalogue import CATALOGUE
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
 from .data.tokenizer import EMBEDDED_VOCAB
@@ -26,7 +27,8 @@ from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError, did_you_mean
-from .models import CATALOGUE, PROJECTIONS, ModelSpec
+from .models import PROJECTIONS, ModelSpec
+from .stacks import STACK_NAMES
 
 CANONICAL_TARGETS = (*PROJECTIONS, "all-linear")
 # A recipe's name becomes file names (render, run): one path component of plain characters.
@@ -299,7 +301,7 @@ def _literal_choices(expected: str) -> list[str]:
 
 
 def _framework_target_hint(target: str) -> str | None:
-    for backend in BACKENDS:
+    for backend in STACK_NAMES:
         for module in get_dialect(backend).lora_modules:
             if native_name(module) == target:
                 if len(module.covers) == 1:
@@ -462,9 +464,9 @@ def _lora_problems(lora: LoraSettings) -> list[Problem]:
             hint = _framework_target_hint(target) or _did_you_mean(target, CANONICAL_TARGETS)
             out.append((("finetune", "lora", "targets", i), f"{target!r} is not a canonical target", hint))
     for backend, names in (lora.native_targets or {}).items():
-        if backend not in BACKENDS:
+        if backend not in STACK_NAMES:
             out.append((("finetune", "lora", "native_targets", backend), f"unknown backend {backend!r}",
-                        _did_you_mean(backend, BACKENDS)))
+                        _did_you_mean(backend, STACK_NAMES)))
             continue
         known = [native_name(m) for m in get_dialect(backend).lora_modules]
         for i, name in enumerate(names):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from .errors import TunebridgeError
+from .formats import checkpoint_format
 from .formats import mcore as mcore_fmt
 from .models import ModelSpec
 
@@ -18,18 +19,7 @@ MAX_ABS = 1e-4
 MIN_COSINE = 0.9999
 
 
-def detect_format(path: str | Path) -> str:
-    p = Path(path)
-    if (p / "latest_checkpointed_iteration.txt").exists():
-        return "mcore"
-    if p.suffix == ".ckpt" or (p.is_dir() and any(p.glob("*.ckpt"))):
-        return "mindformers"
-    if (p / "config.json").exists():
-        return "hf"
-    raise TunebridgeError(f"{p}: cannot tell the checkpoint format (pass --from/--to)")
-
-
-def hf_logits(path: Path, input_ids: torch.Tensor) -> torch.Tensor:
+def hf_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec | None = None) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True).eval()
     with torch.no_grad():
@@ -39,14 +29,13 @@ def hf_logits(path: Path, input_ids: torch.Tensor) -> torch.Tensor:
 def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     from .megatron.forward import mcore_logits
     layout = mcore_fmt.McoreLayout(path)
-    shards, num_layer_list = {}, None
+    shards = {}
     for s in range(layout.pp):
         for t in range(layout.tp):
             saved = mcore_fmt.load_rank_file(layout.file(t, s))
             shards[(s, t)] = {k: v.float() for k, v in saved["model"].items()}
             args = saved.get("args")
-            if args is not None and getattr(args, "num_layer_list", None):
-                num_layer_list = [int(x) for x in str(args.num_layer_list).split(",")]
+            num_layer_list = mcore_fmt.saved_layer_list(args)
             divisible = getattr(args, "make_vocab_size_divisible_by", 1) if args is not None else 1
     return mcore_logits(spec, shards, input_ids, num_layer_list=num_layer_list, make_vocab_size_divisible_by=divisible)
 
@@ -64,17 +53,7 @@ def mindformers_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec) -> 
 
 def framework_logits(path: str | Path, fmt: str, spec: ModelSpec, input_ids: torch.Tensor) -> torch.Tensor:
     """Logits of the checkpoint at ``path`` through its own framework."""
-    path = Path(path)
-    if fmt == "hf":
-        return hf_logits(path, input_ids)
-    if fmt == "mcore":
-        return mcore_logits_from_dir(path, input_ids, spec)
-    if fmt == "mindformers":
-        return mindformers_logits(path, input_ids, spec)
-    raise TunebridgeError(f"unknown format {fmt!r}")
-
-
-FRAMEWORK = {"hf": "transformers", "mcore": "megatron-core GPTModel", "mindformers": "MindFormers LlamaForCausalLM"}
+    return checkpoint_format(fmt).load("logits")(Path(path), input_ids, spec)
 
 
 @dataclass
@@ -109,6 +88,7 @@ def verify(paths: list[tuple[str | Path, str]], spec: ModelSpec, seq_len: int = 
     ids = torch.randint(0, spec.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
     logits = []
     for i, (p, fmt) in enumerate(paths, 1):
-        say(f"[{i}/{len(paths)}] logits of {p} through {FRAMEWORK[fmt]}")
-        logits.append((f"{fmt}:{Path(p).name} ({FRAMEWORK[fmt]})", framework_logits(p, fmt, spec, ids)))
+        framework = checkpoint_format(fmt).framework
+        say(f"[{i}/{len(paths)}] logits of {p} through {framework}")
+        logits.append((f"{fmt}:{Path(p).name} ({framework})", framework_logits(p, fmt, spec, ids)))
     return [compare(la, lb, na, nb) for i, (na, la) in enumerate(logits) for nb, lb in logits[i + 1:]]

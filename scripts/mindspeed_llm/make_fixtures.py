@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 from tunebridge.adapters import convert_adapter  # noqa: E402
 from tunebridge.convert import convert  # noqa: E402
 from tunebridge.dialects import HF  # noqa: E402
-from tunebridge.families import FAMILIES  # noqa: E402
 from tunebridge.models import ModelSpec  # noqa: E402
+from tunebridge.partition import parse_layer_list  # noqa: E402
 
 RUNNER = Path(__file__).with_name("run_converter.py")
 # Small enough to commit, shaped like the real problems: GQA, qkv bias, an odd vocabulary over tp 2.
@@ -41,7 +41,7 @@ MODELS = {
                            bos_token_id=1, eos_token_id=2),
     "qwen2": ModelSpec("qwen2", "qwen2", vocab_size=64, hidden_size=8, num_layers=4, num_heads=4, num_kv_heads=2,
                        ffn_hidden_size=16, qkv_bias=True, rope_theta=1000000.0, norm_eps=1e-6,
-                       max_position_embeddings=128, hf_model_type="qwen2", bos_token_id=1, eos_token_id=2),
+                       max_position_embeddings=128, bos_token_id=1, eos_token_id=2),
     "llama-vocab511": ModelSpec("llama-vocab511", "llama", vocab_size=511, hidden_size=8, num_layers=2, num_heads=2,
                                 num_kv_heads=2, ffn_hidden_size=16, norm_eps=1e-5, max_position_embeddings=128,
                                 bos_token_id=1, eos_token_id=2),
@@ -101,7 +101,7 @@ def write_peft_adapter(spec: ModelSpec, out: Path, rank: int, alpha: int, seed: 
 
 
 def _model_type_hf(model: str) -> str:
-    return FAMILIES[MODELS[model].family].msllm_model_type_hf["convert_ckpt_v2.py"]
+    return MODELS[model].family_record.conversions["master"].hf2mcore.model_type_hf
 
 
 def run_converter(python: str, checkout: Path, args: list[str], out: Path, labels: dict[str, str] | None = None) -> str:
@@ -159,7 +159,7 @@ def main() -> None:
             case = f"{model}-tp{tp}pp{pp}" + (f"-layers{layers.replace(',', '')}" if layers else "")
             mc = scratch / f"{case}-mcore"
             convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, progress=False,
-                    num_layer_list=[int(n) for n in layers.split(",")] if layers else None)
+                    num_layer_list=parse_layer_list(layers))
             cmd = ["--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf",
                    _model_type_hf(model), "--load-dir", str(mc),
                    "--save-dir", f"mg_to_hf/{case}", "--hf-cfg-dir", f"hf/{model}"]

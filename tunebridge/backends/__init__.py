@@ -12,5 +12,5 @@ The inputs every backend trains from (tokens, initial LoRA adapter, converted we
 """
 from __future__ import annotations
 
-from .base import Backend, Plan, get_backend, BACKEND_NAMES  # noqa: F401
+from .base import Backend, Plan, get_backend  # noqa: F401
 from .result import RunResult, StepRecord  # noqa: F401

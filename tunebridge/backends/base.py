@@ -1,4 +1,4 @@
-"""The Backend interface and the three implementations' registry."""
+"""The Backend interface and its three implementations (each stack's record names its class)."""
 from __future__ import annotations
 
 import shutil
@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TunebridgeError
+from ..stacks import Stack, get_stack
 from .result import RunResult
-
-BACKEND_NAMES = ("torch", "mindformers", "mindspeed-llm")
 
 
 @dataclass
@@ -31,12 +30,17 @@ class Plan:
 
 class Backend(ABC):
     name: str
-    data_kind: str        # the data format this backend trains from (tunebridge.data.prepare.OUTPUTS)
     checkout_marker: str  # a file that identifies a real checkout of the stack
     executor: str         # the reference executor that runs here, in words
 
+    @property
+    def stack(self) -> Stack:
+        return get_stack(self.name)
+
     def plan(self, recipe, weights: Path, out: Path, home: Path | None = None) -> Plan:
         """Everything ``run`` needs, checked now; raises TunebridgeError before any work."""
+        if problem := self.stack.problem(recipe.spec):
+            raise TunebridgeError(problem)
         if recipe.data is None or recipe.data.train is None:
             raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")
         if not (Path(weights) / "config.json").is_file():
@@ -80,7 +84,7 @@ class Backend(ABC):
 
 
 class TorchBackend(Backend):
-    name, data_kind = "torch", "jsonl"
+    name = "torch"
     checkout_marker = ""
     executor = "transformers + PEFT on this machine (torch_npu if it imports, else CUDA, else CPU)"
 
@@ -95,12 +99,12 @@ class TorchBackend(Backend):
     def run(self, plan, inputs, progress=True):
         from .pytorch import train
         cfg = inputs.config(plan.recipe, self.name)
-        return train(plan.weights, inputs.data(self.data_kind), plan.out, cfg,
-                     init_adapter=str(inputs.adapter("peft")) if inputs.has_adapter else None, progress=progress)
+        return train(plan.weights, inputs.data(self.stack.data), plan.out, cfg,
+                     init_adapter=str(inputs.adapter(self.stack.adapter)) if inputs.has_adapter else None, progress=progress)
 
 
 class MindFormersBackend(Backend):
-    name, data_kind = "mindformers", "mindrecord"
+    name = "mindformers"
     checkout_marker = "run_mindformer.py"
     executor = ("MindFormers' Trainer (config -> context -> Trainer.train, as run_mindformer.py) on the YAML "
                 "`tunebridge render --device cpu` writes, MindSpore CPU (.venv-mindspore)")
@@ -124,7 +128,7 @@ class MindFormersBackend(Backend):
 
 
 class MindSpeedLLMBackend(Backend):
-    name, data_kind = "mindspeed-llm", "megatron"
+    name = "mindspeed-llm"
     checkout_marker = "posttrain_gpt.py"
     executor = ("megatron-core GPTModel (local spec) with MindSpeed-LLM's fused LoRA on CPU processes (gloo), "
                 "from the converted mcore checkpoint and the Megatron indexed data")
@@ -141,17 +145,13 @@ class MindSpeedLLMBackend(Backend):
     def run(self, plan, inputs, progress=True):
         from .mindspeed_llm import train_mindspeed_llm
         p = plan.recipe.parallel
-        return train_mindspeed_llm(plan.recipe.spec, inputs.weights("mcore"), inputs.data(self.data_kind),
+        return train_mindspeed_llm(plan.recipe.spec, inputs.weights(self.stack.weights), inputs.data(self.stack.data),
                                    inputs.batches, inputs.config(plan.recipe, self.name), plan.out,
                                    tp=p.tp, pp=p.pp, num_layer_list=p.num_layer_list,
-                                   init_adapter=inputs.adapter("mcore") if inputs.has_adapter else None,
+                                   init_adapter=inputs.adapter(self.stack.adapter) if inputs.has_adapter else None,
                                    progress=progress)
 
 
-_BACKENDS = {b.name: b for b in (TorchBackend(), MindFormersBackend(), MindSpeedLLMBackend())}
-
-
 def get_backend(name: str) -> Backend:
-    if name not in _BACKENDS:
-        raise TunebridgeError(f"unknown backend {name!r} (known: {', '.join(BACKEND_NAMES)})")
-    return _BACKENDS[name]
+    stack = get_stack(name)
+    return stack.load(stack.backend)()

@@ -15,12 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TunebridgeError
+from ..stacks import get_stack, stack_of
 from ..train.config import TrainConfig
-
-DATA_FILES = {"jsonl": ("torch", "train.jsonl"), "megatron": ("mindspeed-llm", "train"),
-              "mindrecord": ("mindformers", "train.mindrecord")}
-ADAPTER_OF = {"torch": "peft", "mindformers": "mindformers", "mindspeed-llm": "mcore"}
-WEIGHTS_OF = {"torch": "hf", "mindformers": "mindformers", "mindspeed-llm": "mcore"}
 
 
 @dataclass
@@ -34,8 +30,8 @@ class RunInputs:
     has_adapter: bool = False
 
     def data(self, kind: str) -> Path:
-        backend, name = DATA_FILES[kind]
-        return self.root / "data" / backend / name
+        stack = stack_of(data=kind)
+        return self.root / "data" / stack.name / stack.data_file
 
     def adapter(self, fmt: str) -> Path:
         return self.root / f"adapter-{fmt}"
@@ -73,7 +69,7 @@ class RunInputs:
         spec = recipe.spec
         p = recipe.parallel
         for backend in backends:
-            fmt = WEIGHTS_OF[backend]
+            fmt = get_stack(backend).weights
             if fmt != "hf":
                 convert(weights, inputs.weights(fmt), "hf", fmt, spec=spec, tp=p.tp if fmt == "mcore" else 1,
                         pp=p.pp if fmt == "mcore" else 1, num_layer_list=p.num_layer_list if fmt == "mcore" else None,
@@ -83,7 +79,7 @@ class RunInputs:
             _initial_adapter(weights, cfg, inputs.adapter("peft"))
             from ..adapters import convert_adapter
             for backend in backends:
-                fmt = ADAPTER_OF[backend]
+                fmt = get_stack(backend).adapter
                 if fmt != "peft":
                     convert_adapter(inputs.adapter("peft"), inputs.adapter(fmt), "peft", fmt, spec,
                                     tp=p.tp if fmt == "mcore" else 1, pp=p.pp if fmt == "mcore" else 1,

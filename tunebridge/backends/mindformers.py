@@ -46,7 +46,7 @@ def start_checkpoint(base: Path, adapter: Path | None, out: Path) -> Path:
     so MindFormers loads the initial adapter with the weights; ``base`` itself without an adapter."""
     if adapter is None:
         return base
-    from ..adapters import MF_ADAPTER
+    from ..formats import MF_ADAPTER
     weights, lora = msckpt.CkptReader(base), msckpt.CkptReader(Path(adapter) / MF_ADAPTER)
     clash = sorted(set(weights.entries) & set(lora.entries))
     if clash:

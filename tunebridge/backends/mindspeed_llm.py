@@ -17,14 +17,16 @@ from pathlib import Path
 import torch
 
 from ..accounting import plan_lora
-from ..adapters import detect_adapter_format, fuse, read_adapter, write_mcore
+from ..adapters import fuse, read_adapter, write_mcore
 from ..atomic import atomic_dir
 from ..data.writers import megatron_files
 from ..dialects.hf import PEFT_TARGET
 from ..errors import TunebridgeError
-from ..formats.mcore import McoreLayout
+from ..formats import detect_adapter_format
+from ..formats.mcore import McoreLayout, saved_layer_list
 from ..formats.torchzip import lazy_load
 from ..models import ModelSpec
+from ..partition import Layout
 from ..train.config import TrainConfig
 from .result import RunResult, StepRecord
 
@@ -56,8 +58,7 @@ def _check_inputs(spec: ModelSpec, mcore_dir: Path, data_prefix: Path, batches: 
     if (layout.tp, layout.pp) != (tp, pp):
         raise TunebridgeError(f"{mcore_dir}: converted for tp={layout.tp}, pp={layout.pp}, the run asks "
                               f"tp={tp}, pp={pp} (convert again with --tp {tp} --pp {pp})")
-    saved = getattr(lazy_load(layout.file(0, 0)).get("args"), "num_layer_list", None)
-    saved = [int(x) for x in str(saved).split(",")] if saved else None
+    saved = saved_layer_list(lazy_load(layout.file(0, 0)).get("args"))
     if pp > 1 and saved != (list(num_layer_list) if num_layer_list else None):
         raise TunebridgeError(f"{mcore_dir}: converted with num_layer_list {saved}, the run asks {num_layer_list}")
     if pp > 1 and spec.tied_embeddings and not cfg.lora:
@@ -95,7 +96,7 @@ def _init_lora(path: Path, spec: ModelSpec, cfg: TrainConfig, modules: list[str]
         raise TunebridgeError(f"{path}: adapter covers MindSpeed-LLM modules {fused}, the run targets {modules}")
     out = scratch / "init_lora"
     out.mkdir()
-    write_mcore(out, adapter, spec, tp, pp, num_layer_list)
+    write_mcore(out, adapter, spec, Layout(tp, pp, num_layer_list))
     return out
 
 

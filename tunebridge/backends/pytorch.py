@@ -19,14 +19,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..data.encode import IGNORE
 from ..errors import TunebridgeError
 from ..train.config import TrainConfig
 from ..train.optim import decay_groups, make_adamw
 from ..train.order import global_batches, micro_batches, total_steps
 from ..train.schedule import Schedule
 from .result import RunResult, StepRecord
-
-IGNORE = -100
 
 # PEFT 0.21.2 reads transformers 5's deprecated `is_gradient_checkpointing` when wrapping a model: expected, not ours.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)

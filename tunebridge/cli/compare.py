@@ -9,7 +9,8 @@ from ..errors import TunebridgeError
 from .args import nonnegative_int
 
 if TYPE_CHECKING:
-    from ..parity import LossTolerance, Verdict
+    from ..parity import Verdict
+    from ..recipe import ParityTolerances
 
 
 def add_run_arguments(p, minimum: int) -> None:
@@ -49,9 +50,10 @@ def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: in
     return {label: load_run(p, rank=rank) for label, p in zip(unique, paths)}
 
 
-def curve_verdicts(runs: dict[str, RunResult], tol: LossTolerance | None = None) -> list[Verdict]:
-    from ..parity import LossTolerance, loss_checks
-    tol = tol or LossTolerance()
+def curve_verdicts(runs: dict[str, RunResult], tol: ParityTolerances | None = None) -> list[Verdict]:
+    from ..parity import loss_checks
+    from ..recipe import ParityTolerances
+    tol = tol or ParityTolerances()
     names = list(runs)
     return [v for other in names[1:] for v in loss_checks(runs[names[0]], runs[other], names[0], other, tol)]
 

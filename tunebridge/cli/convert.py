@@ -5,9 +5,11 @@ import json
 import sys
 
 from ..atomic import check_output
+from ..catalogue import get_model
 from ..errors import TunebridgeError
-from ..formats import ADAPTER_FORMATS, DTYPE_NAMES, FORMATS
-from ..models import ModelSpec, get_model
+from ..formats import ADAPTER_FORMATS, DTYPE_NAMES, FORMATS, detect_adapter_format, detect_format
+from ..models import ModelSpec
+from ..partition import parse_layer_list
 from .args import positive_int
 
 
@@ -23,16 +25,11 @@ def _spec(args) -> ModelSpec | None:
 
 
 def _layer_list(text: str | None) -> list[int] | None:
-    if not text:
-        return None
     try:
-        counts = [int(x) for x in text.split(",")]
+        return parse_layer_list(text)
     except ValueError:
-        counts = []
-    if not counts or min(counts) <= 0:
         raise TunebridgeError(f"--num-layer-list {text!r}: expected comma-separated positive layer counts, "
-                              f"e.g. 4,4,3,3")
-    return counts
+                              f"e.g. 4,4,3,3") from None
 
 
 def _model_flags(p) -> None:
@@ -85,7 +82,6 @@ def register(sub) -> None:
 
 def run_convert(args) -> int:
     from ..convert import convert
-    from ..verify import detect_format
     check_output(args.dst, args.force)
     src_format = args.src_format or detect_format(args.src)
     out = convert(args.src, args.dst, src_format, args.dst_format, tp=args.tp, pp=args.pp,
@@ -97,7 +93,7 @@ def run_convert(args) -> int:
 
 
 def run_convert_adapter(args) -> int:
-    from ..adapters import convert_adapter, detect_adapter_format
+    from ..adapters import convert_adapter
     check_output(args.dst, args.force)
     spec = _spec(args)
     if spec is None:
@@ -119,7 +115,7 @@ def run_merge(args) -> int:
 
 def run_verify(args) -> int:
     from ..convert import open_source
-    from ..verify import detect_format, verify
+    from ..verify import verify
     if len(args.checkpoints) < 2:
         raise TunebridgeError("verify needs at least two checkpoints")
     paths = []

@@ -4,13 +4,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from ..accounting import BACKENDS
 from ..atomic import atomic_dir, check_output, output_lock
-from ..backends.inputs import DATA_FILES
 from ..data.readers import RECORD_FORMATS, check_map_keys
 from ..data.templates import PREPROCESS, TEMPLATES
 from ..data.tokenizer import TOKENIZER_RULES
 from ..errors import TunebridgeError
+from ..stacks import STACK_NAMES, STACKS
 from .args import json_object, positive_int
 from .tables import console, table
 
@@ -20,7 +19,7 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     pr = dsub.add_parser("prepare", help="a recipe's data.train for one or all backends")
     pr.add_argument("recipe", help="recipe YAML with a data section")
-    pr.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend's files, or all")
+    pr.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="all", help="one backend's files, or all")
     pr.add_argument("--out", required=True, help="output directory (refused if it exists, unless --force)")
     pr.add_argument("--workers", type=positive_int, default=1,
                     help="tokenizer processes (output is identical for any N)")
@@ -45,7 +44,7 @@ def register(sub) -> None:
     cv.add_argument("--seq-length", type=positive_int, required=True,
                     help="jsonl / megatron: samples of this many tokens or more are dropped and counted (qwen_lf: "
                          "cut to seq-length - 1); mindrecord: rows of seq-length + 1 tokens, longer samples cut")
-    cv.add_argument("--to", choices=tuple(DATA_FILES), required=True, help="output format")
+    cv.add_argument("--to", choices=tuple(s.data for s in STACKS.values()), required=True, help="output format")
     cv.add_argument("--workers", type=positive_int, default=1,
                     help="tokenizer processes (output is identical for any N)")
     cv.add_argument("--force", action="store_true", help="replace an existing output directory")
@@ -66,7 +65,7 @@ def run_prepare(args) -> int:
     from ..recipe import load_recipe
     from ..data.prepare import prepare
     recipe = load_recipe(args.recipe)
-    backends = list(BACKENDS) if args.backend == "all" else [args.backend]
+    backends = list(STACK_NAMES) if args.backend == "all" else [args.backend]
     with output_lock(check_output(args.out, args.force)):  # refused or claimed before any tokenizing
         report = prepare(recipe, backends, args.out, force=args.force, workers=args.workers,
                          tokenizer=args.tokenizer)

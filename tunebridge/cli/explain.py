@@ -24,6 +24,9 @@ def run(args) -> int:
     for row in explain_rows(recipe, args.mindspeed_llm_version):
         t.add_row(row.field, row.value, row.mindformers, row.mindspeed_llm, row.torch)
     console.print(t)
+    from ..stacks import stacks_for
+    for note in stacks_for(recipe.spec)[1]:
+        console.print(f"not runnable on {note}")
     from ..mapping import NON_EQUIVALENCES
     n = table("where the stacks' math differs, and how parity runs align it",
               ["topic", "MindFormers", "MindSpeed-LLM", "torch", "parity alignment"], show_lines=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from ..atomic import check_output
-from ..models import CATALOGUE
+from ..catalogue import CATALOGUE
 from .args import nonnegative_int
 from .tables import console, table
 
@@ -24,8 +24,8 @@ def register(sub) -> None:
 
 def run_init(args) -> int:
     from ..atomic import atomic_dir
+    from ..catalogue import get_model
     from ..errors import TunebridgeError
-    from ..models import get_model
     try:
         spec = get_model(args.arch)
     except KeyError as e:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
-from ..accounting import BACKENDS, ParamReport
+from ..accounting import ParamReport
 from ..errors import TunebridgeError
+from ..stacks import STACK_NAMES, stacks_for
 from ..units import header
 from .tables import console as make_console
 from .tables import table
@@ -13,7 +15,7 @@ from .tables import table
 def register(sub) -> None:
     p = sub.add_parser("params", help="total / trainable parameters, low-param ratio and PEFT's trainable %%")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*BACKENDS, "all"), default="all", help="one backend, or all (default)")
+    p.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="all", help="one backend, or all (default)")
     p.add_argument("--json", action="store_true", help="print JSON (an object for one backend, a list for all)")
     p.add_argument("--strict", action="store_true", help="fail when a backend cannot express the targets exactly")
     p.set_defaults(func=run)
@@ -22,7 +24,9 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
-    backends = BACKENDS if args.backend == "all" else (args.backend,)
+    backends, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not counted for {note}", file=sys.stderr)
     reports = [recipe.param_report(b) for b in backends]
     if args.json:
         data = [r.to_dict() for r in reports]

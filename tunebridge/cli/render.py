@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import check_output
-from ..render import RENDER_BACKENDS
+from ..stacks import RENDERABLE, stacks_for
 from .args import positive_int
 from ..render import mindspeed_llm as msl
 
@@ -13,7 +13,7 @@ from ..render import mindspeed_llm as msl
 def register(sub) -> None:
     p = sub.add_parser("render", help="write a recipe's launch artifacts for MindFormers / MindSpeed-LLM")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*RENDER_BACKENDS, "all"), default="all",
+    p.add_argument("--backend", choices=(*RENDERABLE, "all"), default="all",
                    help="one stack's artifacts, or both (default)")
     p.add_argument("--out", required=True, help="output directory (one subdirectory per backend with 'all')")
     p.add_argument("--num-samples", type=positive_int,
@@ -31,7 +31,9 @@ def run(args) -> int:
     from ..recipe import load_recipe
     from ..render import render
     recipe = load_recipe(args.recipe)
-    backends = RENDER_BACKENDS if args.backend == "all" else (args.backend,)
+    backends, notes = stacks_for(recipe.spec, RENDERABLE) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not rendered for {note}", file=sys.stderr)
     outs = {b: Path(args.out) / b if args.backend == "all" else Path(args.out) for b in backends}
     for out in outs.values():
         check_output(out, args.force)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..accounting import BACKENDS
 from ..atomic import check_output
 from ..backends.result import RunResult
+from ..stacks import stacks_for
 from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdicts
 
 
@@ -26,7 +26,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
     MindSpeed-LLM logs (TP/PP rank 0's share), the torch backend's trainable and base + adapter total.
     """
     from ..parity import params_across, params_instantiated
-    reports = {b: recipe.param_report(b) for b in BACKENDS}
+    reports = {b: recipe.param_report(b) for b in stacks_for(recipe.spec)[0]}
     table = [r.to_dict() for r in reports.values()]
     verdicts = [params_across(list(reports.values()), recipe.spec)]
     for name, run in runs.items():
@@ -47,12 +47,12 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
 
 def run(args) -> int:
     from ..recipe import load_recipe
-    from ..parity import LossTolerance
+    from ..recipe import ParityTolerances
     from ..report import write_report
     check_output(args.out, args.force)
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)
     recipe = load_recipe(args.recipe) if args.recipe else None
-    tol = LossTolerance(**recipe.parity.model_dump()) if recipe else LossTolerance()
+    tol = recipe.parity if recipe else ParityTolerances()
     verdicts = curve_verdicts(runs, tol) if len(runs) > 1 else []
     params_table, recipe_text = None, None
     if recipe:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from ..atomic import check_output, output_lock
-from ..backends import BACKEND_NAMES, get_backend
+from ..backends import get_backend
 from ..errors import TunebridgeError
 from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT
 from ..render.mindspeed_llm import VERSIONS as MSL_VERSIONS
+from ..stacks import STACK_NAMES, stacks_for
 from .args import nonnegative_int, positive_int
 from .tables import console, table
 
@@ -23,7 +25,7 @@ def register(sub) -> None:
     p = sub.add_parser("run", help="fine-tune a recipe here: torch (transformers + PEFT), mindformers (MindSpore "
                                    "CPU), mindspeed-llm (megatron-core CPU), or all from the same inputs")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*BACKEND_NAMES, "all"), default="torch",
+    p.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="torch",
                    help="backend that trains (default torch), or all three from the same inputs")
     p.add_argument("--out", required=True, help="run directory: inputs/ (data, adapters, weights), one directory "
                                                 "per backend (metrics, logs, checkpoints, result.json); refused "
@@ -50,7 +52,9 @@ def run(args) -> int:
                                                        else None)
     if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
-    names = list(BACKEND_NAMES) if args.backend == "all" else [args.backend]
+    names, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
+    for note in notes:
+        print(f"note: not run on {note}", file=sys.stderr)
     if args.resume and args.force:
         raise TunebridgeError("--resume continues the run in --out, --force discards it: give one of them")
     out = Path(args.out)

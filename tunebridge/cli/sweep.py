@@ -5,8 +5,9 @@ import json
 from pathlib import Path
 
 from ..atomic import atomic_dir, check_output
-from ..backends import BACKEND_NAMES, get_backend
+from ..backends import get_backend
 from ..errors import TunebridgeError
+from ..stacks import STACK_NAMES
 from ..units import UNITS, header
 from .args import positive_int
 from .tables import console, table
@@ -17,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("recipe", help="recipe YAML")
     p.add_argument("--set", dest="axes", action="append", required=True, metavar="FIELD=V1,V2",
                    help="e.g. finetune.lora.rank=4,8,16 (repeat for more axes)")
-    p.add_argument("--backend", choices=BACKEND_NAMES, default="torch", help="backend that runs each point")
+    p.add_argument("--backend", choices=STACK_NAMES, default="torch", help="backend that runs each point")
     p.add_argument("--render", action="store_true", help="only render each point's launch artifacts")
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
     p.add_argument("--max-steps", type=positive_int, help="stop each point's run after N optimizer steps")

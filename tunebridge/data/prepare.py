@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
+from ..stacks import get_stack
 from . import mindformers
 from .encode import Sample, cut, encode_turns, flatten, user_turn
 from .readers import Record, read_records
@@ -35,8 +36,6 @@ from .templates import PREPROCESS, TEMPLATES, get_template, preprocessing_stack
 from .tokenizer import TOKENIZER_RULES, load_tokenizer, row_pad_id
 from .transforms import TransformReport, apply, split
 from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteCounts
-
-OUTPUTS = {"torch": "jsonl", "mindspeed-llm": "megatron", "mindformers": "mindrecord"}
 
 
 @dataclass(frozen=True)
@@ -230,11 +229,11 @@ def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, w
                 continue
             for backend in backends:
                 (tmp / backend).mkdir(exist_ok=True)
-            writers = {OUTPUTS[b]: writer(OUTPUTS[b], tmp / b, name, encoding) for b in backends}
+            writers = {get_stack(b).data: writer(get_stack(b).data, tmp / b, name, encoding) for b in backends}
             with tqdm(part, desc=f"encode {name}", unit="record", disable=not progress, leave=False) as bar:
                 counts = write(bar, encoding, writers, workers)
             for backend in backends:
-                kind = OUTPUTS[backend]
+                kind = get_stack(backend).data
                 key = f"{backend}/{name}"
                 report.written[key], report.too_long[key] = counts[kind].written, counts[kind].too_long
                 report.files[key] = [str(Path(out) / backend / p.name) for p in writers[kind].paths]

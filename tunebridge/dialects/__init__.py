@@ -6,16 +6,16 @@ from .mindformers import MINDFORMERS
 
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (HF, MINDFORMERS, MCORE)}
 
-# Which dialect each backend speaks.
-BACKEND_DIALECT = {"torch": "hf", "mindformers": "mindformers", "mindspeed-llm": "mcore"}
-
 
 def get_dialect(name: str) -> Dialect:
+    """A dialect by its name, or the dialect a stack (backend) speaks."""
+    from ..stacks import STACKS
+    name = STACKS[name].dialect if name in STACKS else name
     try:
-        return DIALECTS[BACKEND_DIALECT.get(name, name)]
+        return DIALECTS[name]
     except KeyError:
         raise KeyError(f"unknown dialect {name!r} (known: {', '.join(DIALECTS)})") from None
 
 
 __all__ = ["Dialect", "LoraModule", "Pack", "Shard", "TensorRule", "HF", "MCORE", "MINDFORMERS",
-           "DIALECTS", "BACKEND_DIALECT", "get_dialect"]
+           "DIALECTS", "get_dialect"]

@@ -72,6 +72,7 @@ class Dialect:
     lora_a: str  # LoRA tensor names from the module name, "{module}" placeholder
     lora_b: str
     base_layer: str = "{module}.weight"  # where a LoRA-wrapped module keeps its base weight
+    sharded: bool = False  # a checkpoint holds one file per TP/PP rank, each with its shard (Megatron)
 
     def rules(self, spec: ModelSpec) -> list[TensorRule]:
         return [r for r in (*self.layer_rules, *self.global_rules) if r.applies_to(spec)]

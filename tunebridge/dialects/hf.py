@@ -1,4 +1,4 @@
-"""HF transformers (Llama, Qwen2, InternLM-as-Llama) and PEFT adapter naming."""
+"""HF transformers (Llama, Qwen2, InternLM-as-Llama, Qwen3) and PEFT adapter naming."""
 from .base import Dialect, LoraModule, TensorRule
 
 _L = "model.layers.{i}."
@@ -13,6 +13,8 @@ HF = Dialect(
         TensorRule(_L + "self_attn.k_proj.bias", ("k_bias",)),
         TensorRule(_L + "self_attn.v_proj.weight", ("v",)),
         TensorRule(_L + "self_attn.v_proj.bias", ("v_bias",)),
+        TensorRule(_L + "self_attn.q_norm.weight", ("q_norm",)),
+        TensorRule(_L + "self_attn.k_norm.weight", ("k_norm",)),
         TensorRule(_L + "self_attn.o_proj.weight", ("o",)),
         TensorRule(_L + "self_attn.o_proj.bias", ("o_bias",)),
         TensorRule(_L + "post_attention_layernorm.weight", ("mlp_norm",)),

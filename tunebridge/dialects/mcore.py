@@ -10,6 +10,8 @@ MCORE = Dialect(
         TensorRule(_L + "self_attention.linear_qkv.weight", ("q", "k", "v"), Pack.QKV_GROUPED, Shard.COLUMN),
         TensorRule(_L + "self_attention.linear_qkv.bias", ("q_bias", "k_bias", "v_bias"), Pack.QKV_GROUPED,
                    Shard.COLUMN),
+        TensorRule(_L + "self_attention.q_layernorm.weight", ("q_norm",)),  # --qk-layernorm, replicated over TP
+        TensorRule(_L + "self_attention.k_layernorm.weight", ("k_norm",)),
         TensorRule(_L + "self_attention.linear_proj.weight", ("o",), Pack.NONE, Shard.ROW),
         # MindSpeed-LLM's --add-dense-bias (InternLM); a row-parallel bias is added after the all-reduce.
         TensorRule(_L + "self_attention.linear_proj.bias", ("o_bias",)),
@@ -31,6 +33,7 @@ MCORE = Dialect(
     lora_a="{module}.lora_A.default.weight",
     lora_b="{module}.lora_B.default.weight",
     base_layer="{module}.base_layer.weight",
+    sharded=True,
 )
 
 # MindSpeed-LLM's --lora-target-modules names.

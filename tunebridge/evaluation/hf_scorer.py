@@ -1,11 +1,11 @@
 """A :class:`~tunebridge.evaluation.scorer.Scorer` over an HF transformers model (+ a PEFT adapter).
 
-A call's rows are run together: the prefix every row shares (a subject's shot text) runs once and its keys
-and values are reused by every row; the rest runs left-padded with explicit positions and a padding mask,
-so each row computes what it would alone, and only the positions that are read get logits. Rows of very
-different lengths run in separate length buckets (after the same prefix) when that saves more padding than
-a forward costs. Greedy decoding then continues all rows through the cache, one
-token per step, by the rules of transformers' greedy ``generate`` (argmax; a row stops once it produced eos
+A call's rows are run together: the prefix every row shares (a subject's shot text) runs once and every row
+attends to its one copy of keys and values (:mod:`.shared_prefix`); the rest runs right-padded at explicit
+positions under the plain causal mask, so each row computes what it would alone, and only the positions
+that are read get logits. Rows of very different lengths run in separate length buckets (after the same
+prefix) when that saves more padding than a forward costs. Greedy decoding then continues all rows through
+the cache (its padding keys masked), one token per step, by the rules of transformers' greedy ``generate`` (argmax; a row stops once it produced eos
 or a stop token, kept in its ids; special tokens dropped when decoding). A log-likelihood continuation is
 tokenized on its own and appended to its context's ids, so every option is scored after the same context;
 options that differ only in their last token share one row.
@@ -15,7 +15,6 @@ add one); token-id prompts are taken as they are.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +22,7 @@ import torch
 
 from ..errors import TunebridgeError
 from ..data.tokenizer import pad_id
+from . import shared_prefix
 from .greedy import length_buckets, loglik_plan, sum_by_pair, worth_sharing
 from .tokens import encoded_pairs
 from .tokens import Prompt, check_length, prompt_ids, stop_ids
@@ -58,6 +58,8 @@ class HFScorer:
         self.pad_id = pad_id(tokenizer)
         config = getattr(model, "config", None)
         self.max_positions = getattr(config, "max_position_embeddings", None)
+        # rows' shared prefix run once and attended once (else every row runs its whole prompt)
+        self.shares_prefix = shared_prefix.install(model)
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, adapter: str | Path | None = None, tokenizer=None,
@@ -71,36 +73,50 @@ class HFScorer:
         check_length(self.max_positions, n, what)
 
     def _prefix(self, rows: list[list[int]], shared: int):
-        """Keys and values of the first ``shared`` tokens every row has, computed once (None for none)."""
+        """Per layer, the keys and values of the first ``shared`` tokens every row has, computed once (None for none)."""
         if not shared:
             return None
-        return self.model(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True,
-                          logits_to_keep=1).past_key_values
+        cache = self.model(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True,
+                           logits_to_keep=1).past_key_values
+        return shared_prefix.layers(cache)
 
-    def _run(self, rows: list[list[int]], shared: int, prefix, keep: int, use_cache: bool):
-        """One forward over ``rows`` after their shared prefix (its keys and values repeated for every row), the
-        rest left-padded so every row ends at the same index; positions are explicit and padding is masked, so
-        each row computes what it would alone.
+    def _forward(self, ids: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, prefix, cache,
+                 keep: int | torch.Tensor, use_cache: bool):
+        """The model over ``ids`` after the shared prefix when there is one: a whole row each (``valid`` None,
+        causal) or one new token per row after ``cache``, ``valid`` marking which of its keys are real."""
+        mask = None
+        if valid is not None:
+            dtype = self.model.dtype
+            mask = torch.zeros(valid.shape, dtype=dtype, device=self.device).masked_fill_(
+                ~valid, torch.finfo(dtype).min)[:, None, None, :]
+        extra = {shared_prefix.KEYWORD: prefix} if prefix is not None else {}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                          use_cache=use_cache, logits_to_keep=keep, **extra)
 
-        Returns the logits of the last ``keep`` indices [rows, keep, vocab], the cache and the attention mask."""
+    def _run(self, rows: list[list[int]], shared: int, prefix, keep: list[list[int]], use_cache: bool):
+        """One forward over ``rows`` after their shared prefix (attended once for all rows, see
+        :mod:`.shared_prefix`), the rest right-padded at explicit positions: under the causal mask no real token
+        sees the padding after it, so each row computes what it would alone with no mask at all (the faster
+        attention kernel). ``keep`` holds, per row, the indices after the prefix whose logits are read (the
+        same count for every row).
+
+        Returns those logits [rows, len(keep[0]), vocab], the cache of the rows' own tokens and which of its
+        keys are real (None: all)."""
         device = self.device
-        cache = None
-        if prefix is not None:
-            cache = copy.deepcopy(prefix)
-            cache.batch_repeat_interleave(len(rows))
         lengths = [len(r) - shared for r in rows]
         width = max(lengths)
-        ids = torch.tensor([[self.pad_id] * (width - n) + r[shared:] for r, n in zip(rows, lengths)], device=device)
-        mask = torch.tensor([[1] * shared + [0] * (width - n) + [1] * n for n in lengths], device=device)
-        start = torch.tensor([width - n for n in lengths], device=device)[:, None]
-        positions = (shared + torch.arange(width, device=device)[None, :] - start).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                         use_cache=use_cache, logits_to_keep=keep)
-        return out.logits, out.past_key_values, mask
+        ids = torch.tensor([r[shared:] + [self.pad_id] * (width - n) for r, n in zip(rows, lengths)], device=device)
+        positions = (shared + torch.arange(width, device=device))[None, :].expand(len(rows), width)
+        out = self._forward(ids, None, positions, prefix, None, torch.tensor(keep, device=device), use_cache)
+        valid = None
+        if min(lengths) < width:
+            valid = torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+        return out.logits, out.past_key_values, valid
 
     def _greedy(self, rows: list[list[int]], shared: int, prefix, max_new_tokens: int, stops: set[int]
                 ) -> list[list[int]]:
-        logits, cache, mask = self._run(rows, shared, prefix, keep=1, use_cache=True)
+        logits, cache, valid = self._run(rows, shared, prefix, [[len(r) - shared - 1] for r in rows],
+                                         use_cache=True)
         ends = torch.tensor([len(r) for r in rows], device=self.device)
         picks = logits[:, -1].argmax(-1)
         generated: list[list[int]] = [[] for _ in rows]
@@ -111,10 +127,10 @@ class HFScorer:
             live = [i for i in live if generated[i][-1] not in stops]
             if not live or step == max_new_tokens - 1:
                 break
-            # every row takes one more token (finished rows too, masked out), at its own next position
-            mask = torch.cat([mask, torch.ones(len(rows), 1, dtype=mask.dtype, device=self.device)], dim=1)
-            out = self.model(input_ids=picks[:, None], attention_mask=mask, position_ids=(ends + step)[:, None],
-                             past_key_values=cache, use_cache=True)
+            # every row takes one more token (finished rows too, their output unread), at its own next position
+            if valid is not None:
+                valid = torch.cat([valid, torch.ones(len(rows), 1, dtype=torch.bool, device=self.device)], dim=1)
+            out = self._forward(picks[:, None], valid, (ends + step)[:, None], prefix, cache, 1, True)
             cache, picks = out.past_key_values, out.logits[:, -1].argmax(-1)
         return generated
 
@@ -126,7 +142,7 @@ class HFScorer:
         if not rows or max_new_tokens < 1:
             return ["" for _ in rows]
         stops = set(stop_ids(self.tokenizer, stop))
-        shared = worth_sharing(rows)
+        shared = worth_sharing(rows) if self.shares_prefix else 0
         prefix = self._prefix(rows, shared)
         generated: list[list[int]] = [[] for _ in rows]
         for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST * max_new_tokens):
@@ -147,20 +163,22 @@ class HFScorer:
             return []
         # options that differ only in their last token (" A" .. " D") share one row: one forward for all four
         rows, picks, pair_of = loglik_plan(pairs)
-        shared = min(worth_sharing(rows), *(len(ctx) - 1 for ctx, _ in pairs))
+        shared = min(worth_sharing(rows) if self.shares_prefix else 0, *(len(ctx) - 1 for ctx, _ in pairs))
         prefix = self._prefix(rows, shared)
         by_row: dict[int, list[int]] = {}
         for j, (r, _, _) in enumerate(picks):
             by_row.setdefault(r, []).append(j)
         token_logprobs = [0.0] * len(picks)
         for bucket in length_buckets([len(r) - shared for r in rows], FORWARD_COST):
-            mine = [j for r in bucket for j in by_row[r]]
-            local = {r: k for k, r in enumerate(bucket)}
-            # rows end together: the scored positions are among the last ``keep`` of each row
-            from_end = torch.tensor([len(rows[picks[j][0]]) - picks[j][1] for j in mine], device=self.device)
-            keep = int(from_end.max())
+            # per row the distinct indices it is read at (after the prefix), padded to one count by repetition
+            read = [sorted({picks[j][1] - shared for j in by_row[r]}) for r in bucket]
+            count = max(len(k) for k in read)
+            keep = [k + k[:1] * (count - len(k)) for k in read]
             logits, _, _ = self._run([rows[r] for r in bucket], shared, prefix, keep, use_cache=False)
-            at = logits[torch.tensor([local[picks[j][0]] for j in mine], device=self.device), keep - from_end]
+            mine = [j for r in bucket for j in by_row[r]]
+            at = logits[torch.tensor([b for b, r in enumerate(bucket) for _ in by_row[r]], device=self.device),
+                        torch.tensor([keep[b].index(picks[j][1] - shared) for b, r in enumerate(bucket)
+                                      for j in by_row[r]], device=self.device)]
             target = torch.tensor([picks[j][2] for j in mine], device=self.device)
             values = torch.log_softmax(at.float(), dim=-1).gather(1, target[:, None])[:, 0].double().tolist()
             for j, value in zip(mine, values):

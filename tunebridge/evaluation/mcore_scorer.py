@@ -46,7 +46,7 @@ class McoreCheckpoint:
                 raise TunebridgeError(f"{adapter}: the adapter is tp {a.tp} x pp {a.pp} (num_layer_list {a_nll}), "
                                       f"the model {root} tp {layout.tp} x pp {layout.pp} (num_layer_list {nll})")
         return cls(str(root), mcore_fmt.spec_from_args(args, Path(root).name), layout.tp, layout.pp,
-                   [int(x) for x in str(nll).split(",")] if nll else None,
+                   mcore_fmt.saved_layer_list(args),
                    int(getattr(args, "make_vocab_size_divisible_by", 1) or 1),
                    str(adapter) if adapter is not None else None)
 

@@ -1,6 +1,6 @@
 """Megatron-mcore checkpoints as MindSpeed-LLM writes and reads them.
 
-    <dir>/latest_checkpointed_iteration.txt            "1"
+    <dir>/latest_checkpointed_iteration.txt (MCORE_TRACKER)   "1"
     <dir>/iter_0000001/mp_rank_{tp:02d}[_{pp:03d}]/model_optim_rng.pt
         {"model": state dict (stage-local layer indices), "checkpoint_version": 3.0,
          "iteration": 1, "args": argparse.Namespace}
@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 
 from ..errors import TunebridgeError
-from ..families import FAMILIES, Family, family_of_msllm_model_type
-from ..layout import padded_vocab_size, stage_layers
+from . import MCORE_TRACKER
+from ..families import family_of_model_type_hf, megatron_keys, model_type_hf
+from ..families import keys as config_keys
+from ..partition import padded_vocab_size, parse_layer_list, stage_layers
 from ..models import ModelSpec
 from .background import Background
 from .torchzip import LazyTensor, TorchZipWriter, lazy_load
@@ -37,64 +39,47 @@ def iteration_dir(root: Path, iteration: int = ITERATION) -> Path:
 
 def make_args(spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | None, divisible_by: int,
               dtype: torch.dtype) -> argparse.Namespace:
-    """The arguments a converted checkpoint carries: the fields Megatron's ``load_args_from_checkpoint`` (and
-    MindSpeed-LLM's wrapper of it) copies into a run's arguments, and those MindSpeed-LLM's ``convert_ckpt_v2.py``
-    mg->hf reads from the checkpoint (``num_key_value_heads``, ``expert_model_parallel_size``)."""
-    fam = FAMILIES[spec.family]
+    """The arguments a converted checkpoint carries: the model as Megatron's arguments (the family's Megatron
+    table: what Megatron's ``load_args_from_checkpoint`` and MindSpeed-LLM's wrapper of it copy into a run's
+    arguments, and what MindSpeed-LLM's ``convert_ckpt_v2.py`` mg->hf reads), the layout, and the family as
+    MindSpeed-LLM's converters name it (``model_type_hf``)."""
+    fam = spec.family_record
     return argparse.Namespace(
-        num_layers=spec.num_layers, hidden_size=spec.hidden_size, ffn_hidden_size=spec.ffn_hidden_size,
-        num_attention_heads=spec.num_heads, group_query_attention=spec.num_kv_heads < spec.num_heads,
-        num_query_groups=spec.num_kv_heads, num_key_value_heads=spec.num_kv_heads, kv_channels=spec.head_dim,
-        vocab_size=spec.vocab_size, padded_vocab_size=padded_vocab_size(spec.vocab_size, tp, divisible_by),
+        **config_keys.write(megatron_keys(fam), spec),
+        padded_vocab_size=padded_vocab_size(spec.vocab_size, tp, divisible_by),
         make_vocab_size_divisible_by=divisible_by, tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp, expert_model_parallel_size=1,
         num_layer_list=",".join(map(str, num_layer_list)) if num_layer_list else None,
-        add_qkv_bias=spec.qkv_bias, add_dense_bias=spec.o_bias, add_bias_linear=False,
-        untie_embeddings_and_output_weights=not spec.tied_embeddings, norm_epsilon=spec.norm_eps,
-        rotary_base=spec.rope_theta, rotary_percent=1.0, rotary_interleaved=False,
-        max_position_embeddings=spec.max_position_embeddings, position_embedding_type="rope",
-        use_rotary_position_embeddings=True, normalization="RMSNorm", swiglu=True, use_mcore_models=True,
-        params_dtype=dtype, model_type_hf=fam.msllm_model_type_hf["convert_ckpt_v2.py"] or
-        fam.msllm_model_type_hf["convert_ckpt.py"], iteration=ITERATION, **spec.to_generation_config(),
+        params_dtype=dtype, model_type_hf=model_type_hf(fam), iteration=ITERATION, **spec.to_generation_config(),
     )
 
 
-def _family(args: argparse.Namespace) -> Family:
-    """The family ``args`` declare (``model_type_hf``), else the one their bias flags imply (a Megatron run's
-    own arguments declare none)."""
-    qkv_bias, o_bias = bool(getattr(args, "add_qkv_bias", False)), bool(getattr(args, "add_dense_bias", False))
-    declared = family_of_msllm_model_type(str(getattr(args, "model_type_hf", "")))
-    if declared is not None and (declared.qkv_bias, declared.o_bias) == (qkv_bias, o_bias):
-        return declared
-    return FAMILIES["internlm" if o_bias else "qwen2" if qkv_bias else "llama"]
-
-
 def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
-    """A ModelSpec from a checkpoint's args: Megatron's fields (tunebridge's and Megatron's own checkpoints), or
-    the HF config fields MindSpeed-LLM's ``convert_ckpt_v2.py`` stores there (``intermediate_size``, ...)."""
-    fields = vars(args)
-    if "intermediate_size" in fields and "num_hidden_layers" in fields:
-        try:
-            return ModelSpec.from_hf_dict(fields, name=name, source="checkpoint args")
-        except ValueError as e:
-            raise TunebridgeError(str(e)) from None
+    """A ModelSpec from a checkpoint's args: MindSpeed-LLM's ``convert_ckpt_v2.py`` stores the HF config there
+    (``model_type``, ``intermediate_size``, ...); tunebridge (and MindSpeed-LLM's converters) name the family in
+    ``model_type_hf`` beside Megatron's fields. Args that name no family are refused, not guessed from."""
+    fields = dict(vars(args))
     try:
-        fam = _family(args)
-        heads = args.num_attention_heads
-        return ModelSpec(
-            name=name, family=fam.name, hf_model_type=fam.hf_model_type,
-            vocab_size=getattr(args, "vocab_size", None) or args.padded_vocab_size, hidden_size=args.hidden_size,
-            num_layers=args.num_layers, num_heads=heads,
-            num_kv_heads=(args.num_query_groups if getattr(args, "group_query_attention", False) else heads),
-            ffn_hidden_size=args.ffn_hidden_size, head_dim=getattr(args, "kv_channels", None) or 0,
-            qkv_bias=bool(getattr(args, "add_qkv_bias", False)), o_bias=bool(getattr(args, "add_dense_bias", False)),
-            tied_embeddings=not getattr(args, "untie_embeddings_and_output_weights", True),
-            rope_theta=float(getattr(args, "rotary_base", 10000.0)),
-            norm_eps=float(getattr(args, "norm_epsilon", 1e-6)),
-            max_position_embeddings=getattr(args, "max_position_embeddings", 4096),
-            **{k: getattr(args, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id") if hasattr(args, k)})
-    except AttributeError as e:
-        raise TunebridgeError(f"checkpoint args lack {e.name}: pass the model (--model or --hf-config)") from None
+        if "intermediate_size" in fields and "num_hidden_layers" in fields and "model_type" in fields:
+            return ModelSpec.from_hf_dict(fields, name=name, source="checkpoint args")
+        declared = fields.get("model_type_hf")
+        fam = family_of_model_type_hf(str(declared), "convert_ckpt_v2.py") if declared else None
+        if fam is None:
+            raise ValueError(f"checkpoint args name no model family MindSpeed-LLM knows (model_type_hf "
+                             f"{declared!r}): pass the model (--model or --hf-config)")
+        if not fields.get("group_query_attention"):
+            fields["num_query_groups"] = fields.get("num_attention_heads")
+        return ModelSpec(name=name, family=fam.name,
+                         **config_keys.read(megatron_keys(fam), fields, "checkpoint args"),
+                         **{k: fields[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in fields})
+    except ValueError as e:
+        raise TunebridgeError(f"{e}: pass the model (--model or --hf-config)" if "lacks" in str(e) else str(e)) \
+            from None
+
+
+def saved_layer_list(args: argparse.Namespace | None) -> list[int] | None:
+    """The ``num_layer_list`` a checkpoint's args record (None: even stages, or no args)."""
+    return parse_layer_list(getattr(args, "num_layer_list", None))
 
 
 def load_rank_file(path: Path) -> dict:
@@ -120,9 +105,9 @@ class McoreLayout:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        latest = self.root / "latest_checkpointed_iteration.txt"
+        latest = self.root / MCORE_TRACKER
         if not latest.exists():
-            raise TunebridgeError(f"{self.root}: no latest_checkpointed_iteration.txt (not an mcore checkpoint)")
+            raise TunebridgeError(f"{self.root}: no {MCORE_TRACKER} (not an mcore checkpoint)")
         text = latest.read_text().strip()
         if not text.isdigit():
             raise TunebridgeError(f"{latest}: expected an iteration number, found {text!r}")
@@ -175,7 +160,7 @@ def write_rank(root: Path, tp_rank: int, pp_rank: int, pp: int, state: dict[str,
 
 
 def write_latest(root: Path, iteration: int = ITERATION) -> None:
-    (root / "latest_checkpointed_iteration.txt").write_text(str(iteration))
+    (root / MCORE_TRACKER).write_text(str(iteration))
 
 
 def stages(spec: ModelSpec, pp: int, num_layer_list: list[int] | None) -> list[range]:

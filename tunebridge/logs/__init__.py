@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..backends.result import RunResult
 from ..errors import TunebridgeError
+from ..stacks import stack_of
 from . import megatron, mindformers
 from .assemble import Parsed, build_run
 from .lines import Line, clean_lines
@@ -17,10 +18,15 @@ from .tables import read_csv, read_jsonl, read_result
 FORMATS = ("mindformers", "megatron", "jsonl", "csv", "result")
 TEXT_PARSERS = {"mindformers": mindformers.parse_line, "megatron": megatron.parse_line}
 STEP_MARKERS = {"mindformers": mindformers.STEP_MARKER, "megatron": megatron.ITERATION}
-BACKEND_OF = {"mindformers": "mindformers", "megatron": "mindspeed-llm", "jsonl": "torch", "csv": "csv"}
 LOOKED_FOR = ("MindFormers MFLossMonitor lines ('{ Epoch:[ 1/ 1], step:[ 1/ 9], loss: ...'), Megatron / "
               "MindSpeed-LLM lines ('iteration 1/9 | ... | lm loss: ... |'), JSONL records with step and loss, "
               "or CSV with a step,loss header")
+
+
+def _backend_of(fmt: str) -> str:
+    """The stack whose runs write logs of ``fmt`` (a CSV is nobody's: it is labelled csv)."""
+    stack = stack_of(log=fmt)
+    return stack.name if stack else fmt
 
 
 def detect_format(path: str | Path) -> str:
@@ -63,7 +69,7 @@ def _parse_text(lines: list[Line], path: Path, fmt: str, rank: int | None) -> Ru
                 trainable, total = pair
             continue
         parsed.append(Parsed(line.number, line.rank, *got))
-    run = build_run(parsed, path, BACKEND_OF[fmt], fmt, rank, notes)
+    run = build_run(parsed, path, _backend_of(fmt), fmt, rank, notes)
     run.trainable_params, run.total_params = trainable, total
     return run
 
@@ -80,7 +86,7 @@ def parse_log(path: str | Path, fmt: str | None = None, rank: int | None = None)
         return _parse_text(clean_lines(path), path, fmt, rank)
     records, notes = (read_jsonl if fmt == "jsonl" else read_csv)(path)
     parsed = [Parsed(i + 1, None, r) for i, r in enumerate(records)]
-    return build_run(parsed, path, BACKEND_OF[fmt], fmt, None, notes)
+    return build_run(parsed, path, _backend_of(fmt), fmt, None, notes)
 
 
 def parse_worker_logs(directory: Path, rank: int | None = None) -> RunResult:

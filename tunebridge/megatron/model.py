@@ -1,8 +1,10 @@
 """Build megatron-core's GPTModel the way MindSpeed-LLM builds it, for one pipeline stage of a ModelSpec.
 
 MindSpeed-LLM runs mcore models with the local transformer spec (``transformer_impl=local``),
-RMSNorm, SwiGLU, RoPE, ``--disable-bias-linear`` (+ ``--add-qkv-bias``, ``--add-dense-bias``),
-fp32 here. Call inside a process set up by :func:`tunebridge.megatron.cpu.init_parallel`.
+RMSNorm, SwiGLU, RoPE, ``--disable-bias-linear`` (+ ``--add-qkv-bias``, ``--add-dense-bias``, ``--qk-layernorm``),
+fp32 here: the model is the family's Megatron arguments (:func:`tunebridge.families.megatron_keys`) turned into
+megatron-core's TransformerConfig as Megatron's ``core_transformer_config_from_args`` does. Call inside a process
+set up by :func:`tunebridge.megatron.cpu.init_parallel`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from ..dialects import MCORE
 from ..errors import TunebridgeError
+from ..families import keys as config_keys
+from ..families import megatron_keys
 from ..layout import padded_vocab_size, stage_layers
 from ..models import ModelSpec
 
@@ -38,6 +42,19 @@ def rope_scaling_factor(spec: ModelSpec) -> float | None:
     return float(rs["factor"])
 
 
+# Megatron's argument -> megatron-core's TransformerConfig field, for the model's arguments.
+_CONFIG_OF_ARG = {"num_layers": "num_layers", "hidden_size": "hidden_size", "ffn_hidden_size": "ffn_hidden_size",
+                  "num_attention_heads": "num_attention_heads", "num_query_groups": "num_query_groups",
+                  "kv_channels": "kv_channels", "normalization": "normalization", "norm_epsilon": "layernorm_epsilon",
+                  "swiglu": "gated_linear_unit", "add_bias_linear": "add_bias_linear", "add_qkv_bias": "add_qkv_bias",
+                  "qk_layernorm": "qk_layernorm"}
+
+
+def megatron_args(spec: ModelSpec) -> dict:
+    """The model as Megatron's arguments (the family's Megatron table)."""
+    return config_keys.write(megatron_keys(spec.family_record), spec)
+
+
 def transformer_config(spec: ModelSpec, tp: int = 1, pp: int = 1,
                        num_layer_list: list[int] | None = None) -> TransformerConfig:
     """The TransformerConfig MindSpeed-LLM's GPT_ARGS give for ``spec`` (fp32, no dropout, no fusions)."""
@@ -50,12 +67,10 @@ def transformer_config(spec: ModelSpec, tp: int = 1, pp: int = 1,
         layout[-1].append("loss")
     elif num_layer_list and list(num_layer_list) != [spec.num_layers]:
         raise ValueError(f"num_layer_list {num_layer_list} needs pp = {len(num_layer_list)}, got pp = 1")
+    args = megatron_args(spec)
     return TransformerConfig(
-        num_layers=spec.num_layers, hidden_size=spec.hidden_size, ffn_hidden_size=spec.ffn_hidden_size,
-        num_attention_heads=spec.num_heads, num_query_groups=spec.num_kv_heads, kv_channels=spec.head_dim,
-        normalization="RMSNorm", layernorm_epsilon=spec.norm_eps,
-        gated_linear_unit=True, activation_func=torch.nn.functional.silu,
-        add_bias_linear=False, add_qkv_bias=spec.qkv_bias,
+        **{field: args[arg] for arg, field in _CONFIG_OF_ARG.items() if arg in args},
+        activation_func=torch.nn.functional.silu if args["swiglu"] else torch.nn.functional.gelu,
         hidden_dropout=0.0, attention_dropout=0.0,
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
         pipeline_model_parallel_layout=layout,
@@ -73,8 +88,10 @@ class _DenseBiasRowParallelLinear(RowParallelLinear):
 
 
 def layer_spec(spec: ModelSpec) -> ModuleSpec:
-    """The local transformer-layer spec; InternLM's o bias replaces linear_proj's class (q/k/v bias is config)."""
-    local = get_gpt_layer_local_spec(normalization="RMSNorm")
+    """The local transformer-layer spec (q/k RMSNorm when the model has them); InternLM's o bias replaces
+    linear_proj's class (q/k/v bias is config)."""
+    args = megatron_args(spec)
+    local = get_gpt_layer_local_spec(normalization=args["normalization"], qk_layernorm=args.get("qk_layernorm", False))
     if not spec.o_bias:
         return local
     attention = local.submodules.self_attention
@@ -99,14 +116,15 @@ def build_gpt(spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[in
         raise ValueError(f"{spec.name}: tp={tp} must divide the {spec.num_kv_heads} KV groups")
     pp_rank = parallel_state.get_pipeline_model_parallel_rank()
     scaling = rope_scaling_factor(spec)
+    args = megatron_args(spec)
     return GPTModel(
         config=transformer_config(spec, tp, pp, num_layer_list),
         transformer_layer_spec=layer_spec(spec),
         vocab_size=padded_vocab_size(spec.vocab_size, tp, make_vocab_size_divisible_by),
         max_sequence_length=max_sequence_length or spec.max_position_embeddings,
         pre_process=pp_rank == 0, post_process=pp_rank == pp - 1,
-        share_embeddings_and_output_weights=spec.tied_embeddings,
-        position_embedding_type="rope", rotary_base=spec.rope_theta,
+        share_embeddings_and_output_weights=not args["untie_embeddings_and_output_weights"],
+        position_embedding_type=args["position_embedding_type"], rotary_base=args["rotary_base"],
         rope_scaling=scaling is not None, rope_scaling_factor=scaling or 8.0,
     )
 

@@ -33,6 +33,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
 from megatron.core.transformer.module import param_is_not_shared
 
+from ..data.encode import IGNORE
 from ..errors import TunebridgeError
 from ..formats import mcore as mcore_fmt
 from ..models import ModelSpec
@@ -44,8 +45,6 @@ from .cpu import causal_mask, pipeline_schedule_on_cpu
 from .forward import lora_in
 from .lora import apply_lora
 from .model import build_gpt, model_state_dict
-
-IGNORE = -100
 
 
 @dataclass

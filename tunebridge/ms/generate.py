@@ -16,17 +16,16 @@ from __future__ import annotations
 from ..evaluation.greedy import greedy as greedy_loop
 from ..evaluation.greedy import right_padded
 from ..models import ModelSpec
-from .model import llama_config
+from .model import model_config, network
 
 
 def _load(spec: dict, ckpt_path: str, seq_length: int, batch_size: int):
     import mindspore as ms
-    from mindformers.models.llama import LlamaForCausalLM
     ms.set_context(mode=ms.GRAPH_MODE, device_target="CPU")
     model_spec = ModelSpec(**spec)
-    config = llama_config(model_spec, seq_length=seq_length, batch_size=batch_size)
+    config = model_config(model_spec, seq_length=seq_length, batch_size=batch_size)
     config.pad_token_id = model_spec.vocab_size
-    model = LlamaForCausalLM(config)
+    model = network(model_spec, config)
     not_loaded, unused = ms.load_param_into_net(model, ms.load_checkpoint(ckpt_path), strict_load=True)
     if not_loaded or unused:
         from ..errors import TunebridgeError

@@ -1,6 +1,9 @@
-"""MindFormers' own LlamaForCausalLM (+ its LoRA through pet_config), built from a ModelSpec on CPU."""
+"""MindFormers' own model of a family (LlamaForCausalLM, + its LoRA through pet_config), built from a ModelSpec on
+CPU."""
 from __future__ import annotations
 
+from ..families import mindformers_model
+from ..families import keys as config_keys
 from ..models import ModelSpec
 
 
@@ -9,32 +12,37 @@ def _context() -> None:
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
 
 
-def llama_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1, pad_token_id: int | None = None):
-    """LlamaConfig for ``spec``: fp32, rope slicing, no flash attention, unfused RMSNorm (what runs on CPU).
+def model_config(spec: ModelSpec, seq_length: int = 64, batch_size: int = 1, pad_token_id: int | None = None):
+    """The family's MindFormers config for ``spec``: fp32, rope slicing, no flash attention, unfused RMSNorm (what
+    runs on CPU).
 
     ``pad_token_id`` (LlamaConfig's default: 0) is the input id LlamaForCausalLM drops from both the attention
     keys and the loss; an id outside the vocabulary turns that off.
     """
-    from mindformers.models.llama import LlamaConfig
+    import mindformers
     extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
-    return LlamaConfig(
-        batch_size=batch_size, seq_length=seq_length, hidden_size=spec.hidden_size, num_layers=spec.num_layers,
-        num_heads=spec.num_heads, n_kv_heads=spec.num_kv_heads, vocab_size=spec.vocab_size,
-        intermediate_size=spec.ffn_hidden_size, rms_norm_eps=spec.norm_eps, theta=spec.rope_theta,
-        qkv_has_bias=spec.qkv_bias, attn_proj_has_bias=spec.o_bias, tie_word_embeddings=spec.tied_embeddings,
+    model = mindformers_model(spec)
+    return getattr(mindformers, model.config)(
+        batch_size=batch_size, seq_length=seq_length, **config_keys.write(model.keys, spec),
         max_position_embedding=max(seq_length, spec.max_position_embeddings),
         compute_dtype="float32", param_init_type="float32", layernorm_compute_type="float32",
         softmax_compute_type="float32", rotary_dtype="float32", use_rope_slice=True, use_flash_attention=False,
         use_past=False, fused_rms_norm=False, checkpoint_name_or_path="", **extra)
 
 
+def network(spec: ModelSpec, config):
+    """The family's MindFormers network (its arch class) from a config of :func:`model_config`."""
+    import mindformers
+    return getattr(mindformers, mindformers_model(spec).arch)(config)
+
+
 def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size: int = 1,
           pad_token_id: int | None = None):
     """The MindFormers model for a ModelSpec dict, wrapped with LoRA when ``pet`` (a pet_config) is given."""
     _context()
-    from mindformers.models.llama import LlamaForCausalLM
     from mindformers.pet import get_pet_model
-    model = LlamaForCausalLM(llama_config(ModelSpec(**spec), seq_length, batch_size, pad_token_id))
+    model_spec = ModelSpec(**spec)
+    model = network(model_spec, model_config(model_spec, seq_length, batch_size, pad_token_id))
     return get_pet_model(model, dict(pet)) if pet else model
 
 

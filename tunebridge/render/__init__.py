@@ -8,22 +8,16 @@ from pathlib import Path
 from ..accounting import plan_lora
 from ..atomic import atomic_dir
 from ..errors import TunebridgeError
-from . import mindformers as mf
+from ..stacks import RENDERABLE, get_stack
 from . import mindspeed_llm as msl
-
-RENDER_BACKENDS = ("mindformers", "mindspeed-llm")
 
 
 def default_prompt_type(recipe) -> str:
-    """The prompt template a recipe trains with: data.template if set, else the model family's chat template."""
+    """The prompt template a recipe trains with: data.template if set, else the model's (its catalogue entry's,
+    else its family's)."""
     if recipe.data is not None and recipe.data.template:
         return recipe.data.template
-    spec = recipe.spec
-    if spec.family == "qwen2":
-        return "qwen"
-    if spec.vocab_size == 128256:
-        return "llama3"
-    return "llama2" if spec.family == "llama" else "alpaca"
+    return recipe.spec.template
 
 
 def train_iters(recipe, num_samples: int | None) -> int | None:
@@ -46,37 +40,14 @@ def _lora_plan(recipe, backend: str):
 
 def render_files(recipe, backend: str, num_samples: int | None = None, version: str = msl.DEFAULT_VERSION,
                  device: str = "ascend") -> dict[str, str]:
-    """File name -> text of every artifact for ``backend`` (``device``: MindFormers' ascend or cpu profile)."""
-    spec = recipe.spec
-    name = recipe.name
-    if backend == "mindspeed-llm":
-        if version not in msl.VERSIONS:
-            raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(msl.VERSIONS)})")
-        ctx = msl.Context(recipe, spec, _lora_plan(recipe, backend), msl.prompt_type(default_prompt_type(recipe)))
-        paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
-                 "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
-                 "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
-                 "RAW_DATA": f"./dataset/{name}.json", "DATA_PATH": f"./finetune_dataset/{name}"}
-        method = recipe.finetune.method
-        return {
-            f"ckpt_convert_{name}_hf2mcore.sh": msl.convert_script(
-                ctx, {k: paths[k] for k in ("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR")}, version),
-            f"data_convert_{name}_instruction.sh": msl.preprocess_script(
-                ctx, {k: paths[k] for k in ("RAW_DATA", "TOKENIZER_PATH", "DATA_PATH")}),
-            f"tune_{name}_{method}_ptd.sh": msl.tune_script(
-                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH")},
-                train_iters(recipe, num_samples), version),
-            f"generate_{name}_ptd.sh": msl.inference_script(
-                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH")}, "generate", version),
-            f"evaluate_{name}_ptd.sh": msl.inference_script(
-                ctx, {**{k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH")},
-                      "EVAL_DATA": "./mmlu/data/test"}, "evaluate", version),
-            f"ckpt_convert_{name}_mcore2hf.sh": msl.export_script(
-                ctx, {k: paths[k] for k in ("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR")}, version),
-        }
-    if backend == "mindformers":
-        return mf.render_files(recipe, spec, _lora_plan(recipe, backend), device, num_samples)
-    raise TunebridgeError(f"cannot render for backend {backend!r} (renderable: {', '.join(RENDER_BACKENDS)})")
+    """File name -> text of every artifact for ``backend`` (``version``: MindSpeed-LLM's; ``device``: MindFormers'
+    ascend or cpu profile)."""
+    stack = get_stack(backend)
+    if stack.render is None:
+        raise TunebridgeError(f"cannot render for backend {backend!r} (renderable: {', '.join(RENDERABLE)})")
+    if problem := stack.problem(recipe.spec):
+        raise TunebridgeError(problem)
+    return stack.load(stack.render)(recipe, _lora_plan(recipe, backend), num_samples, version=version, device=device)
 
 
 def render(recipe, backend: str, out: str | Path, force: bool = False, num_samples: int | None = None,

@@ -17,9 +17,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
 from ..accounting import LoraPlan
+from ..data.encode import IGNORE
 from ..data.tokenizer import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
+from ..families import keys as config_keys
+from ..families import mindformers_model
 from ..models import ModelSpec
 from .shell import assign
 
@@ -106,7 +109,7 @@ def train_steps(recipe, num_samples: int | None) -> int | None:
 
 # Special tokens of the catalogue's vocabularies (as their tokenizer.json holds them), used when the recipe's own
 # tokenizer is not at hand. The pad is what tunebridge pads their data with (the tokenizer's pad, else its eos).
-_KNOWN_VOCABULARIES = {  # the special tokens of each family's tokenizer (None: it has none)
+VOCABULARIES = {  # the special tokens of each family's tokenizer (None: it has none)
     "llama3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": None, "unk_token": None,
                "ids": {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}},
     "qwen2": {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None,
@@ -125,12 +128,6 @@ class Vocabulary:
     tokens: dict[str, str | None]  # bos_token, eos_token, pad_token, unk_token for processor.tokenizer
     add_bos: bool              # the samples start with bos
     source: str                # where the ids come from
-
-
-def _known_name(spec: ModelSpec) -> str:
-    if spec.family == "qwen2":
-        return "qwen2"
-    return "llama3" if spec.vocab_size == 128256 else "sentencepiece"
 
 
 def vocabulary(recipe) -> Vocabulary:
@@ -155,8 +152,8 @@ def vocabulary(recipe) -> Vocabulary:
         return Vocabulary(tok.bos_token_id, list(dict.fromkeys(stop_ids(tok, ends))), getattr(tok, f"{pad}_id"),
                           {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": getattr(tok, pad),
                            "unk_token": tok.unk_token}, add_bos, f"tokenizer {directory}")
-    name = _known_name(spec)
-    known = _KNOWN_VOCABULARIES[name]
+    name = spec.vocabulary
+    known = VOCABULARIES[name]
     ids = known["ids"]
     missing = [t for t in ends if t not in ids]
     if missing:
@@ -198,24 +195,16 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
     layout = batching(recipe)
     parallel = cards(recipe) > 1
     steps = train_steps(recipe, num_samples)
+    model = mindformers_model(spec)
     model_config = {
-        "type": "LlamaConfig",
+        "type": model.config,
         "batch_size": layout.batch_size,
         "seq_length": t.seq_length,
-        "hidden_size": spec.hidden_size,
-        "num_layers": spec.num_layers,
-        "num_heads": spec.num_heads,
-        "n_kv_heads": spec.num_kv_heads,
-        "vocab_size": spec.vocab_size,
-        "intermediate_size": spec.ffn_hidden_size,
-        "rms_norm_eps": spec.norm_eps,
+        **config_keys.write(model.keys, spec),
         "bos_token_id": vocab.bos if vocab.bos is not None else vocab.pad,
         "eos_token_id": vocab.stop,
         "pad_token_id": vocab.pad,
-        "ignore_token_id": -100,
-        "qkv_has_bias": spec.qkv_bias,
-        "attn_proj_has_bias": spec.o_bias,
-        "tie_word_embeddings": spec.tied_embeddings,
+        "ignore_token_id": IGNORE,
         "max_position_embedding": max(spec.max_position_embeddings, t.seq_length),
         "compute_dtype": _DTYPE[t.dtype],
         "layernorm_compute_type": "float32",
@@ -223,7 +212,6 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
         "rotary_dtype": "float32",
         "param_init_type": "float32" if t.dtype == "fp32" else _DTYPE[t.dtype],
         "use_past": False,
-        "theta": spec.rope_theta,
         **_rope(spec),
         "use_flash_attention": not cpu,
         **({"use_rope_slice": True, "fused_rms_norm": False} if cpu else {}),
@@ -298,7 +286,7 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
         "callbacks": callbacks,
         "context": {"mode": 0, "device_target": "CPU" if cpu else "Ascend", "max_call_depth": 10000,
                     **({} if cpu else {"max_device_memory": "58GB"}), "save_graphs": False, "device_id": 0},
-        "model": {"model_config": model_config, "arch": {"type": "LlamaForCausalLM"}},
+        "model": {"model_config": model_config, "arch": {"type": model.arch}},
         "metric": {"type": "PerplexityMetric"},
         "runner_wrapper": {"type": "MFTrainOneStepCell", "scale_sense": 1.0, "use_clip_grad": t.clip_grad > 0,
                            "max_grad_norm": t.clip_grad},
@@ -572,6 +560,12 @@ def render_files(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, nu
             recipe, {"STRATEGY_DIR": "./output/strategy", "TRAINED_CKPT_DIR": "./output/checkpoint",
                      "MERGED_DIR": f"./output/{name}-merged"})
     return files
+
+
+def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, device: str = "ascend",
+                  **_) -> dict[str, str]:
+    """The stack record's render entry point: :func:`render_files` for the recipe's model."""
+    return render_files(recipe, recipe.spec, lora, device, num_samples)
 
 
 def launcher() -> Path:

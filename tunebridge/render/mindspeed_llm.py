@@ -1,6 +1,6 @@
 """MindSpeed-LLM launch artifacts: one versioned flag table, rendered into the stack's shell scripts.
 
-Every flag the renderer emits comes from ``FLAGS`` (or, for the checkpoint converters, ``CONVERTERS``); each
+Every flag the renderer emits comes from ``FLAGS`` (or, for the checkpoint converters, ``_converter_args``); each
 entry names the recipe field it reads, so ``tunebridge explain`` and the tests read the same table. Versions:
 ``2.3.0`` (the release: Megatron-LM core_v0.12.1, MindSpeed 2.3.0_core_r0.12.1) and ``master`` (the same
 Megatron, MindSpeed master; ``convert_ckpt.py`` deleted for ``convert_ckpt_v2.py``). Each version's parsers
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from ..accounting import LoraPlan
 from ..data.templates import TEMPLATES, get_template
 from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
-from ..families import FAMILIES
+from ..families import FAMILIES, Converter, megatron_keys
+from ..families import keys as config_keys
 from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
@@ -71,23 +73,26 @@ def _lora(c: Context):
     return c.recipe.finetune.lora if c.recipe.finetune.method == "lora" else None
 
 
-def _rope_scaling(key: str, c: Context) -> Value:
-    rs = c.spec.rope_scaling or {}
-    return rs.get(key) if rs.get("rope_type", rs.get("type")) == "llama3" else None
+def _model_rows() -> tuple[Flag, ...]:
+    """The architecture's flags: each family's Megatron table spelt as flags (one row per flag of any family, in
+    table order; a row renders what the recipe's family table gives for it), then the family's --spec."""
+    rows: dict[str, Flag] = {}
+    for fam in FAMILIES.values():
+        for key in megatron_keys(fam):
+            if key.flag is not None:
+                flag = key.flag or "--" + key.key.replace("_", "-")
+                rows.setdefault(flag, Flag(flag, partial(_model_flag, flag), "GPT_ARGS", "model"))
+    return (*rows.values(),
+            Flag("--spec", lambda c: list(c.spec.family_record.msllm_spec or ()) or None, "GPT_ARGS", "model"))
+
+
+def _model_flag(flag: str, c: Context) -> Value:
+    return dict(config_keys.flags(megatron_keys(c.spec.family_record), c.spec)).get(flag)
 
 
 FLAGS: tuple[Flag, ...] = (
-    # architecture, from the ModelSpec
-    Flag("--use-mcore-models", lambda c: True, "GPT_ARGS"),
-    Flag("--num-layers", lambda c: c.spec.num_layers, "GPT_ARGS", "model"),
-    Flag("--hidden-size", lambda c: c.spec.hidden_size, "GPT_ARGS", "model"),
-    Flag("--ffn-hidden-size", lambda c: c.spec.ffn_hidden_size, "GPT_ARGS", "model"),
-    Flag("--num-attention-heads", lambda c: c.spec.num_heads, "GPT_ARGS", "model"),
-    Flag("--kv-channels", lambda c: c.spec.head_dim if c.spec.head_dim * c.spec.num_heads != c.spec.hidden_size
-         else None, "GPT_ARGS", "model"),
-    Flag("--group-query-attention", lambda c: c.spec.num_kv_heads < c.spec.num_heads or None, "GPT_ARGS", "model"),
-    Flag("--num-query-groups", lambda c: c.spec.num_kv_heads if c.spec.num_kv_heads < c.spec.num_heads else None,
-         "GPT_ARGS", "model"),
+    # architecture, from the ModelSpec through its family's Megatron table
+    *_model_rows(),
     Flag("--max-position-embeddings", lambda c: max(c.spec.max_position_embeddings, _t(c).seq_length),
          "GPT_ARGS", "model"),
     Flag("--make-vocab-size-divisible-by", lambda c: _p(c).make_vocab_size_divisible_by, "GPT_ARGS",
@@ -95,23 +100,6 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--padded-vocab-size", lambda c: padded_vocab_size(c.spec.vocab_size, _p(c).tp,
                                                             _p(c).make_vocab_size_divisible_by),
          "GPT_ARGS", "model"),
-    Flag("--position-embedding-type", lambda c: "rope", "GPT_ARGS", "model"),
-    Flag("--use-rotary-position-embeddings", lambda c: True, "GPT_ARGS", "model"),
-    Flag("--rotary-base", lambda c: c.spec.rope_theta, "GPT_ARGS", "model"),
-    Flag("--rope-scaling-type", lambda c: "llama3" if _rope_scaling("factor", c) else None, "GPT_ARGS", "model"),
-    Flag("--rope-scaling-factor", lambda c: _rope_scaling("factor", c), "GPT_ARGS", "model"),
-    Flag("--low-freq-factor", lambda c: _rope_scaling("low_freq_factor", c), "GPT_ARGS", "model"),
-    Flag("--high-freq-factor", lambda c: _rope_scaling("high_freq_factor", c), "GPT_ARGS", "model"),
-    Flag("--original-max-position-embeddings", lambda c: _rope_scaling("original_max_position_embeddings", c),
-         "GPT_ARGS", "model"),
-    Flag("--normalization", lambda c: "RMSNorm", "GPT_ARGS", "model"),
-    Flag("--norm-epsilon", lambda c: c.spec.norm_eps, "GPT_ARGS", "model"),
-    Flag("--swiglu", lambda c: True, "GPT_ARGS", "model"),
-    Flag("--disable-bias-linear", lambda c: True, "GPT_ARGS", "model"),
-    Flag("--add-qkv-bias", lambda c: c.spec.qkv_bias or None, "GPT_ARGS", "model"),
-    Flag("--add-dense-bias", lambda c: c.spec.o_bias or None, "GPT_ARGS", "model"),
-    Flag("--untie-embeddings-and-output-weights", lambda c: (not c.spec.tied_embeddings) or None, "GPT_ARGS",
-         "model"),
     Flag("--attention-dropout", lambda c: 0.0, "GPT_ARGS"),
     Flag("--hidden-dropout", lambda c: 0.0, "GPT_ARGS"),
     Flag("--no-masked-softmax-fusion", lambda c: True, "GPT_ARGS"),
@@ -264,43 +252,49 @@ def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, ve
     return "\n".join(parts)
 
 
-# The checkpoint converter of each version: its entry point, and whether it builds Megatron models
-# (convert_ckpt.py: --use-mcore-models, --params-dtype, bias flags, a tokenizer) or maps tensors itself
-# (convert_ckpt_v2.py: the model type carries the biases, the HF dtype is kept, mg->hf writes into --save-dir).
-CONVERTERS = {"2.3.0": "convert_ckpt.py", "master": "convert_ckpt_v2.py"}
+# MindSpeed-LLM's checkpoint converters, as the family names them per version and direction: convert_ckpt.py
+# builds Megatron models (--use-mcore-models, --params-dtype, bias flags, the family's --spec, a tokenizer; mg->hf
+# needs tp = pp = 1 targets and writes $HF_DIR/mg2hf/), convert_ckpt_v2.py maps tensors itself (the model type
+# carries the biases, the HF dtype is kept, mg->hf writes into --save-dir with the HF config of --hf-cfg-dir).
+V1 = "convert_ckpt.py"
+
+
+def _converter(ctx: Context, version: str, direction: str) -> Converter | None:
+    conversion = ctx.spec.family_record.conversions.get(version)
+    return None if conversion is None else getattr(conversion, direction)
 
 
 def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, list[str]] | None:
     """(entry point, flags) of MindSpeed-LLM's converter for ``direction`` (hf2mcore / mcore2hf), None when the
-    version's converter has no model type for the family."""
+    version's converters have no model type for the family."""
     r, spec = ctx.recipe, ctx.spec
-    entry = CONVERTERS[version]
-    model_type = FAMILIES[spec.family].msllm_model_type_hf[entry]
-    if model_type is None:
+    converter = _converter(ctx, version, direction)
+    if converter is None:
         return None
+    entry = converter.entry
     load, save = ("hf", "mg") if direction == "hf2mcore" else ("mg", "hf")
-    args = [f"--load-model-type {load}", f"--save-model-type {save}", f"--model-type-hf {model_type}"]
-    if entry == "convert_ckpt.py":
+    args = [f"--load-model-type {load}", f"--save-model-type {save}", f"--model-type-hf {converter.model_type_hf}"]
+    if entry == V1:
         args = ["--use-mcore-models", "--model-type GPT", *args]
         args += ["--add-qkv-bias"] if spec.qkv_bias else []
         args += ["--add-dense-bias"] if spec.o_bias else []
+        args += [f"--spec {' '.join(spec.family_record.msllm_spec)}"] if spec.family_record.msllm_spec else []
     if direction == "hf2mcore":
         args += [f"--target-tensor-parallel-size {r.parallel.tp}", f"--target-pipeline-parallel-size {r.parallel.pp}"]
         if r.parallel.num_layer_list:
             args.append(f"--num-layer-list {','.join(map(str, r.parallel.num_layer_list))}")
         args += ['--load-dir "$HF_DIR"', '--save-dir "$CKPT_LOAD_DIR"']
-        if entry == "convert_ckpt.py":
+        if entry == V1:
             args += ["--params-dtype bf16", '--tokenizer-model "$TOKENIZER_PATH"']
         return entry, args
-    if entry == "convert_ckpt.py":  # mcore -> hf needs tp = pp = 1 targets and writes $HF_DIR/mg2hf/
+    if entry == V1:
         args += ["--target-tensor-parallel-size 1", "--target-pipeline-parallel-size 1"]
     args.append('--load-dir "$CKPT_LOAD_DIR"')
     lora = _lora(ctx)
     if lora:
         args += ['--lora-load "$CKPT_SAVE_DIR"', f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
                  f"--lora-target-modules {' '.join(ctx.lora.native_targets)}"]
-    args += ['--save-dir "$HF_DIR"'] if entry == "convert_ckpt.py" else ['--save-dir "$HF_EXPORT_DIR"',
-                                                                        '--hf-cfg-dir "$HF_DIR"']
+    args += ['--save-dir "$HF_DIR"'] if entry == V1 else ['--save-dir "$HF_EXPORT_DIR"', '--hf-cfg-dir "$HF_DIR"']
     return entry, args
 
 
@@ -321,7 +315,7 @@ def _tunebridge_lines(ctx: Context, direction: str) -> list[str]:
 def _convert_lines(ctx: Context, version: str, direction: str) -> list[str]:
     found = _converter_args(ctx, version, direction)
     if found is None:
-        return [f"# MindSpeed-LLM {version}'s {CONVERTERS[version]} has no --model-type-hf for {ctx.spec.family}: "
+        return [f"# MindSpeed-LLM {version}'s converters have no --model-type-hf for {ctx.spec.family}: "
                 f"tunebridge converts", *_tunebridge_lines(ctx, direction)]
     entry, args = found
     return [args_block("CONVERT_ARGS", args), f'python {entry} "${{CONVERT_ARGS[@]}}"']
@@ -405,12 +399,46 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     ])
 
 
+def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
+                  **_) -> dict[str, str]:
+    """File name -> text of every MindSpeed-LLM script for ``recipe`` (the stack record's render entry point)."""
+    from . import default_prompt_type, train_iters
+    if version not in VERSIONS:
+        raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
+    name = recipe.name
+    ctx = Context(recipe, recipe.spec, lora, prompt_type(default_prompt_type(recipe)))
+    paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
+             "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
+             "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
+             "RAW_DATA": f"./dataset/{name}.json", "DATA_PATH": f"./finetune_dataset/{name}"}
+
+    def some(*keys: str) -> dict[str, str]:
+        return {k: paths[k] for k in keys}
+
+    method = recipe.finetune.method
+    return {
+        f"ckpt_convert_{name}_hf2mcore.sh": convert_script(ctx, some("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR"),
+                                                           version),
+        f"data_convert_{name}_instruction.sh": preprocess_script(ctx, some("RAW_DATA", "TOKENIZER_PATH", "DATA_PATH")),
+        f"tune_{name}_{method}_ptd.sh": tune_script(
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH"),
+            train_iters(recipe, num_samples), version),
+        f"generate_{name}_ptd.sh": inference_script(ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"),
+                                                    "generate", version),
+        f"evaluate_{name}_ptd.sh": inference_script(
+            ctx, {**some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"), "EVAL_DATA": "./mmlu/data/test"},
+            "evaluate", version),
+        f"ckpt_convert_{name}_mcore2hf.sh": export_script(
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR"), version),
+    }
+
+
 def export_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VERSION) -> str:
     """mcore -> HF, merging the trained LoRA when there is one. 2.3.0's convert_ckpt.py writes into
     $HF_DIR/mg2hf/; master's convert_ckpt_v2.py into $HF_EXPORT_DIR, with $HF_DIR's config files."""
     r = ctx.recipe
-    where = "$HF_DIR/mg2hf/" if _converter_args(ctx, version, "mcore2hf") and CONVERTERS[version] == "convert_ckpt.py" \
-        else "$HF_EXPORT_DIR"
+    converter = _converter(ctx, version, "mcore2hf")
+    where = "$HF_DIR/mg2hf/" if converter is not None and converter.entry == V1 else "$HF_EXPORT_DIR"
     return "\n".join([
         _header(f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if _lora(ctx) else ''} "
                 f"(written to {where}; MindSpeed-LLM {version})"),

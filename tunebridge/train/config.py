@@ -8,13 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-
-# What each stack does when the recipe does not say (see tunebridge.mapping.NON_EQUIVALENCES).
-NATIVE = {
-    "torch": {"adam_bias_correction": True, "warmup_rounding": "megatron", "loss_average": "micro-batch"},
-    "mindspeed-llm": {"adam_bias_correction": True, "warmup_rounding": "megatron", "loss_average": "micro-batch"},
-    "mindformers": {"adam_bias_correction": True, "warmup_rounding": "mindformers", "loss_average": "token"},
-}
+from ..stacks import get_stack
 
 
 @dataclass(frozen=True)
@@ -45,7 +39,7 @@ class TrainConfig:
     def from_recipe(cls, recipe, backend: str = "torch", **overrides) -> "TrainConfig":
         """The recipe as ``backend`` runs it: settings the recipe leaves open take that stack's own convention."""
         t = recipe.train
-        native = NATIVE[backend]
+        native = get_stack(backend).defaults
         lora = None
         if recipe.finetune.method == "lora":
             from ..accounting import expand_targets
@@ -58,10 +52,10 @@ class TrainConfig:
                       beta1=t.optimizer.beta1, beta2=t.optimizer.beta2, eps=t.optimizer.eps,
                       weight_decay=t.optimizer.weight_decay, clip_grad=t.clip_grad, seed=t.seed, dtype=t.dtype,
                       epochs=t.epochs, max_steps=t.max_steps, lora=lora,
-                      adam_bias_correction=(native["adam_bias_correction"] if t.optimizer.bias_correction is None
+                      adam_bias_correction=(native.adam_bias_correction if t.optimizer.bias_correction is None
                                             else t.optimizer.bias_correction),
-                      warmup_rounding=t.warmup_rounding or native["warmup_rounding"],
-                      loss_average=t.loss_average or native["loss_average"])
+                      warmup_rounding=t.warmup_rounding or native.warmup_rounding,
+                      loss_average=t.loss_average or native.loss_average)
         values.update(overrides)
         return cls(**values)
 

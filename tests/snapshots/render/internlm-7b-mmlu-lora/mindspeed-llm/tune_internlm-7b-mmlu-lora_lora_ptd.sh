@@ -33,9 +33,6 @@ GPT_ARGS=(
     --hidden-size 4096
     --ffn-hidden-size 11008
     --num-attention-heads 32
-    --max-position-embeddings 2048
-    --make-vocab-size-divisible-by 1
-    --padded-vocab-size 103168
     --position-embedding-type rope
     --use-rotary-position-embeddings
     --rotary-base 10000
@@ -46,6 +43,9 @@ GPT_ARGS=(
     --add-qkv-bias
     --add-dense-bias
     --untie-embeddings-and-output-weights
+    --max-position-embeddings 2048
+    --make-vocab-size-divisible-by 1
+    --padded-vocab-size 103168
     --attention-dropout 0
     --hidden-dropout 0
     --no-masked-softmax-fusion

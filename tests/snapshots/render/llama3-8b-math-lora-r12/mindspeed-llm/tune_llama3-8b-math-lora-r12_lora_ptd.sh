@@ -35,9 +35,6 @@ GPT_ARGS=(
     --num-attention-heads 32
     --group-query-attention
     --num-query-groups 8
-    --max-position-embeddings 8192
-    --make-vocab-size-divisible-by 1
-    --padded-vocab-size 128256
     --position-embedding-type rope
     --use-rotary-position-embeddings
     --rotary-base 500000
@@ -46,6 +43,9 @@ GPT_ARGS=(
     --swiglu
     --disable-bias-linear
     --untie-embeddings-and-output-weights
+    --max-position-embeddings 8192
+    --make-vocab-size-divisible-by 1
+    --padded-vocab-size 128256
     --attention-dropout 0
     --hidden-dropout 0
     --no-masked-softmax-fusion

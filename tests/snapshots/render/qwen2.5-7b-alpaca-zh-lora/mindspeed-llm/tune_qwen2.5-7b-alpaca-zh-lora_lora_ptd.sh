@@ -35,9 +35,6 @@ GPT_ARGS=(
     --num-attention-heads 28
     --group-query-attention
     --num-query-groups 4
-    --max-position-embeddings 131072
-    --make-vocab-size-divisible-by 1
-    --padded-vocab-size 152064
     --position-embedding-type rope
     --use-rotary-position-embeddings
     --rotary-base 1000000
@@ -47,6 +44,9 @@ GPT_ARGS=(
     --disable-bias-linear
     --add-qkv-bias
     --untie-embeddings-and-output-weights
+    --max-position-embeddings 131072
+    --make-vocab-size-divisible-by 1
+    --padded-vocab-size 152064
     --attention-dropout 0
     --hidden-dropout 0
     --no-masked-softmax-fusion

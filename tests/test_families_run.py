@@ -1,0 +1,56 @@
+"""The families MindFormers cannot run (so the three-backend parity run of tests/test_parity_backends.py has no
+place for them) trained on torch and on megatron-core from one recipe: ``tunebridge run --backend all`` runs the
+two, says why MindFormers is left out, and the curves agree as the parity run's do."""
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import yaml
+
+from tunebridge.backends.result import RunResult
+from tunebridge.catalogue import get_model
+from tunebridge.cli import main
+from tunebridge.parity import loss_checks
+from tunebridge.recipe import load_recipe
+
+from .conftest import REPO
+from .families import MINDFORMERS_TINY, RECIPES, TINY, renderable
+from .test_convert import make_hf
+
+STEPS = 8
+
+
+@pytest.mark.parametrize("name", [n for n in TINY if n not in MINDFORMERS_TINY])
+def test_torch_and_megatron_core_agree(tmp_path, name):
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny-parity-lora.yaml").read_text())
+    recipe["name"] = f"{name}-lora"
+    recipe["model"] = {"arch": name, "weights": str(make_hf(tmp_path / "hf", name))}
+    recipe["train"]["max_steps"] = STEPS
+    recipe["data"]["train"]["path"] = str(REPO / "data" / "samples" / "demo_math_train.jsonl")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    printed, noted = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(noted):
+        assert main(["run", str(tmp_path / "recipe.yaml"), "--backend", "all", "--out", str(tmp_path / "run")]) == 0
+    assert f"mindformers: {name}: {get_model(name).family_record.mindformers_missing}" in noted.getvalue()
+    assert not (tmp_path / "run" / "mindformers").exists()
+    torch_run, mcore_run = (RunResult.load(tmp_path / "run" / b / "result.json") for b in ("torch", "mindspeed-llm"))
+    assert torch_run.trainable_params == mcore_run.trainable_params > 0
+    assert len(torch_run.steps) == len(mcore_run.steps) == STEPS
+    verdicts = loss_checks(torch_run, mcore_run, "torch", "mindspeed-llm")
+    assert all(v.passed for v in verdicts), [(v.name, v.figure()) for v in verdicts if not v.passed]
+    for a, b in zip(torch_run.steps, mcore_run.steps):  # fp32 on both: the same curve, not just a close one
+        assert b.loss == pytest.approx(a.loss, rel=1e-5)
+    assert torch_run.steps[-1].loss < torch_run.steps[0].loss
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if "mindformers" not in renderable(p)], ids=lambda p: p.stem)
+def test_mindformers_refuses_a_family_it_cannot_run_saying_why(path, tmp_path, capsys):
+    spec = load_recipe(path).spec
+    why = f"{spec.name}: {spec.family_record.mindformers_missing}"
+    assert main(["render", str(path), "--backend", "mindformers", "--out", str(tmp_path / "mf")]) == 2
+    assert capsys.readouterr().err.strip() == f"tunebridge: error: {why}"
+    assert main(["render", str(path), "--backend", "all", "--out", str(tmp_path / "all")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all"]
+    assert why in capsys.readouterr().err
