@@ -167,6 +167,11 @@ def test_unknown_transform_is_a_recipe_error(tmp_path, capsys):
     assert "data.transforms[1].prefxi: unknown transform" in err and "did you mean 'prefix'?" in err
 
 
+def test_stratified_sample_without_n_names_what_it_needs():
+    with pytest.raises(TunebridgeError, match="sample: stratified needs n, field and ratios"):
+        apply([], [{"sample": {"strategy": "stratified", "field": "difficulty", "ratios": {1: 1}}}], seed=0)
+
+
 def test_data_convert_cli(tmp_path, capsys):
     assert main(["data", "convert", str(SAMPLES / "seed003_alpaca_zh.json"), str(tmp_path / "out"), "--template",
                  "qwen", "--seq-length", "256", "--to", "megatron", "--map-keys",

@@ -49,9 +49,11 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, env=env, cwd=scratch)
         lines: list[str] = []
+        stdin, stdout_pipe, stderr_pipe = proc.stdin, proc.stdout, proc.stderr
+        assert stdin is not None and stdout_pipe is not None and stderr_pipe is not None  # all three are PIPEs
 
         def pump() -> None:  # stderr as it comes (a training run's progress lines), kept for an error report
-            for line in proc.stderr:
+            for line in stderr_pipe:
                 lines.append(line)
                 if log is not None:
                     log(line.rstrip("\n"))
@@ -66,9 +68,9 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
         if timer:
             timer.start()
         try:
-            proc.stdin.write(json.dumps(kwargs))
-            proc.stdin.close()
-            stdout = proc.stdout.read()
+            stdin.write(json.dumps(kwargs))
+            stdin.close()
+            stdout = stdout_pipe.read()
             proc.wait()
             reader.join()
         finally:

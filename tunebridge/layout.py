@@ -122,6 +122,7 @@ def pack_shards(rule: TensorRule, parts: list[torch.Tensor], spec: ModelSpec, tp
         return [((t.shape[0], t.shape[1] // tp) + tail[1:], [c.contiguous()]) for c in t.chunk(tp, dim=1)]
     padded = rows if rule.shard is Shard.VOCAB and rows else t.shape[0]
     plan = row_plan(rule, spec, tp, [padded] if rule.pack is Pack.NONE else [p.shape[0] for p in parts])
+    assert plan is not None  # only a row-parallel split over tp > 1 has no plan, and it returned above
     out = []
     for blocks in plan:
         pieces = []

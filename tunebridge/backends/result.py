@@ -39,7 +39,7 @@ class RunResult:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunResult":
+    def load(cls, path: str | Path) -> RunResult:
         d = json.loads(Path(path).read_text(encoding="utf-8"))
         d["steps"] = [StepRecord(**s) for s in d.get("steps", [])]
         return cls(**d)

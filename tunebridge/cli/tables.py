@@ -3,6 +3,10 @@ assume 80); cells that do not fit wrap (fold) instead of being cut with an ellip
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
 
 PIPED_WIDTH = 160
 
@@ -15,12 +19,12 @@ def console(file=None):
     return Console(file=out, width=PIPED_WIDTH, no_color=True, highlight=False)
 
 
-def table(title: str, columns: dict[str, str] | list[str], **options):
+def table(title: str, columns: dict[str, JustifyMethod] | list[str], **options):
     """A rich table whose cells wrap (fold) instead of being cut with an ellipsis; ``columns``: name ->
     justification, or names (left-justified)."""
     from rich.table import Table
     t = Table(title=title, **options)
-    spec = columns if isinstance(columns, dict) else dict.fromkeys(columns, "left")
+    spec: dict[str, JustifyMethod] = columns if isinstance(columns, dict) else dict.fromkeys(columns, "left")
     for name, justify in spec.items():
         t.add_column(name, justify=justify, overflow="fold")
     return t

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Callable
+from typing import Any
 
 from ..errors import TunebridgeError
 from .readers import Record
@@ -39,7 +40,8 @@ def _text(r: Record, field: str) -> str:
 
 def _with(r: Record, field: str, value: str) -> Record:
     if field in TEXT_FIELDS:
-        return replace(r, **{field: value})
+        text: dict[str, Any] = {field: value}
+        return replace(r, **text)
     return replace(r, fields={**r.fields, field: value})
 
 
@@ -62,7 +64,7 @@ def suffix(records, field: str = "prompt", text: str = "", **_):
     return _edit(records, "suffix", [field], lambda s: s + text)
 
 
-def strip(records, fields: list[str] = ("prompt", "response"), patterns: list[str] = BOILERPLATE, **_):
+def strip(records, fields: Sequence[str] = ("prompt", "response"), patterns: Sequence[str] = BOILERPLATE, **_):
     def clean(s: str) -> str:
         for p in patterns:
             s = s.replace(p, "")
@@ -86,7 +88,7 @@ def format_number_text(text: str, decimals: int = 2, mode: str = "truncate") -> 
     return _LONG_DECIMAL.sub(cut, text)
 
 
-def format_numbers(records, fields: list[str] = ("prompt", "response"), decimals: int = 2, mode: str = "truncate",
+def format_numbers(records, fields: Sequence[str] = ("prompt", "response"), decimals: int = 2, mode: str = "truncate",
                    **_):
     if mode not in ("truncate", "round"):
         raise TunebridgeError(f"format_numbers: mode {mode!r} is not truncate or round")
@@ -104,7 +106,7 @@ def filter_regex(records, field: str = "prompt", pattern: str = "", action: str 
     return out, TransformReport("filter_regex", len(out), 0, len(records) - len(out))
 
 
-def dedup(records, fields: list[str] = ("prompt", "response"), **_):
+def dedup(records, fields: Sequence[str] = ("prompt", "response"), **_):
     seen, out = set(), []
     for r in records:
         key = (tuple(_text(r, f) for f in fields), r.history)  # conversations differing in earlier turns stay
@@ -141,8 +143,8 @@ def sample(records, strategy: str = "head", n: int | None = None, field: str | N
             start, end = s["range"]
             out += _draw(records[start:end], s["n"], rng, f"subset {s['range']}")
     elif strategy == "stratified":
-        if not field or not ratios:
-            raise TunebridgeError("sample: stratified needs field and ratios")
+        if not field or not ratios or n is None:
+            raise TunebridgeError("sample: stratified needs n, field and ratios")
         counts = allot(n, {str(k): v for k, v in ratios.items()})
         strata: dict[str, list[Record]] = {k: [] for k in counts}
         for r in records:
@@ -165,8 +167,11 @@ def _draw(records: list[Record], n: int | None, rng: random.Random, what: str) -
     return [records[i] for i in picked]
 
 
-TRANSFORMS = {"prefix": prefix, "suffix": suffix, "strip": strip, "format_numbers": format_numbers,
-              "filter_regex": filter_regex, "dedup": dedup, "sample": sample}
+Transform = Callable[..., tuple[list[Record], TransformReport]]
+TRANSFORMS: dict[str, Transform] = {
+    "prefix": prefix, "suffix": suffix, "strip": strip, "format_numbers": format_numbers,
+    "filter_regex": filter_regex, "dedup": dedup, "sample": sample,
+}
 
 
 def apply(records: list[Record], steps: list[dict], seed: int) -> tuple[list[Record], list[TransformReport]]:

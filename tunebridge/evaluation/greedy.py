@@ -10,7 +10,7 @@ padding after a row never reaches its last real position, so this is exact (and 
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 # rows of token ids -> the argmax next token after each row
 NextTokens = Callable[[list[list[int]]], list[int]]

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import TunebridgeError, unknown
 
@@ -69,6 +69,12 @@ class Item:
     question: Question
     prompt: str
     letter_prefix: str  # what precedes the letter in a log-likelihood continuation
+
+
+def options_of(texts: Iterable[str]) -> tuple[str, str, str, str]:
+    """A question's four option texts, in LETTERS order."""
+    a, b, c, d = texts
+    return a, b, c, d
 
 
 # --- reading -------------------------------------------------------------------------------------------
@@ -101,7 +107,7 @@ def _question(path: Path, line: int, subject: str, qid: str, fields: dict[str, s
     answer = fields["answer"].strip()
     if answer not in LETTERS:
         raise TunebridgeError(f"{path}:{line}: answer {fields['answer']!r} is not one of A, B, C, D")
-    return Question(subject, qid, fields["question"], tuple(fields[k] for k in LETTERS), answer, f"{path}:{line}")
+    return Question(subject, qid, fields["question"], options_of(fields[k] for k in LETTERS), answer, f"{path}:{line}")
 
 
 def _read_with_header(path: Path, subject: str, id_column: str | None) -> list[Question]:
@@ -324,12 +330,11 @@ def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = 
     bench = benchmark(task)
     read = read or (lambda b, file, subject: b.read(file, subject))
     split_dir, split = _split_dir(bench, Path(path))
-    files = sorted(f for f in split_dir.glob("*.csv") if bench.subject_of(f, split))
+    files = sorted((f, subject) for f in split_dir.glob("*.csv") if (subject := bench.subject_of(f, split)))
     if not files:
         raise TunebridgeError(f"{split_dir}: no <subject>{bench.eval_suffix(split)}.csv files")
     items = []
-    for file in files:
-        subject = bench.subject_of(file, split)
+    for file, subject in files:
         questions = read(bench, file, subject)
         if not questions:
             raise TunebridgeError(f"{file}: no questions")

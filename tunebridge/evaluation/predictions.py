@@ -87,15 +87,14 @@ class Records:
 
 def _ids(path: Path, rows: list[tuple[str, object]]) -> list[str] | None:
     """Every record's ``id`` as a string, or None when no record has one; some but not all is an error."""
-    have = [isinstance(row, dict) and "id" in row for _, row in rows]
-    if not any(have):
+    given = [(where, row["id"]) for where, row in rows if isinstance(row, dict) and "id" in row]
+    if not given:
         return None
-    if not all(have):
-        where = rows[have.index(False)][0]
+    if len(given) < len(rows):
+        where = next(w for w, row in rows if not (isinstance(row, dict) and "id" in row))
         raise TunebridgeError(f"{where}: no 'id', while other records have one (give every record an id, or none)")
     ids = []
-    for where, row in rows:
-        value = row["id"]
+    for where, value in given:
         if not isinstance(value, (str, int)) or isinstance(value, bool):
             raise TunebridgeError(f"{where}: 'id' must be a string or an integer, got {json.dumps(value)}")
         ids.append(str(value))
@@ -176,8 +175,8 @@ def read_references(path: str | Path, task: str) -> Records:
     rows = [(f"{path}:{n}", row) for n, row in _jsonl(path)]
     values = []
     for where, row in rows:
-        key = next((k for k in keys if isinstance(row, dict) and k in row), None)
-        if key is None:
+        key = next((k for k in keys if k in row), None) if isinstance(row, dict) else None
+        if key is None or not isinstance(row, dict):
             have = ", ".join(row) if isinstance(row, dict) else type(row).__name__
             raise TunebridgeError(f"{where}: lacks {' or '.join(keys)} (it has: {have})")
         values.append(gold_answers(row[key], where) if task == "squad" else math_gold(row[key], where))
@@ -194,13 +193,13 @@ def _repeated(ids: list[str], where: list[str]) -> None:
 
 def paired(predictions: Records, references: Records, pred_path: str | Path, ref_path: str | Path) -> list:
     """The prediction for each reference, in the references' order (by id when both sides have ids)."""
-    if predictions.ids is not None and references.ids is None:
-        raise TunebridgeError(f"{pred_path} pairs predictions by id, but {ref_path} has no ids to pair them with")
     if predictions.ids is None:
         if len(predictions.values) != len(references.values):
             raise TunebridgeError(f"{pred_path} has {len(predictions.values)} predictions, {ref_path} has "
                                   f"{len(references.values)} references")
         return list(predictions.values)
+    if references.ids is None:
+        raise TunebridgeError(f"{pred_path} pairs predictions by id, but {ref_path} has no ids to pair them with")
     _repeated(predictions.ids, predictions.where)
     _repeated(references.ids, references.where)
     by_id = dict(zip(predictions.ids, predictions.values))

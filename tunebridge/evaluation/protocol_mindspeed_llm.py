@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import TunebridgeError
-from .multiple_choice import LETTERS, Benchmark, Item, Question, load_items as _load_items
+from .multiple_choice import LETTERS, Benchmark, Item, Question, load_items as _load_items, options_of
 
 PROTOCOL = "mindspeed-llm"
 CHAT_TEMPLATE = False      # rendered as --no-chat-template, as MindSpeed-LLM's own evaluate examples do
@@ -99,7 +99,7 @@ def read_subject(bench: Benchmark, path: Path, subject: str) -> list[Question]:
             raise TunebridgeError(f"{path}: data row {n + 1}: answer {answer!r} is not one of A, B, C, D as "
                                   f"MindSpeed-LLM compares it{'' if bench.name == 'ceval' else ' (unstripped)'}")
         qid = f"{row['id']}" if "id" in frame.columns else str(n)
-        out.append(Question(subject, qid, f"{row['question']}", tuple(f"{row[k]}" for k in LETTERS), letter,
+        out.append(Question(subject, qid, f"{row['question']}", options_of(f"{row[k]}" for k in LETTERS), letter,
                             f"{path}: data row {n + 1}"))
     return out
 

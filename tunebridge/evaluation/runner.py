@@ -18,9 +18,10 @@ Writes ``predictions.jsonl`` (one line per question, in input order) into ``out`
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
@@ -28,9 +29,13 @@ from ..atomic import atomic_dir, atomic_file
 from ..data.readers import jsonl_objects
 from ..errors import TunebridgeError
 from ..units import units_of
-from . import mindformers_emf1, multiple_choice, squad
-from . import protocol_mindformers_squad as mf_squad
-from . import protocol_mindspeed_llm as msllm
+from . import (
+    mindformers_emf1,
+    multiple_choice,
+    protocol_mindformers_squad as mf_squad,
+    protocol_mindspeed_llm as msllm,
+    squad,
+)
 from .math import accuracy
 from .predictions import gold_answers, math_gold
 from .scorer import Scorer
@@ -148,6 +153,7 @@ def _multiple_choice(scorer: Scorer, task: str, data: str | Path, s: Settings) -
     questions = [item.question for item in items]
     subjects = [q.subject for q in questions]
     about: dict = {"shots": s.shots if s.fewshot_dir is None else "shipped"}
+    details: list[dict[str, Any]]
     with tqdm(total=len(items), desc=f"{task} ({s.protocol})", unit="q", disable=not s.progress) as bar:
         if s.protocol == msllm.PROTOCOL:
             inputs = msllm.inputs_for(items, scorer.tokenizer, s.chat_template)

@@ -6,7 +6,8 @@ continuation after its context. Tasks (SQuAD, math, C-Eval/MMLU/CMMLU) never see
 """
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from .tokens import Prompt
 

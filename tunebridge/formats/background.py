@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 
 class Background:
@@ -53,7 +53,7 @@ class Background:
                     job()
             except BaseException as e:  # noqa: BLE001 - handed to the submitting thread
                 self._error = e
-            job = None  # a done job's buffers (memory maps) go now, not when the next job comes
+            del job  # a done job's buffers (memory maps) go now, not when the next job comes
             with self._cond:
                 self._jobs.popleft()
                 self._pending -= nbytes
@@ -72,7 +72,7 @@ class Background:
             self._thread.join()
         self._raise()
 
-    def __enter__(self) -> "Background":
+    def __enter__(self) -> Background:
         return self
 
     def __exit__(self, *exc) -> None:

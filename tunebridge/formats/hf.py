@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
+
 from ..errors import TunebridgeError
 from ..models import ModelSpec
 from .background import Background

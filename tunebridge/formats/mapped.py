@@ -29,7 +29,7 @@ class FileRange:
     offset: int
     nbytes: int
 
-    def __getitem__(self, s: slice) -> "FileRange":
+    def __getitem__(self, s: slice) -> FileRange:
         start, stop, step = s.indices(self.nbytes)
         if step != 1:
             raise ValueError("a FileRange is sliced with step 1 only")

@@ -218,6 +218,7 @@ class CkptReader:
         """The tensor: its bytes in the file as they are (:func:`map_range`) when stored in one slice, else
         the slices read into one buffer."""
         e = self.entry(name)
+        data: memoryview | bytearray
         if len(e.pieces) == 1:
             data = map_range(self._fd, *e.pieces[0])
         else:

@@ -22,7 +22,10 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     """Raw little-endian bytes of a tensor (bf16 included) as a flat, writable view, without copying a
     contiguous CPU tensor."""
     t = t.detach().contiguous().cpu()
-    return memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+    if not t.numel():
+        return memoryview(b"")
+    # numpy's stubs give ndarray __buffer__ only for Python >= 3.12; the buffer protocol is there on 3.11
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
 
 
 class SafetensorsWriter:

@@ -24,6 +24,7 @@ import pickle
 import struct
 import sys
 import zipfile
+
 try:  # ISA-L's CRC-32 (carry-less multiply): the same checksum, ~5x zlib's speed on this machine
     from isal.isal_zlib import crc32
 except ImportError:  # pragma: no cover - isal is a dependency of the torch extra
@@ -37,6 +38,7 @@ import torch
 from ..errors import TunebridgeError
 from .background import Background
 from .mapped import FileRange, map_range, open_owned
+from .safetensors_stream import tensor_bytes
 
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -49,7 +51,7 @@ _DTYPES = {name: getattr(torch, name) for name in ("float32", "float16", "bfloat
 
 @dataclass(frozen=True)
 class _Storage:
-    archive: "Archive"
+    archive: Archive
     key: str
     dtype: torch.dtype
     numel: int
@@ -292,7 +294,7 @@ class TorchZipWriter:
     def add_pieces(self, dtype: torch.dtype, shape: tuple[int, ...], pieces: list[torch.Tensor]) -> _TensorRef:
         """A tensor of ``shape`` whose bytes are those of ``pieces`` (CPU tensors of ``dtype``) in order."""
         pieces = [p.detach().cpu().contiguous() for p in pieces]
-        views = [memoryview(p.reshape(-1).view(torch.uint8).numpy()) if p.numel() else memoryview(b"") for p in pieces]
+        views = [tensor_bytes(p) for p in pieces]
         numel = int(torch.Size(shape).numel())
         if sum(len(v) for v in views) != numel * dtype.itemsize or any(p.dtype != dtype for p in pieces):
             raise ValueError(f"pieces of {[p.dtype for p in pieces]} {[list(p.shape) for p in pieces]} "
@@ -336,7 +338,7 @@ class TorchZipWriter:
     def __del__(self) -> None:  # an aborted conversion never writes the directory, which closes the file
         if getattr(self, "_fd", None) is not None:
             os.close(self._fd)
-            self._fd = None
+            del self._fd
 
     def _write_directory(self) -> None:
         try:
@@ -345,7 +347,7 @@ class TorchZipWriter:
                         self._at)
         finally:
             os.close(self._fd)
-            self._fd = None
+            del self._fd
 
 
 ALIGNMENT = 64

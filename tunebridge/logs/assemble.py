@@ -23,6 +23,7 @@ def _span(steps: list[int]) -> str:
 def choose_rank(parsed: list[Parsed], path: Path, rank: int | None) -> tuple[list[Parsed], list[str]]:
     """Keep one rank's lines: ``rank`` if given, else the rank with the most loss lines (the lowest on a tie)."""
     ranks = sorted({p.rank for p in parsed}, key=lambda r: -1 if r is None else r)
+    chosen: int | None
     if rank is not None:
         if rank not in ranks:
             raise TunebridgeError(f"{path}: no loss lines from rank {rank} (ranks with loss lines: "

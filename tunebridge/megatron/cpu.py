@@ -23,7 +23,7 @@ import contextlib
 import datetime
 import functools
 import warnings
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -34,12 +34,13 @@ _ORIGINAL = "__tunebridge_cpu_original__"
 @contextlib.contextmanager
 def _cuda_means_cpu() -> Iterator[None]:
     current_device, tensor_cuda = torch.cuda.current_device, torch.Tensor.cuda
-    torch.cuda.current_device = lambda: torch.device("cpu")
-    torch.Tensor.cuda = lambda self, *args, **kwargs: self
+    # monkeypatched on purpose: megatron-core asks for a CUDA device index, and CPU is a torch.device, not an int
+    torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment,return-value]
+    torch.Tensor.cuda = lambda self, *args, **kwargs: self  # type: ignore[method-assign]
     try:
         yield
     finally:
-        torch.cuda.current_device, torch.Tensor.cuda = current_device, tensor_cuda
+        torch.cuda.current_device, torch.Tensor.cuda = current_device, tensor_cuda  # type: ignore[method-assign]
 
 
 def _on_cpu(fn: Callable) -> Callable:

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from megatron.core import parallel_state
 
@@ -15,11 +17,14 @@ from .lora import apply_lora
 from .model import build_gpt
 from .weights import Shards
 
+if TYPE_CHECKING:
+    from megatron.core.models.gpt import GPTModel
+
 _LORA_A = ".lora_A.default.weight"
 
 
 @torch.no_grad()
-def stage_forward(model: torch.nn.Module, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor | None:
+def stage_forward(model: GPTModel, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor | None:
     """Forward-only pipeline pass of this rank's stage: hidden states travel stage to stage by
     send/recv; returns [b, s, vocab] logits (gathered over TP, vocab padding cut) on the last stage,
     None elsewhere."""

@@ -13,7 +13,8 @@ import queue
 import socket
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class RankFailed(RuntimeError):
@@ -28,6 +29,7 @@ def free_port() -> int:
 
 
 def _worker(fn: Callable, tp: int, pp: int, rank: int, port: int, payload: bytes, results: mp.Queue) -> None:
+    answer: tuple[int, bool, bytes | str]
     try:
         import torch
         torch.set_num_threads(1)

@@ -18,8 +18,10 @@ import math
 
 import torch
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear, set_tensor_model_parallel_attributes
-from megatron.core.tensor_parallel.mappings import (copy_to_tensor_model_parallel_region,
-                                                    reduce_from_tensor_model_parallel_region)
+from megatron.core.tensor_parallel.mappings import (
+    copy_to_tensor_model_parallel_region,
+    reduce_from_tensor_model_parallel_region,
+)
 from torch import nn
 from torch.nn.utils import skip_init
 
@@ -51,11 +53,13 @@ class FusedLoraLinear(nn.Module):
             a, b_shape = full_a, (base.output_size_per_partition, rank)
         else:
             a, b_shape = full_a.chunk(tp, dim=1)[tp_rank], (base.output_size, rank)
-        self.lora_A = nn.ModuleDict({"default": skip_init(nn.Linear, a.shape[1], rank, bias=False)})
-        self.lora_B = nn.ModuleDict({"default": skip_init(nn.Linear, rank, b_shape[0], bias=False)})
+        lora_a = skip_init(nn.Linear, a.shape[1], rank, bias=False)
+        lora_b = skip_init(nn.Linear, rank, b_shape[0], bias=False)
+        self.lora_A = nn.ModuleDict({"default": lora_a})
+        self.lora_B = nn.ModuleDict({"default": lora_b})
         with torch.no_grad():
-            self.lora_A["default"].weight.copy_(a)
-            self.lora_B["default"].weight.zero_()
+            lora_a.weight.copy_(a)
+            lora_b.weight.zero_()
         # Mark the TP-split matrix as Megatron marks its parallel linears' weights, so grad-norm code
         # (param_is_not_tensor_parallel_duplicate) counts it on every rank and the replicated one once.
         if parallel is Shard.COLUMN:
@@ -76,8 +80,9 @@ class FusedLoraLinear(nn.Module):
 
     def merged_weight(self) -> torch.Tensor:
         """This rank's shard of W + (alpha/r) B A (row-parallel needs no communication: B is whole)."""
-        a, b = self.lora_A["default"].weight, self.lora_B["default"].weight
-        return self.base_layer.weight + self.scaling * (b @ a)
+        a, b = self.lora_A["default"], self.lora_B["default"]
+        assert isinstance(a, nn.Linear) and isinstance(b, nn.Linear)
+        return self.base_layer.weight + self.scaling * (b.weight @ a.weight)
 
 
 def apply_lora(model: nn.Module, modules: list[str], rank: int, alpha: float,

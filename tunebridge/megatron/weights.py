@@ -7,7 +7,7 @@ in canonical order of the projections the module covers (``[q; k; v]``, ``[gate;
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

@@ -33,11 +33,11 @@ def build_part(path: str) -> dict:
     """The optimizer, learning-rate schedule and rotary table of a rendered finetune YAML, each built by MindFormers'
     own builders from exactly the rendered keys (a keyword its class does not take fails here)."""
     import mindspore as ms
-    from mindspore import nn
     from mindformers.core.lr import build_lr
     from mindformers.core.optim import build_optim
     from mindformers.modules.layers import FreqsMgr
     from mindformers.tools.register import MindFormerConfig
+    from mindspore import nn
     config = MindFormerConfig(path)
     lr_config = config.lr_schedule
     total = lr_config.total_steps if lr_config.total_steps and lr_config.total_steps > 0 else 100

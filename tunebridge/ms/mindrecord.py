@@ -41,7 +41,8 @@ def write(npz_path: str, out_path: str) -> dict:
     rows = np.load(npz_path)
     out = Path(out_path)
     writer, tmp_dir = _writer(out)
-    writer.write_raw_data([{"input_ids": i, "labels": l} for i, l in zip(rows["input_ids"], rows["labels"])])
+    pairs = zip(rows["input_ids"], rows["labels"])
+    writer.write_raw_data([{"input_ids": ids, "labels": labels} for ids, labels in pairs])
     _publish(writer, tmp_dir, out)
     return {"rows": int(len(rows["input_ids"]))}
 
@@ -65,7 +66,7 @@ def stream(out_path: str, source=None) -> dict:
             if n == 0:
                 break
             block = np.frombuffer(_read_exactly(source, 2 * n * width * 4), dtype=np.int32).reshape(2, n, width)
-            writer.write_raw_data([{"input_ids": i, "labels": l} for i, l in zip(block[0], block[1])])
+            writer.write_raw_data([{"input_ids": ids, "labels": labels} for ids, labels in zip(block[0], block[1])])
             rows += n
         _publish(writer, tmp_dir, out)
     except BaseException:

@@ -69,7 +69,9 @@ def loss_section(runs: dict[str, RunResult]) -> list[Block]:
 
 
 def _as_dict(row) -> dict:
-    return row.to_dict() if hasattr(row, "to_dict") else asdict(row) if is_dataclass(row) else dict(row)
+    if hasattr(row, "to_dict"):
+        return row.to_dict()
+    return asdict(row) if is_dataclass(row) and not isinstance(row, type) else dict(row)
 
 
 def params_section(params_table: list) -> list[Block]:
@@ -190,6 +192,6 @@ def write_report(out_dir: str | Path, runs: dict[str, RunResult], verdicts: list
         (tmp / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
         (tmp / "report.html").write_text(to_html(blocks, "tunebridge parity report"), encoding="utf-8")
         for b in blocks:
-            if b.kind == "image":
+            if isinstance(b.content, Image):
                 (tmp / b.content.filename).write_bytes(b.content.png)
     return Path(out_dir)

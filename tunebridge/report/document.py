@@ -23,7 +23,7 @@ class Image:
 
 @dataclass
 class Block:
-    kind: str  # "h1", "h2", "p", "pre", "table", "image"
+    kind: str  # "h1", "h2", "p", "pre" (text content), "table", "image" (the content's type says which)
     content: str | Table | Image
 
 
@@ -34,20 +34,20 @@ def _md_cell(text: str) -> str:
 def to_markdown(blocks: list[Block]) -> str:
     out = []
     for b in blocks:
-        if b.kind in ("h1", "h2"):
-            out.append(f"{'#' * int(b.kind[1])} {b.content}\n")
-        elif b.kind == "p":
-            out.append(f"{b.content}\n")
-        elif b.kind == "pre":
-            out.append(f"```yaml\n{b.content.rstrip()}\n```\n")
-        elif b.kind == "table":
-            t = b.content
+        t = b.content
+        if isinstance(t, Table):
             out.append("| " + " | ".join(map(_md_cell, t.headers)) + " |")
             out.append("|" + "---|" * len(t.headers))
             out.extend("| " + " | ".join(map(_md_cell, row)) + " |" for row in t.rows)
             out.append("")
-        elif b.kind == "image":
-            out.append(f"![{b.content.alt}]({b.content.filename})\n")
+        elif isinstance(t, Image):
+            out.append(f"![{t.alt}]({t.filename})\n")
+        elif b.kind in ("h1", "h2"):
+            out.append(f"{'#' * int(b.kind[1])} {t}\n")
+        elif b.kind == "p":
+            out.append(f"{t}\n")
+        elif b.kind == "pre":
+            out.append(f"```yaml\n{t.rstrip()}\n```\n")
     return "\n".join(out)
 
 
@@ -83,14 +83,8 @@ def to_html(blocks: list[Block], title: str) -> str:
     e = html.escape
     body = []
     for b in blocks:
-        if b.kind in ("h1", "h2"):
-            body.append(f"<{b.kind}>{e(b.content)}</{b.kind}>")
-        elif b.kind == "p":
-            body.append(f"<p>{e(b.content)}</p>")
-        elif b.kind == "pre":
-            body.append(f"<pre>{e(b.content)}</pre>")
-        elif b.kind == "table":
-            t = b.content
+        t = b.content
+        if isinstance(t, Table):
             rows = []
             for i, row in enumerate(t.rows):
                 cls = f' class="{t.row_classes[i]}"' if i < len(t.row_classes) and t.row_classes[i] else ""
@@ -98,9 +92,15 @@ def to_html(blocks: list[Block], title: str) -> str:
             table = ("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) +
                      "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
             body.append(f"<details><summary>{e(t.folded)}</summary>{table}</details>" if t.folded else table)
-        elif b.kind == "image":
-            data = base64.b64encode(b.content.png).decode("ascii")
-            body.append(f'<img alt="{e(b.content.alt)}" src="data:image/png;base64,{data}">')
+        elif isinstance(t, Image):
+            data = base64.b64encode(t.png).decode("ascii")
+            body.append(f'<img alt="{e(t.alt)}" src="data:image/png;base64,{data}">')
+        elif b.kind in ("h1", "h2"):
+            body.append(f"<{b.kind}>{e(t)}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{e(t)}</p>")
+        elif b.kind == "pre":
+            body.append(f"<pre>{e(t)}</pre>")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(title)}</title><style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n"
             "<body>\n" + "\n".join(body) + "\n</body></html>\n")

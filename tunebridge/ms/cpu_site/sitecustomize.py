@@ -74,7 +74,7 @@ class _AdaptAfterImport(importlib.abc.MetaPathFinder):
             execute(module)
             ADAPTERS[name](module)
 
-        spec.loader.exec_module = exec_module
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]  # wraps this one loader instance
         return spec
 
 
