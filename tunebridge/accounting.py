@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .dialects import Dialect, LoraModule, Shard, get_dialect
-from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
+from .partition import padded_vocab_size, stage_layers
 from .stacks import STACK_NAMES, STACKS
 
 

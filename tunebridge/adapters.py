@@ -19,9 +19,7 @@ from .dialects import HF, MCORE, MINDFORMERS, Shard
 from .dialects.hf import PEFT_TARGET
 from .dialects.mindformers import pet_target_regex
 from .errors import TunebridgeError
-from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format
-from .formats import mcore as mcore_fmt
-from .formats import msckpt
+from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format, mcore as mcore_fmt, msckpt
 from .formats.hf import load_bin
 from .formats.safetensors_stream import SafetensorsReader, SafetensorsWriter, tensor_bytes
 from .formats.torchzip import lazy_load

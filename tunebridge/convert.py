@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,9 +27,7 @@ from .atomic import atomic_dir
 from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
 from .families import mindformers_model
-from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format
-from .formats import mcore as mcore_fmt
-from .formats import msckpt
+from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format, mcore as mcore_fmt, msckpt
 from .formats.background import Background
 from .formats.hf import GENERATION_CONFIG, HFReader, write_hf
 from .formats.mapped import FileRange, byte_range

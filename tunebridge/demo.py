@@ -93,14 +93,15 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
 
 def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tuple[Path, bool]:
     """Run everything; returns the report directory and whether every parity check passed."""
+    from transformers.utils import logging as hf_logging
+
     from .data.squad import write_squad_eval
     from .data.tokenizer import load_tokenizer
     from .evaluation.scores import retention_gate
-    from .parity import Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
+    from .parity import Verdict, logits, loss_checks, metric_difference, params_across, params_instantiated
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
-    from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would drown the demo's lines
     started = time.perf_counter()
     out = Path(out)

@@ -20,10 +20,10 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from .accounting import ParamReport, count, expand_targets, native_name
 from .catalogue import CATALOGUE
+from .data.readers import check_map_keys
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
 from .data.tokenizer import EMBEDDED_VOCAB
-from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError, did_you_mean
@@ -340,7 +340,7 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
             out.append((("model", "hf_config"), f"{path}: no config.json there", ""))
         else:
             try:
-                r.spec
+                _ = r.spec
             except ValueError as e:
                 out.append((("model", "hf_config"), str(e), ""))
 

@@ -43,7 +43,7 @@ class RunInputs:
         return TrainConfig.from_recipe(recipe, backend, pad_id=self.pad_id, **self.overrides)
 
     @classmethod
-    def load(cls, root: Path, weights: Path, overrides: dict | None = None) -> "RunInputs":
+    def load(cls, root: Path, weights: Path, overrides: dict | None = None) -> RunInputs:
         """The inputs an earlier :meth:`make` wrote to ``root`` (for --resume)."""
         saved = json.loads((Path(root) / "inputs.json").read_text())
         return cls(Path(root), Path(weights), saved["batches"], saved["samples"], saved["pad_id"],
@@ -51,7 +51,7 @@ class RunInputs:
 
     @classmethod
     def make(cls, recipe, backends: list[str], weights: Path, root: Path, overrides: dict | None = None,
-             progress: bool = True) -> "RunInputs":
+             progress: bool = True) -> RunInputs:
         from ..convert import convert
         from ..data.prepare import prepare
         from ..train.order import step_batches

@@ -178,8 +178,8 @@ def run_model(args) -> int:
 
     if str(args.model).endswith((".yaml", ".yml")):
         _from_recipe(args)
-    from ..evaluation.tokens import load_eval_tokenizer
     from ..evaluation.runner import run_eval
+    from ..evaluation.tokens import load_eval_tokenizer
     torch.manual_seed(0)
     tokenizer_dir = _tokenizer_dir(args)
     scorer, where = _scorer(args, load_eval_tokenizer(tokenizer_dir))

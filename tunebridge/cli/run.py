@@ -14,8 +14,7 @@ from pathlib import Path
 from ..atomic import check_output, output_lock
 from ..backends import get_backend
 from ..errors import TunebridgeError
-from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT
-from ..render.mindspeed_llm import VERSIONS as MSL_VERSIONS
+from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT, VERSIONS as MSL_VERSIONS
 from ..stacks import STACK_NAMES, stacks_for
 from .args import nonnegative_int, positive_int
 from .tables import console, table

@@ -28,8 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
     from ..backends.inputs import RunInputs
+    from ..recipe import load_recipe
     from ..sweep import grid, parse_axis, plot, with_values
     check_output(args.out, args.force)
     recipe = load_recipe(args.recipe)

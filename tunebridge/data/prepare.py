@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 

@@ -12,9 +12,9 @@ import struct
 import subprocess
 import tempfile
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Rows:
     labels: np.ndarray
 
     @classmethod
-    def of(cls, samples: Iterable[Sample | None]) -> "Rows":
+    def of(cls, samples: Iterable[Sample | None]) -> Rows:
         sizes, ids, labels = [], [], []
         for s in samples:
             sizes.append(-1 if s is None else len(s.input_ids))

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from ..errors import TunebridgeError
-from . import MCORE_TRACKER
-from ..families import family_of_model_type_hf, megatron_keys, model_type_hf
-from ..families import keys as config_keys
-from ..partition import padded_vocab_size, parse_layer_list, stage_layers
+from ..families import family_of_model_type_hf, keys as config_keys, megatron_keys, model_type_hf
 from ..models import ModelSpec
+from ..partition import padded_vocab_size, parse_layer_list, stage_layers
+from . import MCORE_TRACKER
 from .background import Background
 from .torchzip import LazyTensor, TorchZipWriter, lazy_load
 

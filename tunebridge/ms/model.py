@@ -2,8 +2,7 @@
 CPU."""
 from __future__ import annotations
 
-from ..families import mindformers_model
-from ..families import keys as config_keys
+from ..families import keys as config_keys, mindformers_model
 from ..models import ModelSpec
 
 

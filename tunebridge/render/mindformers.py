@@ -21,8 +21,7 @@ from ..data.encode import IGNORE
 from ..data.tokenizer import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
-from ..families import keys as config_keys
-from ..families import mindformers_model
+from ..families import keys as config_keys, mindformers_model
 from ..models import ModelSpec
 from .shell import assign
 
@@ -134,10 +133,10 @@ def vocabulary(recipe) -> Vocabulary:
     """From the recipe's tokenizer (data.tokenizer, else the embedded one when it is the model's, as for the tiny
     models), with the MindRecord rows' pad rule, so the ids equal those of the data tunebridge writes; otherwise
     from the catalogue's known vocabularies. Only the tokenizer's JSON files are read (no tokenizer library)."""
-    from . import default_prompt_type
     from ..data.templates import get_template, preprocessing_stack
     from ..data.tokenizer import EMBEDDED_TOKENIZER, ROW_PAD, Tokenizer, row_pad_token
     from ..evaluation.tokens import stop_ids
+    from . import default_prompt_type
     spec = recipe.spec
     template = get_template(default_prompt_type(recipe))
     ends = [template.end] if template.end else []

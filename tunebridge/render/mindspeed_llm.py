@@ -10,16 +10,15 @@ every rendered flag and entry point against them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 from ..accounting import LoraPlan
 from ..data.templates import TEMPLATES, get_template
 from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
-from ..families import FAMILIES, Converter, megatron_keys
-from ..families import keys as config_keys
+from ..families import FAMILIES, Converter, keys as config_keys, megatron_keys
 from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
