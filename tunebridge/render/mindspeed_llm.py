@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ..accounting import LoraPlan
 from ..data.templates import TEMPLATES, get_template
@@ -23,6 +24,9 @@ from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
 
+if TYPE_CHECKING:
+    from ..recipe import Recipe
+
 # each version, with the tokenizer rules (tunebridge.data.tokenizer, data.tokenizer_rules) that give its
 # preprocess_data.py's ids: those of the transformers it pins (2.3.0: 4.57.1; master: 5.2.0)
 VERSIONS = {"2.3.0": "transformers-4", "master": "transformers-5"}
@@ -32,7 +36,7 @@ ALL = frozenset(VERSIONS)
 # The values a flag function sees.
 @dataclass(frozen=True)
 class Context:
-    recipe: object  # tunebridge.recipe.Recipe
+    recipe: Recipe
     spec: ModelSpec
     lora: LoraPlan | None
     prompt_type: str
@@ -291,6 +295,7 @@ def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, li
     args.append('--load-dir "$CKPT_LOAD_DIR"')
     lora = _lora(ctx)
     if lora:
+        assert ctx.lora is not None, "a LoRA recipe is rendered with its LoRA plan"
         args += ['--lora-load "$CKPT_SAVE_DIR"', f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
                  f"--lora-target-modules {' '.join(ctx.lora.native_targets)}"]
     args += ['--save-dir "$HF_DIR"'] if entry == V1 else ['--save-dir "$HF_EXPORT_DIR"', '--hf-cfg-dir "$HF_DIR"']
@@ -398,7 +403,7 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     ])
 
 
-def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
+def render_recipe(recipe: Recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
                   **_) -> dict[str, str]:
     """File name -> text of every MindSpeed-LLM script for ``recipe`` (the stack record's render entry point)."""
     from . import default_prompt_type, train_iters
