@@ -31,6 +31,7 @@ class RunInputs:
 
     def data(self, kind: str) -> Path:
         stack = stack_of(data=kind)
+        assert stack is not None, f"no stack's data format is {kind!r}"
         return self.root / "data" / stack.name / stack.data_file
 
     def adapter(self, fmt: str) -> Path:

@@ -36,7 +36,8 @@ def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str,
     from transformers import AutoModelForCausalLM
     if not (Path(model_dir) / "config.json").exists():
         raise TunebridgeError(f"{model_dir}: not an HF model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype], local_files_only=True)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype],
+                                                                  local_files_only=True)
     if adapter:
         from peft import PeftModel
         if not (Path(adapter) / "adapter_config.json").exists():

@@ -111,8 +111,8 @@ class McoreLayout:
         if not text.isdigit():
             raise TunebridgeError(f"{latest}: expected an iteration number, found {text!r}")
         self.iter_dir = iteration_dir(self.root, int(text))
-        ranks = [_RANK_DIR.match(p.name) for p in self.iter_dir.glob("mp_rank_*")] if self.iter_dir.is_dir() else []
-        ranks = [m for m in ranks if m]
+        matches = [_RANK_DIR.match(p.name) for p in self.iter_dir.glob("mp_rank_*")] if self.iter_dir.is_dir() else []
+        ranks = [m for m in matches if m]
         if not ranks:
             raise TunebridgeError(f"{self.iter_dir}: no mp_rank_* directories")
         self.tp = 1 + max(int(m.group(1)) for m in ranks)

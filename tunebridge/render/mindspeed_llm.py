@@ -25,6 +25,7 @@ from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
 
 if TYPE_CHECKING:
+    from ..data.readers import MapKey
     from ..recipe import Recipe
 
 # each version, with the tokenizer rules (tunebridge.data.tokenizer, data.tokenizer_rules) that give its
@@ -341,14 +342,15 @@ def convert_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_V
 # MindSpeed-LLM's preprocess_data.py handler for each recipe data format, and the --map-keys a format implies
 HANDLERS = {"alpaca": "AlpacaStyleInstructionHandler", "math": "AlpacaStyleInstructionHandler",
             "sharegpt": "SharegptStyleInstructionHandler", "mc": "AlpacaStyleInstructionHandler"}
-FORMAT_KEYS = {"math": {"prompt": "problem", "response": "solution"}}
+FORMAT_KEYS: dict[str, dict[MapKey, str]] = {"math": {"prompt": "problem", "response": "solution"}}
 
 
 def preprocess_script(ctx: Context, paths: dict[str, str]) -> str:
     r = ctx.recipe
     source = r.data.train if r.data is not None else None
     fmt = source.format if source is not None else "alpaca"
-    map_keys = {**FORMAT_KEYS.get(fmt, {}), **((source.map_keys if source is not None else None) or {})}
+    own: dict[MapKey, str] = (source.map_keys if source is not None else None) or {}
+    map_keys = {**FORMAT_KEYS.get(fmt, {}), **own}
     args = ['--input "$RAW_DATA"', "--tokenizer-type PretrainedFromHF", '--tokenizer-name-or-path "$TOKENIZER_PATH"',
             '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {HANDLERS[fmt]}",
             f"--prompt-type {q(ctx.prompt_type)}", f"--seq-length {r.train.seq_length}"]
