@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .dialects import Dialect, LoraModule, Shard, get_dialect
-from .partition import padded_vocab_size, stage_layers
 from .models import PROJECTIONS, ModelSpec
+from .partition import padded_vocab_size, stage_layers
 from .stacks import STACK_NAMES, STACKS
 
 
@@ -46,13 +46,13 @@ def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None
         unknown = [t for t in native_targets if t not in by_native]
         if unknown:
             raise ValueError(f"{backend}: unknown native LoRA targets {unknown} (known: {list(by_native)})")
-        modules = tuple(by_native[t] for t in native_targets)
-        covered = sorted({p for m in modules for p in m.covers}, key=PROJECTIONS.index)
+        chosen = tuple(by_native[t] for t in native_targets)
+        covered = sorted({p for m in chosen for p in m.covers}, key=PROJECTIONS.index)
         wanted = expand_targets(targets)
         exact = covered == wanted
         note = "" if exact else (f"native targets {list(native_targets)} cover {covered}, "
                                  f"the recipe's canonical targets are {wanted}")
-        return LoraPlan(backend, modules, exact, tuple(native_targets), note)
+        return LoraPlan(backend, chosen, exact, tuple(native_targets), note)
     wanted = expand_targets(targets)
     modules: list[LoraModule] = []
     for p in wanted:

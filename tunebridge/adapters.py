@@ -8,6 +8,7 @@ projection adapted with equal A matrices, and is refused otherwise.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,9 +20,7 @@ from .dialects import HF, MCORE, MINDFORMERS, Shard
 from .dialects.hf import PEFT_TARGET
 from .dialects.mindformers import pet_target_regex
 from .errors import TunebridgeError
-from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format
-from .formats import mcore as mcore_fmt
-from .formats import msckpt
+from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format, mcore as mcore_fmt, msckpt
 from .formats.hf import load_bin
 from .formats.safetensors_stream import SafetensorsReader, SafetensorsWriter, tensor_bytes
 from .formats.torchzip import lazy_load
@@ -57,6 +56,7 @@ def read_peft(path: str | Path, spec: ModelSpec) -> Adapter:
     except FileNotFoundError:
         raise TunebridgeError(f"{path}: no {PEFT_CONFIG} (not a PEFT adapter directory)") from None
     weights = path / PEFT_WEIGHTS
+    get: Callable[[str], torch.Tensor]
     if weights.exists():
         reader = SafetensorsReader(weights)
         names, get = set(reader.keys()), reader.get_tensor
@@ -243,10 +243,10 @@ def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
 
 
 def convert_adapter(src: str | Path, dst: str | Path, src_format: str, dst_format: str, spec: ModelSpec, *,
-                    force: bool = False, **layout) -> Path:
+                    force: bool = False, **layout_fields) -> Path:
     """Convert an adapter (``layout``: :class:`tunebridge.partition.Layout`'s fields, for an mcore target)."""
     writer = adapter_format(dst_format).load("writer")
-    layout = Layout(**layout)
+    layout = Layout(**layout_fields)
     if adapter_format(dst_format).dialect == "mcore":
         if problem := tp_problem(spec, layout.tp):
             raise TunebridgeError(f"--{problem}")

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,9 +27,7 @@ from .atomic import atomic_dir
 from .dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from .errors import TunebridgeError
 from .families import mindformers_model
-from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format
-from .formats import mcore as mcore_fmt
-from .formats import msckpt
+from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format, mcore as mcore_fmt, msckpt
 from .formats.background import Background
 from .formats.hf import GENERATION_CONFIG, HFReader, write_hf
 from .formats.mapped import FileRange, byte_range
@@ -54,7 +52,7 @@ class Source:
     def dtype(self) -> torch.dtype:
         return self.get("final_norm", None).dtype
 
-    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview | FileRange] | None:
+    def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> Sequence[memoryview | FileRange] | None:
         """The canonical tensor's row-major bytes as ``dtype``, as buffers to write in order, when the
         source has them without assembling the tensor; else None (then :meth:`get` it)."""
         return None
@@ -212,9 +210,10 @@ class McoreSource(Source):
                 return None
             views = [np.frombuffer(s.map_unchecked(), np.uint8).reshape(first.size[0], row_bytes)
                      for s in self._checked(shards)]
-            return [[memoryview(np.concatenate(views, axis=1)).cast("B")]]
+            return [[np.concatenate(views, axis=1).data.cast("B")]]
         rows = self._rows(rule, shards)
         plan = row_plan(rule, self.spec, tp, rows, [s.size[0] for s in shards])
+        assert plan is not None, "row_plan gives None only for a row-parallel split over tp > 1, handled above"
         canonical = [(n, *first.size[1:]) for n in rows]
         if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or \
                 any(shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)):
@@ -286,7 +285,7 @@ def open_mindformers(path: Path, spec: ModelSpec | None, num_layer_list: list[in
     return FlatSource(spec, MINDFORMERS, reader.get, str(ckpt), reader.locate)
 
 
-def mcore_layout(path: Path, source: Source) -> dict:
+def mcore_layout(path: Path, source: McoreSource) -> dict:
     """The writer options that give a checkpoint the TP/PP layout of the mcore checkpoint at ``path``."""
     layout = mcore_fmt.McoreLayout(path)
     return {"tp": layout.tp, "pp": layout.pp,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .backends import get_backend
 from .backends.inputs import RunInputs
@@ -24,6 +25,9 @@ from .errors import TunebridgeError
 from .recipe import load_recipe
 from .stacks import STACK_NAMES
 from .units import fmt as metric_text, header
+
+if TYPE_CHECKING:
+    from .evaluation.scorer import Scorer
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "tiny-demo-lora.yaml"
@@ -78,7 +82,7 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
     merged = merge_lora(weights, adapter, out / "merged-hf", force=True, progress=False)
     convert(merged, out / "merged-mcore", "hf", "mcore", spec=spec, tp=2, force=True, progress=False)
     convert(merged, out / "merged-mindformers", "hf", "mindformers", spec=spec, force=True, progress=False)
-    scorers = {"hf (transformers)": HFScorer.from_dir(merged),
+    scorers: dict[str, Scorer] = {"hf (transformers)": HFScorer.from_dir(merged),
                "mcore (megatron-core, tp 2)": McoreScorer(out / "merged-mcore"),
                "mindformers (MindSpore)": MindFormersScorer(out / "merged-mindformers")}
     predictions, scores = {}, {}
@@ -93,14 +97,15 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
 
 def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tuple[Path, bool]:
     """Run everything; returns the report directory and whether every parity check passed."""
+    from transformers.utils import logging as hf_logging
+
     from .data.squad import write_squad_eval
     from .data.tokenizer import load_tokenizer
     from .evaluation.scores import retention_gate
-    from .parity import Verdict, loss_checks, logits, metric_difference, params_across, params_instantiated
+    from .parity import Verdict, logits, loss_checks, metric_difference, params_across, params_instantiated
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
-    from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would drown the demo's lines
     started = time.perf_counter()
     out = Path(out)
@@ -109,6 +114,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     out.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(RECIPE)
     spec = recipe.spec
+    assert recipe.model.weights is not None, f"{RECIPE} names its weights"
     weights = recipe.path(recipe.model.weights)
     names = list(STACK_NAMES)
     verdicts: list[Verdict] = []
@@ -134,7 +140,10 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
         print(f"   {plan.describe()}", flush=True)
         results[name] = get_backend(name).run(plan, inputs, progress=False)
         print(f"   {name}: loss {results[name].steps[0].loss:.4f} -> {results[name].steps[-1].loss:.4f}", flush=True)
-    verdicts += [params_instantiated(r, results[r.backend].trainable_params) for r in reports]
+    for r in reports:
+        trainable = results[r.backend].trainable_params
+        assert trainable is not None, f"{r.backend}'s run counts the parameters it trained"
+        verdicts.append(params_instantiated(r, trainable))
     verdicts.append(params_across(reports, spec))
     for other in names[1:]:
         verdicts += loss_checks(results["torch"], results[other], "torch", other,

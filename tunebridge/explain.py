@@ -25,9 +25,7 @@ def _recipe_value(recipe, dotted: str):
 
 
 def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
-    from .render import _lora_plan, default_prompt_type
-    from .render import mindformers as mf
-    from .render import mindspeed_llm as msl
+    from .render import _lora_plan, default_prompt_type, mindformers as mf, mindspeed_llm as msl
     from .stacks import get_stack
     from .train.config import TrainConfig
     version = version or msl.DEFAULT_VERSION

@@ -7,12 +7,11 @@ declared by the family (:mod:`tunebridge.families`), never guessed from a model'
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
-from .families import FAMILIES, Family, family, family_of_hf_model_type
-from .families import keys as config_keys
+from .families import FAMILIES, Family, family, family_of_hf_model_type, keys as config_keys
 
 # Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear); the optional ones are
 # there when the architecture has them (ModelSpec.has):
@@ -156,7 +155,7 @@ class ModelSpec:
         """Exact parameter count of the base model (as HF transformers instantiates it)."""
         return self.num_layers * self.layer_params() + sum(self.numel(t) for t in self.global_tensors())
 
-    def with_(self, **changes) -> "ModelSpec":
+    def with_(self, **changes) -> ModelSpec:
         return replace(self, **changes)
 
     # --- HF config.json ------------------------------------------------------------------
@@ -173,7 +172,7 @@ class ModelSpec:
                 if getattr(self, k) is not None}
 
     @classmethod
-    def from_hf_config(cls, path: str | Path, name: str | None = None) -> "ModelSpec":
+    def from_hf_config(cls, path: str | Path, name: str | None = None) -> ModelSpec:
         """Read a HF ``config.json`` (or a model directory holding one)."""
         p = Path(path)
         if p.is_dir():
@@ -187,7 +186,7 @@ class ModelSpec:
         return cls.from_hf_dict(cfg, name=name or p.parent.name, source=str(p))
 
     @classmethod
-    def from_hf_dict(cls, cfg: dict, name: str = "hf-model", source: str = "config") -> "ModelSpec":
+    def from_hf_dict(cls, cfg: dict, name: str = "hf-model", source: str = "config") -> ModelSpec:
         """The ModelSpec of a config.json, whose ``model_type`` names the family."""
         model_type = cfg.get("model_type", "llama")
         fam = family_of_hf_model_type(model_type)

@@ -20,10 +20,10 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from .accounting import ParamReport, count, expand_targets, native_name
 from .catalogue import CATALOGUE
+from .data.readers import check_map_keys
 from .data.spec import DataSpec
 from .data.templates import TEMPLATES
 from .data.tokenizer import EMBEDDED_VOCAB
-from .data.readers import check_map_keys
 from .data.transforms import TRANSFORMS
 from .dialects import get_dialect
 from .errors import TunebridgeError, did_you_mean
@@ -137,6 +137,7 @@ class Recipe(_Strict):
     def spec(self) -> ModelSpec:
         if self.model.arch:
             return CATALOGUE[self.model.arch]
+        assert self.model.hf_config is not None, "validation requires model.arch or model.hf_config"
         return ModelSpec.from_hf_config(_resolve(self._source, self.model.hf_config))
 
     def path(self, relative: str) -> Path:
@@ -284,7 +285,7 @@ def _structural_problems(err: ValidationError) -> list[Problem]:
             parent = _model_at(loc[:-1])
             msg = "unknown key"
             if parent is not None:
-                hint = _did_you_mean(loc[-1], list(parent.model_fields))
+                hint = _did_you_mean(str(loc[-1]), list(parent.model_fields))
         elif typ == "missing":
             msg = "required key is missing"
         elif typ == "literal_error":
@@ -340,7 +341,7 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
             out.append((("model", "hf_config"), f"{path}: no config.json there", ""))
         else:
             try:
-                r.spec
+                _ = r.spec
             except ValueError as e:
                 out.append((("model", "hf_config"), str(e), ""))
 

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from .errors import TunebridgeError
-from .formats import checkpoint_format
-from .formats import mcore as mcore_fmt
+from .formats import checkpoint_format, mcore as mcore_fmt
 from .models import ModelSpec
 
 # fp32 agreement required of a correct conversion (the field's checks are looser: cosine >= 0.98).

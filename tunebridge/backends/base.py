@@ -62,7 +62,7 @@ class Backend(ABC):
             self.check_layout(recipe)
         return plan
 
-    def check_layout(self, recipe) -> None:
+    def check_layout(self, recipe) -> None:  # noqa: B027 - optional hook, most backends accept every layout
         """Refuse a parallel layout this backend's executor cannot run here (not checked when launching)."""
 
     def hardware_present(self) -> bool:

@@ -31,6 +31,7 @@ class RunInputs:
 
     def data(self, kind: str) -> Path:
         stack = stack_of(data=kind)
+        assert stack is not None, f"no stack's data format is {kind!r}"
         return self.root / "data" / stack.name / stack.data_file
 
     def adapter(self, fmt: str) -> Path:
@@ -43,7 +44,7 @@ class RunInputs:
         return TrainConfig.from_recipe(recipe, backend, pad_id=self.pad_id, **self.overrides)
 
     @classmethod
-    def load(cls, root: Path, weights: Path, overrides: dict | None = None) -> "RunInputs":
+    def load(cls, root: Path, weights: Path, overrides: dict | None = None) -> RunInputs:
         """The inputs an earlier :meth:`make` wrote to ``root`` (for --resume)."""
         saved = json.loads((Path(root) / "inputs.json").read_text())
         return cls(Path(root), Path(weights), saved["batches"], saved["samples"], saved["pad_id"],
@@ -51,7 +52,7 @@ class RunInputs:
 
     @classmethod
     def make(cls, recipe, backends: list[str], weights: Path, root: Path, overrides: dict | None = None,
-             progress: bool = True) -> "RunInputs":
+             progress: bool = True) -> RunInputs:
         from ..convert import convert
         from ..data.prepare import prepare
         from ..train.order import step_batches

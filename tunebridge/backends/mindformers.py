@@ -68,6 +68,7 @@ def _run_script(script: Path, cwd: Path, env: dict[str, str], log: Path, progres
     with open(log, "w", encoding="utf-8") as sink:
         proc = subprocess.Popen(["bash", str(script)], cwd=cwd, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert proc.stdout is not None, "stdout is a pipe"
         deadline = time.monotonic() + timeout if timeout else None
         for line in proc.stdout:
             sink.write(line)
@@ -158,7 +159,10 @@ def train_mindformers(recipe, inputs, out: Path, home: Path | None = None, launc
                GLOG_v="3", PYTHONUNBUFFERED="1")
     if not launch:
         env["PYTHON"] = str(mindspore_python())
-    workdir = Path(home) if launch else out
+    workdir = out
+    if launch:
+        assert home is not None, "Backend.plan launches only in a checkout"
+        workdir = Path(home)
     _run_script(config_dir / f"run_{recipe.name}_finetune.sh", workdir, env, out / LOG_NAME, progress, timeout)
     entry_name = f"{home}/run_mindformer.py" if home else "tunebridge's launch_mindformers.py"
     notes = [f"ran {config_dir / ('run_' + recipe.name + '_finetune.sh')} (tunebridge render --device {device}) "

@@ -37,6 +37,7 @@ _CANONICAL = {v: k for k, v in PEFT_TARGET.items()}
 def lora_plan(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """MindSpeed-LLM's ``--lora-target-modules`` for ``cfg.lora`` (PEFT names like o_proj, canonical names
     like o, or native names like linear_proj), and notes on what that changes."""
+    assert cfg.lora is not None, "a LoRA plan is made for a LoRA run"
     names = list(cfg.lora["target_modules"])
     native = {"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"}
     if set(names) <= native:
@@ -87,6 +88,7 @@ def _check_inputs(spec: ModelSpec, mcore_dir: Path, data_prefix: Path, batches: 
 def _init_lora(path: Path, spec: ModelSpec, cfg: TrainConfig, modules: list[str], tp: int, pp: int,
                num_layer_list: list[int] | None, scratch: Path) -> Path:
     """Any adapter (PEFT, MindFormers, mcore at any tp) as LoRA-only mcore rank files for this run's tp/pp."""
+    assert cfg.lora is not None, "an initial adapter is refused for full fine-tuning"
     adapter = read_adapter(path, detect_adapter_format(path), spec)
     if (adapter.rank, adapter.alpha) != (cfg.lora["rank"], float(cfg.lora["alpha"])):
         raise TunebridgeError(f"{path}: adapter has rank {adapter.rank}, alpha {adapter.alpha}; the run asks rank "
@@ -129,8 +131,10 @@ def train_mindspeed_llm(spec: ModelSpec, mcore_dir: Path, data_prefix: Path, bat
     log_path.write_text("")
     with tempfile.TemporaryDirectory(prefix="mindspeed-llm-") as scratch, \
             atomic_dir(out / "checkpoint", force=True) as ckpt:
-        init_dir = _init_lora(Path(init_adapter), spec, cfg, modules, tp, pp, num_layer_list, Path(scratch)) \
-            if init_adapter else None
+        init_dir = None
+        if init_adapter:
+            assert modules is not None, "an initial adapter is refused for full fine-tuning"
+            init_dir = _init_lora(Path(init_adapter), spec, cfg, modules, tp, pp, num_layer_list, Path(scratch))
         job = RankJob(spec=spec, mcore_dir=str(mcore_dir), data_prefix=str(data_prefix), batches=batches, cfg=cfg,
                       log_path=str(log_path), checkpoint_dir=str(ckpt), tp=tp, pp=pp, num_layer_list=num_layer_list,
                       lora_modules=modules, lora_rank=cfg.lora["rank"] if cfg.lora else 8,

@@ -87,7 +87,7 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
     """The HF model from ``model_dir`` (+ a fresh or given LoRA adapter)."""
     from transformers import AutoModelForCausalLM
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
         if init_adapter:

@@ -126,6 +126,7 @@ def run_verify(args) -> int:
     for path, fmt in paths:  # tunebridge's own readers refuse a corrupt or unsafe file before any framework loads
         source = open_source(path, fmt, spec)
         spec = spec or source.spec
+    assert spec is not None, "every source has a spec and there are at least two"
     results = verify(paths, spec, seq_len=args.seq_len, say=lambda text: print(f"verify: {text}", file=sys.stderr))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

@@ -62,8 +62,8 @@ def register(sub) -> None:
 
 
 def run_prepare(args) -> int:
-    from ..recipe import load_recipe
     from ..data.prepare import prepare
+    from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
     backends = list(STACK_NAMES) if args.backend == "all" else [args.backend]
     with output_lock(check_output(args.out, args.force)):  # refused or claimed before any tokenizing

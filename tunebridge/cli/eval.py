@@ -140,8 +140,8 @@ def _scorer(args, tokenizer):
     """The scorer ``--scorer`` names over MODEL, and what the report says about where it ran."""
     if args.scorer == "hf":
         from ..evaluation.hf_scorer import HFScorer
-        scorer = HFScorer.from_dir(args.model, args.adapter, tokenizer, args.dtype)
-        return scorer, {"device": str(scorer.device), "dtype": args.dtype}
+        hf = HFScorer.from_dir(args.model, args.adapter, tokenizer, args.dtype)
+        return hf, {"device": str(hf.device), "dtype": args.dtype}
     if args.dtype != "fp32":
         raise TunebridgeError(f"--dtype {args.dtype}: the {args.scorer} scorer computes in fp32")
     if args.scorer == "mcore":
@@ -178,8 +178,8 @@ def run_model(args) -> int:
 
     if str(args.model).endswith((".yaml", ".yml")):
         _from_recipe(args)
-    from ..evaluation.tokens import load_eval_tokenizer
     from ..evaluation.runner import run_eval
+    from ..evaluation.tokens import load_eval_tokenizer
     torch.manual_seed(0)
     tokenizer_dir = _tokenizer_dir(args)
     scorer, where = _scorer(args, load_eval_tokenizer(tokenizer_dir))

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..render.mindspeed_llm import DEFAULT_VERSION, VERSIONS
-from .tables import console as make_console
-from .tables import table
+from .tables import console as make_console, table
 
 
 def register(sub) -> None:
@@ -15,8 +14,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
     from ..explain import explain_rows
+    from ..recipe import load_recipe
     recipe = load_recipe(args.recipe)
     console = make_console()
     t = table(f"{recipe.name}: one recipe, three stacks",

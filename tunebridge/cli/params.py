@@ -8,8 +8,7 @@ from ..accounting import ParamReport
 from ..errors import TunebridgeError
 from ..stacks import STACK_NAMES, stacks_for
 from ..units import header
-from .tables import console as make_console
-from .tables import table
+from .tables import console as make_console, table
 
 
 def register(sub) -> None:

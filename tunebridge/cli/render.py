@@ -5,9 +5,9 @@ import sys
 from pathlib import Path
 
 from ..atomic import check_output
+from ..render import mindspeed_llm as msl
 from ..stacks import RENDERABLE, stacks_for
 from .args import positive_int
-from ..render import mindspeed_llm as msl
 
 
 def register(sub) -> None:

@@ -46,8 +46,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
-    from ..recipe import ParityTolerances
+    from ..recipe import ParityTolerances, load_recipe
     from ..report import write_report
     check_output(args.out, args.force)
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)

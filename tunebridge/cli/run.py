@@ -10,15 +10,18 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..atomic import check_output, output_lock
 from ..backends import get_backend
 from ..errors import TunebridgeError
-from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT
-from ..render.mindspeed_llm import VERSIONS as MSL_VERSIONS
+from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT, VERSIONS as MSL_VERSIONS
 from ..stacks import STACK_NAMES, stacks_for
 from .args import nonnegative_int, positive_int
 from .tables import console, table
+
+if TYPE_CHECKING:
+    from rich.text import JustifyMethod
 
 
 def register(sub) -> None:
@@ -179,6 +182,7 @@ def _launch(plan, args) -> int:
     source = recipe.data.train
     steps = args.max_steps or train_iters(recipe, sum(1 for _ in read_records(recipe.path(source.path), source.format,
                                                                                source.map_keys)))
+    assert steps is not None, "train_iters is known once the sample count is"
     result = launch(plan, args.mindspeed_llm_version, steps, resume=args.resume)
     print(f"{plan.backend}: {len(result.steps)} logged steps, last loss "
           f"{result.steps[-1].loss if result.steps else '-'}; wrote {Path(plan.out) / 'result.json'}")
@@ -210,7 +214,7 @@ def _distributed(names: list[str]) -> int:
 def _print(recipe, results: dict) -> None:
     names = list(results)
     by_step = {name: {s.step: s for s in r.steps} for name, r in results.items()}
-    columns = {"step": "right"}
+    columns: dict[str, JustifyMethod] = {"step": "right"}
     for name in names:
         columns.update({f"{name} loss": "right", f"{name} lr": "right", f"{name} grad norm": "right"})
     t = table(f"{recipe.name}: loss per step", columns)

@@ -28,8 +28,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
     from ..backends.inputs import RunInputs
+    from ..recipe import load_recipe
     from ..sweep import grid, parse_axis, plot, with_values
     check_output(args.out, args.force)
     recipe = load_recipe(args.recipe)
@@ -55,6 +55,7 @@ def run(args) -> int:
                 for backend in ("mindformers", "mindspeed-llm"):
                     get_backend(backend).render(point, where / backend)
             else:
+                assert weights is not None, "checked before the points run"
                 overrides = {"max_steps": args.max_steps} if args.max_steps else {}
                 inputs = RunInputs.make(point, [args.backend], weights, where / "inputs", overrides, progress=False)
                 plan = get_backend(args.backend).plan(point, weights, where / args.backend)

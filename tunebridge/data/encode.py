@@ -14,8 +14,8 @@
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..errors import TunebridgeError
 from .templates import BOS, EOS, Template, fill, first_user_slots, later_user_slots

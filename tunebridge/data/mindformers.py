@@ -16,7 +16,7 @@ MindFormers' LlamaTokenizer with bos and eos added, rows of seq_length + 1).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
@@ -35,7 +35,7 @@ from .readers import Record, read_records
 from .templates import PREPROCESS, TEMPLATES, get_template, preprocessing_stack
 from .tokenizer import TOKENIZER_RULES, load_tokenizer, row_pad_id
 from .transforms import TransformReport, apply, split
-from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteCounts
+from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteCounts, Writer
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ def encode_records(records: Iterable[Record], encoding: Encoding, kinds: tuple[s
         yield from pool.imap(_encode_chunk, chunks)
 
 
-def writer(kind: str, out: Path, name: str, encoding: Encoding):
+def writer(kind: str, out: Path, name: str, encoding: Encoding) -> Writer:
     """The writer of format ``kind`` for file set ``name`` in ``out``."""
     if kind == "jsonl":
         return JsonlWriter(out / f"{name}.jsonl", encoding.seq_length)
@@ -169,7 +169,7 @@ def writer(kind: str, out: Path, name: str, encoding: Encoding):
     raise TunebridgeError(f"unknown output {kind!r} (jsonl, megatron, mindrecord)")
 
 
-def write(records: Iterable[Record], encoding: Encoding, writers: dict[str, object], workers: int = 1
+def write(records: Iterable[Record], encoding: Encoding, writers: dict[str, Writer], workers: int = 1
           ) -> dict[str, WriteCounts]:
     """``records`` through every writer (by format), from one encoding; on failure no file is left behind."""
     kinds = tuple(writers)

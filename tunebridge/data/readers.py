@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Literal, get_args
 
 from ..errors import TunebridgeError, unknown
 
 RECORD_FORMATS = ("alpaca", "math", "sharegpt", "mc")
 ALPACA_KEYS = {"prompt": "instruction", "query": "input", "response": "output"}
-MAP_KEYS = ("prompt", "query", "response", "system", "history")
+MapKey = Literal["prompt", "query", "response", "system", "history"]
+MAP_KEYS: tuple[MapKey, ...] = get_args(MapKey)
 MAP_FIELDS = {"alpaca": MAP_KEYS, "math": ("prompt", "response")}  # the fields each record format reads
 
 

@@ -5,9 +5,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .readers import MAP_KEYS
-from .templates import PREPROCESS
-from .tokenizer import TOKENIZER_RULES
+from .readers import MapKey
+from .templates import Preprocess
+from .tokenizer import TokenizerRules
 
 
 class _Strict(BaseModel):
@@ -18,7 +18,7 @@ class DataSource(_Strict):
     path: str                                   # relative to the recipe file
     format: Literal["alpaca", "math", "sharegpt", "mc"] = "alpaca"
     # MindSpeed-LLM's --map-keys: these fields -> record keys (system and history are read only when named)
-    map_keys: dict[Literal[MAP_KEYS], str] | None = None
+    map_keys: dict[MapKey, str] | None = None
 
 
 class DataSpec(_Strict):
@@ -29,6 +29,6 @@ class DataSpec(_Strict):
     transforms: list[dict[str, dict[str, Any] | None]] = Field(default_factory=list)
     validation_split: float = 0.0
     # whose preprocessing makes the samples (tunebridge.data.prepare): the template's stack, or the one named
-    preprocess: Literal[PREPROCESS] = "per-stack"
+    preprocess: Preprocess = "per-stack"
     # MindSpeed-LLM's tokenizer (tunebridge.data.tokenizer): each version's in render.mindspeed_llm.VERSIONS
-    tokenizer_rules: Literal[TOKENIZER_RULES] = "transformers-4"
+    tokenizer_rules: TokenizerRules = "transformers-4"

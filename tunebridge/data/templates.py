@@ -8,11 +8,12 @@ which matters for sentencepiece tokenizers (each text gets its own "▁" prefix)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from ..errors import TunebridgeError, unknown
 
-PREPROCESS = ("per-stack", "mindspeed-llm", "mindformers")  # whose preprocessing makes the samples
+Preprocess = Literal["per-stack", "mindspeed-llm", "mindformers"]  # whose preprocessing makes the samples
+PREPROCESS: tuple[Preprocess, ...] = get_args(Preprocess)
 BOS, EOS = "<<bos>>", "<<eos>>"  # slot markers: the tokenizer's bos id / eos id (after the stop word replaces eos)
 CONTENT = "{content}"
 Slots = tuple[str, ...]

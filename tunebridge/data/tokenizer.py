@@ -24,13 +24,15 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Literal, get_args
 
 from ..errors import TunebridgeError, unknown
 
 EMBEDDED_TOKENIZER = Path(__file__).resolve().parent.parent / "assets" / "tokenizer"
 EMBEDDED_VOCAB = 512  # the embedded tokenizer's ids: the tiny models' vocabulary
 # a recipe's data.tokenizer_rules; each MindSpeed-LLM version's are named in render.mindspeed_llm.VERSIONS
-TOKENIZER_RULES = ("transformers-4", "transformers-5")
+TokenizerRules = Literal["transformers-4", "transformers-5"]
+TOKENIZER_RULES: tuple[TokenizerRules, ...] = get_args(TokenizerRules)
 RULES = (*TOKENIZER_RULES, "mindformers")
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast")
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
@@ -234,7 +236,7 @@ class _SentencePiece:
             raise TunebridgeError(f"{path}: reading a sentencepiece model needs the sentencepiece and protobuf "
                                   f"packages ({e}); install tunebridge[torch]") from None
         raw = path.read_bytes()
-        proto = model_pb2.ModelProto()
+        proto = model_pb2.ModelProto()  # type: ignore[attr-defined]  # protobuf-generated: no stubs for its messages
         try:
             proto.ParseFromString(raw)
         except Exception as e:  # protobuf's DecodeError
@@ -288,7 +290,8 @@ class _SentencePiece:
         return [self._text(t) for t in texts]
 
     def decode(self, ids: list[int], skip: bool) -> str:
-        out, run = [], []
+        out: list[str] = []
+        run: list[int] = []
         for i in ids:
             if i in self.special_ids:
                 out.append(self.sp.decode(run))

@@ -12,9 +12,9 @@ import struct
 import subprocess
 import tempfile
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Rows:
     labels: np.ndarray
 
     @classmethod
-    def of(cls, samples: Iterable[Sample | None]) -> "Rows":
+    def of(cls, samples: Iterable[Sample | None]) -> Rows:
         sizes, ids, labels = [], [], []
         for s in samples:
             sizes.append(-1 if s is None else len(s.input_ids))
@@ -65,7 +65,7 @@ def megatron_files(prefix: str | Path) -> list[Path]:
             for ext in ("bin", "idx")]
 
 
-class _Writer:
+class Writer:
     """Counts, and the contract: add rows, then close (or abort: nothing is left behind)."""
     paths: list[Path]
 
@@ -89,8 +89,11 @@ class _Writer:
     def abort(self) -> None:
         raise NotImplementedError
 
+    def close(self) -> WriteCounts:
+        raise NotImplementedError
 
-class MegatronWriter(_Writer):
+
+class MegatronWriter(Writer):
     """``<prefix>_packed_{input_ids,attention_mask,labels}_document.{bin,idx}`` as MindSpeed-LLM's instruction
     handlers write them: int32, attention mask all ones, one document per input record (a dropped record is an
     empty document). Rows go to the .bin files as they come, the .idx files are written at :meth:`close`."""
@@ -131,7 +134,7 @@ class MegatronWriter(_Writer):
         return self.counts
 
 
-class JsonlWriter(_Writer):
+class JsonlWriter(Writer):
     """Tokenized JSONL for the torch backend: one ``{"input_ids", "labels"}`` line per kept sample."""
 
     def __init__(self, path: str | Path, seq_length: int):
@@ -154,7 +157,7 @@ class JsonlWriter(_Writer):
         return self.counts
 
 
-class MindRecordWriter(_Writer):
+class MindRecordWriter(Writer):
     """A MindRecord file written by one long-lived MindSpore process (``tunebridge.ms.mindrecord stream``):
     rows of seq_length + 1 (padded with ``pad_id``, labels -100 there) are buffered ``chunk`` at a time and
     piped to it, which passes each chunk to ``FileWriter.write_raw_data``. Memory here holds one chunk; the file
@@ -177,6 +180,8 @@ class MindRecordWriter(_Writer):
         self._proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.ms.mindrecord", "stream",
                                        str(self.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=self._stderr, env=env, cwd=self._scratch.name)
+        assert self._proc.stdin is not None and self._proc.stdout is not None, "both are pipes"
+        self._to_ms, self._from_ms = self._proc.stdin, self._proc.stdout
 
     def _write(self, rows: Rows) -> None:
         width = self._block.shape[2]
@@ -197,7 +202,7 @@ class MindRecordWriter(_Writer):
 
     def _send(self, data: bytes) -> None:
         try:
-            self._proc.stdin.write(data)
+            self._to_ms.write(data)
         except BrokenPipeError:
             self._finish()  # raises with MindSpore's error output
             raise
@@ -206,10 +211,10 @@ class MindRecordWriter(_Writer):
         """Close the pipe, wait for MindSpore, and return its result (or raise with its error output)."""
         self._done = True
         try:
-            self._proc.stdin.close()
+            self._to_ms.close()
         except BrokenPipeError:
             pass
-        out = self._proc.stdout.read()
+        out = self._from_ms.read()
         self._proc.wait()
         self._stderr.seek(0)
         err = self._stderr.read().decode(errors="replace")
@@ -244,7 +249,7 @@ class MindRecordWriter(_Writer):
         return self.counts
 
 
-def write_all(writer: _Writer, rows: Iterable[Rows]) -> WriteCounts:
+def write_all(writer: Writer, rows: Iterable[Rows]) -> WriteCounts:
     """Every batch of rows into ``writer``; on failure no file is left behind."""
     try:
         for r in rows:

@@ -15,17 +15,16 @@ add one); token-id prompts are taken as they are.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ..errors import TunebridgeError
 from ..data.tokenizer import pad_id
+from ..errors import TunebridgeError
 from . import shared_prefix
 from .greedy import length_buckets, loglik_plan, sum_by_pair, worth_sharing
-from .tokens import encoded_pairs
-from .tokens import Prompt, check_length, prompt_ids, stop_ids
+from .tokens import Prompt, check_length, encoded_pairs, prompt_ids, stop_ids
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # One forward's fixed cost in tokens' worth of compute (measured on tiny models, CPU): a batch is split into
@@ -37,7 +36,8 @@ def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str,
     from transformers import AutoModelForCausalLM
     if not (Path(model_dir) / "config.json").exists():
         raise TunebridgeError(f"{model_dir}: not an HF model directory (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype], local_files_only=True)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype],
+                                                                  local_files_only=True)
     if adapter:
         from peft import PeftModel
         if not (Path(adapter) / "adapter_config.json").exists():
@@ -63,7 +63,7 @@ class HFScorer:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, adapter: str | Path | None = None, tokenizer=None,
-                 dtype: str = "fp32") -> "HFScorer":
+                 dtype: str = "fp32") -> HFScorer:
         from ..backends.pytorch import detect_device
         from .tokens import load_eval_tokenizer
         device = detect_device()

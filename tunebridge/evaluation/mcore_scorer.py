@@ -33,7 +33,7 @@ class McoreCheckpoint:
     adapter: str | None = None
 
     @classmethod
-    def open(cls, root: str | Path, adapter: str | Path | None = None) -> "McoreCheckpoint":
+    def open(cls, root: str | Path, adapter: str | Path | None = None) -> McoreCheckpoint:
         layout = mcore_fmt.McoreLayout(root)
         args = mcore_fmt.load_rank_file(layout.file(0, 0)).get("args")
         if args is None:

@@ -7,11 +7,11 @@ framework start.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
+from ..data.tokenizer import pad_id
 from ..errors import TunebridgeError
 from .greedy import loglik_plan, sum_by_pair
-from ..data.tokenizer import pad_id
 from .tokens import Prompt, check_length, encoded_pairs, prompt_ids, stop_ids
 
 

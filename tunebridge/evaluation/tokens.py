@@ -1,14 +1,14 @@
 """Token-level facts every scorer shares: the tokenizer, the stop ids and the model's position limit."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 from ..errors import TunebridgeError
 
 # What a scorer is asked to continue: text (encoded as the tokenizer does by default, a bos when it adds one)
 # or token ids used as they are (a protocol that tokenizes itself, e.g. through a chat template).
-Prompt = Union[str, Sequence[int]]
+Prompt = str | Sequence[int]
 
 
 def load_eval_tokenizer(path: str | Path | None = None):

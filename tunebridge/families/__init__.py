@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .keys import MEGATRON, Key
 
@@ -95,7 +95,9 @@ def mindformers_model(spec) -> MindFormersModel:
     if problem := mindformers_problem(spec):
         from ..errors import TunebridgeError
         raise TunebridgeError(problem)
-    return FAMILIES[spec.family].mindformers
+    model = FAMILIES[spec.family].mindformers
+    assert model is not None, "mindformers_problem names every family without a MindFormers model"
+    return model
 
 
 def megatron_keys(fam: Family) -> tuple[Key, ...]:
@@ -106,8 +108,8 @@ def megatron_keys(fam: Family) -> tuple[Key, ...]:
 def model_type_hf(fam: Family) -> str | None:
     """The ``model_type_hf`` a checkpoint of the family records: master's converter's, else 2.3.0's."""
     for version in ("master", "2.3.0"):
-        if fam.conversions.get(version) is not None:
-            return fam.conversions[version].mcore2hf.model_type_hf
+        if (conversion := fam.conversions.get(version)) is not None:
+            return conversion.mcore2hf.model_type_hf
     return None
 
 

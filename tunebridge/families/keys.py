@@ -7,8 +7,9 @@ from a config. The tables here hold what every family shares; each family module
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 REQUIRED = object()  # a key the config must have when it is read
 

@@ -3,7 +3,6 @@ puts a bias on q, k, v and o together."""
 from . import Conversion, Converter, Family, MindFormersModel
 from .keys import ATTENTION_BIAS, MINDFORMERS_LLAMA, attention_bias_check, const
 
-
 FAMILY = Family(
     name="llama",
     hf_architecture="LlamaForCausalLM",

@@ -3,7 +3,6 @@ own (128, whatever the hidden size), and ``attention_bias`` on q, k, v and o tog
 from . import Conversion, Converter, Family
 from .keys import ATTENTION_BIAS, attention_bias_check
 
-
 FAMILY = Family(
     name="qwen3",
     hf_architecture="Qwen3ForCausalLM",

@@ -7,9 +7,9 @@ command line builds its choices from it).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # output dtypes, as torch.float32, torch.bfloat16, torch.float16
 

@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 
 from ..errors import TunebridgeError
-from . import MCORE_TRACKER
-from ..families import family_of_model_type_hf, megatron_keys, model_type_hf
-from ..families import keys as config_keys
-from ..partition import padded_vocab_size, parse_layer_list, stage_layers
+from ..families import family_of_model_type_hf, keys as config_keys, megatron_keys, model_type_hf
 from ..models import ModelSpec
+from ..partition import padded_vocab_size, parse_layer_list, stage_layers
+from . import MCORE_TRACKER
 from .background import Background
 from .torchzip import LazyTensor, TorchZipWriter, lazy_load
 
@@ -112,8 +111,8 @@ class McoreLayout:
         if not text.isdigit():
             raise TunebridgeError(f"{latest}: expected an iteration number, found {text!r}")
         self.iter_dir = iteration_dir(self.root, int(text))
-        ranks = [_RANK_DIR.match(p.name) for p in self.iter_dir.glob("mp_rank_*")] if self.iter_dir.is_dir() else []
-        ranks = [m for m in ranks if m]
+        matches = [_RANK_DIR.match(p.name) for p in self.iter_dir.glob("mp_rank_*")] if self.iter_dir.is_dir() else []
+        ranks = [m for m in matches if m]
         if not ranks:
             raise TunebridgeError(f"{self.iter_dir}: no mp_rank_* directories")
         self.tp = 1 + max(int(m.group(1)) for m in ranks)

@@ -20,8 +20,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from ..dialects import MCORE
 from ..errors import TunebridgeError
-from ..families import keys as config_keys
-from ..families import megatron_keys
+from ..families import keys as config_keys, megatron_keys
 from ..layout import padded_vocab_size, stage_layers
 from ..models import ModelSpec
 

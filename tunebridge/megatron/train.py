@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from megatron.core import parallel_state
 from megatron.core.datasets.indexed_dataset import IndexedDataset
+from megatron.core.models.gpt import GPTModel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
 from megatron.core.transformer.module import param_is_not_shared
@@ -120,11 +121,12 @@ def _counted_once(p: torch.nn.Parameter) -> bool:
 
 def _param_groups(model: torch.nn.Module) -> list[dict]:
     """Megatron's default groups: no weight decay on biases and 1-D parameters (norms)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith(".bias") or p.ndim == 1 else decay).append(p)
-    groups = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
+    groups: list[dict] = [{"params": decay}] + ([{"params": no_decay, "weight_decay": 0.0}] if no_decay else [])
     return [g for g in groups if g["params"]]
 
 
@@ -197,7 +199,7 @@ def _save(job: RankJob, model: torch.nn.Module, base_args, steps: int) -> None:
         mcore_fmt.write_latest(root, steps)
 
 
-def _configure_schedule(model: torch.nn.Module, cfg: TrainConfig) -> None:
+def _configure_schedule(model: GPTModel, cfg: TrainConfig) -> None:
     config = model.config
     config.batch_p2p_comm = False          # plain isend/irecv: what gloo surely supports
     config.variable_seq_lengths = True     # micro-batches are padded to their own longest sample

@@ -13,8 +13,7 @@ position.
 """
 from __future__ import annotations
 
-from ..evaluation.greedy import greedy as greedy_loop
-from ..evaluation.greedy import right_padded
+from ..evaluation.greedy import greedy as greedy_loop, right_padded
 from ..models import ModelSpec
 from .model import model_config, network
 

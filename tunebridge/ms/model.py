@@ -2,8 +2,9 @@
 CPU."""
 from __future__ import annotations
 
-from ..families import mindformers_model
-from ..families import keys as config_keys
+from typing import Any
+
+from ..families import keys as config_keys, mindformers_model
 from ..models import ModelSpec
 
 
@@ -49,7 +50,8 @@ def build(spec: dict, pet: dict | None = None, seq_length: int = 64, batch_size:
 def describe(spec: dict, pet: dict | None = None) -> dict:
     """Parameter names, shapes and trainability of the built model."""
     model = build(spec, pet)
-    params = {p.name: {"shape": list(p.shape), "trainable": bool(p.requires_grad)} for p in model.get_parameters()}
+    params: dict[str, dict[str, Any]] = {p.name: {"shape": list(p.shape), "trainable": bool(p.requires_grad)}
+                                         for p in model.get_parameters()}
     return {"params": params,
             "trainable_params": sum(_numel(v["shape"]) for v in params.values() if v["trainable"]),
             "total_params": sum(_numel(v["shape"]) for v in params.values())}

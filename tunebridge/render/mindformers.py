@@ -21,8 +21,7 @@ from ..data.encode import IGNORE
 from ..data.tokenizer import EMBEDDED_VOCAB
 from ..dialects.mindformers import pet_target_regex
 from ..errors import TunebridgeError
-from ..families import keys as config_keys
-from ..families import mindformers_model
+from ..families import keys as config_keys, mindformers_model
 from ..models import ModelSpec
 from .shell import assign
 
@@ -109,13 +108,21 @@ def train_steps(recipe, num_samples: int | None) -> int | None:
 
 # Special tokens of the catalogue's vocabularies (as their tokenizer.json holds them), used when the recipe's own
 # tokenizer is not at hand. The pad is what tunebridge pads their data with (the tokenizer's pad, else its eos).
-VOCABULARIES = {  # the special tokens of each family's tokenizer (None: it has none)
-    "llama3": {"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>", "pad_token": None, "unk_token": None,
-               "ids": {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}},
-    "qwen2": {"bos_token": None, "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None,
-              "ids": {"<|endoftext|>": 151643, "<|im_end|>": 151645}},
-    "sentencepiece": {"bos_token": "<s>", "eos_token": "</s>", "pad_token": None, "unk_token": "<unk>",
-                      "ids": {"<unk>": 0, "<s>": 1, "</s>": 2}},
+@dataclass(frozen=True)
+class KnownVocabulary:
+    tokens: dict[str, str | None]  # bos_token, eos_token, pad_token, unk_token (None: the tokenizer has none)
+    ids: dict[str, int]
+
+
+def _known(bos: str | None, eos: str, pad: str | None, unk: str | None, ids: dict[str, int]) -> KnownVocabulary:
+    return KnownVocabulary({"bos_token": bos, "eos_token": eos, "pad_token": pad, "unk_token": unk}, ids)
+
+
+VOCABULARIES = {  # the special tokens of each family's tokenizer
+    "llama3": _known("<|begin_of_text|>", "<|end_of_text|>", None, None,
+                     {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}),
+    "qwen2": _known(None, "<|endoftext|>", "<|endoftext|>", None, {"<|endoftext|>": 151643, "<|im_end|>": 151645}),
+    "sentencepiece": _known("<s>", "</s>", None, "<unk>", {"<unk>": 0, "<s>": 1, "</s>": 2}),
 }
 
 
@@ -134,10 +141,10 @@ def vocabulary(recipe) -> Vocabulary:
     """From the recipe's tokenizer (data.tokenizer, else the embedded one when it is the model's, as for the tiny
     models), with the MindRecord rows' pad rule, so the ids equal those of the data tunebridge writes; otherwise
     from the catalogue's known vocabularies. Only the tokenizer's JSON files are read (no tokenizer library)."""
-    from . import default_prompt_type
     from ..data.templates import get_template, preprocessing_stack
     from ..data.tokenizer import EMBEDDED_TOKENIZER, ROW_PAD, Tokenizer, row_pad_token
     from ..evaluation.tokens import stop_ids
+    from . import default_prompt_type
     spec = recipe.spec
     template = get_template(default_prompt_type(recipe))
     ends = [template.end] if template.end else []
@@ -154,17 +161,16 @@ def vocabulary(recipe) -> Vocabulary:
                            "unk_token": tok.unk_token}, add_bos, f"tokenizer {directory}")
     name = spec.vocabulary
     known = VOCABULARIES[name]
-    ids = known["ids"]
+    tokens, ids = known.tokens, known.ids
     missing = [t for t in ends if t not in ids]
     if missing:
         raise TunebridgeError(f"{recipe.source or recipe.name}: template {template.name!r} ends with {missing[0]!r}, "
                               f"which the {name} vocabulary does not have; set data.tokenizer")
-    pad = known[next(k for k in ROW_PAD if known[k])]
-    return Vocabulary(ids[known["bos_token"]] if known["bos_token"] else None,
-                      list(dict.fromkeys(ids[t] for t in [known["eos_token"], *ends])), ids[pad],
-                      {"bos_token": known["bos_token"], "eos_token": known["eos_token"], "pad_token": pad,
-                       "unk_token": known["unk_token"]}, add_bos,
-                      f"the {name} vocabulary's special tokens")
+    pad = next(t for k in ROW_PAD if (t := tokens[k]))
+    bos, eos = tokens["bos_token"], tokens["eos_token"]
+    assert eos is not None, f"the {name} vocabulary names its eos token"
+    return Vocabulary(ids[bos] if bos else None, list(dict.fromkeys(ids[t] for t in [eos, *ends])), ids[pad],
+                      {**tokens, "pad_token": pad}, add_bos, f"the {name} vocabulary's special tokens")
 
 
 def _rope(spec: ModelSpec) -> dict:

@@ -10,19 +10,23 @@ every rendered flag and entry point against them.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from ..accounting import LoraPlan
 from ..data.templates import TEMPLATES, get_template
 from ..errors import TunebridgeError
 from ..evaluation import protocol_mindspeed_llm as msllm_eval
-from ..families import FAMILIES, Converter, megatron_keys
-from ..families import keys as config_keys
+from ..families import FAMILIES, Converter, keys as config_keys, megatron_keys
 from ..models import ModelSpec
 from ..partition import padded_vocab_size
 from .shell import args_block, assign, fmt_number, q
+
+if TYPE_CHECKING:
+    from ..data.readers import MapKey
+    from ..recipe import Recipe
 
 # each version, with the tokenizer rules (tunebridge.data.tokenizer, data.tokenizer_rules) that give its
 # preprocess_data.py's ids: those of the transformers it pins (2.3.0: 4.57.1; master: 5.2.0)
@@ -33,7 +37,7 @@ ALL = frozenset(VERSIONS)
 # The values a flag function sees.
 @dataclass(frozen=True)
 class Context:
-    recipe: object  # tunebridge.recipe.Recipe
+    recipe: Recipe
     spec: ModelSpec
     lora: LoraPlan | None
     prompt_type: str
@@ -292,6 +296,7 @@ def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, li
     args.append('--load-dir "$CKPT_LOAD_DIR"')
     lora = _lora(ctx)
     if lora:
+        assert ctx.lora is not None, "a LoRA recipe is rendered with its LoRA plan"
         args += ['--lora-load "$CKPT_SAVE_DIR"', f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
                  f"--lora-target-modules {' '.join(ctx.lora.native_targets)}"]
     args += ['--save-dir "$HF_DIR"'] if entry == V1 else ['--save-dir "$HF_EXPORT_DIR"', '--hf-cfg-dir "$HF_DIR"']
@@ -337,14 +342,15 @@ def convert_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_V
 # MindSpeed-LLM's preprocess_data.py handler for each recipe data format, and the --map-keys a format implies
 HANDLERS = {"alpaca": "AlpacaStyleInstructionHandler", "math": "AlpacaStyleInstructionHandler",
             "sharegpt": "SharegptStyleInstructionHandler", "mc": "AlpacaStyleInstructionHandler"}
-FORMAT_KEYS = {"math": {"prompt": "problem", "response": "solution"}}
+FORMAT_KEYS: dict[str, dict[MapKey, str]] = {"math": {"prompt": "problem", "response": "solution"}}
 
 
 def preprocess_script(ctx: Context, paths: dict[str, str]) -> str:
     r = ctx.recipe
     source = r.data.train if r.data is not None else None
     fmt = source.format if source is not None else "alpaca"
-    map_keys = {**FORMAT_KEYS.get(fmt, {}), **((source.map_keys if source is not None else None) or {})}
+    own: dict[MapKey, str] = (source.map_keys if source is not None else None) or {}
+    map_keys = {**FORMAT_KEYS.get(fmt, {}), **own}
     args = ['--input "$RAW_DATA"', "--tokenizer-type PretrainedFromHF", '--tokenizer-name-or-path "$TOKENIZER_PATH"',
             '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {HANDLERS[fmt]}",
             f"--prompt-type {q(ctx.prompt_type)}", f"--seq-length {r.train.seq_length}"]
@@ -399,7 +405,7 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     ])
 
 
-def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
+def render_recipe(recipe: Recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
                   **_) -> dict[str, str]:
     """File name -> text of every MindSpeed-LLM script for ``recipe`` (the stack record's render entry point)."""
     from . import default_prompt_type, train_iters

@@ -36,7 +36,7 @@ class TrainConfig:
     lora: dict | None = None       # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
 
     @classmethod
-    def from_recipe(cls, recipe, backend: str = "torch", **overrides) -> "TrainConfig":
+    def from_recipe(cls, recipe, backend: str = "torch", **overrides) -> TrainConfig:
         """The recipe as ``backend`` runs it: settings the recipe leaves open take that stack's own convention."""
         t = recipe.train
         native = get_stack(backend).defaults
