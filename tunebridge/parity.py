@@ -8,11 +8,12 @@ Relative errors are taken against the first (reference) run: |b - a| / |a|.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from . import units
 from .accounting import ParamReport, count, native_name, plan_lora
 from .backends.result import RunResult
-from . import units
 from .errors import TunebridgeError
 from .models import ModelSpec
 from .recipe import ParityTolerances
@@ -23,10 +24,10 @@ from .verify import MAX_ABS, MIN_COSINE, Agreement, compare
 class Verdict:
     name: str
     passed: bool
-    measured: dict[str, float | int]
+    measured: Mapping[str, float | int]
     tolerance: str
     explanation: str
-    series: dict[str, list] = field(default_factory=dict)  # per-step figures behind the verdict, if any
+    series: Mapping[str, list] = field(default_factory=dict)  # per-step figures behind the verdict, if any
 
     def figure(self) -> str:
         """The measured figures, as the report prints them."""
@@ -71,14 +72,15 @@ def _rel(a: float, b: float) -> float:
 
 
 def loss_checks(a: RunResult, b: RunResult, name_a: str, name_b: str,
-                tol: ParityTolerances = ParityTolerances()) -> list[Verdict]:
+                tol: ParityTolerances | None = None) -> list[Verdict]:
     """First-step and mean loss error of ``b`` against ``a``, and the mean global-norm error when both log it."""
+    tol = tol or ParityTolerances()
     steps, note = common_steps(a, b, name_a, name_b)
     la = {s.step: s for s in a.steps}
     lb = {s.step: s for s in b.steps}
     rel = [_rel(la[s].loss, lb[s].loss) for s in steps]
     abs_err = [abs(lb[s].loss - la[s].loss) for s in steps]
-    series = {"step": steps, "rel_error": rel, "abs_error": abs_err}
+    series: dict[str, list] = {"step": steps, "rel_error": rel, "abs_error": abs_err}
     pair = f"{name_b} vs {name_a}"
     suffix = f"; {note}" if note else ""
     first = Verdict(
@@ -98,8 +100,7 @@ def loss_checks(a: RunResult, b: RunResult, name_a: str, name_b: str,
         f"per-step relative error |{name_b} - {name_a}| / |{name_a}|, averaged over the compared steps{suffix}",
         series)
     verdicts = [first, mean]
-    norms = [(la[s].grad_norm, lb[s].grad_norm) for s in steps
-             if la[s].grad_norm is not None and lb[s].grad_norm is not None]
+    norms = [(x, y) for x, y in ((la[s].grad_norm, lb[s].grad_norm) for s in steps) if x is not None and y is not None]
     finite = [(x, y) for x, y in norms if math.isfinite(x) and math.isfinite(y)]
     if finite:
         gn_rel = [_rel(x, y) for x, y in finite]
@@ -150,6 +151,7 @@ def params_across(reports: list[ParamReport], spec: ModelSpec) -> Verdict:
         if r.method == "full":
             passed = passed and r.trainable_params == r.total_params
             continue
+        assert r.lora_rank is not None, "a LoRA report carries its rank"
         plan = plan_lora(r.backend, [], native_targets=r.native_targets)
         per_projection = count(spec, "torch", rank=r.lora_rank, targets=plan.covered).trainable_params
         fused = [m for m in plan.modules if len(m.covers) > 1]

@@ -8,7 +8,7 @@ Early in a run the two take very different steps (at step 1 the uncorrected upda
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -46,7 +46,8 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
 
 def decay_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: float) -> list[dict]:
     """Megatron's and MindFormers' grouping: no weight decay on biases and 1-D tensors (norms)."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in named:
         (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
     return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})

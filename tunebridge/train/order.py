@@ -5,7 +5,7 @@ into consecutive micro-batches. Backends outside the torch environment receive t
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import TunebridgeError
 from .config import TrainConfig
