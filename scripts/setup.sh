@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the two virtual environments tunebridge needs. Idempotent: a stamp file records
 # the inputs each environment was built from; a matching stamp skips the work.
-#   .venv            tunebridge + PyTorch stack (torch CPU, transformers, peft, megatron-core, torchmetrics)
+#   .venv            tunebridge + PyTorch stack (torch CPU, transformers, peft, megatron-core, torchmetrics), ruff, mypy
 #   .venv-mindspore  tunebridge core + mindspore + mindformers (their pins clash with the torch stack)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +43,9 @@ browser() {
 }
 
 case "${1:-all}" in
-  torch) make_env .venv torch,test ;;
+  torch) make_env .venv torch,test,lint ;;
   mindspore) make_env .venv-mindspore mindspore ;;
   browser) browser ;;
-  all) make_env .venv torch,test; make_env .venv-mindspore mindspore; browser ;;
+  all) make_env .venv torch,test,lint; make_env .venv-mindspore mindspore; browser ;;
   *) echo "usage: scripts/setup.sh [all|torch|mindspore|browser]" >&2; exit 2 ;;
 esac

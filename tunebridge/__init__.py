@@ -1,2 +1,3 @@
 """tunebridge: one fine-tuning recipe for MindFormers, MindSpeed-LLM and PyTorch."""
+
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@ Each backend realises the recipe's canonical LoRA targets through its dialect's 
 backend fuses projections (MindSpeed-LLM's ``linear_qkv``, ``linear_fc1``) the canonical set may be
 inexpressible, and the plan says so.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -50,8 +51,11 @@ def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None
         covered = sorted({p for m in chosen for p in m.covers}, key=PROJECTIONS.index)
         wanted = expand_targets(targets)
         exact = covered == wanted
-        note = "" if exact else (f"native targets {list(native_targets)} cover {covered}, "
-                                 f"the recipe's canonical targets are {wanted}")
+        note = (
+            ""
+            if exact
+            else (f"native targets {list(native_targets)} cover {covered}, the recipe's canonical targets are {wanted}")
+        )
         return LoraPlan(backend, chosen, exact, tuple(native_targets), note)
     wanted = expand_targets(targets)
     modules: list[LoraModule] = []
@@ -65,9 +69,11 @@ def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None
     if not exact:
         extra = [p for p in covered if p not in wanted]
         fused = [f"{native_name(m)} = {'+'.join(m.covers)}" for m in modules if len(m.covers) > 1]
-        note = (f"{backend} fuses projections ({'; '.join(fused)}) and shares one LoRA A per fused module: "
-                f"targets {wanted} can only be reached through {[native_name(m) for m in modules]}, "
-                f"which also adapts {extra}; counts differ from per-projection LoRA")
+        note = (
+            f"{backend} fuses projections ({'; '.join(fused)}) and shares one LoRA A per fused module: "
+            f"targets {wanted} can only be reached through {[native_name(m) for m in modules]}, "
+            f"which also adapts {extra}; counts differ from per-projection LoRA"
+        )
     return LoraPlan(backend, tuple(modules), exact, tuple(native_name(m) for m in modules), note)
 
 
@@ -114,8 +120,9 @@ def contest_score(low_param_ratio_value: float, accuracy: float) -> float:
     return (1.0 - low_param_ratio_value) * 0.3 + accuracy * 0.7
 
 
-def _full_rank_params(spec: ModelSpec, dialect: Dialect, tp: int, layers: range, first: bool, last: bool,
-                      divisible_by: int) -> int:
+def _full_rank_params(
+    spec: ModelSpec, dialect: Dialect, tp: int, layers: range, first: bool, last: bool, divisible_by: int
+) -> int:
     """Base parameters held by one (tp, pp) rank of a Megatron model."""
     n = 0
     vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
@@ -133,10 +140,18 @@ def _full_rank_params(spec: ModelSpec, dialect: Dialect, tp: int, layers: range,
     return n
 
 
-def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
-          targets: list[str] | None = None, native_targets: list[str] | None = None,
-          tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None,
-          make_vocab_size_divisible_by: int = 1) -> ParamReport:
+def count(
+    spec: ModelSpec,
+    backend: str,
+    method: str = "lora",
+    rank: int = 8,
+    targets: list[str] | None = None,
+    native_targets: list[str] | None = None,
+    tp: int = 1,
+    pp: int = 1,
+    num_layer_list: list[int] | None = None,
+    make_vocab_size_divisible_by: int = 1,
+) -> ParamReport:
     """Total and trainable parameters of ``spec`` fine-tuned on ``backend``."""
     if backend not in STACK_NAMES:
         raise ValueError(f"unknown backend {backend!r} (known: {', '.join(STACK_NAMES)})")
@@ -149,25 +164,46 @@ def count(spec: ModelSpec, backend: str, method: str = "lora", rank: int = 8,
     if method == "full":
         per_rank = None
         if megatron and (tp > 1 or pp > 1):
-            per_rank = [{"pp_rank": s, "tp_rank": t, "layers": len(layers),
-                         "trainable": _full_rank_params(spec, dialect, tp, layers, s == 0, s == pp - 1,
-                                                        make_vocab_size_divisible_by)}
-                        for s, layers in enumerate(stages) for t in range(tp)]
+            per_rank = [
+                {
+                    "pp_rank": s,
+                    "tp_rank": t,
+                    "layers": len(layers),
+                    "trainable": _full_rank_params(
+                        spec, dialect, tp, layers, s == 0, s == pp - 1, make_vocab_size_divisible_by
+                    ),
+                }
+                for s, layers in enumerate(stages)
+                for t in range(tp)
+            ]
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets)
     if spec.num_experts and (experts := [p for p in plan.covered if not spec.has(p)]):
-        raise ValueError(f"{spec.name}: LoRA on {experts} would adapt its {spec.num_experts} experts per layer, "
-                         f"which tunebridge does not count yet; LoRA on attention (q k v o) is counted")
+        raise ValueError(
+            f"{spec.name}: LoRA on {experts} would adapt its {spec.num_experts} experts per layer, "
+            f"which tunebridge does not count yet; LoRA on attention (q k v o) is counted"
+        )
     trainable = spec.num_layers * sum(lora_module_params(m, spec, rank) for m in plan.modules)
     per_rank = None
     if megatron and (tp > 1 or pp > 1):
         per_layer = sum(lora_module_params(m, spec, rank, tp) for m in plan.modules)
-        per_rank = [{"pp_rank": s, "tp_rank": t, "layers": len(layers), "trainable": len(layers) * per_layer}
-                    for s, layers in enumerate(stages) for t in range(tp)]
+        per_rank = [
+            {"pp_rank": s, "tp_rank": t, "layers": len(layers), "trainable": len(layers) * per_layer}
+            for s, layers in enumerate(stages)
+            for t in range(tp)
+        ]
     return ParamReport(
-        backend=backend, model=spec.name, method="lora", total_params=total, trainable_params=trainable,
+        backend=backend,
+        model=spec.name,
+        method="lora",
+        total_params=total,
+        trainable_params=trainable,
         low_param_ratio=low_param_ratio(trainable, total),
         peft_trainable_percent=100.0 * trainable / (total + trainable),
-        exact=plan.exact, native_targets=list(plan.native_targets), note=plan.note, lora_rank=rank,
-        per_rank_trainable=per_rank)
+        exact=plan.exact,
+        native_targets=list(plan.native_targets),
+        note=plan.note,
+        lora_rank=rank,
+        per_rank_trainable=per_rank,
+    )

@@ -5,6 +5,7 @@ puts one pair on each fused module (q, k, v share ``linear_qkv``'s A; gate and u
 fused -> per-projection copies A and splits B (exact); per-projection -> fused needs every covered
 projection adapted with equal A matrices, and is refused otherwise.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,17 +80,26 @@ def read_peft(path: str | Path, spec: ModelSpec) -> Adapter:
 
 
 def write_peft(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout | None = None, base: str = "") -> None:
-    cfg = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": adapter.rank, "lora_alpha": adapter.alpha,
-           "lora_dropout": adapter.dropout, "bias": "none", "base_model_name_or_path": base,
-           "target_modules": [PEFT_TARGET[p] for p in adapter.projections], "fan_in_fan_out": False,
-           "inference_mode": True}
+    cfg = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": adapter.rank,
+        "lora_alpha": adapter.alpha,
+        "lora_dropout": adapter.dropout,
+        "bias": "none",
+        "base_model_name_or_path": base,
+        "target_modules": [PEFT_TARGET[p] for p in adapter.projections],
+        "fan_in_fan_out": False,
+        "inference_mode": True,
+    }
     (out / PEFT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     items = []
     for (p, i), (a, b) in sorted(adapter.pairs.items(), key=lambda kv: (kv[0][1], PROJECTIONS.index(kv[0][0]))):
         na, nb = HF.lora_names(HF.lora_module_for(p), i)
         items += [(na, a), (nb, b)]
-    writer = SafetensorsWriter(out / PEFT_WEIGHTS, [(n, t.dtype, tuple(t.shape)) for n, t in items],
-                               metadata={"format": "pt"})
+    writer = SafetensorsWriter(
+        out / PEFT_WEIGHTS, [(n, t.dtype, tuple(t.shape)) for n, t in items], metadata={"format": "pt"}
+    )
     for n, t in items:
         writer.write(n, t)
     writer.close()
@@ -110,8 +120,10 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
         # tunebridge's pet_config says lora_rank; MindFormers 1.9's own adapter_config.json is PEFT-style ("r")
         rank, alpha = int(cfg["lora_rank"] if "lora_rank" in cfg else cfg["r"]), float(cfg["lora_alpha"])
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
-        raise TunebridgeError(f"{cfg_path}: need the pet_config (lora_rank or r, lora_alpha) next to the LoRA "
-                              f"checkpoint ({type(e).__name__}: {e})") from None
+        raise TunebridgeError(
+            f"{cfg_path}: need the pet_config (lora_rank or r, lora_alpha) next to the LoRA "
+            f"checkpoint ({type(e).__name__}: {e})"
+        ) from None
     reader = msckpt.CkptReader(ckpt)
     adapter = Adapter(rank, alpha, float(cfg.get("lora_dropout", 0.0)))
     for p in PROJECTIONS:
@@ -125,10 +137,14 @@ def read_mindformers(path: str | Path, spec: ModelSpec) -> Adapter:
     return adapter
 
 
-
 def write_mindformers(out: Path, adapter: Adapter, spec: ModelSpec | None = None, layout: Layout | None = None) -> None:
-    cfg = {"pet_type": "lora", "lora_rank": adapter.rank, "lora_alpha": adapter.alpha,
-           "lora_dropout": adapter.dropout, "target_modules": pet_target_regex(adapter.projections)}
+    cfg = {
+        "pet_type": "lora",
+        "lora_rank": adapter.rank,
+        "lora_alpha": adapter.alpha,
+        "lora_dropout": adapter.dropout,
+        "target_modules": pet_target_regex(adapter.projections),
+    }
     (out / PEFT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
     with open(out / MF_ADAPTER, "wb") as f:
         writer = msckpt.CkptWriter(f)
@@ -186,13 +202,15 @@ def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], tuple[torch
         if missing:
             raise TunebridgeError(
                 f"cannot express LoRA on {present} as MindSpeed-LLM's fused {native_name(module)} "
-                f"(it also covers {missing}, which this adapter does not adapt): not exact")
+                f"(it also covers {missing}, which this adapter does not adapt): not exact"
+            )
         for i in layers:
             a_mats = [adapter.pairs[(p, i)][0] for p in module.covers]
             if any(not torch.equal(a_mats[0], a) for a in a_mats[1:]):
                 raise TunebridgeError(
                     f"layer {i}: {native_name(module)} shares one LoRA A across {list(module.covers)}, but this "
-                    f"adapter's A matrices differ: a fused adapter cannot represent it exactly")
+                    f"adapter's A matrices differ: a fused adapter cannot represent it exactly"
+                )
             fused[(native_name(module), i)] = a_mats[0], torch.cat([adapter.pairs[(p, i)][1] for p in module.covers])
     return fused
 
@@ -236,14 +254,24 @@ def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
     for (p, i), (a, b) in adapter.pairs.items():
         out_features, in_features = spec.shape(p)
         if tuple(a.shape) != (adapter.rank, in_features) or tuple(b.shape) != (out_features, adapter.rank):
-            raise TunebridgeError(f"{path}: layer {i} {p}: LoRA A {list(a.shape)}, B {list(b.shape)} do not fit "
-                                  f"{spec.name} (A [{adapter.rank}, {in_features}], B [{out_features}, "
-                                  f"{adapter.rank}]): is --model / --hf-config the adapter's base model?")
+            raise TunebridgeError(
+                f"{path}: layer {i} {p}: LoRA A {list(a.shape)}, B {list(b.shape)} do not fit "
+                f"{spec.name} (A [{adapter.rank}, {in_features}], B [{out_features}, "
+                f"{adapter.rank}]): is --model / --hf-config the adapter's base model?"
+            )
     return adapter
 
 
-def convert_adapter(src: str | Path, dst: str | Path, src_format: str, dst_format: str, spec: ModelSpec, *,
-                    force: bool = False, **layout_fields) -> Path:
+def convert_adapter(
+    src: str | Path,
+    dst: str | Path,
+    src_format: str,
+    dst_format: str,
+    spec: ModelSpec,
+    *,
+    force: bool = False,
+    **layout_fields,
+) -> Path:
     """Convert an adapter (``layout``: :class:`tunebridge.partition.Layout`'s fields, for an mcore target)."""
     writer = adapter_format(dst_format).load("writer")
     layout = Layout(**layout_fields)

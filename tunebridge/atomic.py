@@ -9,6 +9,7 @@ renamed at the end, so that an interrupted or failed command leaves nothing half
 - :func:`atomic_dir` / :func:`atomic_file` write under the lock to ``.NAME.partial-PID-XXXX`` and rename; a write
   error (full disk, read-only file system) becomes one :class:`TunebridgeError` naming the output.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -72,8 +73,10 @@ def _remove_stale(dst: Path) -> None:
         if pid == os.getpid() or _pid_running(pid):
             continue
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-        print(f"tunebridge: removed {entry}, a partial output of {dst.name} left by process {pid} "
-              f"(no longer running)", file=sys.stderr)
+        print(
+            f"tunebridge: removed {entry}, a partial output of {dst.name} left by process {pid} (no longer running)",
+            file=sys.stderr,
+        )
 
 
 def write_error(dst: Path, e: OSError) -> TunebridgeError:
@@ -107,8 +110,9 @@ def output_lock(dst: str | Path) -> Iterator[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise TunebridgeError(f"{dst}: another process (pid {holder}) is writing it; wait for it to finish "
-                                  f"or choose another output") from None
+            raise TunebridgeError(
+                f"{dst}: another process (pid {holder}) is writing it; wait for it to finish or choose another output"
+            ) from None
         if os.fstat(fd).st_ino != os.stat(lock).st_ino:  # the holder removed it as we opened it: it is done
             raise TunebridgeError(f"{dst}: another process was writing it just now; run again")
         with contextlib.suppress(OSError):  # the holder's pid only informs a second writer's message
@@ -217,8 +221,7 @@ def atomic_file(dst: str | Path, force: bool = True, mode: str = "w", **open_kwa
     """Open a temporary file next to ``dst`` for writing; rename over ``dst`` on success."""
     dst = Path(dst)
     # 0666 & ~umask, as open() makes files (mkstemp would give 0600)
-    with _partial(dst, force, lambda tmp: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))) \
-            as tmp:
+    with _partial(dst, force, lambda tmp: os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))) as tmp:
         with open(tmp, mode, **open_kwargs) as f:
             yield f
         os.replace(tmp, dst)

@@ -7,6 +7,7 @@ files (safetensors, .npy, MindRecord) whose paths are arguments.
 
     python -m tunebridge.bridge MODULE FUNCTION   # reads JSON kwargs on stdin, writes JSON result
 """
+
 from __future__ import annotations
 
 import importlib
@@ -30,8 +31,10 @@ def mindspore_python() -> Path:
     env = os.environ.get("TUNEBRIDGE_MINDSPORE_PYTHON")
     path = Path(env) if env else REPO / ".venv-mindspore" / "bin" / "python"
     if not path.exists():
-        raise TunebridgeError(f"MindSpore environment not found at {path}: run `bash scripts/setup.sh mindspore` "
-                              f"or set TUNEBRIDGE_MINDSPORE_PYTHON")
+        raise TunebridgeError(
+            f"MindSpore environment not found at {path}: run `bash scripts/setup.sh mindspore` "
+            f"or set TUNEBRIDGE_MINDSPORE_PYTHON"
+        )
     return path
 
 
@@ -45,9 +48,15 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
     env.pop("PYTHONPATH", None)
     # MindFormers writes ./output/ (logs, adapter_config.json) wherever it runs: give it a scratch directory.
     with tempfile.TemporaryDirectory(prefix="tunebridge-ms-") as scratch:
-        proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=scratch)
+        proc = subprocess.Popen(
+            [str(mindspore_python()), "-m", "tunebridge.bridge", module, function],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=scratch,
+        )
         lines: list[str] = []
         stdin, stdout_pipe, stderr_pipe = proc.stdin, proc.stdout, proc.stderr
         assert stdin is not None and stdout_pipe is not None and stderr_pipe is not None  # all three are PIPEs
@@ -57,6 +66,7 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
                 lines.append(line)
                 if log is not None:
                     log(line.rstrip("\n"))
+
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         timed_out = threading.Event()
@@ -64,6 +74,7 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
         def expire() -> None:
             timed_out.set()
             proc.kill()
+
         timer = threading.Timer(timeout, expire) if timeout else None
         if timer:
             timer.start()
@@ -82,10 +93,12 @@ def call_mindspore(module: str, function: str, timeout: float | None = None, log
     result = None
     for line in stdout.splitlines():
         if line.startswith(_RESULT_MARK):
-            result = json.loads(line[len(_RESULT_MARK):])
+            result = json.loads(line[len(_RESULT_MARK) :])
     if result is None:
-        raise RuntimeError(f"MindSpore worker {module}.{function} exited {proc.returncode} without a result:\n"
-                           f"{stderr[-4000:]}\n{stdout[-2000:]}")
+        raise RuntimeError(
+            f"MindSpore worker {module}.{function} exited {proc.returncode} without a result:\n"
+            f"{stderr[-4000:]}\n{stdout[-2000:]}"
+        )
     if "error" in result:
         cls = TunebridgeError if result.get("user_error") else RuntimeError
         raise cls(result["error"] if result.get("user_error") else f"{result['error']}\n{result['traceback']}")

@@ -9,6 +9,7 @@ copied in the kernel, mapped ranges, views, positioned I/O), and a writer thread
 tensor is read. Peak memory is about one layer plus the writer's queue (``Background``), whatever the
 model size.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,14 +69,21 @@ class FlatSource(Source):
     """A dialect with one framework tensor per canonical tensor (HF, MindFormers). ``locate`` tells where a
     tensor's bytes are in its file (None where they are not stored as they are), for :meth:`pieces`."""
 
-    def __init__(self, spec: ModelSpec, dialect: Dialect, fetch: Callable[[str], torch.Tensor], where: str,
-                 locate: Locate | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        dialect: Dialect,
+        fetch: Callable[[str], torch.Tensor],
+        where: str,
+        locate: Locate | None = None,
+    ):
         self.spec, self._dialect, self._fetch, self._where, self._locate = spec, dialect, fetch, where, locate
 
     def _check_shape(self, name: str, part: str, shape: tuple[int, ...]) -> None:
         if tuple(shape) != self.spec.shape(part):
-            raise TunebridgeError(f"{self._where}: {name} has shape {list(shape)}, {self.spec.name} needs "
-                                  f"{list(self.spec.shape(part))}")
+            raise TunebridgeError(
+                f"{self._where}: {name} has shape {list(shape)}, {self.spec.name} needs {list(self.spec.shape(part))}"
+            )
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
         name = self._dialect.rule_for_part(part, self.spec).format(layer)
@@ -155,11 +163,15 @@ class McoreSource(Source):
         tp = len(shards)
         rows = self._rows(rule, shards)
         plan = row_plan(rule, self.spec, tp, rows, [s.size[0] for s in shards]) if first.size else None
-        if plan is None or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
-                                   s.storage.dtype == first.storage.dtype for s in shards):
+        if plan is None or not all(
+            s.is_whole_storage() and s.size[1:] == first.size[1:] and s.storage.dtype == first.storage.dtype
+            for s in shards
+        ):
             return unpack_shards(rule, [s.load() for s in shards], self.spec)
         parts = [torch.empty((n, *first.size[1:]), dtype=first.storage.dtype) for n in rows]
-        jobs = [(shard, [tensor_bytes(parts[j][a:a + n]) for j, a, n in blocks]) for shard, blocks in zip(shards, plan)]
+        jobs = [
+            (shard, [tensor_bytes(parts[j][a : a + n]) for j, a, n in blocks]) for shard, blocks in zip(shards, plan)
+        ]
         if tp == 1:
             first.read_into(jobs[0][1])
         else:  # one thread per rank file: reads and CRCs release the GIL
@@ -172,13 +184,15 @@ class McoreSource(Source):
         if key not in self._unpacked:
             parts = self._read_parts(rule, shards)
             if rule.shard is Shard.VOCAB:
-                parts = [p[:self.spec.vocab_size] for p in parts]
+                parts = [p[: self.spec.vocab_size] for p in parts]
             # canonical tensors are asked for in order (q, k, v together): keep only the fused tensor in use
             self._unpacked = {key: parts}
         t = self._unpacked[key][rule.parts.index(part)]
         if tuple(t.shape) != self.spec.shape(part):
-            raise TunebridgeError(f"{self.layout.root}: {key.partition(':')[2]} gives {part} of shape "
-                                  f"{list(t.shape)}, {self.spec.name} needs {list(self.spec.shape(part))}")
+            raise TunebridgeError(
+                f"{self.layout.root}: {key.partition(':')[2]} gives {part} of shape "
+                f"{list(t.shape)}, {self.spec.name} needs {list(self.spec.shape(part))}"
+            )
         return t
 
     def dtype(self) -> torch.dtype:
@@ -198,8 +212,9 @@ class McoreSource(Source):
         rank's thread."""
         first = shards[0]
         tp = len(shards)
-        if len(first.size) == 0 or not all(s.is_whole_storage() and s.size[1:] == first.size[1:] and
-                                           s.storage.dtype == dtype for s in shards):
+        if len(first.size) == 0 or not all(
+            s.is_whole_storage() and s.size[1:] == first.size[1:] and s.storage.dtype == dtype for s in shards
+        ):
             return None
         row_bytes = math.prod(first.size[1:]) * dtype.itemsize
         if rule.shard is Shard.ROW and tp > 1:
@@ -208,28 +223,33 @@ class McoreSource(Source):
             shape = (first.size[0], first.size[1] * tp, *first.size[2:])
             if shape != self.spec.shape(rule.parts[0]):
                 return None
-            views = [np.frombuffer(s.map_unchecked(), np.uint8).reshape(first.size[0], row_bytes)
-                     for s in self._checked(shards)]
+            views = [
+                np.frombuffer(s.map_unchecked(), np.uint8).reshape(first.size[0], row_bytes)
+                for s in self._checked(shards)
+            ]
             return [[np.concatenate(views, axis=1).data.cast("B")]]
         rows = self._rows(rule, shards)
         plan = row_plan(rule, self.spec, tp, rows, [s.size[0] for s in shards])
         assert plan is not None, "row_plan gives None only for a row-parallel split over tp > 1, handled above"
         canonical = [(n, *first.size[1:]) for n in rows]
-        if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or \
-                any(shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)):
+        if any(sum(n for _, _, n in blocks) != s.size[0] for s, blocks in zip(shards, plan)) or any(
+            shape[1:] != self.spec.shape(p)[1:] for shape, p in zip(canonical, rule.parts)
+        ):
             return None
         ranges = [s.range_unchecked() for s in self._checked(shards)]
         blocks: list[list[tuple[int, FileRange]]] = [[] for _ in rows]
         for whole, rank_blocks in zip(ranges[:1] if rule.shard is Shard.REPLICATED else ranges, plan):
             at = 0
             for j, a, n in rank_blocks:
-                blocks[j].append((a, whole[at:at + n * row_bytes]))
+                blocks[j].append((a, whole[at : at + n * row_bytes]))
                 at += n * row_bytes
         parts = [[r for _, r in sorted(b, key=lambda item: item[0])] for b in blocks]
         if rule.shard is Shard.VOCAB:
             parts = [byte_range(p, 0, self.spec.vocab_size * row_bytes) for p in parts]
-        if any(sum(r.nbytes for r in p) != dtype.itemsize * math.prod(self.spec.shape(name))
-               for p, name in zip(parts, rule.parts)):
+        if any(
+            sum(r.nbytes for r in p) != dtype.itemsize * math.prod(self.spec.shape(name))
+            for p, name in zip(parts, rule.parts)
+        ):
             return None
         return parts
 
@@ -247,8 +267,9 @@ class McoreSource(Source):
             check.close()
 
 
-def open_source(path: str | Path, fmt: str, spec: ModelSpec | None = None,
-                num_layer_list: list[int] | None = None) -> Source:
+def open_source(
+    path: str | Path, fmt: str, spec: ModelSpec | None = None, num_layer_list: list[int] | None = None
+) -> Source:
     """The canonical tensors of the checkpoint at ``path`` in format ``fmt`` (a :data:`formats.CHECKPOINTS` name)."""
     path = Path(path)
     reader = checkpoint_format(fmt).load("reader")
@@ -288,8 +309,11 @@ def open_mindformers(path: Path, spec: ModelSpec | None, num_layer_list: list[in
 def mcore_layout(path: Path, source: McoreSource) -> dict:
     """The writer options that give a checkpoint the TP/PP layout of the mcore checkpoint at ``path``."""
     layout = mcore_fmt.McoreLayout(path)
-    return {"tp": layout.tp, "pp": layout.pp,
-            "num_layer_list": [len(r) for r in source.stages] if layout.pp > 1 else None}
+    return {
+        "tp": layout.tp,
+        "pp": layout.pp,
+        "num_layer_list": [len(r) for r in source.stages] if layout.pp > 1 else None,
+    }
 
 
 def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
@@ -304,7 +328,6 @@ def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
             continue
         t = source.get(part, layer)
         yield name, (t.to(dtype) if dtype else t).contiguous()
-
 
 
 class Writer:
@@ -327,8 +350,15 @@ class HFWriter(Writer):
         out_dtype = dtype or source.dtype()
         entries = [(HF.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
         with Background() as background:
-            write_hf(out, spec, entries, _counted(_flat_tensors(source, HF, dtype), bar), self.layout.max_shard_bytes,
-                     background, source.generation_config)
+            write_hf(
+                out,
+                spec,
+                entries,
+                _counted(_flat_tensors(source, HF, dtype), bar),
+                self.layout.max_shard_bytes,
+                background,
+                source.generation_config,
+            )
 
 
 class MindFormersWriter(Writer):
@@ -385,8 +415,9 @@ class McoreWriter(Writer):
 
         with ExitStack() as stack:
             # a writer thread per TP rank file: their CRCs and writes run side by side
-            backgrounds = [stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp)))
-                           for _ in range(tp)]
+            backgrounds = [
+                stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp))) for _ in range(tp)
+            ]
             for s in range(pp):
                 writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
                 for name, rule, layer in _stage_items(spec, self.stages, s):
@@ -412,19 +443,32 @@ def _stage_items(spec: ModelSpec, stages: list[range], s: int) -> list[tuple[str
     return sorted(items, key=lambda item: (item[2] is None, item[2] or 0))
 
 
-def write_source(source: Source, dst: str | Path, dst_format: str, *, dtype: str | None = None,
-                 force: bool = False, progress: bool = True, label: str = "", **layout) -> Path:
+def write_source(
+    source: Source,
+    dst: str | Path,
+    dst_format: str,
+    *,
+    dtype: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    label: str = "",
+    **layout,
+) -> Path:
     """Write canonical tensors from ``source`` as ``dst_format`` (``layout``: :class:`Layout`'s fields);
     ``dst`` appears only on success."""
     writer_class = checkpoint_format(dst_format).load("writer")
     if source.spec.num_experts:
-        raise TunebridgeError(f"{source.spec.name}: tunebridge does not convert a mixture of experts yet (its "
-                              f"{source.spec.num_experts} experts per layer have no place in its tensor order)")
+        raise TunebridgeError(
+            f"{source.spec.name}: tunebridge does not convert a mixture of experts yet (its "
+            f"{source.spec.num_experts} experts per layer have no place in its tensor order)"
+        )
     if dtype is not None and dtype not in DTYPES:
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     writer = writer_class(source.spec, Layout(**layout))
-    with atomic_dir(dst, force=force) as tmp, \
-            tqdm(total=writer.total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar:
+    with (
+        atomic_dir(dst, force=force) as tmp,
+        tqdm(total=writer.total, desc=label or f"-> {dst_format}", unit="tensor", disable=not progress) as bar,
+    ):
         try:
             writer.write(tmp, source, DTYPES.get(dtype) if dtype else None, bar)
         finally:
@@ -432,8 +476,9 @@ def write_source(source: Source, dst: str | Path, dst_format: str, *, dtype: str
     return Path(dst)
 
 
-def convert(src: str | Path, dst: str | Path, src_format: str, dst_format: str, *,
-            spec: ModelSpec | None = None, **options) -> Path:
+def convert(
+    src: str | Path, dst: str | Path, src_format: str, dst_format: str, *, spec: ModelSpec | None = None, **options
+) -> Path:
     """Convert a checkpoint (options as :func:`write_source`); ``dst`` appears only on success."""
     checkpoint_format(dst_format)  # an unknown target is refused before the source is read
     source = open_source(src, src_format, spec)

@@ -12,6 +12,7 @@ One recipe (recipes/tiny-demo-lora.yaml), three stacks, every parity check:
 5. the torch-trained adapter merged into the base and scored through all three frameworks' scorers;
 6. a report (Markdown + self-contained HTML with plots) with every verdict.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,29 +44,57 @@ def _say(text: str) -> None:
 def _export_adapters(recipe, results: dict, out: Path) -> dict[str, Path]:
     """Each backend's trained LoRA as a PEFT adapter directory."""
     from .adapters import convert_adapter
+
     spec = recipe.spec
     adapters = {"torch": Path(results["torch"].checkpoints[-1])}
     for name, fmt in (("mindformers", "mindformers"), ("mindspeed-llm", "mcore")):
-        adapters[name] = convert_adapter(results[name].checkpoints[-1], out / f"{name}-peft", fmt, "peft", spec,
-                                         force=True)
+        adapters[name] = convert_adapter(
+            results[name].checkpoints[-1], out / f"{name}-peft", fmt, "peft", spec, force=True
+        )
     return adapters
 
 
-def _evaluate(weights: Path, adapters: dict[str, Path | None], math: Path, squad: Path, out: Path,
-              template: str) -> dict:
+def _evaluate(
+    weights: Path, adapters: dict[str, Path | None], math: Path, squad: Path, out: Path, template: str
+) -> dict:
     from .evaluation.hf_scorer import HFScorer
     from .evaluation.runner import run_eval
+
     metrics = {}
     for name, adapter in adapters.items():
         scorer = HFScorer.from_dir(weights, adapter)
-        m = run_eval(scorer, "math", math, out / name / "math", batch_size=16, max_new_tokens=8, force=True,
-                     progress=False, template=template)
-        s = run_eval(scorer, "squad", squad, out / name / "squad", protocol="generate", batch_size=8,
-                     max_new_tokens=8, force=True, progress=False)
-        metrics[name] = {"numeric_accuracy": m["numeric_accuracy"], "contains_accuracy": m["contains_accuracy"],
-                         "f1": s["f1"], "exact_match": s["exact_match"]}
-        print(f"   {name:24s} " + "   ".join(f"{header(k)} {metric_text(k, v)}" for k, v in metrics[name].items()),
-              flush=True)
+        m = run_eval(
+            scorer,
+            "math",
+            math,
+            out / name / "math",
+            batch_size=16,
+            max_new_tokens=8,
+            force=True,
+            progress=False,
+            template=template,
+        )
+        s = run_eval(
+            scorer,
+            "squad",
+            squad,
+            out / name / "squad",
+            protocol="generate",
+            batch_size=8,
+            max_new_tokens=8,
+            force=True,
+            progress=False,
+        )
+        metrics[name] = {
+            "numeric_accuracy": m["numeric_accuracy"],
+            "contains_accuracy": m["contains_accuracy"],
+            "f1": s["f1"],
+            "exact_match": s["exact_match"],
+        }
+        print(
+            f"   {name:24s} " + "   ".join(f"{header(k)} {metric_text(k, v)}" for k, v in metrics[name].items()),
+            flush=True,
+        )
     return metrics
 
 
@@ -78,17 +107,30 @@ def _cross_scorer(recipe, weights: Path, adapter: Path, math: Path, out: Path, t
     from .evaluation.runner import run_eval
     from .merge import merge_lora
     from .parity import same_metrics, same_predictions
+
     spec = recipe.spec
     merged = merge_lora(weights, adapter, out / "merged-hf", force=True, progress=False)
     convert(merged, out / "merged-mcore", "hf", "mcore", spec=spec, tp=2, force=True, progress=False)
     convert(merged, out / "merged-mindformers", "hf", "mindformers", spec=spec, force=True, progress=False)
-    scorers: dict[str, Scorer] = {"hf (transformers)": HFScorer.from_dir(merged),
-               "mcore (megatron-core, tp 2)": McoreScorer(out / "merged-mcore"),
-               "mindformers (MindSpore)": MindFormersScorer(out / "merged-mindformers")}
+    scorers: dict[str, Scorer] = {
+        "hf (transformers)": HFScorer.from_dir(merged),
+        "mcore (megatron-core, tp 2)": McoreScorer(out / "merged-mcore"),
+        "mindformers (MindSpore)": MindFormersScorer(out / "merged-mindformers"),
+    }
     predictions, scores = {}, {}
     for name, scorer in scorers.items():
-        m = run_eval(scorer, "math", math, out / name.split()[0], batch_size=16, max_new_tokens=8,
-                     limit=SCORER_CHECK_QUESTIONS, force=True, progress=False, template=template)
+        m = run_eval(
+            scorer,
+            "math",
+            math,
+            out / name.split()[0],
+            batch_size=16,
+            max_new_tokens=8,
+            limit=SCORER_CHECK_QUESTIONS,
+            force=True,
+            progress=False,
+            template=template,
+        )
         rows = (out / name.split()[0] / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
         predictions[name] = [json.loads(r)["prediction"] for r in rows]
         scores[name] = {"numeric_accuracy": m["numeric_accuracy"], "contains_accuracy": m["contains_accuracy"]}
@@ -106,6 +148,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     from .render import default_prompt_type
     from .report import write_report
     from .verify import verify
+
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model load would drown the demo's lines
     started = time.perf_counter()
     out = Path(out)
@@ -122,13 +165,16 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     _say(f"1. parameters of {recipe.name} on each backend")
     reports = [recipe.param_report(n) for n in names]
     for r in reports:
-        print(f"   {r.backend:14s} trainable {r.trainable_params:,} of {r.total_params:,} "
-              f"({header('low_param_ratio')} {r.low_param_ratio:.6g})")
+        print(
+            f"   {r.backend:14s} trainable {r.trainable_params:,} of {r.total_params:,} "
+            f"({header('low_param_ratio')} {r.low_param_ratio:.6g})"
+        )
 
     _say("2. one tokenization, one step order, one initial LoRA; weights converted to .ckpt and mcore")
     inputs = RunInputs.make(recipe, names, weights, out / "inputs", progress=progress)
-    agreements = verify([(weights, "hf"), (inputs.weights("mindformers"), "mindformers"),
-                         (inputs.weights("mcore"), "mcore")], spec)
+    agreements = verify(
+        [(weights, "hf"), (inputs.weights("mindformers"), "mindformers"), (inputs.weights("mcore"), "mcore")], spec
+    )
     verdicts += [logits(a) for a in agreements]
     for a in agreements:
         print(f"   logits {a.b} vs {a.a}: max |d| {a.max_abs:.2e}, cosine {a.cosine:.7f}")
@@ -146,8 +192,7 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
         verdicts.append(params_instantiated(r, trainable))
     verdicts.append(params_across(reports, spec))
     for other in names[1:]:
-        verdicts += loss_checks(results["torch"], results[other], "torch", other,
-                                recipe.parity)
+        verdicts += loss_checks(results["torch"], results[other], "torch", other, recipe.parity)
 
     _say("4. evaluation: math accuracy and SQuAD (retention) of the base and of each tuned adapter")
     eval_dir = out / "eval"
@@ -156,28 +201,47 @@ def run_demo(out: str | Path, force: bool = False, progress: bool = True) -> tup
     template = default_prompt_type(recipe)
     write_squad_eval(SQUAD, eval_dir / "squad", load_tokenizer(None), 512, force=True, mindrecord=False)
     adapters = _export_adapters(recipe, results, out / "adapters")
-    metrics = _evaluate(weights, {"base": None, **{f"tuned on {n}": a for n, a in adapters.items()}}, math,
-                        eval_dir / "squad" / "squad_eval.jsonl", eval_dir, template)
+    metrics = _evaluate(
+        weights,
+        {"base": None, **{f"tuned on {n}": a for n, a in adapters.items()}},
+        math,
+        eval_dir / "squad" / "squad_eval.jsonl",
+        eval_dir,
+        template,
+    )
     tuned = metrics["tuned on torch"]
     for other in names[1:]:
-        verdicts.append(metric_difference(tuned, metrics[f"tuned on {other}"], "tuned on torch",
-                                          f"tuned on {other}"))
+        verdicts.append(metric_difference(tuned, metrics[f"tuned on {other}"], "tuned on torch", f"tuned on {other}"))
     base = metrics["base"]
     gate = retention_gate(tuned["f1"], tuned["exact_match"], base["f1"], base["exact_match"])
-    verdicts.append(Verdict("SQuAD retention: tuned on torch vs base", gate["passed"],
-                            {"F1": tuned["f1"], "F1 needed": gate["f1"]["needs"], "EM": tuned["exact_match"],
-                             "EM needed": gate["exact_match"]["needs"]},
-                            "F1 and EM >= 90 % of the base model's",
-                            "the seeds' 'original ability' check on the embedded SQuAD-style set (demo_squad.json)"))
+    verdicts.append(
+        Verdict(
+            "SQuAD retention: tuned on torch vs base",
+            gate["passed"],
+            {
+                "F1": tuned["f1"],
+                "F1 needed": gate["f1"]["needs"],
+                "EM": tuned["exact_match"],
+                "EM needed": gate["exact_match"]["needs"],
+            },
+            "F1 and EM >= 90 % of the base model's",
+            "the seeds' 'original ability' check on the embedded SQuAD-style set (demo_squad.json)",
+        )
+    )
 
     _say("5. the tuned model merged and scored through transformers, megatron-core and MindFormers")
-    scorer_verdicts, scorer_scores = _cross_scorer(recipe, weights, adapters["torch"], math, out / "scorers",
-                                                   template)
+    scorer_verdicts, scorer_scores = _cross_scorer(recipe, weights, adapters["torch"], math, out / "scorers", template)
     verdicts += scorer_verdicts
 
     _say("6. report")
-    params_table = [{**r.to_dict(), "instantiated": results[r.backend].trainable_params,
-                     "accuracy": metrics[f"tuned on {r.backend}"]["numeric_accuracy"]} for r in reports]
+    params_table = [
+        {
+            **r.to_dict(),
+            "instantiated": results[r.backend].trainable_params,
+            "accuracy": metrics[f"tuned on {r.backend}"]["numeric_accuracy"],
+        }
+        for r in reports
+    ]
     metrics_table = {**metrics, **{f"merged, scorer {k}": v for k, v in scorer_scores.items()}}
     report = write_report(out / "report", results, verdicts, params_table, metrics_table, RECIPE, force=True)
     passed = sum(v.passed for v in verdicts)

@@ -1,4 +1,5 @@
 """The rows of ``tunebridge explain``: a recipe's values as each stack's renderer or trainer sets them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
     from .render import _lora_plan, default_prompt_type, mindformers as mf, mindspeed_llm as msl
     from .stacks import get_stack
     from .train.config import TrainConfig
+
     version = version or msl.DEFAULT_VERSION
     spec = recipe.spec
     # a family MindFormers cannot run has no MindFormers column (tunebridge explain says why)
-    mf_config = None if get_stack("mindformers").problem(spec) else \
-        mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
+    mf_config = (
+        None
+        if get_stack("mindformers").problem(spec)
+        else mf.finetune_config(recipe, spec, _lora_plan(recipe, "mindformers"))
+    )
     ctx = msl.Context(recipe, spec, _lora_plan(recipe, "mindspeed-llm"), default_prompt_type(recipe))
     rendered = {line.split(" ", 1)[0]: line for g in msl.TUNE_GROUPS for line in msl.flag_args(ctx, g, version)}
     torch_cfg = TrainConfig.from_recipe(recipe)

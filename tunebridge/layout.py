@@ -3,6 +3,7 @@
 Pure tensor arithmetic driven by the dialect's :class:`Pack` and :class:`Shard` values; converters
 call these one tensor (or one layer) at a time.
 """
+
 from __future__ import annotations
 
 import torch
@@ -84,8 +85,9 @@ def split(t: torch.Tensor, shard: Shard, tp: int) -> list[torch.Tensor]:
     return [c.contiguous() for c in t.chunk(tp, dim=dim)]
 
 
-def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int],
-             shard_rows: list[int] | None = None) -> list[list[tuple[int, int, int]]] | None:
+def row_plan(
+    rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int], shard_rows: list[int] | None = None
+) -> list[list[tuple[int, int, int]]] | None:
     """Where each TP rank's shard comes from when it is a run of whole rows of the canonical parts: per
     rank, the (part index, first row, row count) blocks of its shard in order. ``rows`` are the parts'
     row counts (padded, for a vocabulary). None for a row-parallel (dim 1) split, which is not such a run.
@@ -94,8 +96,10 @@ def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int],
     if rule.pack is Pack.QKV_GROUPED:
         groups = spec.num_kv_heads // tp
         per_group = [_qkv_rows(spec, name) for name in rule.parts]
-        return [[(j, g * n, n) for g in range(r * groups, (r + 1) * groups) for j, n in enumerate(per_group)]
-                for r in range(tp)]
+        return [
+            [(j, g * n, n) for g in range(r * groups, (r + 1) * groups) for j, n in enumerate(per_group)]
+            for r in range(tp)
+        ]
     if rule.shard is Shard.REPLICATED or tp == 1:
         return [[(j, 0, n) for j, n in enumerate(rows)] for _ in range(tp)]
     if rule.shard is Shard.ROW:
@@ -108,8 +112,9 @@ def row_plan(rule: TensorRule, spec: ModelSpec, tp: int, rows: list[int],
     return [[(j, r * (n // tp), n // tp) for j, n in enumerate(rows)] for r in range(tp)]
 
 
-def pack_shards(rule: TensorRule, parts: list[torch.Tensor], spec: ModelSpec, tp: int,
-                rows: int | None = None) -> list[tuple[tuple[int, ...], list[torch.Tensor]]]:
+def pack_shards(
+    rule: TensorRule, parts: list[torch.Tensor], spec: ModelSpec, tp: int, rows: int | None = None
+) -> list[tuple[tuple[int, ...], list[torch.Tensor]]]:
     """Each TP rank's shard of ``split(pack(rule, parts), rule.shard, tp)`` (vocab padded to ``rows``) as its
     shape and the contiguous tensors whose bytes, in order, are the shard's: views of ``parts`` wherever
     the shard's rows are contiguous in them, so the caller can write them without packing or copying."""
@@ -129,7 +134,7 @@ def pack_shards(rule: TensorRule, parts: list[torch.Tensor], spec: ModelSpec, tp
         for j, first, n in blocks:
             real = min(first + n, parts[j].shape[0]) - first  # rows past the end are vocab padding
             if real > 0:
-                pieces.append(parts[j][first:first + real])
+                pieces.append(parts[j][first : first + real])
             if real < n:
                 pieces.append(t[-1:].expand(n - max(real, 0), *tail).contiguous())
         out.append(((sum(n for _, _, n in blocks),) + tail, pieces))

@@ -6,6 +6,7 @@ table (``render.mindspeed_llm.FLAGS``, which names the recipe field of each flag
 rendered without appearing here. ``NON_EQUIVALENCES`` are the places where the stacks' math differs
 for the same setting, with the way a parity run aligns them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FieldMap:
-    recipe: str               # dotted recipe field
-    mindformers: str | None   # dotted key in the MindFormers finetune YAML
-    torch: str | None         # TrainConfig field (or what the torch backend does)
+    recipe: str  # dotted recipe field
+    mindformers: str | None  # dotted key in the MindFormers finetune YAML
+    torch: str | None  # TrainConfig field (or what the torch backend does)
 
 
 FIELDS: tuple[FieldMap, ...] = (
@@ -29,7 +30,7 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap("train.min_lr", "lr_schedule.lr_end", "min_lr"),
     FieldMap("train.lr_schedule", "lr_schedule.type", "lr_schedule"),
     FieldMap("train.warmup_ratio", "lr_schedule.warmup_ratio", "warmup_ratio"),
-    FieldMap("train.optimizer.beta1", "optimizer.betas.0", "beta1"),   # AdamW's betas (AdamWeightDecay: beta1)
+    FieldMap("train.optimizer.beta1", "optimizer.betas.0", "beta1"),  # AdamW's betas (AdamWeightDecay: beta1)
     FieldMap("train.optimizer.beta2", "optimizer.betas.1", "beta2"),
     FieldMap("train.optimizer.eps", "optimizer.eps", "eps"),
     FieldMap("train.optimizer.weight_decay", "optimizer.weight_decay", "weight_decay"),
@@ -52,7 +53,7 @@ class NonEquivalence:
     mindformers: str
     mindspeed_llm: str
     torch: str
-    alignment: str    # how a parity run makes the stacks agree
+    alignment: str  # how a parity run makes the stacks agree
 
 
 NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
@@ -63,7 +64,8 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
         "is impossible, and the count is lower at the same rank",
         "PEFT: one (A, B) per projection, like MindFormers",
         "parity runs target o and down (linear_proj, linear_fc2), which every stack expresses exactly; "
-        "`tunebridge params` reports exact: false otherwise"),
+        "`tunebridge params` reports exact: false otherwise",
+    ),
     NonEquivalence(
         "Adam bias correction",
         "AdamW (MindFormers 1.9's, rendered by default): bias-corrected; AdamWeightDecay and the seeds' "
@@ -72,13 +74,15 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
         "torch.optim.AdamW: bias-corrected",
         "train.optimizer.bias_correction sets every backend (false: tunebridge's AdamWNoBiasCorrection on torch "
         "and megatron-core, AdamWeightDecay on MindFormers); an uncorrected MindFormers run against corrected "
-        "ones parts from step 2"),
+        "ones parts from step 2",
+    ),
     NonEquivalence(
         "weight-decay groups",
         "no decay on 1-D tensors and biases (get_optimizer_grouped_parameters)",
         "no decay on biases and 1-D tensors (Megatron's param groups)",
         "the same grouping (tunebridge's make_adamw)",
-        "equal by construction; LoRA matrices are 2-D, so LoRA runs decay every trainable tensor"),
+        "equal by construction; LoRA matrices are 2-D, so LoRA runs decay every trainable tensor",
+    ),
     NonEquivalence(
         "loss averaging",
         "one card: the global batch is one pass (MindFormers ignores gradient_accumulation_steps outside "
@@ -89,40 +93,51 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
         "(--calculate-per-token-loss: over all tokens)",
         "as MindSpeed-LLM (loss_average: micro-batch); 'token' averages over the global batch",
         "train.loss_average: token sets every stack to the global batch's token mean (parity recipes); the "
-        "rendered pad_token_id is the data's pad id, a token the templates never produce"),
+        "rendered pad_token_id is the data's pad id, a token the templates never produce",
+    ),
     NonEquivalence(
         "warm-up length",
         "CosineWithWarmUpLR: int(total_steps * warmup_ratio) whole steps",
         "--lr-warmup-fraction * train_iters, kept fractional",
         "follows warmup_rounding (megatron by default)",
-        "parity runs use one rounding for every backend (20 steps x 0.1 = 2 steps in both)"),
+        "parity runs use one rounding for every backend (20 steps x 0.1 = 2 steps in both)",
+    ),
     NonEquivalence(
         "'Network Parameters' line",
         "trainable parameters floored to whole millions (`Network Parameters: 3 M.` for 3,407,872)",
         "per-rank counts in the log (`number of parameters on (tensor, pipeline) model parallel rank`)",
         "PEFT print_trainable_parameters: trainable % of base + adapter",
-        "compare exact counts: `tunebridge params` (base-model denominator for the contest ratio)"),
+        "compare exact counts: `tunebridge params` (base-model denominator for the contest ratio)",
+    ),
     NonEquivalence(
         "optimizer state dtype",
         "AdamW keeps m and v in fp32; AdamWeightDecay keeps them in the parameter dtype",
         "fp32 main params and moments under --bf16 (distributed optimizer or not)",
         "AdamW state in the parameter dtype (bf16 states under dtype bf16)",
-        "parity runs are fp32, where all three keep fp32 state"),
+        "parity runs are fp32, where all three keep fp32 state",
+    ),
     NonEquivalence(
         "LoRA initialisation",
         "A ~ normal (MindFormers' default lora_a_init), B = 0",
         "A kaiming-uniform (PEFT's), B = 0",
         "A kaiming-uniform, B = 0",
-        "parity runs start every backend from one PEFT adapter converted to each stack's format"),
+        "parity runs start every backend from one PEFT adapter converted to each stack's format",
+    ),
 )
 
 
 def flags_for(recipe_field: str, version: str | None = None) -> list[str]:
     """MindSpeed-LLM flags rendered from ``recipe_field`` (from the renderer's flag table)."""
     from .render.mindspeed_llm import DEFAULT_VERSION, FLAGS
+
     version = version or DEFAULT_VERSION
-    return list(dict.fromkeys(f.flag for f in FLAGS if version in f.versions and
-                              recipe_field in (part.strip() for part in f.recipe_field.split("/"))))
+    return list(
+        dict.fromkeys(
+            f.flag
+            for f in FLAGS
+            if version in f.versions and recipe_field in (part.strip() for part in f.recipe_field.split("/"))
+        )
+    )
 
 
 def get_path(config: dict, dotted: str):

@@ -1,4 +1,5 @@
 """Merge a LoRA adapter into base weights: W' = W + (alpha / r) B A, in fp32, cast back to W's dtype."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,14 +28,21 @@ class MergedSource(Source):
         return (w.float() + self.adapter.scale * (b.float() @ a.float())).to(w.dtype)
 
 
-def merge_lora(base: str | Path, adapter: str | Path, dst: str | Path, *, base_format: str | None = None,
-               adapter_format: str | None = None, spec: ModelSpec | None = None, force: bool = False,
-               progress: bool = True) -> Path:
+def merge_lora(
+    base: str | Path,
+    adapter: str | Path,
+    dst: str | Path,
+    *,
+    base_format: str | None = None,
+    adapter_format: str | None = None,
+    spec: ModelSpec | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write base + adapter merged, in the base's format (and, for mcore, its TP/PP layout)."""
     base_format = base_format or detect_format(base)
     source = open_source(base, base_format, spec)
-    merged = MergedSource(source, read_adapter(adapter, adapter_format or detect_adapter_format(adapter),
-                                               source.spec))
+    merged = MergedSource(source, read_adapter(adapter, adapter_format or detect_adapter_format(adapter), source.spec))
     keep = checkpoint_format(base_format).layout
     options = checkpoint_format(base_format).load("layout")(Path(base), source) if keep else {}
     return write_source(merged, dst, base_format, force=force, progress=progress, label="merge-lora", **options)

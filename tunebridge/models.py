@@ -4,6 +4,7 @@ Every framework dialect names and packs these canonical tensors differently; con
 parameter accounting and rendering all start from here. What differs between model families is
 declared by the family (:mod:`tunebridge.families`), never guessed from a model's fields.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,16 +16,38 @@ from .families import FAMILIES, Family, family, family_of_hf_model_type, keys as
 
 # Canonical tensor names. Per layer (projections stored [out, in], like torch.nn.Linear); the optional ones are
 # there when the architecture has them (ModelSpec.has):
-LAYER_TENSORS = ("attn_norm", "q", "k", "v", "q_bias", "k_bias", "v_bias", "q_norm", "k_norm", "o", "o_bias",
-                 "mlp_norm", "gate", "up", "down", "router")
+LAYER_TENSORS = (
+    "attn_norm",
+    "q",
+    "k",
+    "v",
+    "q_bias",
+    "k_bias",
+    "v_bias",
+    "q_norm",
+    "k_norm",
+    "o",
+    "o_bias",
+    "mlp_norm",
+    "gate",
+    "up",
+    "down",
+    "router",
+)
 # A mixture-of-experts layer has a router and, instead of gate/up/down, these in each of its experts:
 EXPERT_TENSORS = ("expert_gate", "expert_up", "expert_down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
 # Canonical LoRA targets: the projections.
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
 # Which spec field switches an optional tensor on.
-_OPTIONAL = {"q_bias": "qkv_bias", "k_bias": "qkv_bias", "v_bias": "qkv_bias", "o_bias": "o_bias",
-             "q_norm": "qk_norm", "k_norm": "qk_norm"}
+_OPTIONAL = {
+    "q_bias": "qkv_bias",
+    "k_bias": "qkv_bias",
+    "v_bias": "qkv_bias",
+    "o_bias": "o_bias",
+    "q_norm": "qk_norm",
+    "k_norm": "qk_norm",
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +78,7 @@ class ModelSpec:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    template: str = ""    # default prompt template ("": the family's)
+    template: str = ""  # default prompt template ("": the family's)
     vocabulary: str = ""  # the tokenizer's special tokens ("": the family's)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -68,11 +91,13 @@ class ModelSpec:
         object.__setattr__(self, "template", self.template or fam.template)
         object.__setattr__(self, "vocabulary", self.vocabulary or fam.vocabulary)
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"{self.name}: num_heads {self.num_heads} is not a multiple of "
-                             f"num_kv_heads {self.num_kv_heads}")
+            raise ValueError(
+                f"{self.name}: num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
         if self.num_experts and not 0 < self.experts_per_token <= self.num_experts:
-            raise ValueError(f"{self.name}: experts_per_token {self.experts_per_token} is not in 1.."
-                             f"{self.num_experts} (num_experts)")
+            raise ValueError(
+                f"{self.name}: experts_per_token {self.experts_per_token} is not in 1..{self.num_experts} (num_experts)"
+            )
         if problem := fam.check(self):
             raise ValueError(f"{self.name}: {problem}")
 
@@ -104,14 +129,28 @@ class ModelSpec:
         """Shape of a canonical tensor ([out, in] for projections)."""
         H, F, V = self.hidden_size, self.ffn_hidden_size, self.vocab_size
         shapes = {
-            "attn_norm": (H,), "mlp_norm": (H,), "final_norm": (H,),
-            "q": (self.q_size, H), "k": (self.kv_size, H), "v": (self.kv_size, H), "o": (H, self.q_size),
-            "q_bias": (self.q_size,), "k_bias": (self.kv_size,), "v_bias": (self.kv_size,), "o_bias": (H,),
-            "q_norm": (self.head_dim,), "k_norm": (self.head_dim,),
-            "gate": (F, H), "up": (F, H), "down": (H, F),
-            "router": (self.num_experts, H), "expert_gate": (self.moe_ffn_hidden_size, H),
-            "expert_up": (self.moe_ffn_hidden_size, H), "expert_down": (H, self.moe_ffn_hidden_size),
-            "embed": (V, H), "lm_head": (V, H),
+            "attn_norm": (H,),
+            "mlp_norm": (H,),
+            "final_norm": (H,),
+            "q": (self.q_size, H),
+            "k": (self.kv_size, H),
+            "v": (self.kv_size, H),
+            "o": (H, self.q_size),
+            "q_bias": (self.q_size,),
+            "k_bias": (self.kv_size,),
+            "v_bias": (self.kv_size,),
+            "o_bias": (H,),
+            "q_norm": (self.head_dim,),
+            "k_norm": (self.head_dim,),
+            "gate": (F, H),
+            "up": (F, H),
+            "down": (H, F),
+            "router": (self.num_experts, H),
+            "expert_gate": (self.moe_ffn_hidden_size, H),
+            "expert_up": (self.moe_ffn_hidden_size, H),
+            "expert_down": (H, self.moe_ffn_hidden_size),
+            "embed": (V, H),
+            "lm_head": (V, H),
         }
         return shapes[tensor]
 
@@ -163,13 +202,19 @@ class ModelSpec:
     def to_hf_config(self) -> dict:
         """A transformers config dict that instantiates exactly this architecture."""
         fam = self.family_record
-        return {"architectures": [fam.hf_architecture], "model_type": fam.hf_model_type,
-                **config_keys.write(config_keys.HF_HEAD + fam.hf_keys + config_keys.HF_TAIL, self)}
+        return {
+            "architectures": [fam.hf_architecture],
+            "model_type": fam.hf_model_type,
+            **config_keys.write(config_keys.HF_HEAD + fam.hf_keys + config_keys.HF_TAIL, self),
+        }
 
     def to_generation_config(self) -> dict:
         """The token ids a ``generation_config.json`` carries (empty when none are known)."""
-        return {k: getattr(self, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")
-                if getattr(self, k) is not None}
+        return {
+            k: getattr(self, k)
+            for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+            if getattr(self, k) is not None
+        }
 
     @classmethod
     def from_hf_config(cls, path: str | Path, name: str | None = None) -> ModelSpec:
@@ -191,8 +236,10 @@ class ModelSpec:
         model_type = cfg.get("model_type", "llama")
         fam = family_of_hf_model_type(model_type)
         if fam is None:
-            raise ValueError(f"{source}: model_type {model_type!r} is not supported "
-                             f"(supported: {', '.join(t for f in FAMILIES.values() for t in f.hf_model_types_read)})")
+            raise ValueError(
+                f"{source}: model_type {model_type!r} is not supported "
+                f"(supported: {', '.join(t for f in FAMILIES.values() for t in f.hf_model_types_read)})"
+            )
         fields = config_keys.read(config_keys.HF_HEAD + fam.hf_keys + config_keys.HF_TAIL, cfg, f"{source}: HF config")
         fields["num_kv_heads"] = fields["num_kv_heads"] or fields["num_heads"]
         return cls(name=name, family=fam.name, **fields)

@@ -1,5 +1,6 @@
 """How a model is divided over pipeline stages and TP ranks, in integers only (no torch: accounting and
 rendering use it, and they run in commands that must start at once)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,12 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Layout:
     """How a written checkpoint (or adapter) is laid out; each format reads the fields that apply to it."""
+
     tp: int = 1
     pp: int = 1
     num_layer_list: list[int] | None = None
     make_vocab_size_divisible_by: int = 1
-    max_shard_bytes: int = 2 << 30   # HF safetensors shards
+    max_shard_bytes: int = 2 << 30  # HF safetensors shards
 
 
 def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
@@ -44,12 +46,18 @@ def stage_layers(num_layers: int, pp: int, num_layer_list: list[int] | None = No
 def tp_problem(spec, tp: int) -> str | None:
     """Why ``spec`` cannot be split over ``tp`` tensor-parallel ranks as Megatron shards it (whole KV groups,
     heads, FFN and hidden columns per rank), or None."""
-    sizes = {"KV groups": spec.num_kv_heads, "attention heads": spec.num_heads, "FFN size": spec.ffn_hidden_size,
-             "hidden size": spec.hidden_size}
+    sizes = {
+        "KV groups": spec.num_kv_heads,
+        "attention heads": spec.num_heads,
+        "FFN size": spec.ffn_hidden_size,
+        "hidden size": spec.hidden_size,
+    }
     for what, n in sizes.items():
         if n % tp:
-            divisors = [d for d in range(1, spec.num_kv_heads + 1) if spec.num_kv_heads % d == 0 and
-                        all(m % d == 0 for m in sizes.values())]
-            return (f"tp {tp} does not divide {spec.name}'s {n} {what} (tp can be "
-                    f"{', '.join(map(str, divisors))})")
+            divisors = [
+                d
+                for d in range(1, spec.num_kv_heads + 1)
+                if spec.num_kv_heads % d == 0 and all(m % d == 0 for m in sizes.values())
+            ]
+            return f"tp {tp} does not divide {spec.name}'s {n} {what} (tp can be {', '.join(map(str, divisors))})"
     return None

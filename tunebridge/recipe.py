@@ -4,6 +4,7 @@ Each problem reads ``recipe.yaml:LINE:COL: dotted.field.path: message; hint: ...
 types are checked by pydantic (strict, no unknown keys); what depends on the model (parallel layout
 against heads and layers, LoRA targets against the canonical projections) is checked afterwards.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -110,6 +111,7 @@ class Parallel(_Strict):
 
 class ParityTolerances(_Strict):
     """Loss-curve tolerances (defaults: the MindFormers migration standard); a check passes on rel or abs."""
+
     first_rel: float = 0.005
     first_abs: float = 0.005
     mean_rel: float = 0.01
@@ -158,23 +160,28 @@ class Recipe(_Strict):
             if any((weights / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
                 return weights
         if self.spec.vocab_size != EMBEDDED_VOCAB:
-            raise TunebridgeError(f"{self.source}: model {self.spec.name} has a vocabulary of "
-                                  f"{self.spec.vocab_size:,} ids and the recipe names no tokenizer: set "
-                                  f"data.tokenizer to the model's tokenizer directory or model.weights to its HF "
-                                  f"directory (or pass --tokenizer DIR); the embedded {EMBEDDED_VOCAB}-id tokenizer "
-                                  f"is for the tiny models")
+            raise TunebridgeError(
+                f"{self.source}: model {self.spec.name} has a vocabulary of "
+                f"{self.spec.vocab_size:,} ids and the recipe names no tokenizer: set "
+                f"data.tokenizer to the model's tokenizer directory or model.weights to its HF "
+                f"directory (or pass --tokenizer DIR); the embedded {EMBEDDED_VOCAB}-id tokenizer "
+                f"is for the tiny models"
+            )
         return None
 
     def load_tokenizer(self, override: str | Path | None = None) -> tuple[Path | None, Any]:
         """:meth:`tokenizer`'s directory and the tokenizer loaded from it, refused when it has more ids than
         the model's vocabulary (its ids would index past the embedding)."""
         from .data.tokenizer import load_tokenizer
+
         path = self.tokenizer(override)
         tok = load_tokenizer(path)
         if len(tok) > self.spec.vocab_size:
-            raise TunebridgeError(f"{path or 'the embedded tokenizer'}: {len(tok):,} ids, more than model "
-                                  f"{self.spec.name}'s vocabulary of {self.spec.vocab_size:,}: not this model's "
-                                  f"tokenizer")
+            raise TunebridgeError(
+                f"{path or 'the embedded tokenizer'}: {len(tok):,} ids, more than model "
+                f"{self.spec.name}'s vocabulary of {self.spec.vocab_size:,}: not this model's "
+                f"tokenizer"
+            )
         return path, tok
 
     def native_targets(self, backend: str) -> list[str] | None:
@@ -185,10 +192,18 @@ class Recipe(_Strict):
         """Exact total/trainable parameters of this recipe on ``backend``."""
         lora = self.finetune.lora
         p = self.parallel
-        return count(self.spec, backend, method=self.finetune.method, rank=lora.rank if lora else 0,
-                     targets=list(lora.targets) if lora else None, native_targets=self.native_targets(backend),
-                     tp=p.tp, pp=p.pp, num_layer_list=p.num_layer_list,
-                     make_vocab_size_divisible_by=p.make_vocab_size_divisible_by)
+        return count(
+            self.spec,
+            backend,
+            method=self.finetune.method,
+            rank=lora.rank if lora else 0,
+            targets=list(lora.targets) if lora else None,
+            native_targets=self.native_targets(backend),
+            tp=p.tp,
+            pp=p.pp,
+            num_layer_list=p.num_layer_list,
+            make_vocab_size_divisible_by=p.make_vocab_size_divisible_by,
+        )
 
 
 def _resolve(source: Path | None, path: str) -> Path:
@@ -247,8 +262,9 @@ def recipe_from_dict(data: dict, source: Path | None, label: str) -> Recipe:
         recipe._source = source
         problems = _semantic_problems(recipe, source)
     if problems:
-        raise RecipeError([f"{label}: {_dotted(path)}: {msg}" + (f"; hint: {hint}" if hint else "")
-                           for path, msg, hint in problems])
+        raise RecipeError(
+            [f"{label}: {_dotted(path)}: {msg}" + (f"; hint: {hint}" if hint else "") for path, msg, hint in problems]
+        )
     return recipe
 
 
@@ -307,8 +323,10 @@ def _framework_target_hint(target: str) -> str | None:
             if native_name(module) == target:
                 if len(module.covers) == 1:
                     return f"{target!r} is {backend}'s name for canonical target {module.covers[0]!r}"
-                return (f"{target!r} is {backend}'s fused module covering {list(module.covers)}: use targets "
-                        f"{list(module.covers)} or finetune.lora.native_targets: {{{backend}: [{target}]}}")
+                return (
+                    f"{target!r} is {backend}'s fused module covering {list(module.covers)}: use targets "
+                    f"{list(module.covers)} or finetune.lora.native_targets: {{{backend}: [{target}]}}"
+                )
     return None
 
 
@@ -327,8 +345,13 @@ def _nonfinite(model: BaseModel, path: tuple = ()) -> list[Problem]:
 def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
     out: list[Problem] = _nonfinite(r)
     if not NAME.fullmatch(r.name):
-        out.append((("name",), f"{r.name!r} is not a plain name: it names files and directories",
-                    "letters, digits, '.', '_', '+', '-', starting with a letter or digit (no '/')"))
+        out.append(
+            (
+                ("name",),
+                f"{r.name!r} is not a plain name: it names files and directories",
+                "letters, digits, '.', '_', '+', '-', starting with a letter or digit (no '/')",
+            )
+        )
     if r.model.arch and r.model.hf_config:
         out.append((("model",), "give either arch or hf_config, not both", ""))
     elif not r.model.arch and not r.model.hf_config:
@@ -351,8 +374,13 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
     if ft.method == "lora" and ft.lora is None:
         out.append((("finetune",), "method lora needs a lora: {rank, alpha, dropout, targets} section", ""))
     if ft.method == "full" and ft.lora is not None:
-        out.append((("finetune", "lora"), "a lora section is given but method is full",
-                    "set method: lora, or remove the lora section"))
+        out.append(
+            (
+                ("finetune", "lora"),
+                "a lora section is given but method is full",
+                "set method: lora, or remove the lora section",
+            )
+        )
     if ft.lora is not None:
         out += _lora_problems(ft.lora)
         if not any(path[0] == "model" for path, _, _ in out):
@@ -380,9 +408,13 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
         if getattr(p, name) <= 0:
             out.append((("parallel", name), "must be > 0", ""))
     if p.dp > 0 and t.micro_batch_size > 0 and t.global_batch_size % (t.micro_batch_size * p.dp):
-        out.append((("train", "global_batch_size"),
-                    f"{t.global_batch_size} is not a multiple of micro_batch_size x dp = "
-                    f"{t.micro_batch_size} x {p.dp}", ""))
+        out.append(
+            (
+                ("train", "global_batch_size"),
+                f"{t.global_batch_size} is not a multiple of micro_batch_size x dp = {t.micro_batch_size} x {p.dp}",
+                "",
+            )
+        )
     if not any(path[0] == "model" for path, _, _ in out):
         out += _layout_problems(r.spec, p)
     if r.data is not None:
@@ -405,11 +437,15 @@ def _data_problems(d: DataSpec, source: Path | None) -> list[Problem]:
             out.append((("data", "train", "map_keys"), str(e), ""))
     for i, step in enumerate(d.transforms):
         if len(step) != 1:
-            out.append((("data", "transforms", i), "each transform is a one-key mapping like {prefix: {text: ...}}", ""))
+            out.append(
+                (("data", "transforms", i), "each transform is a one-key mapping like {prefix: {text: ...}}", "")
+            )
             continue
         (name,) = step
         if name not in TRANSFORMS:
-            out.append((("data", "transforms", i, name), f"unknown transform {name!r}", _did_you_mean(name, TRANSFORMS)))
+            out.append(
+                (("data", "transforms", i, name), f"unknown transform {name!r}", _did_you_mean(name, TRANSFORMS))
+            )
         else:
             out += _transform_problems(("data", "transforms", i, name), name, step[name] or {})
     if not 0 <= d.validation_split < 1:
@@ -426,8 +462,11 @@ def _transform_problems(at: tuple, name: str, options: dict) -> list[Problem]:
         if key not in known:
             out.append(((*at, key), f"{name} takes no option {key!r}", _did_you_mean(key, known)))
     counts = [((*at, "n"), options.get("n"))]
-    counts += [((*at, "subsets", j, "n"), s.get("n")) for j, s in enumerate(options.get("subsets") or [])
-               if isinstance(s, dict)]
+    counts += [
+        ((*at, "subsets", j, "n"), s.get("n"))
+        for j, s in enumerate(options.get("subsets") or [])
+        if isinstance(s, dict)
+    ]
     for where, n in counts:
         if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n <= 0):
             out.append((where, f"must be a positive number of records (got {n!r})", ""))
@@ -443,9 +482,14 @@ def _rank_problems(lora: LoraSettings, spec: ModelSpec) -> list[Problem]:
         return []
     target, side = min(sides.items(), key=lambda item: item[1])
     if lora.rank > side:
-        return [(("finetune", "lora", "rank"), f"{lora.rank} exceeds {spec.name}'s {target} projection's smaller "
-                 f"side {side} ({' x '.join(map(str, spec.shape(target)))}): a LoRA of this rank is not low-rank",
-                 f"rank at most {side} for these targets")]
+        return [
+            (
+                ("finetune", "lora", "rank"),
+                f"{lora.rank} exceeds {spec.name}'s {target} projection's smaller "
+                f"side {side} ({' x '.join(map(str, spec.shape(target)))}): a LoRA of this rank is not low-rank",
+                f"rank at most {side} for these targets",
+            )
+        ]
     return []
 
 
@@ -458,22 +502,37 @@ def _lora_problems(lora: LoraSettings) -> list[Problem]:
     if not 0 <= lora.dropout < 1:
         out.append((("finetune", "lora", "dropout"), "must be in [0, 1)", ""))
     if not lora.targets:
-        out.append((("finetune", "lora", "targets"), "at least one target is needed",
-                    f"canonical targets: {', '.join(CANONICAL_TARGETS)}"))
+        out.append(
+            (
+                ("finetune", "lora", "targets"),
+                "at least one target is needed",
+                f"canonical targets: {', '.join(CANONICAL_TARGETS)}",
+            )
+        )
     for i, target in enumerate(lora.targets):
         if target not in CANONICAL_TARGETS:
             hint = _framework_target_hint(target) or _did_you_mean(target, CANONICAL_TARGETS)
             out.append((("finetune", "lora", "targets", i), f"{target!r} is not a canonical target", hint))
     for backend, names in (lora.native_targets or {}).items():
         if backend not in STACK_NAMES:
-            out.append((("finetune", "lora", "native_targets", backend), f"unknown backend {backend!r}",
-                        _did_you_mean(backend, STACK_NAMES)))
+            out.append(
+                (
+                    ("finetune", "lora", "native_targets", backend),
+                    f"unknown backend {backend!r}",
+                    _did_you_mean(backend, STACK_NAMES),
+                )
+            )
             continue
         known = [native_name(m) for m in get_dialect(backend).lora_modules]
         for i, name in enumerate(names):
             if name not in known:
-                out.append((("finetune", "lora", "native_targets", backend, i),
-                            f"{name!r} is not a {backend} LoRA module", _did_you_mean(name, known)))
+                out.append(
+                    (
+                        ("finetune", "lora", "native_targets", backend, i),
+                        f"{name!r} is not a {backend} LoRA module",
+                        _did_you_mean(name, known),
+                    )
+                )
     return out
 
 
@@ -481,22 +540,41 @@ def _layout_problems(spec: ModelSpec, p: Parallel) -> list[Problem]:
     out: list[Problem] = []
     if p.tp > 0:
         if spec.num_kv_heads % p.tp:
-            out.append((("parallel", "tp"), f"tp {p.tp} does not divide {spec.name}'s {spec.num_kv_heads} KV heads "
-                        f"(query groups): checkpoints split whole groups over TP ranks",
-                        _divisors_hint(spec.num_kv_heads) + "; use pp (with num_layer_list) for more devices"))
+            out.append(
+                (
+                    ("parallel", "tp"),
+                    f"tp {p.tp} does not divide {spec.name}'s {spec.num_kv_heads} KV heads "
+                    f"(query groups): checkpoints split whole groups over TP ranks",
+                    _divisors_hint(spec.num_kv_heads) + "; use pp (with num_layer_list) for more devices",
+                )
+            )
         elif spec.num_heads % p.tp:
-            out.append((("parallel", "tp"), f"tp {p.tp} does not divide {spec.name}'s {spec.num_heads} heads",
-                        _divisors_hint(spec.num_heads)))
+            out.append(
+                (
+                    ("parallel", "tp"),
+                    f"tp {p.tp} does not divide {spec.name}'s {spec.num_heads} heads",
+                    _divisors_hint(spec.num_heads),
+                )
+            )
     if p.num_layer_list is not None:
         if len(p.num_layer_list) != p.pp:
             out.append((("parallel", "num_layer_list"), f"has {len(p.num_layer_list)} entries but pp is {p.pp}", ""))
         elif sum(p.num_layer_list) != spec.num_layers or min(p.num_layer_list) <= 0:
-            out.append((("parallel", "num_layer_list"),
-                        f"entries sum to {sum(p.num_layer_list)}, {spec.name} has {spec.num_layers} layers",
-                        "each stage needs at least one layer and the entries must add up to the layer count"))
+            out.append(
+                (
+                    ("parallel", "num_layer_list"),
+                    f"entries sum to {sum(p.num_layer_list)}, {spec.name} has {spec.num_layers} layers",
+                    "each stage needs at least one layer and the entries must add up to the layer count",
+                )
+            )
     elif p.pp > 0 and spec.num_layers % p.pp:
-        out.append((("parallel", "pp"), f"pp {p.pp} does not divide {spec.name}'s {spec.num_layers} layers",
-                    "give parallel.num_layer_list with one layer count per stage"))
+        out.append(
+            (
+                ("parallel", "pp"),
+                f"pp {p.pp} does not divide {spec.name}'s {spec.num_layers} layers",
+                "give parallel.num_layer_list with one layer count per stage",
+            )
+        )
     return out
 
 

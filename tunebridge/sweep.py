@@ -3,6 +3,7 @@
 Each point is the recipe with those fields replaced (validated like the file), run on a backend or rendered;
 the results become one table and one plot.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,17 +28,20 @@ def parse_axis(text: str) -> Axis:
     if not sep or not field or not values:
         raise TunebridgeError(f"--set {text!r}: expected FIELD=V1,V2,... (e.g. finetune.lora.rank=4,8,16)")
     from ruamel.yaml import YAMLError
+
     yaml = YAML(typ="safe")
     try:
         return Axis(field.strip(), tuple(yaml.load(v) for v in values.split(",")))
     except YAMLError as e:
-        raise TunebridgeError(f"--set {text!r}: a value is not valid YAML ({getattr(e, 'problem', None) or e})") \
-            from None
+        raise TunebridgeError(
+            f"--set {text!r}: a value is not valid YAML ({getattr(e, 'problem', None) or e})"
+        ) from None
 
 
 def with_values(recipe, assignment: dict[str, object]):
     """A copy of ``recipe`` with dotted fields replaced, re-validated (a bad value names the field)."""
     from .recipe import recipe_from_dict
+
     data = recipe.model_dump()
     for dotted, value in assignment.items():
         node = data
@@ -60,8 +64,10 @@ def grid(axes: list[Axis]) -> list[dict[str, object]]:
 
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     for row in rows:
         if row.get("losses"):

@@ -5,23 +5,37 @@ SQuAD F1 and EM are percent (0-100, as the official script and MindFormers' EmF1
 seeds' retention baselines are written). A value is shown in the unit it is stored in, and a tolerance on a
 metric is stated in that metric's unit.
 """
+
 from __future__ import annotations
 
 from .errors import TunebridgeError
 
-PERCENT = "percent"    # 0-100
+PERCENT = "percent"  # 0-100
 FRACTION = "fraction"  # 0-1
 
 UNITS = {
-    "f1": PERCENT, "exact_match": PERCENT,
-    "numeric_accuracy": FRACTION, "contains_accuracy": FRACTION,
-    "micro_average": FRACTION, "macro_average": FRACTION, "accuracy": FRACTION, "accuracy_micro": FRACTION,
+    "f1": PERCENT,
+    "exact_match": PERCENT,
+    "numeric_accuracy": FRACTION,
+    "contains_accuracy": FRACTION,
+    "micro_average": FRACTION,
+    "macro_average": FRACTION,
+    "accuracy": FRACTION,
+    "accuracy_micro": FRACTION,
     "accuracy_macro": FRACTION,
-    "low_param_ratio": FRACTION, "contest_score": FRACTION, "peft_trainable_percent": PERCENT,
+    "low_param_ratio": FRACTION,
+    "contest_score": FRACTION,
+    "peft_trainable_percent": PERCENT,
 }
-LABELS = {"f1": "SQuAD F1", "exact_match": "SQuAD EM", "numeric_accuracy": "math numeric accuracy",
-          "contains_accuracy": "math contains accuracy", "low_param_ratio": "low-param ratio",
-          "contest_score": "contest score", "peft_trainable_percent": "PEFT trainable"}
+LABELS = {
+    "f1": "SQuAD F1",
+    "exact_match": "SQuAD EM",
+    "numeric_accuracy": "math numeric accuracy",
+    "contains_accuracy": "math contains accuracy",
+    "low_param_ratio": "low-param ratio",
+    "contest_score": "contest score",
+    "peft_trainable_percent": "PEFT trainable",
+}
 # How far apart two separately trained runs' metrics may be, in each unit (FACTS §6: about a point).
 TRAINED_APART = {PERCENT: 1.0, FRACTION: 0.01}
 
@@ -54,5 +68,6 @@ def units_of(metrics: dict) -> dict[str, str]:
                 if k in UNITS:
                     found.setdefault(k, UNITS[k])
                 walk(v)
+
     walk(metrics)
     return found

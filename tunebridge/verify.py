@@ -1,4 +1,5 @@
 """Prove a conversion with the frameworks' own forward passes: HF transformers, megatron-core, MindFormers."""
+
 from __future__ import annotations
 
 import tempfile
@@ -20,6 +21,7 @@ MIN_COSINE = 0.9999
 
 def hf_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec | None = None) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True).eval()
     with torch.no_grad():
         return model(input_ids).logits.float()
@@ -27,6 +29,7 @@ def hf_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec | None = None
 
 def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     from .megatron.forward import mcore_logits
+
     layout = mcore_fmt.McoreLayout(path)
     shards = {}
     for s in range(layout.pp):
@@ -41,12 +44,19 @@ def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) 
 
 def mindformers_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
     from .bridge import call_mindspore
+
     ckpt = path if path.suffix == ".ckpt" else next(iter(sorted(path.glob("*.ckpt"))))
     with tempfile.TemporaryDirectory(prefix="tunebridge-verify-") as tmp:
         ids_path, out_path = Path(tmp) / "ids.npy", Path(tmp) / "logits.npy"
         np.save(ids_path, input_ids.numpy().astype(np.int32))
-        call_mindspore("ms.model", "logits", spec=spec.to_dict(), ckpt_path=str(ckpt.resolve()), input_ids_path=str(ids_path),
-                       out_path=str(out_path))
+        call_mindspore(
+            "ms.model",
+            "logits",
+            spec=spec.to_dict(),
+            ckpt_path=str(ckpt.resolve()),
+            input_ids_path=str(ids_path),
+            out_path=str(out_path),
+        )
         return torch.from_numpy(np.load(out_path))
 
 
@@ -81,8 +91,14 @@ def compare(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> Agree
     return Agreement(name_a, name_b, float(diff.max()), float(diff.mean()), float(cos))
 
 
-def verify(paths: list[tuple[str | Path, str]], spec: ModelSpec, seq_len: int = 16, batch: int = 2,
-           seed: int = 0, say: Callable[[str], None] = lambda _: None) -> list[Agreement]:
+def verify(
+    paths: list[tuple[str | Path, str]],
+    spec: ModelSpec,
+    seq_len: int = 16,
+    batch: int = 2,
+    seed: int = 0,
+    say: Callable[[str], None] = lambda _: None,
+) -> list[Agreement]:
     """Every pair of checkpoints (path, format) compared on the same random token ids; ``say`` hears what runs."""
     ids = torch.randint(0, spec.vocab_size, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
     logits = []
@@ -90,4 +106,4 @@ def verify(paths: list[tuple[str | Path, str]], spec: ModelSpec, seq_len: int = 
         framework = checkpoint_format(fmt).framework
         say(f"[{i}/{len(paths)}] logits of {p} through {framework}")
         logits.append((f"{fmt}:{Path(p).name} ({framework})", framework_logits(p, fmt, spec, ids)))
-    return [compare(la, lb, na, nb) for i, (na, la) in enumerate(logits) for nb, lb in logits[i + 1:]]
+    return [compare(la, lb, na, nb) for i, (na, la) in enumerate(logits) for nb, lb in logits[i + 1 :]]

@@ -10,6 +10,7 @@ Every backend answers three calls on a recipe:
 The inputs every backend trains from (tokens, initial LoRA adapter, converted weights) are made once by
 :mod:`.inputs`, so runs on different backends start from the same numbers.
 """
+
 from __future__ import annotations
 
 from .base import Backend, Plan, get_backend  # noqa: F401

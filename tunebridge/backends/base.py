@@ -1,4 +1,5 @@
 """The Backend interface and its three implementations (each stack's record names its class)."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,13 +16,13 @@ from .result import RunResult
 @dataclass
 class Plan:
     backend: str
-    recipe: object            # tunebridge.recipe.Recipe
-    weights: Path             # HF model directory: every backend's weights are converted from it
-    out: Path                 # this backend's run directory
+    recipe: object  # tunebridge.recipe.Recipe
+    weights: Path  # HF model directory: every backend's weights are converted from it
+    out: Path  # this backend's run directory
     steps: int | None = None
-    executor: str = ""        # what runs, in words
+    executor: str = ""  # what runs, in words
     home: Path | None = None  # a real checkout of the stack, when given
-    launch: bool = False      # True: launch the rendered artifacts in ``home`` (NPU present)
+    launch: bool = False  # True: launch the rendered artifacts in ``home`` (NPU present)
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -31,7 +32,7 @@ class Plan:
 class Backend(ABC):
     name: str
     checkout_marker: str  # a file that identifies a real checkout of the stack
-    executor: str         # the reference executor that runs here, in words
+    executor: str  # the reference executor that runs here, in words
 
     @property
     def stack(self) -> Stack:
@@ -44,8 +45,9 @@ class Backend(ABC):
         if recipe.data is None or recipe.data.train is None:
             raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")
         if not (Path(weights) / "config.json").is_file():
-            raise TunebridgeError(f"{weights}: not an HF model directory (no config.json); set model.weights "
-                                  f"or pass --weights")
+            raise TunebridgeError(
+                f"{weights}: not an HF model directory (no config.json); set model.weights or pass --weights"
+            )
         plan = Plan(self.name, recipe, Path(weights), Path(out), recipe.train.max_steps, self.executor)
         if home is not None:
             home = Path(home)
@@ -56,8 +58,10 @@ class Backend(ABC):
                 plan.launch = True
                 plan.executor = f"the rendered artifacts, launched in {home}"
             else:
-                plan.notes.append(f"{home} is a {self.name} checkout, but there is no Ascend NPU here: "
-                                  f"running the CPU reference executor instead of its scripts")
+                plan.notes.append(
+                    f"{home} is a {self.name} checkout, but there is no Ascend NPU here: "
+                    f"running the CPU reference executor instead of its scripts"
+                )
         if not plan.launch:
             self.check_layout(recipe)
         return plan
@@ -76,6 +80,7 @@ class Backend(ABC):
 
     def render(self, recipe, out: Path, force: bool = False, num_samples: int | None = None) -> list[Path]:
         from ..render import render
+
         return render(recipe, self.name, out, force=force, num_samples=num_samples)
 
     @abstractmethod
@@ -98,31 +103,45 @@ class TorchBackend(Backend):
 
     def run(self, plan, inputs, progress=True):
         from .pytorch import train
+
         cfg = inputs.config(plan.recipe, self.name)
-        return train(plan.weights, inputs.data(self.stack.data), plan.out, cfg,
-                     init_adapter=str(inputs.adapter(self.stack.adapter)) if inputs.has_adapter else None, progress=progress)
+        return train(
+            plan.weights,
+            inputs.data(self.stack.data),
+            plan.out,
+            cfg,
+            init_adapter=str(inputs.adapter(self.stack.adapter)) if inputs.has_adapter else None,
+            progress=progress,
+        )
 
 
 class MindFormersBackend(Backend):
     name = "mindformers"
     checkout_marker = "run_mindformer.py"
-    executor = ("MindFormers' Trainer (config -> context -> Trainer.train, as run_mindformer.py) on the YAML "
-                "`tunebridge render --device cpu` writes, MindSpore CPU (.venv-mindspore)")
+    executor = (
+        "MindFormers' Trainer (config -> context -> Trainer.train, as run_mindformer.py) on the YAML "
+        "`tunebridge render --device cpu` writes, MindSpore CPU (.venv-mindspore)"
+    )
 
     def plan(self, recipe, weights, out, home=None):
         plan = super().plan(recipe, weights, out, home)
         p = recipe.parallel
         if p.tp * p.pp * p.dp > 1 and not plan.launch:
-            raise TunebridgeError(f"{recipe.source}: parallel tp {p.tp} x pp {p.pp} x dp {p.dp}: MindFormers on "
-                                  f"MindSpore CPU runs one card; launch it on Ascend (an NPU and --mindformers-home) "
-                                  f"or render the recipe for a cluster")
+            raise TunebridgeError(
+                f"{recipe.source}: parallel tp {p.tp} x pp {p.pp} x dp {p.dp}: MindFormers on "
+                f"MindSpore CPU runs one card; launch it on Ascend (an NPU and --mindformers-home) "
+                f"or render the recipe for a cluster"
+            )
         if plan.home is not None and not plan.launch:
-            plan.notes[-1] = (f"{plan.home} is a MindFormers checkout and there is no Ascend NPU here: its "
-                              f"run_mindformer.py runs the CPU profile")
+            plan.notes[-1] = (
+                f"{plan.home} is a MindFormers checkout and there is no Ascend NPU here: its "
+                f"run_mindformer.py runs the CPU profile"
+            )
         return plan
 
     def run(self, plan, inputs, progress=True):
         from .mindformers import recipe_as_run, train_mindformers
+
         recipe = recipe_as_run(plan.recipe, inputs.overrides.get("max_steps"))
         return train_mindformers(recipe, inputs, plan.out, home=plan.home, launch=plan.launch, progress=progress)
 
@@ -130,26 +149,38 @@ class MindFormersBackend(Backend):
 class MindSpeedLLMBackend(Backend):
     name = "mindspeed-llm"
     checkout_marker = "posttrain_gpt.py"
-    executor = ("megatron-core GPTModel (local spec) with MindSpeed-LLM's fused LoRA on CPU processes (gloo), "
-                "from the converted mcore checkpoint and the Megatron indexed data")
+    executor = (
+        "megatron-core GPTModel (local spec) with MindSpeed-LLM's fused LoRA on CPU processes (gloo), "
+        "from the converted mcore checkpoint and the Megatron indexed data"
+    )
 
     def check_layout(self, recipe):
         p = recipe.parallel
         spec = recipe.spec
         if spec.num_kv_heads % p.tp:
-            raise TunebridgeError(f"{recipe.source}: parallel.tp {p.tp} does not divide {spec.name}'s "
-                                  f"{spec.num_kv_heads} KV groups")
+            raise TunebridgeError(
+                f"{recipe.source}: parallel.tp {p.tp} does not divide {spec.name}'s {spec.num_kv_heads} KV groups"
+            )
         if p.dp != 1:
             raise TunebridgeError(f"{recipe.source}: parallel.dp {p.dp}: the CPU reference executor runs dp 1")
 
     def run(self, plan, inputs, progress=True):
         from .mindspeed_llm import train_mindspeed_llm
+
         p = plan.recipe.parallel
-        return train_mindspeed_llm(plan.recipe.spec, inputs.weights(self.stack.weights), inputs.data(self.stack.data),
-                                   inputs.batches, inputs.config(plan.recipe, self.name), plan.out,
-                                   tp=p.tp, pp=p.pp, num_layer_list=p.num_layer_list,
-                                   init_adapter=inputs.adapter(self.stack.adapter) if inputs.has_adapter else None,
-                                   progress=progress)
+        return train_mindspeed_llm(
+            plan.recipe.spec,
+            inputs.weights(self.stack.weights),
+            inputs.data(self.stack.data),
+            inputs.batches,
+            inputs.config(plan.recipe, self.name),
+            plan.out,
+            tp=p.tp,
+            pp=p.pp,
+            num_layer_list=p.num_layer_list,
+            init_adapter=inputs.adapter(self.stack.adapter) if inputs.has_adapter else None,
+            progress=progress,
+        )
 
 
 def get_backend(name: str) -> Backend:

@@ -8,6 +8,7 @@
   so that every backend starts from the same A (B is zero);
 - the HF base weights converted to MindFormers' .ckpt and to mcore shards with the recipe's tp / pp.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,15 +48,30 @@ class RunInputs:
     def load(cls, root: Path, weights: Path, overrides: dict | None = None) -> RunInputs:
         """The inputs an earlier :meth:`make` wrote to ``root`` (for --resume)."""
         saved = json.loads((Path(root) / "inputs.json").read_text())
-        return cls(Path(root), Path(weights), saved["batches"], saved["samples"], saved["pad_id"],
-                   dict(overrides or {}), saved["has_adapter"])
+        return cls(
+            Path(root),
+            Path(weights),
+            saved["batches"],
+            saved["samples"],
+            saved["pad_id"],
+            dict(overrides or {}),
+            saved["has_adapter"],
+        )
 
     @classmethod
-    def make(cls, recipe, backends: list[str], weights: Path, root: Path, overrides: dict | None = None,
-             progress: bool = True) -> RunInputs:
+    def make(
+        cls,
+        recipe,
+        backends: list[str],
+        weights: Path,
+        root: Path,
+        overrides: dict | None = None,
+        progress: bool = True,
+    ) -> RunInputs:
         from ..convert import convert
         from ..data.prepare import prepare
         from ..train.order import step_batches
+
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         report = prepare(recipe, backends, root / "data", force=True, progress=progress, aligned=True)
@@ -72,26 +88,49 @@ class RunInputs:
         for backend in backends:
             fmt = get_stack(backend).weights
             if fmt != "hf":
-                convert(weights, inputs.weights(fmt), "hf", fmt, spec=spec, tp=p.tp if fmt == "mcore" else 1,
-                        pp=p.pp if fmt == "mcore" else 1, num_layer_list=p.num_layer_list if fmt == "mcore" else None,
-                        force=True, progress=progress)
+                convert(
+                    weights,
+                    inputs.weights(fmt),
+                    "hf",
+                    fmt,
+                    spec=spec,
+                    tp=p.tp if fmt == "mcore" else 1,
+                    pp=p.pp if fmt == "mcore" else 1,
+                    num_layer_list=p.num_layer_list if fmt == "mcore" else None,
+                    force=True,
+                    progress=progress,
+                )
         if cfg.lora:
             inputs.has_adapter = True
             _initial_adapter(weights, cfg, inputs.adapter("peft"))
             from ..adapters import convert_adapter
+
             for backend in backends:
                 fmt = get_stack(backend).adapter
                 if fmt != "peft":
-                    convert_adapter(inputs.adapter("peft"), inputs.adapter(fmt), "peft", fmt, spec,
-                                    tp=p.tp if fmt == "mcore" else 1, pp=p.pp if fmt == "mcore" else 1,
-                                    num_layer_list=p.num_layer_list if fmt == "mcore" else None, force=True)
-        (root / "inputs.json").write_text(json.dumps({"samples": samples, "pad_id": pad_id, "has_adapter":
-                                                      inputs.has_adapter, "batches": inputs.batches}) + "\n")
+                    convert_adapter(
+                        inputs.adapter("peft"),
+                        inputs.adapter(fmt),
+                        "peft",
+                        fmt,
+                        spec,
+                        tp=p.tp if fmt == "mcore" else 1,
+                        pp=p.pp if fmt == "mcore" else 1,
+                        num_layer_list=p.num_layer_list if fmt == "mcore" else None,
+                        force=True,
+                    )
+        (root / "inputs.json").write_text(
+            json.dumps(
+                {"samples": samples, "pad_id": pad_id, "has_adapter": inputs.has_adapter, "batches": inputs.batches}
+            )
+            + "\n"
+        )
         return inputs
 
 
 def _pad_id(recipe) -> int:
     from ..data.tokenizer import pad_id
+
     return pad_id(recipe.load_tokenizer()[1])
 
 
@@ -102,6 +141,7 @@ def _initial_adapter(weights: Path, cfg: TrainConfig, out: Path) -> None:
     import torch
 
     from .pytorch import build_model
+
     model = build_model(weights, cfg, torch.device("cpu"))
     if out.exists():
         shutil.rmtree(out)

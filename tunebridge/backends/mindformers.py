@@ -17,6 +17,7 @@ The result is built from MindFormers' own output: the ``MFLossMonitor`` lines (l
 before clipping, per-step time) in ``worker_0.log``, and the checkpoint its ``CheckpointMonitor`` saved (the
 trainable parameters are those with optimizer state).
 """
+
 from __future__ import annotations
 
 import os
@@ -47,6 +48,7 @@ def start_checkpoint(base: Path, adapter: Path | None, out: Path) -> Path:
     if adapter is None:
         return base
     from ..formats import MF_ADAPTER
+
     weights, lora = msckpt.CkptReader(base), msckpt.CkptReader(Path(adapter) / MF_ADAPTER)
     clash = sorted(set(weights.entries) & set(lora.entries))
     if clash:
@@ -61,13 +63,20 @@ def start_checkpoint(base: Path, adapter: Path | None, out: Path) -> Path:
     return out
 
 
-def _run_script(script: Path, cwd: Path, env: dict[str, str], log: Path, progress: bool,
-                timeout: float | None) -> None:
+def _run_script(script: Path, cwd: Path, env: dict[str, str], log: Path, progress: bool, timeout: float | None) -> None:
     """Run a rendered script; its output (MindFormers' stdout logger and stderr) goes to ``log``."""
     from ..logs.mindformers import STEP_MARKER
+
     with open(log, "w", encoding="utf-8") as sink:
-        proc = subprocess.Popen(["bash", str(script)], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
+        proc = subprocess.Popen(
+            ["bash", str(script)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
         assert proc.stdout is not None, "stdout is a pipe"
         deadline = time.monotonic() + timeout if timeout else None
         for line in proc.stdout:
@@ -92,24 +101,29 @@ def _parameters(checkpoint: Path) -> tuple[int, int]:
         for d in entries[name].dims:
             n *= d
         return n
+
     trainable = sum(numel(n) for n in entries if f"adam_m.{n}" in entries)
     total = sum(numel(n) for n in entries if n.startswith(("model.", "lm_head.")))
     return trainable, total
 
 
-def read_result(out: Path, output: Path, recipe_name: str, entry: str, device: str,
-                notes: list[str]) -> RunResult:
+def read_result(out: Path, output: Path, recipe_name: str, entry: str, device: str, notes: list[str]) -> RunResult:
     """The run's RunResult from MindFormers' log (``out/worker_0.log``, or msrun's worker logs in ``output``) and
     the newest checkpoint in ``output``."""
     from ..logs import parse_log, parse_worker_logs
     from ..logs.mindformers import parse_line
+
     msrun = output / "msrun_log"
     log = min(msrun.glob("worker_*.log")) if msrun.is_dir() and any(msrun.glob("worker_*.log")) else out / LOG_NAME
     run = parse_worker_logs(msrun, rank=0) if log.parent == msrun else parse_log(log, "mindformers")
-    times = [t for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-             if (got := parse_line(line)) and (t := got[1]) is not None]
-    checkpoints = sorted((output / "checkpoint" / "rank_0").glob(f"{recipe_name}_rank_0-*.ckpt"),
-                         key=lambda p: p.stat().st_mtime)
+    times = [
+        t
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+        if (got := parse_line(line)) and (t := got[1]) is not None
+    ]
+    checkpoints = sorted(
+        (output / "checkpoint" / "rank_0").glob(f"{recipe_name}_rank_0-*.ckpt"), key=lambda p: p.stat().st_mtime
+    )
     if not checkpoints:
         raise TunebridgeError(f"{output}: MindFormers saved no checkpoint (log: {log})")
     trainable, total = _parameters(checkpoints[-1])
@@ -118,18 +132,34 @@ def read_result(out: Path, output: Path, recipe_name: str, entry: str, device: s
     run.checkpoints = [str(checkpoints[-1])]
     run.step_time_s = sum(times[1:]) / len(times[1:]) if len(times) > 1 else (times[0] if times else None)
     run.environment = {**versions, "device": device}
-    package = (f"mindformers {versions['mindformers']}" if entry.startswith("tunebridge") else
-               f"the mindformers package beside {entry}, which Python imports first")
-    run.executor = (f"mindformers.Trainer.train, run_mode finetune ({package}, mindspore {versions['mindspore']}; "
-                    f"entry {entry})")
-    run.notes = [*notes, *run.notes,
-                 f"step 1 includes graph compilation ({times[0]:.1f} s); step_time_s is MindFormers' per_step_time "
-                 f"averaged over steps 2..{len(times)}" if len(times) > 1 else "one step: no steady-state time"]
+    package = (
+        f"mindformers {versions['mindformers']}"
+        if entry.startswith("tunebridge")
+        else f"the mindformers package beside {entry}, which Python imports first"
+    )
+    run.executor = (
+        f"mindformers.Trainer.train, run_mode finetune ({package}, mindspore {versions['mindspore']}; entry {entry})"
+    )
+    run.notes = [
+        *notes,
+        *run.notes,
+        f"step 1 includes graph compilation ({times[0]:.1f} s); step_time_s is MindFormers' per_step_time "
+        f"averaged over steps 2..{len(times)}"
+        if len(times) > 1
+        else "one step: no steady-state time",
+    ]
     return run
 
 
-def train_mindformers(recipe, inputs, out: Path, home: Path | None = None, launch: bool = False,
-                      progress: bool = True, timeout: float | None = None) -> RunResult:
+def train_mindformers(
+    recipe,
+    inputs,
+    out: Path,
+    home: Path | None = None,
+    launch: bool = False,
+    progress: bool = True,
+    timeout: float | None = None,
+) -> RunResult:
     """Train ``recipe`` (as :func:`recipe_as_run` gives it) through MindFormers' Trainer from the shared
     ``inputs`` (:class:`tunebridge.backends.inputs.RunInputs`); ``out`` receives ``config/`` (the rendered
     files), ``data/`` and ``start.ckpt`` (what MindFormers reads), ``output/`` (what it writes), ``worker_0.log``
@@ -137,6 +167,7 @@ def train_mindformers(recipe, inputs, out: Path, home: Path | None = None, launc
     ``home`` with its own entry point and the host's python (its ``output/`` is then in ``home``)."""
     from ..render import render
     from ..render.mindformers import launcher
+
     started = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -148,15 +179,25 @@ def train_mindformers(recipe, inputs, out: Path, home: Path | None = None, launc
     data.parent.mkdir(exist_ok=True)
     for stale in (data, Path(f"{data}.db")):
         stale.unlink(missing_ok=True)
-    call_mindspore("ms.mindrecord", "select", path=str(inputs.data("mindrecord").resolve()),
-                   out_path=str(data.resolve()), rows=rows)
+    call_mindspore(
+        "ms.mindrecord",
+        "select",
+        path=str(inputs.data("mindrecord").resolve()),
+        out_path=str(data.resolve()),
+        rows=rows,
+    )
     adapter = inputs.adapter("mindformers") if inputs.has_adapter else None
     (out / "start.ckpt").unlink(missing_ok=True)
     checkpoint = start_checkpoint(inputs.weights("mindformers") / "model.ckpt", adapter, out / "start.ckpt")
     entry = Path(home) / "run_mindformer.py" if home else launcher()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(LOAD_CHECKPOINT=str(checkpoint.resolve()), TRAIN_DATA=str(data.resolve()), RUN_MINDFORMER=str(entry),
-               GLOG_v="3", PYTHONUNBUFFERED="1")
+    env.update(
+        LOAD_CHECKPOINT=str(checkpoint.resolve()),
+        TRAIN_DATA=str(data.resolve()),
+        RUN_MINDFORMER=str(entry),
+        GLOG_v="3",
+        PYTHONUNBUFFERED="1",
+    )
     if not launch:
         env["PYTHON"] = str(mindspore_python())
     workdir = out
@@ -165,15 +206,18 @@ def train_mindformers(recipe, inputs, out: Path, home: Path | None = None, launc
         workdir = Path(home)
     _run_script(config_dir / f"run_{recipe.name}_finetune.sh", workdir, env, out / LOG_NAME, progress, timeout)
     entry_name = f"{home}/run_mindformer.py" if home else "tunebridge's launch_mindformers.py"
-    notes = [f"ran {config_dir / ('run_' + recipe.name + '_finetune.sh')} (tunebridge render --device {device}) "
-             f"with RUN_MINDFORMER={entry}" + (f" in {home}" if launch else ""),
-             f"data: the {len(inputs.batches)} global batches of the run in step order ({len(rows)} rows of "
-             f"{inputs.data('mindrecord')}), read in file order",
-             f"start: {'base weights + the initial LoRA' if adapter else 'base weights'} in {checkpoint}"]
+    notes = [
+        f"ran {config_dir / ('run_' + recipe.name + '_finetune.sh')} (tunebridge render --device {device}) "
+        f"with RUN_MINDFORMER={entry}" + (f" in {home}" if launch else ""),
+        f"data: the {len(inputs.batches)} global batches of the run in step order ({len(rows)} rows of "
+        f"{inputs.data('mindrecord')}), read in file order",
+        f"start: {'base weights + the initial LoRA' if adapter else 'base weights'} in {checkpoint}",
+    ]
     result = read_result(out, workdir / "output", recipe.name, entry_name, device, notes)
     result.wall_time_s = time.perf_counter() - started
     if len(result.steps) != len(inputs.batches):
-        raise TunebridgeError(f"MindFormers trained {len(result.steps)} steps, the run has {len(inputs.batches)} "
-                              f"(log: {out / LOG_NAME})")
+        raise TunebridgeError(
+            f"MindFormers trained {len(result.steps)} steps, the run has {len(inputs.batches)} (log: {out / LOG_NAME})"
+        )
     result.save(out / "result.json")
     return result

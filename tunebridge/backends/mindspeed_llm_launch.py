@@ -5,6 +5,7 @@ checkout (:mod:`.stages`): convert (HF -> mcore) -> preprocess (data -> indexed 
 (mcore -> HF, LoRA merged) -> evaluate. Their paths point into ``out``. Then the training log's Megatron
 lines and the evaluation's result lines become ``out/result.json``, which ``compare`` and ``report`` read.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,20 +27,28 @@ TOTAL_LINE = re.compile(r"(\w+) acc = (\d+)/(\d+)=([\d.eE+-]+)")
 
 def stages_for(recipe) -> list[Stage]:
     name, method = recipe.name, recipe.finetune.method
-    return [Stage("convert", f"ckpt_convert_{name}_hf2mcore.sh"),
-            Stage("preprocess", f"data_convert_{name}_instruction.sh"),
-            Stage("tune", f"tune_{name}_{method}_ptd.sh"),
-            Stage("export", f"ckpt_convert_{name}_mcore2hf.sh"),
-            Stage("evaluate", f"evaluate_{name}_ptd.sh")]
+    return [
+        Stage("convert", f"ckpt_convert_{name}_hf2mcore.sh"),
+        Stage("preprocess", f"data_convert_{name}_instruction.sh"),
+        Stage("tune", f"tune_{name}_{method}_ptd.sh"),
+        Stage("export", f"ckpt_convert_{name}_mcore2hf.sh"),
+        Stage("evaluate", f"evaluate_{name}_ptd.sh"),
+    ]
 
 
 def run_paths(recipe, weights: Path, out: Path) -> dict[str, str]:
     """The rendered scripts' path variables, pointed into the run directory."""
     data = recipe.path(recipe.data.train.path)
     tokenizer = recipe.path(recipe.data.tokenizer) if recipe.data.tokenizer else weights
-    return {"HF_DIR": weights, "TOKENIZER_PATH": tokenizer, "CKPT_LOAD_DIR": out / "weights-mcore",
-            "CKPT_SAVE_DIR": out / "checkpoint", "RAW_DATA": data, "DATA_PATH": out / "data" / "train",
-            "HF_EXPORT_DIR": out / "hf"}
+    return {
+        "HF_DIR": weights,
+        "TOKENIZER_PATH": tokenizer,
+        "CKPT_LOAD_DIR": out / "weights-mcore",
+        "CKPT_SAVE_DIR": out / "checkpoint",
+        "RAW_DATA": data,
+        "DATA_PATH": out / "data" / "train",
+        "HF_EXPORT_DIR": out / "hf",
+    }
 
 
 def evaluation_results(log: Path) -> dict:
@@ -49,11 +58,18 @@ def evaluation_results(log: Path) -> dict:
     subjects: dict = {}
     for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
         if m := SUBJECT_LINE.search(line):
-            subjects[m.group(1)] = {"correct": int(m.group(2)), "questions": int(m.group(3)),
-                                    "accuracy": float(m.group(4))}
+            subjects[m.group(1)] = {
+                "correct": int(m.group(2)),
+                "questions": int(m.group(3)),
+                "accuracy": float(m.group(4)),
+            }
         elif m := TOTAL_LINE.search(line):
-            results[m.group(1)] = {"correct": int(m.group(2)), "questions": int(m.group(3)),
-                                   "accuracy": float(m.group(4)), "subjects": subjects}
+            results[m.group(1)] = {
+                "correct": int(m.group(2)),
+                "questions": int(m.group(3)),
+                "accuracy": float(m.group(4)),
+                "subjects": subjects,
+            }
             subjects = {}
     return results
 
@@ -61,6 +77,7 @@ def evaluation_results(log: Path) -> dict:
 def launch(plan, version: str, train_iters: int, resume: bool = False, echo=print) -> RunResult:
     """Render ``plan.recipe`` for MindSpeed-LLM ``version`` and run its stages in ``plan.home``."""
     from ..render import render
+
     started = time.perf_counter()
     recipe, out = plan.recipe, Path(plan.out).resolve()
     stages = stages_for(recipe)
@@ -83,8 +100,11 @@ def launch(plan, version: str, train_iters: int, resume: bool = False, echo=prin
     result.evaluation = evaluation_results(eval_log)
     result.checkpoints = [env["CKPT_SAVE_DIR"], env["HF_EXPORT_DIR"]]
     result.wall_time_s = time.perf_counter() - started
-    result.environment = {"mindspeed-llm home": str(plan.home), "mindspeed-llm version": version,
-                          "device": "Ascend NPU (npu-smi)"}
+    result.environment = {
+        "mindspeed-llm home": str(plan.home),
+        "mindspeed-llm version": version,
+        "device": "Ascend NPU (npu-smi)",
+    }
     result.notes.append(f"MindSpeed-LLM {version}'s own programs, launched in {plan.home}; logs in {out / 'logs'}")
     result.save(out / "result.json")
     return result

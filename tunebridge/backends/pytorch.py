@@ -6,6 +6,7 @@ loss is the token mean of each micro-batch, averaged over the micro-batches of a
 instead); labels are unshifted token ids with -100 on unsupervised positions; the learning rate of
 update ``k`` is ``Schedule.lr_at(k)``. Multi-device runs go through ``torchrun`` (DDP), not a launcher of ours.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ def detect_device() -> torch.device:
     """torch_npu if it imports (Ascend), else CUDA, else CPU."""
     try:
         import torch_npu  # noqa: F401  (registers the "npu" device)
+
         if torch.npu.is_available():  # type: ignore[attr-defined]
             return torch.device("npu", int(os.environ.get("LOCAL_RANK", 0)))
     except Exception:  # noqa: BLE001 - any failure means "no usable NPU"
@@ -69,8 +71,8 @@ def collate(records: list[dict], pad_id: int, device: torch.device) -> tuple[tor
     ids = torch.full((len(records), width), pad_id, dtype=torch.long)
     labels = torch.full((len(records), width), IGNORE, dtype=torch.long)
     for i, r in enumerate(records):
-        ids[i, :len(r["input_ids"])] = torch.tensor(r["input_ids"])
-        labels[i, :len(r["labels"])] = torch.tensor(r["labels"])
+        ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
     return ids.to(device), labels.to(device)
 
 
@@ -78,25 +80,36 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
     """Summed next-token cross entropy over supervised positions, and their count."""
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
-    loss_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
+    loss_sum = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
+    )
     return loss_sum, int((shift_labels != IGNORE).sum())
 
 
 def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, init_adapter: str | None = None):
     """The HF model from ``model_dir`` (+ a fresh or given LoRA adapter)."""
     from transformers import AutoModelForCausalLM
+
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
+
         if init_adapter:
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
             torch.manual_seed(cfg.seed)
-            model = get_peft_model(model, LoraConfig(
-                r=cfg.lora["rank"], lora_alpha=cfg.lora["alpha"], lora_dropout=cfg.lora["dropout"],
-                target_modules=cfg.lora["target_modules"], bias="none", task_type="CAUSAL_LM"))
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=cfg.lora["rank"],
+                    lora_alpha=cfg.lora["alpha"],
+                    lora_dropout=cfg.lora["dropout"],
+                    target_modules=cfg.lora["target_modules"],
+                    bias="none",
+                    task_type="CAUSAL_LM",
+                ),
+            )
     return model.to(device)
 
 
@@ -108,9 +121,16 @@ def _save_checkpoint(model, optimizer, step: int, total_steps: int, out: Path) -
     path = out / "checkpoints" / f"step_{step:06d}"
     tmp = path.with_name(path.name + ".partial")
     tmp.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "total_steps": total_steps,
-                "trainable": {n: p.detach().cpu() for n, p in _trainable(model).items()},
-                "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, tmp / "state.pt")
+    torch.save(
+        {
+            "step": step,
+            "total_steps": total_steps,
+            "trainable": {n: p.detach().cpu() for n, p in _trainable(model).items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+        },
+        tmp / "state.pt",
+    )
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
     return path
@@ -136,9 +156,11 @@ def _resume(out: Path, steps: int, params: dict, optimizer, result: RunResult) -
     start = state["step"]
     planned = state.get("total_steps", steps)
     if planned != steps:
-        raise TunebridgeError(f"{ckpt}: the run was planned for {planned} steps, now {steps}: resuming would "
-                              f"change its learning-rate schedule mid-run; resume with the same --max-steps, or "
-                              f"start a new run")
+        raise TunebridgeError(
+            f"{ckpt}: the run was planned for {planned} steps, now {steps}: resuming would "
+            f"change its learning-rate schedule mid-run; resume with the same --max-steps, or "
+            f"start a new run"
+        )
     with torch.no_grad():
         for n, t in state["trainable"].items():
             params[n].copy_(t)
@@ -148,16 +170,25 @@ def _resume(out: Path, steps: int, params: dict, optimizer, result: RunResult) -
     lines = log_path.read_text(encoding="utf-8").splitlines() if log_path.exists() else []
     kept = [StepRecord(**json.loads(line)) for line in lines if line.strip() and json.loads(line)["step"] <= start]
     if [s.step for s in kept] != list(range(1, start + 1)):
-        raise TunebridgeError(f"{log_path}: holds steps {[s.step for s in kept]} up to the checkpoint, not 1..{start}:"
-                              f" the run's record cannot be rebuilt")
+        raise TunebridgeError(
+            f"{log_path}: holds steps {[s.step for s in kept]} up to the checkpoint, not 1..{start}:"
+            f" the run's record cannot be rebuilt"
+        )
     log_path.write_text("".join(json.dumps(s.__dict__) + "\n" for s in kept), encoding="utf-8")
     result.steps = kept
     result.checkpoints = [str(c) for c in checkpoints(out) if int(c.name.removeprefix("step_")) <= start]
     return start
 
 
-def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainConfig,
-          resume: bool = False, init_adapter: str | None = None, progress: bool = True) -> RunResult:
+def train(
+    model_dir: str | Path,
+    data: str | Path,
+    out: str | Path,
+    cfg: TrainConfig,
+    resume: bool = False,
+    init_adapter: str | None = None,
+    progress: bool = True,
+) -> RunResult:
     """Fine-tune the HF model in ``model_dir`` on tokenized ``data``; logs and checkpoints go to ``out``."""
     started = time.perf_counter()
     out = Path(out)
@@ -165,13 +196,16 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
     device = detect_device()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("hccl" if device.type == "npu" else
-                                             "nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group(
+            "hccl" if device.type == "npu" else "nccl" if device.type == "cuda" else "gloo"
+        )
     rank = torch.distributed.get_rank() if distributed else 0
     world = torch.distributed.get_world_size() if distributed else 1
     if cfg.global_batch_size % (cfg.micro_batch_size * world):
-        raise TunebridgeError(f"global_batch_size {cfg.global_batch_size} is not a multiple of "
-                              f"micro_batch_size {cfg.micro_batch_size} x data-parallel {world}")
+        raise TunebridgeError(
+            f"global_batch_size {cfg.global_batch_size} is not a multiple of "
+            f"micro_batch_size {cfg.micro_batch_size} x data-parallel {world}"
+        )
 
     records = read_tokenized(data)
     steps = total_steps(len(records), cfg)
@@ -183,8 +217,7 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
     optimizer = make_adamw(decay_groups(params.items(), cfg.weight_decay), cfg)
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    result = RunResult("torch", trainable_params=trainable, total_params=total,
-                       environment=environment(device))
+    result = RunResult("torch", trainable_params=trainable, total_params=total, environment=environment(device))
     start = 0
     log_path = out / "metrics.jsonl"
     if resume:
@@ -218,8 +251,9 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
                     loss = loss_sum / max(count, 1) / len(micro)
                 loss.backward()
                 reported += loss.item()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(list(params.values()),
-                                                             cfg.clip_grad if cfg.clip_grad > 0 else math.inf))
+            grad_norm = float(
+                torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if distributed:
@@ -252,14 +286,20 @@ def train(model_dir: str | Path, data: str | Path, out: str | Path, cfg: TrainCo
 def environment(device: torch.device) -> dict:
     import peft
     import transformers
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "device": str(device)}
+
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "device": str(device),
+    }
 
 
 def _progress(total: int, start: int, enabled: bool):
     if not enabled:
         return lambda step, loss: None
     from tqdm import tqdm
+
     bar = tqdm(total=total, initial=start, desc="torch train", unit="step", leave=False)
 
     def update(step: int, loss: float) -> None:
@@ -267,4 +307,5 @@ def _progress(total: int, start: int, enabled: bool):
         bar.set_postfix(loss=f"{loss:.4f}")
         if step == total:
             bar.close()
+
     return update

@@ -1,4 +1,5 @@
 """What every backend's run returns: one loss-curve type and the facts needed to compare runs."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ from pathlib import Path
 
 @dataclass
 class StepRecord:
-    step: int            # 1-based optimizer step
-    loss: float          # as the stack reports it (see the backend's loss averaging)
-    lr: float | None     # rate used by this step's update (None: the log did not print it)
+    step: int  # 1-based optimizer step
+    loss: float  # as the stack reports it (see the backend's loss averaging)
+    lr: float | None  # rate used by this step's update (None: the log did not print it)
     grad_norm: float | None = None
     tokens: int | None = None  # supervised tokens in this step's global batch
     loss_scale: float | None = None

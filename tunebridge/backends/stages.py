@@ -7,6 +7,7 @@ its output goes to its own log. ``stages.json`` holds every stage's state (``pen
 ``failed``) with its exit code and times, written after every change. The first failing stage stops the run
 with the last lines of its log; ``resume`` starts again at the first stage not ``done``.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,16 +62,19 @@ def tail(path: Path, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_stages(stages: list[Stage], out: Path, cwd: Path, env: dict[str, str], resume: bool = False,
-               echo=print) -> list[StageState]:
+def run_stages(
+    stages: list[Stage], out: Path, cwd: Path, env: dict[str, str], resume: bool = False, echo=print
+) -> list[StageState]:
     """Run ``stages`` (their scripts are in ``out/scripts``) in ``cwd``; stop at the first failure."""
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     if resume:
         states = load_states(out)
         if [(s.name, s.script) for s in states] != [(s.name, s.script) for s in stages]:
-            raise TunebridgeError(f"{out / STATUS_FILE}: its stages {[s.name for s in states]} are not this run's "
-                                  f"{[s.name for s in stages]}")
+            raise TunebridgeError(
+                f"{out / STATUS_FILE}: its stages {[s.name for s in states]} are not this run's "
+                f"{[s.name for s in stages]}"
+            )
     else:
         states = [StageState(s.name, s.script, log=str(Path("logs") / f"{s.name}.log")) for s in stages]
     _save(out, states)
@@ -83,12 +87,19 @@ def run_stages(stages: list[Stage], out: Path, cwd: Path, env: dict[str, str], r
         _save(out, states)
         echo(f"stage {state.name}: bash {state.script} (log: {log})")
         with open(log, "w", encoding="utf-8") as f:
-            code = subprocess.run(["bash", str((out / "scripts" / state.script).resolve())], cwd=cwd,
-                                  env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(
+                ["bash", str((out / "scripts" / state.script).resolve())],
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdout=f,
+                stderr=subprocess.STDOUT,
+            ).returncode
         state.exit_code, state.seconds = code, round(time.time() - state.started, 3)
         state.status = "done" if code == 0 else "failed"
         _save(out, states)
         if code != 0:
-            raise TunebridgeError(f"stage {state.name} failed (exit {code}); the last lines of {log}:\n{tail(log)}\n"
-                                  f"fix it, then run again with --resume to start from {state.name}")
+            raise TunebridgeError(
+                f"stage {state.name} failed (exit {code}); the last lines of {log}:\n{tail(log)}\n"
+                f"fix it, then run again with --resume to start from {state.name}"
+            )
     return states

@@ -4,6 +4,7 @@ Command modules import only light modules at the top (torch, transformers, megat
 commands that use them), so that ``--help``, ``validate``, ``params``, ``explain`` and ``render`` start at once.
 Every error a user can cause ends here as one ``tunebridge: error: ...`` line and exit status 2.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,13 +14,28 @@ from ..errors import TunebridgeError
 from .args import Parser
 
 # Subcommand modules, in the order `tunebridge --help` lists them.
-COMMANDS = ("demo", "models", "validate", "params", "explain", "render", "convert", "data", "eval", "run", "sweep", "compare", "report")
+COMMANDS = (
+    "demo",
+    "models",
+    "validate",
+    "params",
+    "explain",
+    "render",
+    "convert",
+    "data",
+    "eval",
+    "run",
+    "sweep",
+    "compare",
+    "report",
+)
 
 
 def build_parser() -> Parser:
     parser = Parser(
         prog="tunebridge",
-        description="One fine-tuning recipe for MindFormers, MindSpeed-LLM and PyTorch, with parity checks.")
+        description="One fine-tuning recipe for MindFormers, MindSpeed-LLM and PyTorch, with parity checks.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)

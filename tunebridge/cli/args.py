@@ -1,4 +1,5 @@
 """The command line's argument parser and value types: every bad flag is one ``tunebridge: error:`` line, exit 2."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
-        sys.stderr.write(f"tunebridge: error: {self.prog.removeprefix('tunebridge').strip() or 'tunebridge'}: "
-                         f"{message}\n")
+        sys.stderr.write(
+            f"tunebridge: error: {self.prog.removeprefix('tunebridge').strip() or 'tunebridge'}: {message}\n"
+        )
         sys.exit(2)
 
 
@@ -21,8 +23,9 @@ def _number(kind, text: str):
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
     if isinstance(value, float) and not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return value

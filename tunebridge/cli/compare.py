@@ -1,4 +1,5 @@
 """``tunebridge compare``: loss curves of two or more runs or logs, step by step, with the parity verdicts."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,9 +15,13 @@ if TYPE_CHECKING:
 
 
 def add_run_arguments(p, minimum: int) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN_OR_LOG",
-                   help="run directory (result.json / metrics.jsonl / worker_*.log) or log file "
-                        "(MindFormers, Megatron / MindSpeed-LLM, JSONL, CSV); the first is the reference")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_OR_LOG",
+        help="run directory (result.json / metrics.jsonl / worker_*.log) or log file "
+        "(MindFormers, Megatron / MindSpeed-LLM, JSONL, CSV); the first is the reference",
+    )
     p.add_argument("--names", help="comma-separated display names, one per run")
     p.add_argument("--rank", type=nonnegative_int, help="keep this rank's lines of logs that interleave several ranks")
     p.set_defaults(min_runs=minimum)
@@ -37,6 +42,7 @@ def run_name(path: Path) -> str:
 
 def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: int) -> dict[str, RunResult]:
     from ..logs import load_run
+
     if len(paths) < minimum:
         raise TunebridgeError(f"need at least {minimum} runs or logs, got {len(paths)}")
     labels = [n.strip() for n in names.split(",")] if names else [run_name(Path(p)) for p in paths]
@@ -53,6 +59,7 @@ def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: in
 def curve_verdicts(runs: dict[str, RunResult], tol: ParityTolerances | None = None) -> list[Verdict]:
     from ..parity import loss_checks
     from ..recipe import ParityTolerances
+
     tol = tol or ParityTolerances()
     names = list(runs)
     return [v for other in names[1:] for v in loss_checks(runs[names[0]], runs[other], names[0], other, tol)]
@@ -66,8 +73,10 @@ def step_table(runs: dict[str, RunResult]) -> list[str]:
     headers = ["step", *names, *(f"rel {n}" for n in names[1:])]
     rows = []
     for step in steps:
-        rels = [f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3g}%" if step in b and ref.get(step) else "-"
-                for b in by_run[1:]]
+        rels = [
+            f"{100 * abs(b[step] - ref[step]) / abs(ref[step]):.3g}%" if step in b and ref.get(step) else "-"
+            for b in by_run[1:]
+        ]
         rows.append([str(step), *(f"{b[step]:.6f}" if step in b else "-" for b in by_run), *rels])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731

@@ -1,4 +1,5 @@
 """``tunebridge convert``, ``convert-adapter``, ``merge-lora`` and ``verify``: weights across HF, mcore and MindFormers."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,15 @@ def _layer_list(text: str | None) -> list[int] | None:
     try:
         return parse_layer_list(text)
     except ValueError:
-        raise TunebridgeError(f"--num-layer-list {text!r}: expected comma-separated positive layer counts, "
-                              f"e.g. 4,4,3,3") from None
+        raise TunebridgeError(
+            f"--num-layer-list {text!r}: expected comma-separated positive layer counts, e.g. 4,4,3,3"
+        ) from None
 
 
 def _model_flags(p) -> None:
-    p.add_argument("--model", help="catalogue model (tunebridge models), for checkpoints that carry no config "
-                                   "(a bare .ckpt)")
+    p.add_argument(
+        "--model", help="catalogue model (tunebridge models), for checkpoints that carry no config (a bare .ckpt)"
+    )
     p.add_argument("--hf-config", help="HF config.json (or model dir) describing the model")
 
 
@@ -53,11 +56,16 @@ def _conversion_flags(p, formats: tuple[str, ...]) -> None:
 def register(sub) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint between hf, mcore (MindSpeed-LLM) and mindformers")
     _conversion_flags(p, FORMATS)
-    p.add_argument("--make-vocab-size-divisible-by", type=positive_int, default=1,
-                   help="mcore target: pad the vocabulary to a multiple of this x tp (Megatron's flag)")
+    p.add_argument(
+        "--make-vocab-size-divisible-by",
+        type=positive_int,
+        default=1,
+        help="mcore target: pad the vocabulary to a multiple of this x tp (Megatron's flag)",
+    )
     p.add_argument("--dtype", choices=DTYPE_NAMES, help="output dtype (default: keep the source's)")
-    p.add_argument("--max-shard-size", type=positive_int, default=2 << 30,
-                   help="hf target: bytes per safetensors shard")
+    p.add_argument(
+        "--max-shard-size", type=positive_int, default=2 << 30, help="hf target: bytes per safetensors shard"
+    )
     p.set_defaults(func=run_convert)
 
     a = sub.add_parser("convert-adapter", help="convert a LoRA adapter between peft, mindformers and mcore (fused)")
@@ -82,31 +90,53 @@ def register(sub) -> None:
 
 def run_convert(args) -> int:
     from ..convert import convert
+
     check_output(args.dst, args.force)
     src_format = args.src_format or detect_format(args.src)
-    out = convert(args.src, args.dst, src_format, args.dst_format, tp=args.tp, pp=args.pp,
-                  num_layer_list=_layer_list(args.num_layer_list),
-                  make_vocab_size_divisible_by=args.make_vocab_size_divisible_by, dtype=args.dtype,
-                  spec=_spec(args), force=args.force, max_shard_bytes=args.max_shard_size)
+    out = convert(
+        args.src,
+        args.dst,
+        src_format,
+        args.dst_format,
+        tp=args.tp,
+        pp=args.pp,
+        num_layer_list=_layer_list(args.num_layer_list),
+        make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
+        dtype=args.dtype,
+        spec=_spec(args),
+        force=args.force,
+        max_shard_bytes=args.max_shard_size,
+    )
     print(f"wrote {out} ({src_format} -> {args.dst_format})")
     return 0
 
 
 def run_convert_adapter(args) -> int:
     from ..adapters import convert_adapter
+
     check_output(args.dst, args.force)
     spec = _spec(args)
     if spec is None:
         raise TunebridgeError("an adapter carries no model description: pass --model or --hf-config")
     src_format = args.src_format or detect_adapter_format(args.src)
-    out = convert_adapter(args.src, args.dst, src_format, args.dst_format, spec, tp=args.tp, pp=args.pp,
-                          num_layer_list=_layer_list(args.num_layer_list), force=args.force)
+    out = convert_adapter(
+        args.src,
+        args.dst,
+        src_format,
+        args.dst_format,
+        spec,
+        tp=args.tp,
+        pp=args.pp,
+        num_layer_list=_layer_list(args.num_layer_list),
+        force=args.force,
+    )
     print(f"wrote {out} ({src_format} -> {args.dst_format})")
     return 0
 
 
 def run_merge(args) -> int:
     from ..merge import merge_lora
+
     check_output(args.dst, args.force)
     out = merge_lora(args.base, args.adapter, args.dst, spec=_spec(args), force=args.force)
     print(f"wrote {out}")
@@ -116,6 +146,7 @@ def run_merge(args) -> int:
 def run_verify(args) -> int:
     from ..convert import open_source
     from ..verify import verify
+
     if len(args.checkpoints) < 2:
         raise TunebridgeError("verify needs at least two checkpoints")
     paths = []
@@ -132,12 +163,20 @@ def run_verify(args) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         from rich.table import Table
+
         t = Table(title=f"logit agreement ({spec.name}, fp32)")
         for col in ("a", "b", "max |Δ|", "mean |Δ|", "cosine", "verdict"):
             t.add_column(col)
         for r in results:
-            t.add_row(r.a, r.b, f"{r.max_abs:.3g}", f"{r.mean_abs:.3g}", f"{r.cosine:.8f}",
-                      "pass" if r.passed else f"FAIL (needs max |Δ| ≤ {r.max_abs_limit:g}, cosine ≥ {r.cosine_limit})")
+            t.add_row(
+                r.a,
+                r.b,
+                f"{r.max_abs:.3g}",
+                f"{r.mean_abs:.3g}",
+                f"{r.cosine:.8f}",
+                "pass" if r.passed else f"FAIL (needs max |Δ| ≤ {r.max_abs_limit:g}, cosine ≥ {r.cosine_limit})",
+            )
         from .tables import console
+
         console().print(t)
     return 0 if all(r.passed for r in results) else 1

@@ -1,4 +1,5 @@
 """``tunebridge models``: the model catalogue."""
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ def run_init(args) -> int:
     from ..atomic import atomic_dir
     from ..catalogue import get_model
     from ..errors import TunebridgeError
+
     try:
         spec = get_model(args.arch)
     except KeyError as e:
@@ -36,6 +38,7 @@ def run_init(args) -> int:
     import torch
     from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
+
     torch.manual_seed(args.seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**spec.to_hf_config()))
     with atomic_dir(args.out, force=args.force) as tmp:
@@ -49,17 +52,32 @@ def run_init(args) -> int:
 
 def run(args) -> int:
     if args.json:
-        print(json.dumps({name: {**s.to_dict(), "total_params": s.total_params()} for name, s in CATALOGUE.items()},
-                         indent=2))
+        print(
+            json.dumps(
+                {name: {**s.to_dict(), "total_params": s.total_params()} for name, s in CATALOGUE.items()}, indent=2
+            )
+        )
         return 0
-    t = table("tunebridge model catalogue", {col: "right" if col in ("layers", "hidden", "ffn", "vocab", "params")
-                                              else "left" for col in ("name", "family", "layers", "hidden",
-                                                                      "heads/kv", "ffn", "vocab", "bias", "tied",
-                                                                      "params")})
+    t = table(
+        "tunebridge model catalogue",
+        {
+            col: "right" if col in ("layers", "hidden", "ffn", "vocab", "params") else "left"
+            for col in ("name", "family", "layers", "hidden", "heads/kv", "ffn", "vocab", "bias", "tied", "params")
+        },
+    )
     for s in CATALOGUE.values():
         bias = "qkvo" if s.o_bias else ("qkv" if s.qkv_bias else "-")
-        t.add_row(s.name, s.family, str(s.num_layers), str(s.hidden_size), f"{s.num_heads}/{s.num_kv_heads}",
-                  str(s.ffn_hidden_size), str(s.vocab_size), bias, "yes" if s.tied_embeddings else "no",
-                  f"{s.total_params():,}")
+        t.add_row(
+            s.name,
+            s.family,
+            str(s.num_layers),
+            str(s.hidden_size),
+            f"{s.num_heads}/{s.num_kv_heads}",
+            str(s.ffn_hidden_size),
+            str(s.vocab_size),
+            bias,
+            "yes" if s.tied_embeddings else "no",
+            f"{s.total_params():,}",
+        )
     console().print(t)
     return 0

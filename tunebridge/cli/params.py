@@ -1,4 +1,5 @@
 """``tunebridge params``: exact total and trainable parameters of a recipe on each backend."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
     backends, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
     for note in notes:
@@ -34,8 +36,9 @@ def run(args) -> int:
         _print_tables(reports)
     inexact = [r for r in reports if not r.exact]
     if args.strict and inexact:
-        raise TunebridgeError("; ".join(f"{r.backend} cannot express the recipe's LoRA targets exactly: {r.note}"
-                                        for r in inexact))
+        raise TunebridgeError(
+            "; ".join(f"{r.backend} cannot express the recipe's LoRA targets exactly: {r.note}" for r in inexact)
+        )
     return 0
 
 
@@ -43,20 +46,36 @@ def _print_tables(reports: list[ParamReport]) -> None:
     console = make_console()
     ratio, peft = header("low_param_ratio"), header("peft_trainable_percent")
     numbers = ("total", "trainable", ratio, peft)
-    t = table(f"parameters of {reports[0].model}", {col: "right" if col in numbers else "left" for col in (
-        "backend", "total", "trainable", ratio, peft, "exact", "native targets")})
+    t = table(
+        f"parameters of {reports[0].model}",
+        {
+            col: "right" if col in numbers else "left"
+            for col in ("backend", "total", "trainable", ratio, peft, "exact", "native targets")
+        },
+    )
     for r in reports:  # each figure in its unit, as in --json
-        t.add_row(r.backend, f"{r.total_params:,}", f"{r.trainable_params:,}", f"{r.low_param_ratio:.6g}",
-                  f"{r.peft_trainable_percent:.6g}", "yes" if r.exact else "NO", " ".join(r.native_targets) or "-")
+        t.add_row(
+            r.backend,
+            f"{r.total_params:,}",
+            f"{r.trainable_params:,}",
+            f"{r.low_param_ratio:.6g}",
+            f"{r.peft_trainable_percent:.6g}",
+            "yes" if r.exact else "NO",
+            " ".join(r.native_targets) or "-",
+        )
     console.print(t)
-    console.print("low-param ratio = trainable / base total (the contests' definition); "
-                  "PEFT trainable = 100 x trainable / (base + adapter).")
+    console.print(
+        "low-param ratio = trainable / base total (the contests' definition); "
+        "PEFT trainable = 100 x trainable / (base + adapter)."
+    )
     for r in reports:
         if r.note:
             console.print(f"[bold]{r.backend}[/bold]: {r.note}")
         if r.per_rank_trainable:
-            pr = table(f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)",
-                       dict.fromkeys(("pp rank", "tp rank", "layers", "trainable"), "right"))
+            pr = table(
+                f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)",
+                dict.fromkeys(("pp rank", "tp rank", "layers", "trainable"), "right"),
+            )
             for row in r.per_rank_trainable:
                 pr.add_row(str(row["pp_rank"]), str(row["tp_rank"]), str(row["layers"]), f"{row['trainable']:,}")
             console.print(pr)

@@ -1,4 +1,5 @@
 """``tunebridge report``: a Markdown + self-contained HTML parity report for runs or logs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,11 @@ from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdict
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="write report.md and a self-contained report.html for runs or logs "
-                                      "(exit 1 when a verdict fails; the report is written either way)")
+    p = sub.add_parser(
+        "report",
+        help="write report.md and a self-contained report.html for runs or logs "
+        "(exit 1 when a verdict fails; the report is written either way)",
+    )
     add_run_arguments(p, 1)
     p.add_argument("--out", required=True, help="report directory (refused if it exists, unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing report directory")
@@ -26,6 +30,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
     MindSpeed-LLM logs (TP/PP rank 0's share), the torch backend's trainable and base + adapter total.
     """
     from ..parity import params_across, params_instantiated
+
     reports = {b: recipe.param_report(b) for b in stacks_for(recipe.spec)[0]}
     table = [r.to_dict() for r in reports.values()]
     verdicts = [params_across(list(reports.values()), recipe.spec)]
@@ -48,6 +53,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
 def run(args) -> int:
     from ..recipe import ParityTolerances, load_recipe
     from ..report import write_report
+
     check_output(args.out, args.force)
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)
     recipe = load_recipe(args.recipe) if args.recipe else None

@@ -4,6 +4,7 @@ The run directory is a resumable work directory, not an atomic output: it is ref
 --force, which empties it first, or --resume), locked while the run writes it, and, when the run fails or is
 interrupted, removed unless it holds a checkpoint to resume from (then it is kept and the message says so).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,34 +26,57 @@ if TYPE_CHECKING:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("run", help="fine-tune a recipe here: torch (transformers + PEFT), mindformers (MindSpore "
-                                   "CPU), mindspeed-llm (megatron-core CPU), or all from the same inputs")
+    p = sub.add_parser(
+        "run",
+        help="fine-tune a recipe here: torch (transformers + PEFT), mindformers (MindSpore "
+        "CPU), mindspeed-llm (megatron-core CPU), or all from the same inputs",
+    )
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--backend", choices=(*STACK_NAMES, "all"), default="torch",
-                   help="backend that trains (default torch), or all three from the same inputs")
-    p.add_argument("--out", required=True, help="run directory: inputs/ (data, adapters, weights), one directory "
-                                                "per backend (metrics, logs, checkpoints, result.json); refused "
-                                                "if it exists, unless --force or --resume")
+    p.add_argument(
+        "--backend",
+        choices=(*STACK_NAMES, "all"),
+        default="torch",
+        help="backend that trains (default torch), or all three from the same inputs",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run directory: inputs/ (data, adapters, weights), one directory "
+        "per backend (metrics, logs, checkpoints, result.json); refused "
+        "if it exists, unless --force or --resume",
+    )
     p.add_argument("--force", action="store_true", help="empty an existing run directory and start afresh")
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
     p.add_argument("--max-steps", type=positive_int, help="stop after N optimizer steps")
     p.add_argument("--save-every", type=nonnegative_int, default=0, help="torch: checkpoint every N steps")
-    p.add_argument("--resume", action="store_true",
-                   help="torch: continue the run in --out from its newest checkpoint (same --max-steps); "
-                        "mindspeed-llm on an Ascend host: from the first unfinished stage")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="torch: continue the run in --out from its newest checkpoint (same --max-steps); "
+        "mindspeed-llm on an Ascend host: from the first unfinished stage",
+    )
     p.add_argument("--mindformers-home", type=Path, help="a MindFormers checkout: launched when an NPU is here")
-    p.add_argument("--mindspeed-llm-home", type=Path, help="a MindSpeed-LLM checkout: on an Ascend host (npu-smi), "
-                                                           "its own programs run the rendered stages")
-    p.add_argument("--mindspeed-llm-version", choices=MSL_VERSIONS, default=MSL_DEFAULT,
-                   help="the checkout's MindSpeed-LLM version, whose scripts to render (default: %(default)s)")
+    p.add_argument(
+        "--mindspeed-llm-home",
+        type=Path,
+        help="a MindSpeed-LLM checkout: on an Ascend host (npu-smi), its own programs run the rendered stages",
+    )
+    p.add_argument(
+        "--mindspeed-llm-version",
+        choices=MSL_VERSIONS,
+        default=MSL_DEFAULT,
+        help="the checkout's MindSpeed-LLM version, whose scripts to render (default: %(default)s)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..recipe import load_recipe
+
     recipe = load_recipe(args.recipe)
-    weights = Path(args.weights) if args.weights else (recipe.path(recipe.model.weights) if recipe.model.weights
-                                                       else None)
+    weights = (
+        Path(args.weights) if args.weights else (recipe.path(recipe.model.weights) if recipe.model.weights else None)
+    )
     if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
     names, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
@@ -99,11 +123,14 @@ def run(args) -> int:
     problems = []
     for name, result in results.items():
         expected = recipe.param_report(name).trainable_params
-        print(f"{name}: trainable parameters {result.trainable_params:,} (tunebridge params: {expected:,}); "
-              f"wrote {out / name / 'result.json'}")
+        print(
+            f"{name}: trainable parameters {result.trainable_params:,} (tunebridge params: {expected:,}); "
+            f"wrote {out / name / 'result.json'}"
+        )
         if result.trainable_params != expected:
-            problems.append(f"{name} instantiated {result.trainable_params:,} trainable parameters, "
-                            f"accounted {expected:,}")
+            problems.append(
+                f"{name} instantiated {result.trainable_params:,} trainable parameters, accounted {expected:,}"
+            )
     if problems:
         raise TunebridgeError("; ".join(problems))
     return 0
@@ -116,28 +143,36 @@ def _finished(torch_out: Path, max_steps: int | None) -> bool:
         return False
     steps = len(json.loads(record.read_text(encoding="utf-8")).get("steps", []))
     if max_steps is not None and max_steps != steps:
-        raise TunebridgeError(f"{record}: the run finished after {steps} steps; --max-steps {max_steps} on resume "
-                              f"would restart its learning-rate schedule: start a new run (another --out)")
+        raise TunebridgeError(
+            f"{record}: the run finished after {steps} steps; --max-steps {max_steps} on resume "
+            f"would restart its learning-rate schedule: start a new run (another --out)"
+        )
     print(f"{torch_out}: the run finished ({steps} steps in result.json): nothing to resume")
     return True
 
 
 def _check_resumable(torch_out: Path) -> None:
     from ..backends.pytorch import latest_checkpoint
+
     if not torch_out.is_dir():
         raise TunebridgeError(f"{torch_out}: no run to resume (start it without --resume)")
     if latest_checkpoint(torch_out) is None:
-        raise TunebridgeError(f"{torch_out}: no checkpoint to resume from (checkpoints are written with "
-                              f"--save-every N); start afresh with --force")
+        raise TunebridgeError(
+            f"{torch_out}: no checkpoint to resume from (checkpoints are written with "
+            f"--save-every N); start afresh with --force"
+        )
 
 
 def _keep_or_remove(out: Path, resumed: bool) -> str:
     """After a failed or interrupted run: keep ``out`` if it can be resumed, else remove it. What was done, in words."""
     from ..backends.pytorch import latest_checkpoint
+
     ckpt = latest_checkpoint(out / "torch") if (out / "torch").is_dir() else None
     if ckpt is not None:
-        return (f"{out} is kept: its newest checkpoint is {ckpt.name}; continue with --resume "
-                f"(steps after it are run again)")
+        return (
+            f"{out} is kept: its newest checkpoint is {ckpt.name}; continue with --resume "
+            f"(steps after it are run again)"
+        )
     if resumed:
         return f"{out} is kept as it was"
     shutil.rmtree(out, ignore_errors=True)
@@ -146,6 +181,7 @@ def _keep_or_remove(out: Path, resumed: bool) -> str:
 
 def _train(args, recipe, plans, out: Path, weights: Path, rank: int) -> dict:
     from ..backends.inputs import RunInputs
+
     overrides = {"save_every": args.save_every}
     if args.max_steps:
         overrides["max_steps"] = args.max_steps
@@ -158,6 +194,7 @@ def _train(args, recipe, plans, out: Path, weights: Path, rank: int) -> dict:
             inputs = RunInputs.make(recipe, names, weights, inputs_dir, overrides)
     if rank >= 0:
         import torch
+
         torch.distributed.barrier()  # rank 0 has made the inputs
     if rank > 0:
         inputs = RunInputs.load(inputs_dir, weights, overrides)
@@ -165,9 +202,15 @@ def _train(args, recipe, plans, out: Path, weights: Path, rank: int) -> dict:
     for plan in plans:
         if plan.backend == "torch" and args.resume:
             from ..backends.pytorch import train
-            results["torch"] = train(plan.weights, inputs.data("jsonl"), plan.out, inputs.config(recipe, "torch"),
-                                     resume=True, init_adapter=str(inputs.adapter("peft")) if inputs.has_adapter
-                                     else None)
+
+            results["torch"] = train(
+                plan.weights,
+                inputs.data("jsonl"),
+                plan.out,
+                inputs.config(recipe, "torch"),
+                resume=True,
+                init_adapter=str(inputs.adapter("peft")) if inputs.has_adapter else None,
+            )
         else:
             results[plan.backend] = get_backend(plan.backend).run(plan, inputs)
     return results
@@ -178,17 +221,23 @@ def _launch(plan, args) -> int:
     from ..backends.mindspeed_llm_launch import launch
     from ..data.readers import read_records
     from ..render import train_iters
+
     recipe = plan.recipe
     source = recipe.data.train
-    steps = args.max_steps or train_iters(recipe, sum(1 for _ in read_records(recipe.path(source.path), source.format,
-                                                                               source.map_keys)))
+    steps = args.max_steps or train_iters(
+        recipe, sum(1 for _ in read_records(recipe.path(source.path), source.format, source.map_keys))
+    )
     assert steps is not None, "train_iters is known once the sample count is"
     result = launch(plan, args.mindspeed_llm_version, steps, resume=args.resume)
-    print(f"{plan.backend}: {len(result.steps)} logged steps, last loss "
-          f"{result.steps[-1].loss if result.steps else '-'}; wrote {Path(plan.out) / 'result.json'}")
+    print(
+        f"{plan.backend}: {len(result.steps)} logged steps, last loss "
+        f"{result.steps[-1].loss if result.steps else '-'}; wrote {Path(plan.out) / 'result.json'}"
+    )
     for task, scores in result.evaluation.items():
-        print(f"{plan.backend}: {task} accuracy {scores['accuracy']:.4f} ({scores['correct']}/{scores['questions']}, "
-              f"as MindSpeed-LLM reports it)")
+        print(
+            f"{plan.backend}: {task} accuracy {scores['accuracy']:.4f} ({scores['correct']}/{scores['questions']}, "
+            f"as MindSpeed-LLM reports it)"
+        )
     return 0
 
 
@@ -197,6 +246,7 @@ def _distributed(names: list[str]) -> int:
 
     Rank 0 makes the shared inputs, the others wait at a barrier and read them."""
     import os
+
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return -1
     if names != ["torch"]:
@@ -204,10 +254,12 @@ def _distributed(names: list[str]) -> int:
     import torch
 
     from ..backends.pytorch import detect_device
+
     device = detect_device()
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("hccl" if device.type == "npu" else
-                                             "nccl" if device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group(
+            "hccl" if device.type == "npu" else "nccl" if device.type == "cuda" else "gloo"
+        )
     return torch.distributed.get_rank()
 
 
@@ -222,7 +274,10 @@ def _print(recipe, results: dict) -> None:
         row = [str(step)]
         for name in names:
             s = by_step[name].get(step)
-            row += [f"{s.loss:.5f}", f"{s.lr:.3g}", f"{s.grad_norm:.3g}" if s.grad_norm is not None else "-"] \
-                if s else ["-", "-", "-"]
+            row += (
+                [f"{s.loss:.5f}", f"{s.lr:.3g}", f"{s.grad_norm:.3g}" if s.grad_norm is not None else "-"]
+                if s
+                else ["-", "-", "-"]
+            )
         t.add_row(*row)
     console().print(t)

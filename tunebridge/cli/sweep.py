@@ -1,4 +1,5 @@
 """``tunebridge sweep``: run (or render) a grid over recipe fields and report a table and a plot."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ from .tables import console, table
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="a grid over recipe fields (lab ablations): run or render every point")
     p.add_argument("recipe", help="recipe YAML")
-    p.add_argument("--set", dest="axes", action="append", required=True, metavar="FIELD=V1,V2",
-                   help="e.g. finetune.lora.rank=4,8,16 (repeat for more axes)")
+    p.add_argument(
+        "--set",
+        dest="axes",
+        action="append",
+        required=True,
+        metavar="FIELD=V1,V2",
+        help="e.g. finetune.lora.rank=4,8,16 (repeat for more axes)",
+    )
     p.add_argument("--backend", choices=STACK_NAMES, default="torch", help="backend that runs each point")
     p.add_argument("--render", action="store_true", help="only render each point's launch artifacts")
     p.add_argument("--weights", help="HF model directory (default: the recipe's model.weights)")
@@ -31,12 +38,14 @@ def run(args) -> int:
     from ..backends.inputs import RunInputs
     from ..recipe import load_recipe
     from ..sweep import grid, parse_axis, plot, with_values
+
     check_output(args.out, args.force)
     recipe = load_recipe(args.recipe)
     axes = [parse_axis(a) for a in args.axes]
     points = [(assignment, with_values(recipe, assignment)) for assignment in grid(axes)]  # all checked first
-    weights = Path(args.weights) if args.weights else (recipe.path(recipe.model.weights) if recipe.model.weights
-                                                       else None)
+    weights = (
+        Path(args.weights) if args.weights else (recipe.path(recipe.model.weights) if recipe.model.weights else None)
+    )
     if not args.render:
         if weights is None:
             raise TunebridgeError(f"{args.recipe}: no model weights (set model.weights or pass --weights)")
@@ -48,8 +57,12 @@ def run(args) -> int:
             label = ", ".join(f"{k}={v}" for k, v in assignment.items())
             print(f"sweep point {i + 1}/{len(points)}: {label}")
             report = point.param_report(args.backend if not args.render else "torch")
-            row = {"point": label, **{k: v for k, v in assignment.items()},
-                   "trainable_params": report.trainable_params, "low_param_ratio": report.low_param_ratio}
+            row = {
+                "point": label,
+                **{k: v for k, v in assignment.items()},
+                "trainable_params": report.trainable_params,
+                "low_param_ratio": report.low_param_ratio,
+            }
             where = tmp / f"point-{i:02d}"
             if args.render:
                 for backend in ("mindformers", "mindspeed-llm"):
@@ -61,8 +74,13 @@ def run(args) -> int:
                 plan = get_backend(args.backend).plan(point, weights, where / args.backend)
                 result = get_backend(args.backend).run(plan, inputs, progress=False)
                 losses = [s.loss for s in result.steps]
-                row.update(first_loss=losses[0], final_loss=losses[-1], mean_loss=sum(losses) / len(losses),
-                           instantiated=result.trainable_params, losses=losses)
+                row.update(
+                    first_loss=losses[0],
+                    final_loss=losses[-1],
+                    mean_loss=sum(losses) / len(losses),
+                    instantiated=result.trainable_params,
+                    losses=losses,
+                )
             rows.append(row)
         (tmp / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
         if not args.render:
@@ -86,8 +104,14 @@ def _cell(v) -> str:
 
 def _markdown(name: str, axes, rows: list[dict]) -> str:
     cols = [c for c in COLUMNS if any(c in r for r in rows)]
-    lines = [f"# sweep of {name}", "", "axes: " + "; ".join(f"{a.field} in {list(a.values)}" for a in axes), "",
-             "| point | " + " | ".join(map(_title, cols)) + " |", "|" + "---|" * (len(cols) + 1)]
+    lines = [
+        f"# sweep of {name}",
+        "",
+        "axes: " + "; ".join(f"{a.field} in {list(a.values)}" for a in axes),
+        "",
+        "| point | " + " | ".join(map(_title, cols)) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     lines += ["| " + r["point"] + " | " + " | ".join(_cell(r.get(c, "-")) for c in cols) + " |" for r in rows]
     if any("losses" in r for r in rows):
         lines += ["", "![loss per step](sweep.png)"]

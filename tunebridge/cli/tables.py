@@ -1,5 +1,6 @@
 """Tables on the console: the terminal's width on a terminal, 160 columns when piped or redirected (rich would
 assume 80); cells that do not fit wrap (fold) instead of being cut with an ellipsis, so names and counts stay whole."""
+
 from __future__ import annotations
 
 import sys
@@ -13,6 +14,7 @@ PIPED_WIDTH = 160
 
 def console(file=None):
     from rich.console import Console
+
     out = file or sys.stdout
     if out.isatty():
         return Console(file=out)
@@ -23,6 +25,7 @@ def table(title: str, columns: dict[str, JustifyMethod] | list[str], **options):
     """A rich table whose cells wrap (fold) instead of being cut with an ellipsis; ``columns``: name ->
     justification, or names (left-justified)."""
     from rich.table import Table
+
     t = Table(title=title, **options)
     spec: dict[str, JustifyMethod] = columns if isinstance(columns, dict) else dict.fromkeys(columns, "left")
     for name, justify in spec.items():

@@ -1,4 +1,5 @@
 """``tunebridge validate``: check recipes, reporting every problem with file, line and field."""
+
 from __future__ import annotations
 
 import sys
@@ -15,6 +16,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..recipe import load_recipe
+
     failed = 0
     for path in args.recipes:
         try:

@@ -12,6 +12,7 @@
   a sample of seq_length tokens or more is dropped. So every over-long sample is dropped, except with qwen_lf,
   whose samples are cut to seq_length - 1 and kept.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ Turns = list[tuple[list[int], list[int]]]
 @dataclass(frozen=True)
 class Sample:
     """Unshifted token ids and labels of one sample (labels[t] is the target id at position t, or -100)."""
+
     input_ids: list[int]
     labels: list[int]
 
@@ -36,8 +38,9 @@ def user_turn(prompt: str, query: str = "") -> str:
     return "\n".join(part for part in (prompt, query) if part)
 
 
-def encode_turns(tokenizer, template: Template, turns: Sequence[tuple[str, str]], system: str | None,
-                 memo: dict | None = None) -> Turns:
+def encode_turns(
+    tokenizer, template: Template, turns: Sequence[tuple[str, str]], system: str | None, memo: dict | None = None
+) -> Turns:
     """(prompt ids, answer ids) of each (user, assistant) turn, not cut. ``memo`` keeps the ids of texts seen
     before (a template's system block recurs in every sample)."""
     messages = []
@@ -45,8 +48,10 @@ def encode_turns(tokenizer, template: Template, turns: Sequence[tuple[str, str]]
         messages.append(first_user_slots(template, query, system) if i == 0 else later_user_slots(template, query))
         messages.append(fill(template.assistant, answer))
     texts = iter(_encode_texts(tokenizer, [s for m in messages for s in m if s and s not in (BOS, EOS)], memo))
-    marks = {BOS: [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
-             EOS: [end_id(tokenizer, template)] if any(EOS in m for m in messages) else []}
+    marks = {
+        BOS: [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [],
+        EOS: [end_id(tokenizer, template)] if any(EOS in m for m in messages) else [],
+    }
     ids = [[x for s in m if s for x in (marks[s] if s in marks else next(texts))] for m in messages]
     return list(zip(ids[::2], ids[1::2]))
 
@@ -65,9 +70,11 @@ def end_id(tokenizer, template: Template) -> int:
     """The answers' end token: the template's stop word, which replaces eos, else the tokenizer's eos."""
     end = tokenizer.convert_tokens_to_ids(template.end) if template.end else tokenizer.eos_token_id
     if end is None or (template.end and end == tokenizer.unk_token_id):
-        raise TunebridgeError(f"the tokenizer has no {template.end or 'eos'} token, which template "
-                              f"{template.name!r} ends answers with (MindSpeed-LLM would add it as a new id beyond "
-                              f"the model's vocabulary)")
+        raise TunebridgeError(
+            f"the tokenizer has no {template.end or 'eos'} token, which template "
+            f"{template.name!r} ends answers with (MindSpeed-LLM would add it as a new id beyond "
+            f"the model's vocabulary)"
+        )
     return end
 
 
@@ -114,8 +121,15 @@ def flatten(turns: Turns) -> Sample:
     return Sample(ids, labels)
 
 
-def encode(tokenizer, template: Template, query: str, response: str, system: str | None = None,
-           history: Sequence[tuple[str, str]] = (), seq_length: int | None = None) -> Sample:
+def encode(
+    tokenizer,
+    template: Template,
+    query: str,
+    response: str,
+    system: str | None = None,
+    history: Sequence[tuple[str, str]] = (),
+    seq_length: int | None = None,
+) -> Sample:
     """One sample: the (user, assistant) turns of ``history``, then ``query`` / ``response``; cut to
     ``seq_length`` as the template cuts (the sample may still be seq_length long: MindSpeed-LLM drops those)."""
     turns = encode_turns(tokenizer, template, [*history, (query, response)], system)

@@ -14,6 +14,7 @@ MindFormers' LlamaTokenizer with bos and eos added, rows of seq_length + 1).
 - Rows are padded with the tokenizer's pad id (<unk> for MindFormers' LlamaTokenizer) and cut to seq_length + 1:
   no sample is dropped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,16 +25,19 @@ from ..errors import TunebridgeError
 from .encode import IGNORE, Sample
 from .tokenizer import row_pad_id
 
-_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-           "detailed, and polite answers to the user's questions.")
+_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions."
+)
 _ANSWER = " ASSISTANT: "
 _END = "</s>"
 _ALPACA = {  # Stanford Alpaca's training prompts, as alpaca_converter.py writes them
     True: "Below is an instruction that describes a task, paired with an input that provides further context. "
-          "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
-          "### Input:\n{input}\n\n### Response:",
+    "Write a response that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+    "### Input:\n{input}\n\n### Response:",
     False: "Below is an instruction that describes a task. Write a response that appropriately completes the "
-           "request.\n\n### Instruction:\n{instruction}\n\n### Response:"}
+    "request.\n\n### Instruction:\n{instruction}\n\n### Response:",
+}
 
 
 def alpaca_human_turn(instruction: str, query: str) -> str:
@@ -72,9 +76,9 @@ def row(tokenizer, turns: Sequence[tuple[str, str]], row_length: int | None, sys
         if len(parts) != 2:
             break
         prompt = len(tokenizer.encode(parts[0] + _ANSWER, add_special_tokens=False)) - 1
-        labels[done:done + prompt] = IGNORE
+        labels[done : done + prompt] = IGNORE
         done += len(tokens) + 1
     labels[done:] = IGNORE
     if done < length and done != counted:
         labels[:] = IGNORE
-    return Sample(ids[:length], labels[:min(length, len(ids))].tolist())
+    return Sample(ids[:length], labels[: min(length, len(ids))].tolist())

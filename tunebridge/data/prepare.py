@@ -15,6 +15,7 @@ Records are encoded in chunks, by worker processes when ``workers`` > 1; a worke
 :class:`Rows`, so the main process only reads records and writes bytes. The output is the same for any number of
 workers.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,10 +42,11 @@ from .writers import JsonlWriter, MegatronWriter, MindRecordWriter, Rows, WriteC
 @dataclass(frozen=True)
 class Encoding:
     """How records become samples."""
+
     template: str
     seq_length: int
-    tokenizer: str | None = None            # a tokenizer directory; None: the embedded one
-    system: str | None = None               # replaces the template's default system prompt
+    tokenizer: str | None = None  # a tokenizer directory; None: the embedded one
+    system: str | None = None  # replaces the template's default system prompt
     preprocess: str = "per-stack"
     tokenizer_rules: str = "transformers-4"  # the transformers MindSpeed-LLM pins (2.3.0: 4.57.1; master: 5.2.0)
     record_format: str = "alpaca"
@@ -55,12 +57,15 @@ class Encoding:
         if self.preprocess not in PREPROCESS:
             raise TunebridgeError(f"unknown preprocess {self.preprocess!r} (known: {', '.join(PREPROCESS)})")
         if self.tokenizer_rules not in TOKENIZER_RULES:
-            raise TunebridgeError(f"unknown tokenizer rules {self.tokenizer_rules!r} "
-                                  f"(known: {', '.join(TOKENIZER_RULES)})")
+            raise TunebridgeError(
+                f"unknown tokenizer rules {self.tokenizer_rules!r} (known: {', '.join(TOKENIZER_RULES)})"
+            )
         if self.preprocess == "mindformers" and template.stack != "mindformers":
             own = ", ".join(t.name for t in TEMPLATES.values() if t.stack == "mindformers")
-            raise TunebridgeError(f"preprocess 'mindformers' is MindFormers' llama_preprocess.py, which writes "
-                                  f"{own} conversations, not template {self.template!r}")
+            raise TunebridgeError(
+                f"preprocess 'mindformers' is MindFormers' llama_preprocess.py, which writes "
+                f"{own} conversations, not template {self.template!r}"
+            )
 
     @property
     def stack(self) -> str:
@@ -113,8 +118,13 @@ class _Encoder:
             if e.record_format == "alpaca":
                 return [(mindformers.alpaca_human_turn(prompt, query), response)]
             return [*history, (user_turn(prompt, query), response)]
-        return encode_turns(self.tokenizer, self.template, [*history, (user_turn(prompt, query), response)],
-                            system or e.system, self.memo)
+        return encode_turns(
+            self.tokenizer,
+            self.template,
+            [*history, (user_turn(prompt, query), response)],
+            system or e.system,
+            self.memo,
+        )
 
     def _fit(self, kind: str, turns: list) -> Sample | None:
         e = self.encoding
@@ -123,7 +133,7 @@ class _Encoder:
             sample = mindformers.row(self.tokenizer, turns, e.seq_length + 1 if keep_long else None, e.system)
         elif keep_long:
             whole = flatten(turns)
-            sample = Sample(whole.input_ids[:e.seq_length + 1], whole.labels[:e.seq_length + 1])
+            sample = Sample(whole.input_ids[: e.seq_length + 1], whole.labels[: e.seq_length + 1])
         else:
             sample = flatten(cut(turns, self.template, e.seq_length))
         return sample if keep_long or len(sample.input_ids) < e.seq_length else None
@@ -144,8 +154,9 @@ def _item(r: Record) -> tuple:
     return r.prompt, r.query, r.response, r.system, r.history, r.where
 
 
-def encode_records(records: Iterable[Record], encoding: Encoding, kinds: tuple[str, ...], workers: int = 1,
-                   chunk: int = 256) -> Iterable[list[Rows]]:
+def encode_records(
+    records: Iterable[Record], encoding: Encoding, kinds: tuple[str, ...], workers: int = 1, chunk: int = 256
+) -> Iterable[list[Rows]]:
     """Each chunk of records as one :class:`Rows` per format in ``kinds``, in record order, for any ``workers``."""
     items = map(_item, records)
     chunks = iter(lambda: list(islice(items, chunk)), [])
@@ -169,8 +180,9 @@ def writer(kind: str, out: Path, name: str, encoding: Encoding) -> Writer:
     raise TunebridgeError(f"unknown output {kind!r} (jsonl, megatron, mindrecord)")
 
 
-def write(records: Iterable[Record], encoding: Encoding, writers: dict[str, Writer], workers: int = 1
-          ) -> dict[str, WriteCounts]:
+def write(
+    records: Iterable[Record], encoding: Encoding, writers: dict[str, Writer], workers: int = 1
+) -> dict[str, WriteCounts]:
     """``records`` through every writer (by format), from one encoding; on failure no file is left behind."""
     kinds = tuple(writers)
     batches = encode_records(records, encoding, kinds, workers)
@@ -198,16 +210,31 @@ def recipe_encoding(recipe, aligned: bool = False, tokenizer: str | None = None)
     """How the recipe's data is encoded; ``tokenizer`` overrides the recipe's
     (:meth:`tunebridge.recipe.Recipe.load_tokenizer`, which refuses one with more ids than the model)."""
     from ..render import default_prompt_type
+
     d = recipe.data
     path, _ = recipe.load_tokenizer(tokenizer)
-    return Encoding(template=d.template or default_prompt_type(recipe), seq_length=recipe.train.seq_length,
-                    tokenizer=str(path) if path else None, system=d.system,
-                    preprocess=d.preprocess, tokenizer_rules=d.tokenizer_rules, record_format=d.train.format,
-                    aligned=aligned)
+    return Encoding(
+        template=d.template or default_prompt_type(recipe),
+        seq_length=recipe.train.seq_length,
+        tokenizer=str(path) if path else None,
+        system=d.system,
+        preprocess=d.preprocess,
+        tokenizer_rules=d.tokenizer_rules,
+        record_format=d.train.format,
+        aligned=aligned,
+    )
 
 
-def prepare(recipe, backends: list[str], out: str | Path, force: bool = False, workers: int = 1,
-            progress: bool = True, aligned: bool = False, tokenizer: str | None = None) -> PrepareReport:
+def prepare(
+    recipe,
+    backends: list[str],
+    out: str | Path,
+    force: bool = False,
+    workers: int = 1,
+    progress: bool = True,
+    aligned: bool = False,
+    tokenizer: str | None = None,
+) -> PrepareReport:
     """The recipe's data for ``backends``, in ``out`` (one file set per backend), with a summary.json;
     ``tokenizer`` overrides the recipe's (:func:`recipe_encoding`)."""
     d = recipe.data

@@ -11,6 +11,7 @@ turn, then human / gpt turns alternating from human, even in number; the last pa
 the earlier pairs are ``history`` (so the prompt transforms edit the last user turn). MindSpeed-LLM skips a
 conversation that breaks these rules with a warning; tunebridge stops and names it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -33,6 +34,7 @@ MAP_FIELDS = {"alpaca": MAP_KEYS, "math": ("prompt", "response")}  # the fields 
 class Record:
     """One instruction sample: the user turn's parts and the answer, plus the raw fields (for filters).
     ``history`` holds the (user, assistant) turns before them, oldest first."""
+
     prompt: str
     response: str
     query: str = ""
@@ -85,8 +87,9 @@ def jsonl_objects(path: Path) -> Iterator[tuple[str, dict]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise TunebridgeError(f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") \
-                    from None
+                raise TunebridgeError(
+                    f"{path}:{n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -124,6 +127,7 @@ def _json_array(path: Path) -> Iterator[tuple[str, dict]]:
                 raise TunebridgeError(f"{path}:{line + text.count(chr(10), counted, pos)}: expected ',' or ']'")
         if pos >= len(text):
             raise TunebridgeError(f"{path}: the JSON array is not closed (truncated file?)")
+
     yield from _decode_guard(path, gen)
 
 
@@ -141,11 +145,13 @@ def _csv(path: Path) -> Iterator[tuple[str, dict]]:
                 raise TunebridgeError(f"{path}:1: empty CSV (a header row is needed)")
             for row in reader:
                 yield f"{path}:{reader.line_num}", dict(row)
+
     yield from _decode_guard(path, gen)
 
 
 def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
     import pyarrow.parquet as pq
+
     n = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
         for row in batch.to_pylist():
@@ -169,15 +175,23 @@ def _get(row: dict, key: str, where: str, required: bool = True) -> str:
 def to_record(fmt: str, row: dict, where: str, map_keys: dict[str, str] | None = None) -> Record:
     if fmt == "alpaca":
         keys = {**ALPACA_KEYS, **(map_keys or {})}
-        return Record(prompt=_get(row, keys["prompt"], where), query=_get(row, keys["query"], where, False),
-                      response=_get(row, keys["response"], where),
-                      system=_get(row, keys["system"], where, False) if "system" in keys else None,
-                      history=_history(row, keys["history"], where) if "history" in keys else (), fields=row,
-                      where=where)
+        return Record(
+            prompt=_get(row, keys["prompt"], where),
+            query=_get(row, keys["query"], where, False),
+            response=_get(row, keys["response"], where),
+            system=_get(row, keys["system"], where, False) if "system" in keys else None,
+            history=_history(row, keys["history"], where) if "history" in keys else (),
+            fields=row,
+            where=where,
+        )
     if fmt == "math":
         keys = {"prompt": "problem", "response": "solution", **(map_keys or {})}
-        return Record(prompt=_get(row, keys["prompt"], where), response=_get(row, keys["response"], where),
-                      fields=row, where=where)
+        return Record(
+            prompt=_get(row, keys["prompt"], where),
+            response=_get(row, keys["response"], where),
+            fields=row,
+            where=where,
+        )
     if fmt == "sharegpt":
         return _sharegpt(row, where)
     if fmt == "mc":
@@ -191,8 +205,9 @@ def _history(row: dict, key: str, where: str) -> tuple[tuple[str, str], ...]:
     value = row.get(key)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
-                                              for p in value):
+    if not isinstance(value, list) or not all(
+        isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p) for p in value
+    ):
         raise TunebridgeError(f"{where}: {key!r} should be a list of [user, assistant] text pairs")
     return tuple((q, a) for q, a in value)
 
@@ -208,15 +223,17 @@ def _sharegpt(row: dict, where: str) -> Record:
         system, texts, roles = texts[0], texts[1:], roles[1:]
     for i, role in enumerate(roles):
         if role != ("human", "gpt")[i % 2]:
-            raise TunebridgeError(f"{where}: conversations[{i + (system is not None)}] is from {role!r} where "
-                                  f"{('human', 'gpt')[i % 2]!r} is expected (an optional system turn first, then "
-                                  f"human and gpt alternating; found {roles})")
+            raise TunebridgeError(
+                f"{where}: conversations[{i + (system is not None)}] is from {role!r} where "
+                f"{('human', 'gpt')[i % 2]!r} is expected (an optional system turn first, then "
+                f"human and gpt alternating; found {roles})"
+            )
     if not roles or len(roles) % 2:
-        raise TunebridgeError(f"{where}: a conversation must end with a gpt turn after each human turn "
-                              f"(found {roles})")
+        raise TunebridgeError(f"{where}: a conversation must end with a gpt turn after each human turn (found {roles})")
     pairs = tuple(zip(texts[::2], texts[1::2]))
-    return Record(prompt=pairs[-1][0], response=pairs[-1][1], system=system, history=pairs[:-1], fields=row,
-                  where=where)
+    return Record(
+        prompt=pairs[-1][0], response=pairs[-1][1], system=system, history=pairs[:-1], fields=row, where=where
+    )
 
 
 def _turn_text(turn, i: int, where: str) -> str:
@@ -235,8 +252,9 @@ def check_map_keys(map_keys: dict | None, fmt: str) -> None:
         if name not in MAP_KEYS:
             raise TunebridgeError(unknown("map_keys field", name, fields))
         if name not in fields:
-            raise TunebridgeError(f"map_keys field {name!r} is not read from {fmt} records "
-                                  f"(they take: {', '.join(fields)})")
+            raise TunebridgeError(
+                f"map_keys field {name!r} is not read from {fmt} records (they take: {', '.join(fields)})"
+            )
         if not isinstance(key, str):
             raise TunebridgeError(f"map_keys: {name!r} should name a record key, found {key!r}")
 

@@ -4,6 +4,7 @@ MindFormers' ``squad8192.mindrecord`` (its squad_data_process.py, eval mode) hol
 below tokenized with a bos, truncated or padded (pad id) to max_length, and the first answer's ids padded
 with the pad id; the JSONL twin keeps the prompt and every gold answer for scoring.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,14 @@ def squad_eval_items(path: str | Path) -> list[dict]:
             if not qas or not qas[0].get("answers"):
                 raise TunebridgeError(f"{path}: data[{a}].paragraphs[{p}] has no question with an answer")
             qa = qas[0]
-            items.append({"id": qa.get("id", f"{a}-{p}"), "question": qa["question"],
-                          "prompt": PROMPT.format(context=paragraph["context"], question=qa["question"]),
-                          "answers": [x["text"] for x in qa["answers"]]})
+            items.append(
+                {
+                    "id": qa.get("id", f"{a}-{p}"),
+                    "question": qa["question"],
+                    "prompt": PROMPT.format(context=paragraph["context"], question=qa["question"]),
+                    "answers": [x["text"] for x in qa["answers"]],
+                }
+            )
     if not items:
         raise TunebridgeError(f"{path}: no paragraphs")
     return items
@@ -47,13 +53,14 @@ def eval_rows(items: list[dict], tokenizer, max_length: int) -> tuple[np.ndarray
     for i, item in enumerate(items):
         prompt = prompt_ids(tokenizer, item["prompt"])
         answer = tokenizer.encode(item["answers"][0], add_special_tokens=False)[:max_length]
-        ids[i, :min(len(prompt), max_length)] = prompt[:max_length]
-        labels[i, :len(answer)] = answer
+        ids[i, : min(len(prompt), max_length)] = prompt[:max_length]
+        labels[i, : len(answer)] = answer
     return ids, labels
 
 
-def write_squad_eval(src: str | Path, out: str | Path, tokenizer, max_length: int, force: bool = False,
-                     mindrecord: bool = True) -> dict:
+def write_squad_eval(
+    src: str | Path, out: str | Path, tokenizer, max_length: int, force: bool = False, mindrecord: bool = True
+) -> dict:
     """``squad_eval.jsonl`` (+ ``squad_eval.mindrecord`` in MindFormers' layout) in ``out``."""
     items = squad_eval_items(src)
     with atomic_dir(out, force=force) as tmp:
@@ -62,9 +69,14 @@ def write_squad_eval(src: str | Path, out: str | Path, tokenizer, max_length: in
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
         if mindrecord:
             from ..bridge import call_mindspore
+
             ids, labels = eval_rows(items, tokenizer, max_length)
             with tempfile.TemporaryDirectory(prefix="tunebridge-squad-") as scratch:
                 np.savez(Path(scratch) / "rows.npz", input_ids=ids, labels=labels)
-                call_mindspore("ms.mindrecord", "write", npz_path=str(Path(scratch) / "rows.npz"),
-                               out_path=str((tmp / "squad_eval.mindrecord").resolve()))
+                call_mindspore(
+                    "ms.mindrecord",
+                    "write",
+                    npz_path=str(Path(scratch) / "rows.npz"),
+                    out_path=str((tmp / "squad_eval.mindrecord").resolve()),
+                )
     return {"paragraphs": len(items), "questions_used": len(items)}

@@ -18,6 +18,7 @@ transformers (tunebridge's .venv has 5.x):
 
 Each rule is proven against the stacks' own tokenizers on the golden fixtures (tests/fixtures/data-goldens).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,9 @@ class Tokenizer:
         elif fast.exists():
             self._file = fast
         else:
-            raise TunebridgeError(f"{path}: not a tokenizer directory (no tokenizer.json or sentencepiece "
-                                  f"tokenizer.model)")
+            raise TunebridgeError(
+                f"{path}: not a tokenizer directory (no tokenizer.json or sentencepiece tokenizer.model)"
+            )
         self.names = _special_names(self.config, rules, sentencepiece=self._file == model)
         self.bos_token, self.eos_token, self.unk_token, self.pad_token = (self.names[k] for k in _SPECIAL_KEYS)
 
@@ -168,27 +170,35 @@ def _special_names(config: dict, rules: str, sentencepiece: bool) -> dict[str, s
     if not sentencepiece:
         return {k: _token_text(config.get(k)) for k in _SPECIAL_KEYS}
     config = {} if rules == "mindformers" else config
-    defaults = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-                "pad_token": "<unk>" if rules == "mindformers" else None}
+    defaults = {
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<unk>" if rules == "mindformers" else None,
+    }
     return {k: _token_text(config[k]) if k in config else defaults[k] for k in _SPECIAL_KEYS}
 
 
 class _TokenizerJson:
     def __init__(self, path: Path, config: dict, rules: str, llama: bool, names: dict[str, str | None]):
         from tokenizers import AddedToken, Tokenizer as Fast
+
         try:
             self.tok = Fast.from_file(str(path))
         except Exception as e:  # the tokenizers library raises its own exception types
             raise TunebridgeError(f"{path}: not a tokenizers file ({e})") from None
-        added = [t for t in config.get("added_tokens_decoder", {}).values()
-                 if self.tok.token_to_id(t["content"]) is None]
+        added = [
+            t for t in config.get("added_tokens_decoder", {}).values() if self.tok.token_to_id(t["content"]) is None
+        ]
         self.tok.add_special_tokens([AddedToken(t["content"], normalized=False) for t in added if t.get("special")])
         self.tok.add_tokens([AddedToken(t["content"], normalized=False) for t in added if not t.get("special")])
         if llama and rules == "transformers-5":
             from tokenizers import pre_tokenizers
+
             self.tok.normalizer = None
-            self.tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=_scheme(config, rules),
-                                                              split=False)
+            self.tok.pre_tokenizer = pre_tokenizers.Metaspace(
+                replacement="▁", prepend_scheme=_scheme(config, rules), split=False
+            )
         self.config, self.llama, self.names = config, llama, names
 
     def encode(self, text: str, add_special_tokens: bool) -> list[int]:
@@ -233,8 +243,10 @@ class _SentencePiece:
             import sentencepiece as spm
             from sentencepiece import sentencepiece_model_pb2 as model_pb2
         except ImportError as e:
-            raise TunebridgeError(f"{path}: reading a sentencepiece model needs the sentencepiece and protobuf "
-                                  f"packages ({e}); install tunebridge[torch]") from None
+            raise TunebridgeError(
+                f"{path}: reading a sentencepiece model needs the sentencepiece and protobuf "
+                f"packages ({e}); install tunebridge[torch]"
+            ) from None
         raw = path.read_bytes()
         proto = model_pb2.ModelProto()  # type: ignore[attr-defined]  # protobuf-generated: no stubs for its messages
         try:
@@ -247,18 +259,25 @@ class _SentencePiece:
                 f"{path}: the sentencepiece model normalizes text ({norm.name or 'custom'}"
                 f"{', removes extra whitespace' if norm.remove_extra_whitespaces else ''}); transformers' fast "
                 f"tokenizer, which MindSpeed-LLM uses, skips that normalization, so the stack's ids cannot be "
-                f"reproduced from tokenizer.model: give the tokenizer.json the stack loads")
+                f"reproduced from tokenizer.model: give the tokenizer.json the stack loads"
+            )
         self.config = {} if rules == "mindformers" else config
         self.scheme = "legacy" if rules == "mindformers" else _scheme(config, rules)
         self.sp = spm.SentencePieceProcessor(model_proto=raw)
         proto.normalizer_spec.add_dummy_prefix = False
         self.sp_bare = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
         self.names = names
-        pieces = [p.piece for p in proto.pieces if p.type == _SP_CONTROL or
-                  (rules != "mindformers" and p.type == _SP_USER_DEFINED)]
+        pieces = [
+            p.piece
+            for p in proto.pieces
+            if p.type == _SP_CONTROL or (rules != "mindformers" and p.type == _SP_USER_DEFINED)
+        ]
         added = {t["content"]: int(i) for i, t in self.config.get("added_tokens_decoder", {}).items()}
-        self.added = {**{p: self.sp.piece_to_id(p) for p in pieces},
-                      **{n: self.sp.piece_to_id(n) for n in self.names.values() if n}, **added}
+        self.added = {
+            **{p: self.sp.piece_to_id(p) for p in pieces},
+            **{n: self.sp.piece_to_id(n) for n in self.names.values() if n},
+            **added,
+        }
         self.special_ids = set(self.added.values())
         self.split = re.compile("(" + "|".join(map(re.escape, sorted(self.added, key=len, reverse=True))) + ")")
 

@@ -2,6 +2,7 @@
 
 Every transform is deterministic: random choices draw from ``random.Random(seed)`` with the recipe seed.
 """
+
 from __future__ import annotations
 
 import random
@@ -17,8 +18,12 @@ from .readers import Record
 TEXT_FIELDS = ("prompt", "query", "response", "system")
 
 # Seed 001 stripped these from MindFormers' converted Alpaca conversations.
-BOILERPLATE = ("Below is an instruction that describes a task. Write a response that appropriately completes the "
-               "request.", "### Instruction:", "### Response:", "### Input:")
+BOILERPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.",
+    "### Instruction:",
+    "### Response:",
+    "### Input:",
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ def strip(records, fields: Sequence[str] = ("prompt", "response"), patterns: Seq
         for p in patterns:
             s = s.replace(p, "")
         return s.strip()
+
     return _edit(records, "strip", list(fields), clean)
 
 
@@ -85,11 +91,13 @@ def format_number_text(text: str, decimals: int = 2, mode: str = "truncate") -> 
     def cut(m: re.Match) -> str:
         value = Decimal(m.group(1)).quantize(quantum, rounding=rounding)
         return str(abs(value) if value.is_zero() else value)  # -0.001 -> 0.00, not -0.00
+
     return _LONG_DECIMAL.sub(cut, text)
 
 
-def format_numbers(records, fields: Sequence[str] = ("prompt", "response"), decimals: int = 2, mode: str = "truncate",
-                   **_):
+def format_numbers(
+    records, fields: Sequence[str] = ("prompt", "response"), decimals: int = 2, mode: str = "truncate", **_
+):
     if mode not in ("truncate", "round"):
         raise TunebridgeError(f"format_numbers: mode {mode!r} is not truncate or round")
     return _edit(records, "format_numbers", list(fields), lambda s: format_number_text(s, decimals, mode))
@@ -123,13 +131,21 @@ def allot(n: int, ratios: dict) -> dict:
     exact = {k: n * v / total for k, v in ratios.items()}
     counts = {k: int(x) for k, x in exact.items()}
     order = sorted(ratios, key=lambda k: (-(exact[k] - counts[k]), list(ratios).index(k)))
-    for k in order[:n - sum(counts.values())]:
+    for k in order[: n - sum(counts.values())]:
         counts[k] += 1
     return counts
 
 
-def sample(records, strategy: str = "head", n: int | None = None, field: str | None = None,
-           ratios: dict | None = None, subsets: list[dict] | None = None, seed: int = 0, **_):
+def sample(
+    records,
+    strategy: str = "head",
+    n: int | None = None,
+    field: str | None = None,
+    ratios: dict | None = None,
+    subsets: list[dict] | None = None,
+    seed: int = 0,
+    **_,
+):
     """head N; random N; stratified by ``field`` with ``ratios`` (seed 002: 4:3:2:1 over difficulty 1-4);
     subsets: [{range: [start, end], n}] by record index (seed 001: 88,800 of the first 800,000, 1,200 of the rest)."""
     rng = random.Random(seed)
@@ -169,8 +185,13 @@ def _draw(records: list[Record], n: int | None, rng: random.Random, what: str) -
 
 Transform = Callable[..., tuple[list[Record], TransformReport]]
 TRANSFORMS: dict[str, Transform] = {
-    "prefix": prefix, "suffix": suffix, "strip": strip, "format_numbers": format_numbers,
-    "filter_regex": filter_regex, "dedup": dedup, "sample": sample,
+    "prefix": prefix,
+    "suffix": suffix,
+    "strip": strip,
+    "format_numbers": format_numbers,
+    "filter_regex": filter_regex,
+    "dedup": dedup,
+    "sample": sample,
 }
 
 
@@ -178,7 +199,7 @@ def apply(records: list[Record], steps: list[dict], seed: int) -> tuple[list[Rec
     """Apply ``steps`` ([{name: {options}}, ...]) in order; an empty result is an error, not an empty file."""
     reports = []
     for i, step in enumerate(steps):
-        (name, options), = step.items()
+        ((name, options),) = step.items()
         if name not in TRANSFORMS:
             raise TunebridgeError(f"data.transforms[{i}]: unknown transform {name!r} (known: {', '.join(TRANSFORMS)})")
         try:

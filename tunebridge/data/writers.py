@@ -4,6 +4,7 @@ Writers take :class:`Rows`, the samples of a run of records with one entry per r
 size -1), so that the per-sample work happens where the samples are made (in the worker processes) and a writer
 only moves bytes. All three write as the rows come, in memory flat in the number of samples.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,6 +36,7 @@ class WriteCounts:
 @dataclass
 class Rows:
     """Samples of consecutive records: sizes[i] tokens for record i (-1: dropped), ids and labels concatenated."""
+
     sizes: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
@@ -55,18 +57,20 @@ class Rows:
     def samples(self) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         at = 0
         for n in self.kept():
-            yield self.ids[at:at + n], self.labels[at:at + n]
+            yield self.ids[at : at + n], self.labels[at : at + n]
             at += n
 
 
 def megatron_files(prefix: str | Path) -> list[Path]:
     prefix = Path(prefix)
-    return [prefix.with_name(f"{prefix.name}_packed_{k}_document.{ext}") for k in MEGATRON_KEYS
-            for ext in ("bin", "idx")]
+    return [
+        prefix.with_name(f"{prefix.name}_packed_{k}_document.{ext}") for k in MEGATRON_KEYS for ext in ("bin", "idx")
+    ]
 
 
 class Writer:
     """Counts, and the contract: add rows, then close (or abort: nothing is left behind)."""
+
     paths: list[Path]
 
     def __init__(self, seq_length: int):
@@ -126,11 +130,17 @@ class MegatronWriter(Writer):
             raise self._nothing()
         sizes = np.frombuffer(self._sizes, dtype=np.int32)
         pointers = np.concatenate([[0], np.cumsum(sizes[:-1].astype(np.int64) * 4)]).astype(np.int64)
-        header = _IDX_MAGIC + struct.pack("<Q", 1) + struct.pack("<B", _INT32_CODE) + \
-            struct.pack("<QQ", len(sizes), len(self._documents))
+        header = (
+            _IDX_MAGIC
+            + struct.pack("<Q", 1)
+            + struct.pack("<B", _INT32_CODE)
+            + struct.pack("<QQ", len(sizes), len(self._documents))
+        )
         for idx_path in self.paths[1::2]:
             with open(idx_path, "wb") as f:
-                f.write(header + sizes.tobytes() + pointers.tobytes() + np.frombuffer(self._documents, np.int64).tobytes())
+                f.write(
+                    header + sizes.tobytes() + pointers.tobytes() + np.frombuffer(self._documents, np.int64).tobytes()
+                )
         return self.counts
 
 
@@ -143,8 +153,12 @@ class JsonlWriter(Writer):
         self._f = open(path, "w", encoding="utf-8")
 
     def _write(self, rows: Rows) -> None:
-        self._f.write("".join(json.dumps({"input_ids": ids.tolist(), "labels": labels.tolist()}) + "\n"
-                              for ids, labels in rows.samples()))
+        self._f.write(
+            "".join(
+                json.dumps({"input_ids": ids.tolist(), "labels": labels.tolist()}) + "\n"
+                for ids, labels in rows.samples()
+            )
+        )
 
     def abort(self) -> None:
         self._f.close()
@@ -166,6 +180,7 @@ class MindRecordWriter(Writer):
     def __init__(self, path: str | Path, seq_length: int, pad_id: int, chunk: int = 1024):
         from ..bridge import mindspore_python
         from ..ms.mindrecord import FRAME
+
         super().__init__(seq_length)
         self.path = Path(path).resolve()
         self.paths = [self.path, Path(f"{self.path}.db")]
@@ -177,9 +192,14 @@ class MindRecordWriter(Writer):
         self._stderr = open(Path(self._scratch.name) / "stderr", "w+b")
         env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
         env.pop("PYTHONPATH", None)
-        self._proc = subprocess.Popen([str(mindspore_python()), "-m", "tunebridge.ms.mindrecord", "stream",
-                                       str(self.path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=self._stderr, env=env, cwd=self._scratch.name)
+        self._proc = subprocess.Popen(
+            [str(mindspore_python()), "-m", "tunebridge.ms.mindrecord", "stream", str(self.path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            cwd=self._scratch.name,
+        )
         assert self._proc.stdin is not None and self._proc.stdout is not None, "both are pipes"
         self._to_ms, self._from_ms = self._proc.stdin, self._proc.stdout
 
@@ -189,15 +209,15 @@ class MindRecordWriter(Writer):
             if len(ids) > width:
                 raise ValueError(f"a MindRecord row holds {width} tokens, not {len(ids)}")
             row_ids, row_labels = self._block[0, self._n], self._block[1, self._n]
-            row_ids[:len(ids)], row_ids[len(ids):] = ids, self.pad_id
-            row_labels[:len(ids)], row_labels[len(ids):] = labels, IGNORE
+            row_ids[: len(ids)], row_ids[len(ids) :] = ids, self.pad_id
+            row_labels[: len(ids)], row_labels[len(ids) :] = labels, IGNORE
             self._n += 1
             if self._n == self._block.shape[1]:
                 self._flush()
 
     def _flush(self) -> None:
         if self._n:
-            self._send(self._frame.pack(self._n, self._block.shape[2]) + self._block[:, :self._n].tobytes())
+            self._send(self._frame.pack(self._n, self._block.shape[2]) + self._block[:, : self._n].tobytes())
         self._n = 0
 
     def _send(self, data: bytes) -> None:
@@ -224,8 +244,9 @@ class MindRecordWriter(Writer):
             # MindSpore states what the user can fix (a full disk) on an "[ERROR]" line; anything else is a bug
             problem = next((line.strip() for line in err.splitlines() if line.strip().startswith("[ERROR]")), None)
             if problem:
-                raise TunebridgeError(f"{self.path.name}: MindSpore's MindRecord writer: "
-                                      f"{problem.removeprefix('[ERROR]').strip()}")
+                raise TunebridgeError(
+                    f"{self.path.name}: MindSpore's MindRecord writer: {problem.removeprefix('[ERROR]').strip()}"
+                )
             raise RuntimeError(f"MindSpore's MindRecord writer exited {self._proc.returncode}:\n{err[-4000:]}")
         return json.loads(out.decode().strip().splitlines()[-1])
 
@@ -269,8 +290,9 @@ def write_jsonl(path: str | Path, samples: Iterable[Sample | None], seq_length: 
     return write_all(JsonlWriter(path, seq_length), [Rows.of(samples)])
 
 
-def write_mindrecord(path: str | Path, samples: Iterable[Sample | None], seq_length: int, pad_id: int,
-                     chunk: int = 1024) -> WriteCounts:
+def write_mindrecord(
+    path: str | Path, samples: Iterable[Sample | None], seq_length: int, pad_id: int, chunk: int = 1024
+) -> WriteCounts:
     """Rows of seq_length + 1 in a MindRecord file (columns input_ids, labels), written by MindSpore in its own
     environment, streamed in chunks of ``chunk`` rows."""
     return write_all(MindRecordWriter(path, seq_length, pad_id, chunk), [Rows.of(samples)])

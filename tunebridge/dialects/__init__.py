@@ -1,4 +1,5 @@
 """Framework dialects: hf (transformers/PEFT), mindformers (MindSpore), mcore (MindSpeed-LLM)."""
+
 from .base import Dialect, LoraModule, Pack, Shard, TensorRule
 from .hf import HF
 from .mcore import MCORE
@@ -10,6 +11,7 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (HF, MINDFORMERS, MCORE)}
 def get_dialect(name: str) -> Dialect:
     """A dialect by its name, or the dialect a stack (backend) speaks."""
     from ..stacks import STACKS
+
     name = STACKS[name].dialect if name in STACKS else name
     try:
         return DIALECTS[name]
@@ -17,5 +19,15 @@ def get_dialect(name: str) -> Dialect:
         raise KeyError(f"unknown dialect {name!r} (known: {', '.join(DIALECTS)})") from None
 
 
-__all__ = ["Dialect", "LoraModule", "Pack", "Shard", "TensorRule", "HF", "MCORE", "MINDFORMERS",
-           "DIALECTS", "get_dialect"]
+__all__ = [
+    "Dialect",
+    "LoraModule",
+    "Pack",
+    "Shard",
+    "TensorRule",
+    "HF",
+    "MCORE",
+    "MINDFORMERS",
+    "DIALECTS",
+    "get_dialect",
+]

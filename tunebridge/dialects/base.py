@@ -4,6 +4,7 @@ A dialect is data: a list of :class:`TensorRule` (framework tensor <- canonical 
 of :class:`LoraModule` (framework module that LoRA can wrap <- canonical projections it covers).
 Converters, accounting, renderers and parity checks all read these tables.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,22 +15,25 @@ from ..models import ModelSpec
 
 class Pack(Enum):
     """How several canonical tensors are fused into one framework tensor (along dim 0)."""
+
     NONE = "none"
     QKV_GROUPED = "qkv_grouped"  # per KV group: its query heads, its k head, its v head (Megatron linear_qkv)
-    STACKED = "stacked"          # plain concatenation of the parts, per TP rank (Megatron linear_fc1 = [gate; up])
+    STACKED = "stacked"  # plain concatenation of the parts, per TP rank (Megatron linear_fc1 = [gate; up])
 
 
 class Shard(Enum):
     """How a tensor is split over tensor-parallel ranks."""
+
     REPLICATED = "replicated"
     COLUMN = "column"  # output features (dim 0) split
-    ROW = "row"        # input features (dim 1) split
-    VOCAB = "vocab"    # vocabulary rows (dim 0) split, after padding
+    ROW = "row"  # input features (dim 1) split
+    VOCAB = "vocab"  # vocabulary rows (dim 0) split, after padding
 
 
 @dataclass(frozen=True)
 class TensorRule:
     """One framework tensor. ``name`` may hold ``{i}`` (layer index); ``parts`` are canonical names."""
+
     name: str
     parts: tuple[str, ...]
     pack: Pack = Pack.NONE
@@ -49,6 +53,7 @@ class TensorRule:
 @dataclass(frozen=True)
 class LoraModule:
     """A module LoRA can wrap: ``name`` (with ``{i}``) covers the canonical projections ``covers``."""
+
     name: str
     covers: tuple[str, ...]
     parallel: Shard = Shard.REPLICATED  # COLUMN or ROW in Megatron; REPLICATED where TP does not apply

@@ -1,4 +1,5 @@
 """HF transformers (Llama, Qwen2, InternLM-as-Llama, Qwen3) and PEFT adapter naming."""
+
 from .base import Dialect, LoraModule, TensorRule
 
 _L = "model.layers.{i}."
@@ -42,5 +43,12 @@ HF = Dialect(
 )
 
 # PEFT's target_modules entry for each canonical projection.
-PEFT_TARGET = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
-               "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
+PEFT_TARGET = {
+    "q": "q_proj",
+    "k": "k_proj",
+    "v": "v_proj",
+    "o": "o_proj",
+    "gate": "gate_proj",
+    "up": "up_proj",
+    "down": "down_proj",
+}

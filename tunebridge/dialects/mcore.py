@@ -1,4 +1,5 @@
 """Megatron-mcore (local transformer spec) naming, as MindSpeed-LLM writes and reads it."""
+
 from .base import Dialect, LoraModule, Pack, Shard, TensorRule
 
 _L = "decoder.layers.{i}."
@@ -8,8 +9,9 @@ MCORE = Dialect(
     layer_rules=(
         TensorRule(_L + "input_layernorm.weight", ("attn_norm",)),
         TensorRule(_L + "self_attention.linear_qkv.weight", ("q", "k", "v"), Pack.QKV_GROUPED, Shard.COLUMN),
-        TensorRule(_L + "self_attention.linear_qkv.bias", ("q_bias", "k_bias", "v_bias"), Pack.QKV_GROUPED,
-                   Shard.COLUMN),
+        TensorRule(
+            _L + "self_attention.linear_qkv.bias", ("q_bias", "k_bias", "v_bias"), Pack.QKV_GROUPED, Shard.COLUMN
+        ),
         TensorRule(_L + "self_attention.q_layernorm.weight", ("q_norm",)),  # --qk-layernorm, replicated over TP
         TensorRule(_L + "self_attention.k_layernorm.weight", ("k_norm",)),
         TensorRule(_L + "self_attention.linear_proj.weight", ("o",), Pack.NONE, Shard.ROW),
@@ -37,5 +39,9 @@ MCORE = Dialect(
 )
 
 # MindSpeed-LLM's --lora-target-modules names.
-MCORE_LORA_TARGET = {"linear_qkv": ("q", "k", "v"), "linear_proj": ("o",),
-                     "linear_fc1": ("gate", "up"), "linear_fc2": ("down",)}
+MCORE_LORA_TARGET = {
+    "linear_qkv": ("q", "k", "v"),
+    "linear_proj": ("o",),
+    "linear_fc1": ("gate", "up"),
+    "linear_fc2": ("down",),
+}

@@ -1,4 +1,5 @@
 """MindFormers (MindSpore) LlamaForCausalLM naming; Qwen2/2.5 and InternLM use it with biases."""
+
 from .base import Dialect, LoraModule, TensorRule
 
 _L = "model.layers.{i}."

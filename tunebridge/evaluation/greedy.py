@@ -8,6 +8,7 @@ ids; decoding drops it as a special token), at most ``max_new_tokens`` new token
 Logits come from a full recompute of every live row at every step, right-padded: under a causal mask the
 padding after a row never reaches its last real position, so this is exact (and cheap on tiny models).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -16,13 +17,18 @@ from collections.abc import Callable, Sequence
 NextTokens = Callable[[list[list[int]]], list[int]]
 
 
-def greedy(next_tokens: NextTokens, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int | list[int] | None,
-           batch_size: int) -> list[list[int]]:
+def greedy(
+    next_tokens: NextTokens,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_id: int | list[int] | None,
+    batch_size: int,
+) -> list[list[int]]:
     """New token ids after each prompt, in input order; ``batch_size`` prompts are decoded together."""
     stops = set(eos_id) if isinstance(eos_id, (list, tuple, set)) else {eos_id}
     out: list[list[int]] = []
     for start in range(0, len(prompts), batch_size):
-        chunk = [list(p) for p in prompts[start:start + batch_size]]
+        chunk = [list(p) for p in prompts[start : start + batch_size]]
         generated: list[list[int]] = [[] for _ in chunk]
         live = list(range(len(chunk)))
         for _ in range(max_new_tokens):
@@ -36,8 +42,9 @@ def greedy(next_tokens: NextTokens, prompts: Sequence[Sequence[int]], max_new_to
     return out
 
 
-def right_padded(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
-                 ) -> tuple[list[list[int]], list[int]]:
+def right_padded(
+    rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None
+) -> tuple[list[list[int]], list[int]]:
     """Rows padded on the right to ``width`` (default: the longest), and each row's last real position."""
     width = width or max(len(r) for r in rows)
     return [list(r) + [pad_id] * (width - len(r)) for r in rows], [len(r) - 1 for r in rows]
@@ -74,13 +81,14 @@ def length_buckets(lengths: Sequence[int], overhead: int) -> list[list[int]]:
         best[j], cut[j] = min((best[i] + overhead + (j - i) * lengths[order[j - 1]], i) for i in range(j))
     groups, j = [], n
     while j:
-        groups.append(order[cut[j]:j])
+        groups.append(order[cut[j] : j])
         j = cut[j]
     return groups[::-1]
 
 
-def loglik_plan(pairs: Sequence[tuple[Sequence[int], Sequence[int]]]
-                ) -> tuple[list[list[int]], list[tuple[int, int, int]], list[int]]:
+def loglik_plan(
+    pairs: Sequence[tuple[Sequence[int], Sequence[int]]],
+) -> tuple[list[list[int]], list[tuple[int, int, int]], list[int]]:
     """What to compute for the log-likelihood of each (context ids, continuation ids) pair.
 
     Returns the rows to run (context + continuation[:-1], shared by pairs that differ only in their last

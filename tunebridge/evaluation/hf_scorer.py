@@ -13,6 +13,7 @@ options that differ only in their last token share one row.
 Text is tokenized as the tokenizer does by default (``add_special_tokens=True``: a bos for tokenizers that
 add one); token-id prompts are taken as they are.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,17 +35,19 @@ FORWARD_COST = 160
 
 def load_hf_model(model_dir: str | Path, adapter: str | Path | None, dtype: str, device: torch.device):
     from transformers import AutoModelForCausalLM
+
     if not (Path(model_dir) / "config.json").exists():
         raise TunebridgeError(f"{model_dir}: not an HF model directory (no config.json)")
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[dtype],
-                                                                  local_files_only=True)
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+        str(model_dir), dtype=DTYPES[dtype], local_files_only=True
+    )
     if adapter:
         from peft import PeftModel
+
         if not (Path(adapter) / "adapter_config.json").exists():
             raise TunebridgeError(f"{adapter}: not a PEFT adapter directory (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, str(adapter))
     return model.to(device).eval()
-
 
 
 class HFScorer:
@@ -52,6 +55,7 @@ class HFScorer:
 
     def __init__(self, model, tokenizer, device: torch.device | None = None):
         from ..backends.pytorch import detect_device
+
         self.model = model
         self.tokenizer = tokenizer
         self.device = device or detect_device()
@@ -62,10 +66,12 @@ class HFScorer:
         self.shares_prefix = shared_prefix.install(model)
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, adapter: str | Path | None = None, tokenizer=None,
-                 dtype: str = "fp32") -> HFScorer:
+    def from_dir(
+        cls, model_dir: str | Path, adapter: str | Path | None = None, tokenizer=None, dtype: str = "fp32"
+    ) -> HFScorer:
         from ..backends.pytorch import detect_device
         from .tokens import load_eval_tokenizer
+
         device = detect_device()
         return cls(load_hf_model(model_dir, adapter, dtype, device), tokenizer or load_eval_tokenizer(None), device)
 
@@ -76,22 +82,39 @@ class HFScorer:
         """Per layer, the keys and values of the first ``shared`` tokens every row has, computed once (None for none)."""
         if not shared:
             return None
-        cache = self.model(input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True,
-                           logits_to_keep=1).past_key_values
+        cache = self.model(
+            input_ids=torch.tensor([rows[0][:shared]], device=self.device), use_cache=True, logits_to_keep=1
+        ).past_key_values
         return shared_prefix.layers(cache)
 
-    def _forward(self, ids: torch.Tensor, valid: torch.Tensor | None, positions: torch.Tensor, prefix, cache,
-                 keep: int | torch.Tensor, use_cache: bool):
+    def _forward(
+        self,
+        ids: torch.Tensor,
+        valid: torch.Tensor | None,
+        positions: torch.Tensor,
+        prefix,
+        cache,
+        keep: int | torch.Tensor,
+        use_cache: bool,
+    ):
         """The model over ``ids`` after the shared prefix when there is one: a whole row each (``valid`` None,
         causal) or one new token per row after ``cache``, ``valid`` marking which of its keys are real."""
         mask = None
         if valid is not None:
             dtype = self.model.dtype
             mask = torch.zeros(valid.shape, dtype=dtype, device=self.device).masked_fill_(
-                ~valid, torch.finfo(dtype).min)[:, None, None, :]
+                ~valid, torch.finfo(dtype).min
+            )[:, None, None, :]
         extra = {shared_prefix.KEYWORD: prefix} if prefix is not None else {}
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                          use_cache=use_cache, logits_to_keep=keep, **extra)
+        return self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=use_cache,
+            logits_to_keep=keep,
+            **extra,
+        )
 
     def _run(self, rows: list[list[int]], shared: int, prefix, keep: list[list[int]], use_cache: bool):
         """One forward over ``rows`` after their shared prefix (attended once for all rows, see
@@ -113,10 +136,10 @@ class HFScorer:
             valid = torch.arange(width, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
         return out.logits, out.past_key_values, valid
 
-    def _greedy(self, rows: list[list[int]], shared: int, prefix, max_new_tokens: int, stops: set[int]
-                ) -> list[list[int]]:
-        logits, cache, valid = self._run(rows, shared, prefix, [[len(r) - shared - 1] for r in rows],
-                                         use_cache=True)
+    def _greedy(
+        self, rows: list[list[int]], shared: int, prefix, max_new_tokens: int, stops: set[int]
+    ) -> list[list[int]]:
+        logits, cache, valid = self._run(rows, shared, prefix, [[len(r) - shared - 1] for r in rows], use_cache=True)
         ends = torch.tensor([len(r) for r in rows], device=self.device)
         picks = logits[:, -1].argmax(-1)
         generated: list[list[int]] = [[] for _ in rows]
@@ -138,7 +161,9 @@ class HFScorer:
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         rows = [prompt_ids(self.tokenizer, p) for p in prompts]
         for row in rows:
-            self._check_length(len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
+            self._check_length(
+                len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens"
+            )
         if not rows or max_new_tokens < 1:
             return ["" for _ in rows]
         stops = set(stop_ids(self.tokenizer, stop))
@@ -176,9 +201,13 @@ class HFScorer:
             keep = [k + k[:1] * (count - len(k)) for k in read]
             logits, _, _ = self._run([rows[r] for r in bucket], shared, prefix, keep, use_cache=False)
             mine = [j for r in bucket for j in by_row[r]]
-            at = logits[torch.tensor([b for b, r in enumerate(bucket) for _ in by_row[r]], device=self.device),
-                        torch.tensor([keep[b].index(picks[j][1] - shared) for b, r in enumerate(bucket)
-                                      for j in by_row[r]], device=self.device)]
+            at = logits[
+                torch.tensor([b for b, r in enumerate(bucket) for _ in by_row[r]], device=self.device),
+                torch.tensor(
+                    [keep[b].index(picks[j][1] - shared) for b, r in enumerate(bucket) for j in by_row[r]],
+                    device=self.device,
+                ),
+            ]
             target = torch.tensor([picks[j][2] for j in mine], device=self.device)
             values = torch.log_softmax(at.float(), dim=-1).gather(1, target[:, None])[:, 0].double().tolist()
             for j, value in zip(mine, values):

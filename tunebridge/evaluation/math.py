@@ -25,6 +25,7 @@ The rule (``RULE``), as a person grades:
 Seed 004's lenient rule (:func:`contains_answer`) is reported beside it, labelled: the gold answer's text
 appears in the prediction.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,14 +36,16 @@ from fractions import Fraction
 
 from ..errors import TunebridgeError
 
-RULE = ("by value: last \\boxed{} > answer marker > last '=' > last number; integer golds exact, decimal golds "
-        "within half a unit of their last place, fractions exact or correctly rounded to >= 2 significant digits, "
-        "percents as number or /100")
+RULE = (
+    "by value: last \\boxed{} > answer marker > last '=' > last number; integer golds exact, decimal golds "
+    "within half a unit of their last place, fractions exact or correctly rounded to >= 2 significant digits, "
+    "percents as number or /100"
+)
 CONTAINS_RULE = "gold text appears in the prediction (seed 004)"
 MAX_EXPONENT = 1000
 
 _SUPERSCRIPT = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
-_MINUS = dict.fromkeys(map(ord, "\u2212\u2012\u2013\uFE63\uFF0D"), "-")
+_MINUS = dict.fromkeys(map(ord, "\u2212\u2012\u2013\ufe63\uff0d"), "-")
 _MARKER = re.compile(r"最终答案|答案|答[:：]|所以|因此|final answer|answer\s*(?:is|:)|result\s*is|therefore|thus", re.I)
 _EQUALS = re.compile(r"=|等于")
 _CLAUSE_END = re.compile(r"[。！？!?;；\n]|\.(?!\d)")
@@ -51,24 +54,42 @@ _NUMBER = re.compile(
     r"(?:(?P<whole>\d+)\s+(?=\d+\s*/\s*\d))?"
     r"(?P<num>\d+(?:\.\d+)?|\.\d+)(?:[eE](?P<exp>[-+]?\d+))?"
     r"(?:\s*/\s*(?P<den>\d+(?:\.\d+)?))?"
-    r"(?P<pct>\s*(?:%|percent\b|per cent\b))?", re.I)
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+    r"(?P<pct>\s*(?:%|percent\b|per cent\b))?",
+    re.I,
+)
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
-_CN_BIG = {"万": 10 ** 4, "亿": 10 ** 8}
+_CN_BIG = {"万": 10**4, "亿": 10**8}
 _CN_NUMERAL = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG)
-_CN_NUMBER = re.compile(rf"(?P<neg>负)?(?:(?P<pct>百分之)|(?P<den>[{_CN_NUMERAL}]+)分之)?"
-                        rf"(?P<num>[{_CN_NUMERAL}]+(?:点[{''.join(_CN_DIGITS)}]+)?)")
+_CN_NUMBER = re.compile(
+    rf"(?P<neg>负)?(?:(?P<pct>百分之)|(?P<den>[{_CN_NUMERAL}]+)分之)?"
+    rf"(?P<num>[{_CN_NUMERAL}]+(?:点[{''.join(_CN_DIGITS)}]+)?)"
+)
 _GROUPED = re.compile(r"(?<![\d.])\d{1,3}([,\u00a0\u2009\u202f ])\d{3}(?:\1\d{3})*(?!\d)")
 
 
 @dataclass(frozen=True)
 class Number:
     """A number as written: its value, whether it carried a percent sign, and how precisely it was written."""
+
     value: Fraction
     percent: bool = False
-    kind: str = "integer"       # "integer", "decimal" or "fraction"
+    kind: str = "integer"  # "integer", "decimal" or "fraction"
     unit: Fraction = Fraction(0)  # one unit of the last written place (decimals only)
-    significant: int = 0        # significant digits written (decimals only)
+    significant: int = 0  # significant digits written (decimals only)
 
 
 # --- reading text ---------------------------------------------------------------------------------------
@@ -124,7 +145,7 @@ def _decimal_number(m: re.Match) -> Number | None:
 
 def _operator(text: str, m: re.Match) -> bool:
     """A spaced minus after a number or a closing bracket ("10 - 5") is an operator, not the number's sign."""
-    return (m.group("sign") or "") == "- " and re.search(r"[\d)\]}]\s*$", text[:m.start()]) is not None
+    return (m.group("sign") or "") == "- " and re.search(r"[\d)\]}]\s*$", text[: m.start()]) is not None
 
 
 def _arabic(text: str) -> list[Number]:
@@ -154,11 +175,15 @@ def _cn_number(text: str) -> Number:
     whole, _, fraction = text.partition("点")
     value = Fraction(_cn_integer(whole))
     for i, ch in enumerate(fraction, 1):
-        value += Fraction(_CN_DIGITS[ch], 10 ** i)
+        value += Fraction(_CN_DIGITS[ch], 10**i)
     if not fraction:
         return Number(value)
-    return Number(value, kind="decimal", unit=Fraction(1, 10 ** len(fraction)),
-                  significant=len(str(_cn_integer(whole)).lstrip("0") + fraction))
+    return Number(
+        value,
+        kind="decimal",
+        unit=Fraction(1, 10 ** len(fraction)),
+        significant=len(str(_cn_integer(whole)).lstrip("0") + fraction),
+    )
 
 
 def _chinese(text: str) -> list[Number]:
@@ -189,13 +214,13 @@ def _boxed(text: str) -> str | None:
     while i < len(text) and depth:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
-    return text[starts[-1]:i - 1 if depth == 0 else i]
+    return text[starts[-1] : i - 1 if depth == 0 else i]
 
 
 def _after_equals(text: str) -> Number | None:
     marks = list(_EQUALS.finditer(text))
     if marks:
-        found = _numbers(text[marks[-1].end():])
+        found = _numbers(text[marks[-1].end() :])
         if found:
             return found[0]
     return None
@@ -211,9 +236,9 @@ def read_answer(text: str) -> Number | None:
             return found
     markers = list(_MARKER.finditer(text))
     if markers:
-        clause = text[markers[-1].end():]
+        clause = text[markers[-1].end() :]
         end = _CLAUSE_END.search(clause)
-        clause = clause[:end.start()] if end else clause
+        clause = clause[: end.start()] if end else clause
         found = _after_equals(clause) or next(iter(_numbers(clause)), None)
         if found is not None:
             return found
@@ -229,8 +254,9 @@ def read_answer(text: str) -> Number | None:
 
 def _value(number: Number) -> Number:
     """A percent as the fraction it means (its unit too)."""
-    return replace(number, value=number.value / 100, unit=number.unit / 100, percent=False) if number.percent \
-        else number
+    return (
+        replace(number, value=number.value / 100, unit=number.unit / 100, percent=False) if number.percent else number
+    )
 
 
 def _close(p: Number, g: Number, rel_tol: float) -> bool:
@@ -280,10 +306,13 @@ def accuracy(predictions: list[str], golds: list[str], rel_tol: float = 0.0) -> 
             gold_numbers.append(gold_number(gold))
         except TunebridgeError as e:
             raise TunebridgeError(f"question {i + 1}: {e}") from None
-    numeric = sum(p is not None and equal(p, g, rel_tol)
-                  for p, g in zip(map(read_answer, predictions), gold_numbers))
+    numeric = sum(p is not None and equal(p, g, rel_tol) for p, g in zip(map(read_answer, predictions), gold_numbers))
     contains = sum(contains_answer(p, g) for p, g in zip(predictions, golds))
     n = len(golds)
-    return {"numeric_accuracy": numeric / n, "contains_accuracy": contains / n, "count": n,
-            "numeric_rule": RULE + (f"; or within rel. tol. {rel_tol}" if rel_tol else ""),
-            "contains_rule": CONTAINS_RULE}
+    return {
+        "numeric_accuracy": numeric / n,
+        "contains_accuracy": contains / n,
+        "count": n,
+        "numeric_rule": RULE + (f"; or within rel. tol. {rel_tol}" if rel_tol else ""),
+        "contains_rule": CONTAINS_RULE,
+    }

@@ -7,6 +7,7 @@ processes — all prompts, all decode steps — since starting one costs seconds
 file (fp32). Greedy decoding recomputes every live row at each step (:mod:`tunebridge.evaluation.greedy`);
 the last stage picks the argmax and broadcasts it so every rank walks the same loop.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from .token_scorer import TokenScorer
 @dataclass(frozen=True)
 class McoreCheckpoint:
     """What each rank needs to rebuild and load its part of the model."""
+
     root: str
     spec: ModelSpec
     tp: int
@@ -43,12 +45,19 @@ class McoreCheckpoint:
             a = mcore_fmt.McoreLayout(adapter)
             a_nll = getattr(mcore_fmt.load_rank_file(a.file(0, 0)).get("args"), "num_layer_list", None)
             if (a.tp, a.pp, a_nll) != (layout.tp, layout.pp, nll):
-                raise TunebridgeError(f"{adapter}: the adapter is tp {a.tp} x pp {a.pp} (num_layer_list {a_nll}), "
-                                      f"the model {root} tp {layout.tp} x pp {layout.pp} (num_layer_list {nll})")
-        return cls(str(root), mcore_fmt.spec_from_args(args, Path(root).name), layout.tp, layout.pp,
-                   mcore_fmt.saved_layer_list(args),
-                   int(getattr(args, "make_vocab_size_divisible_by", 1) or 1),
-                   str(adapter) if adapter is not None else None)
+                raise TunebridgeError(
+                    f"{adapter}: the adapter is tp {a.tp} x pp {a.pp} (num_layer_list {a_nll}), "
+                    f"the model {root} tp {layout.tp} x pp {layout.pp} (num_layer_list {nll})"
+                )
+        return cls(
+            str(root),
+            mcore_fmt.spec_from_args(args, Path(root).name),
+            layout.tp,
+            layout.pp,
+            mcore_fmt.saved_layer_list(args),
+            int(getattr(args, "make_vocab_size_divisible_by", 1) or 1),
+            str(adapter) if adapter is not None else None,
+        )
 
     @property
     def answering_rank(self) -> int:
@@ -77,6 +86,7 @@ def _load_rank_model(ckpt: McoreCheckpoint) -> torch.nn.Module:
     from ..megatron.forward import lora_in
     from ..megatron.lora import apply_lora
     from ..megatron.model import build_gpt
+
     pp_rank = parallel_state.get_pipeline_model_parallel_rank()
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     state, _ = _rank_state(ckpt.root, pp_rank, tp_rank)
@@ -86,8 +96,9 @@ def _load_rank_model(ckpt: McoreCheckpoint) -> torch.nn.Module:
         found = lora_in(lora)
         alpha = getattr(args, "lora_alpha", None)
         if found is None or alpha is None:
-            raise TunebridgeError(f"{ckpt.adapter}: not a LoRA mcore adapter (no lora_A tensors or no lora_alpha "
-                                  f"in its args)")
+            raise TunebridgeError(
+                f"{ckpt.adapter}: not a LoRA mcore adapter (no lora_A tensors or no lora_alpha in its args)"
+            )
         modules, rank = found
         apply_lora(model, modules, rank, float(alpha))
         state = {**_under_base_layer(state, set(model.state_dict())), **lora}
@@ -97,13 +108,20 @@ def _load_rank_model(ckpt: McoreCheckpoint) -> torch.nn.Module:
 
 def _stage_logits(model: torch.nn.Module, spec: ModelSpec, rows: list[list[int]], pad_id: int):
     from ..megatron.forward import stage_forward
+
     ids, last = right_padded(rows, pad_id)
     return stage_forward(model, torch.tensor(ids), spec), last
 
 
 @torch.no_grad()
-def generate_rank(ckpt: McoreCheckpoint, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None,
-                  pad_id: int, batch_size: int) -> list[list[int]] | None:
+def generate_rank(
+    ckpt: McoreCheckpoint,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    eos_id: int | list[int] | None,
+    pad_id: int,
+    batch_size: int,
+) -> list[list[int]] | None:
     """Per-rank greedy decoding; the answering rank returns the new ids."""
     model = _load_rank_model(ckpt)
 
@@ -120,13 +138,14 @@ def generate_rank(ckpt: McoreCheckpoint, prompts: list[list[int]], max_new_token
 
 
 @torch.no_grad()
-def logprobs_rank(ckpt: McoreCheckpoint, rows: list[list[int]], picks: list[tuple[int, int, int]], pad_id: int,
-                  batch_size: int) -> list[float] | None:
+def logprobs_rank(
+    ckpt: McoreCheckpoint, rows: list[list[int]], picks: list[tuple[int, int, int]], pad_id: int, batch_size: int
+) -> list[float] | None:
     """Per-rank log-probabilities of each (row, position, target); the answering rank returns them."""
     model = _load_rank_model(ckpt)
     out = [0.0] * len(picks)
     for start in range(0, len(rows), batch_size):
-        logits, _ = _stage_logits(model, ckpt.spec, rows[start:start + batch_size], pad_id)
+        logits, _ = _stage_logits(model, ckpt.spec, rows[start : start + batch_size], pad_id)
         if logits is None:
             continue
         mine = [j for j, (r, _, _) in enumerate(picks) if start <= r < start + batch_size]
@@ -140,19 +159,31 @@ def logprobs_rank(ckpt: McoreCheckpoint, rows: list[list[int]], picks: list[tupl
 class McoreScorer(TokenScorer):
     name = "mcore"
 
-    def __init__(self, mcore_dir: str | Path, tokenizer=None, adapter: str | Path | None = None,
-                 batch_size: int = 8, timeout_s: float = 1800.0):
+    def __init__(
+        self,
+        mcore_dir: str | Path,
+        tokenizer=None,
+        adapter: str | Path | None = None,
+        batch_size: int = 8,
+        timeout_s: float = 1800.0,
+    ):
         from .tokens import load_eval_tokenizer
+
         self.checkpoint = McoreCheckpoint.open(mcore_dir, adapter)
         self.timeout_s = timeout_s
-        super().__init__(tokenizer or load_eval_tokenizer(None), self.checkpoint.spec.max_position_embeddings, batch_size)
+        super().__init__(
+            tokenizer or load_eval_tokenizer(None), self.checkpoint.spec.max_position_embeddings, batch_size
+        )
 
     def _run(self, fn, *args):
         from ..megatron import launch
+
         ckpt = self.checkpoint
         return launch.run(fn, ckpt.tp, ckpt.pp, args=(ckpt, *args), timeout_s=self.timeout_s)[ckpt.answering_rank]
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
+    def _generate_ids(
+        self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None
+    ) -> list[list[int]]:
         return self._run(generate_rank, prompts, max_new_tokens, eos_id, self.pad_id, self.batch_size)
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:

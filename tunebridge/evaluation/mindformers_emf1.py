@@ -6,6 +6,7 @@ segments are single CJK characters and jieba's words for everything else (spaces
 longest common *contiguous* run of segments; EM compares the strings with that punctuation removed.
 Each figure is x100 and averaged over questions; results name the protocol.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 def _jieba_words(text: str) -> list[str]:
     import jieba
+
     jieba.setLogLevel(logging.WARNING)
     return list(jieba.cut(text))
 
@@ -82,5 +84,9 @@ def score(predictions: list[str], golds: list[str]) -> dict:
     if not predictions:
         raise TunebridgeError("no predictions to score")
     n = len(predictions)
-    return {"F1": 100.0 * sum(f1(p, g) for p, g in zip(predictions, golds)) / n,
-            "Em": 100.0 * sum(exact(p, g) for p, g in zip(predictions, golds)) / n, "count": n, "protocol": PROTOCOL}
+    return {
+        "F1": 100.0 * sum(f1(p, g) for p, g in zip(predictions, golds)) / n,
+        "Em": 100.0 * sum(exact(p, g) for p, g in zip(predictions, golds)) / n,
+        "count": n,
+        "protocol": PROTOCOL,
+    }

@@ -5,6 +5,7 @@ HF ``config.json`` beside it, which gives the architecture; a bare ``.ckpt`` nee
 tokenized and decoded here; token ids go over the bridge as JSON and each call is ONE MindSpore process
 (:mod:`tunebridge.ms.generate`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,15 +28,23 @@ def find_ckpt(path: str | Path) -> Path:
 class MindFormersScorer(TokenScorer):
     name = "mindformers"
 
-    def __init__(self, ckpt_dir_or_file: str | Path, tokenizer=None, spec: ModelSpec | None = None,
-                 batch_size: int = 8, timeout_s: float | None = None):
+    def __init__(
+        self,
+        ckpt_dir_or_file: str | Path,
+        tokenizer=None,
+        spec: ModelSpec | None = None,
+        batch_size: int = 8,
+        timeout_s: float | None = None,
+    ):
         from .tokens import load_eval_tokenizer
+
         self.ckpt = find_ckpt(ckpt_dir_or_file).resolve()
         if spec is None:
             config = self.ckpt.parent / "config.json"
             if not config.exists():
-                raise TunebridgeError(f"{self.ckpt}: a MindFormers .ckpt carries no model config and there is no "
-                                      f"config.json beside it")
+                raise TunebridgeError(
+                    f"{self.ckpt}: a MindFormers .ckpt carries no model config and there is no config.json beside it"
+                )
             try:
                 spec = ModelSpec.from_hf_config(config)
             except ValueError as e:
@@ -46,10 +55,21 @@ class MindFormersScorer(TokenScorer):
 
     def _call(self, function: str, **kwargs):
         from ..bridge import call_mindspore
-        return call_mindspore("ms.generate", function, timeout=self.timeout_s, spec=self.spec.to_dict(),
-                              ckpt_path=str(self.ckpt), pad_id=self.pad_id, batch_size=self.batch_size, **kwargs)
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
+        return call_mindspore(
+            "ms.generate",
+            function,
+            timeout=self.timeout_s,
+            spec=self.spec.to_dict(),
+            ckpt_path=str(self.ckpt),
+            pad_id=self.pad_id,
+            batch_size=self.batch_size,
+            **kwargs,
+        )
+
+    def _generate_ids(
+        self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None
+    ) -> list[list[int]]:
         return self._call("generate", prompts=prompts, max_new_tokens=max_new_tokens, eos_id=eos_id)
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:

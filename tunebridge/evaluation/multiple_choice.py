@@ -35,6 +35,7 @@ Protocols:
 Averages: per subject; per category both pooled over its questions ("micro") and the mean of its subjects
 ("macro"); overall micro (pooled over all questions: MindSpeed-LLM's "total") and macro (mean over subjects).
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,6 +67,7 @@ class Question:
 @dataclass(frozen=True)
 class Item:
     """One question as a model sees it."""
+
     question: Question
     prompt: str
     letter_prefix: str  # what precedes the letter in a log-likelihood continuation
@@ -85,7 +87,7 @@ def _decoded(path: Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         raise TunebridgeError(f"{path}:{line}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
@@ -125,8 +127,11 @@ def _read_with_header(path: Path, subject: str, id_column: str | None) -> list[Q
         if len(fields) != len(header):
             raise TunebridgeError(f"{path}:{line}: {len(fields)} fields, the header has {len(header)}")
         by_name = {k: fields[at[k.lower()]] for k in ("question", *LETTERS, "answer")}
-        qid = fields[at[id_column]].strip() if id_column and id_column in at else \
-            (fields[0].strip() if not names[0] else str(n - 1))
+        qid = (
+            fields[at[id_column]].strip()
+            if id_column and id_column in at
+            else (fields[0].strip() if not names[0] else str(n - 1))
+        )
         out.append(_question(path, line, subject, qid, by_name))
     return out
 
@@ -135,8 +140,9 @@ def _read_headerless(path: Path, subject: str) -> list[Question]:
     out = []
     for n, (line, fields) in enumerate(_csv_rows(path)):
         if len(fields) != 6:
-            raise TunebridgeError(f"{path}:{line}: {len(fields)} fields, expected 6 (question,A,B,C,D,answer; "
-                                  f"MMLU files have no header)")
+            raise TunebridgeError(
+                f"{path}:{line}: {len(fields)} fields, expected 6 (question,A,B,C,D,answer; MMLU files have no header)"
+            )
         out.append(_question(path, line, subject, str(n), dict(zip(("question", *LETTERS, "answer"), fields))))
     return out
 
@@ -192,13 +198,13 @@ def _cmmlu_tail(q: Question) -> str:
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    splits: tuple[str, ...]                     # scored split directories, in order of preference
-    eval_suffix: Callable[[str], str]           # split -> file name suffix after the subject
+    splits: tuple[str, ...]  # scored split directories, in order of preference
+    eval_suffix: Callable[[str], str]  # split -> file name suffix after the subject
     dev_suffix: str
     read: Callable[[Path, str], list[Question]]
-    header: Callable[[str], str]                # subject -> the prompt's first line(s)
-    shot: Callable[[Question], str]             # one solved example
-    tail: Callable[[Question], str]             # the question asked
+    header: Callable[[str], str]  # subject -> the prompt's first line(s)
+    shot: Callable[[Question], str]  # one solved example
+    tail: Callable[[Question], str]  # the question asked
     letter_prefix: str
     categories: dict[str, str]
     category_names: tuple[str, ...]
@@ -208,49 +214,59 @@ class Benchmark:
 
     def subject_of(self, file: Path, split: str) -> str | None:
         suffix = self.eval_suffix(split) + ".csv"
-        return file.name[:-len(suffix)] if file.name.endswith(suffix) and len(file.name) > len(suffix) else None
+        return file.name[: -len(suffix)] if file.name.endswith(suffix) and len(file.name) > len(suffix) else None
 
 
 # C-Eval's subject_mapping.json: 52 subjects in four categories.
-CEVAL_CATEGORIES = {s: c for c, subjects in {
-    "STEM": "computer_network operating_system computer_architecture college_programming college_physics "
-            "college_chemistry advanced_mathematics probability_and_statistics discrete_mathematics "
-            "electrical_engineer metrology_engineer high_school_mathematics high_school_physics "
-            "high_school_chemistry high_school_biology middle_school_mathematics middle_school_biology "
-            "middle_school_physics middle_school_chemistry veterinary_medicine",
-    "Social Science": "college_economics business_administration marxism mao_zedong_thought education_science "
-                      "teacher_qualification high_school_politics high_school_geography middle_school_politics "
-                      "middle_school_geography",
-    "Humanities": "modern_chinese_history ideological_and_moral_cultivation logic law "
-                  "chinese_language_and_literature art_studies professional_tour_guide legal_professional "
-                  "high_school_chinese high_school_history middle_school_history",
-    "Other": "civil_servant sports_science plant_protection basic_medicine clinical_medicine "
-             "urban_and_rural_planner accountant fire_engineer environmental_impact_assessment_engineer "
-             "tax_accountant physician",
-}.items() for s in subjects.split()}
+CEVAL_CATEGORIES = {
+    s: c
+    for c, subjects in {
+        "STEM": "computer_network operating_system computer_architecture college_programming college_physics "
+        "college_chemistry advanced_mathematics probability_and_statistics discrete_mathematics "
+        "electrical_engineer metrology_engineer high_school_mathematics high_school_physics "
+        "high_school_chemistry high_school_biology middle_school_mathematics middle_school_biology "
+        "middle_school_physics middle_school_chemistry veterinary_medicine",
+        "Social Science": "college_economics business_administration marxism mao_zedong_thought education_science "
+        "teacher_qualification high_school_politics high_school_geography middle_school_politics "
+        "middle_school_geography",
+        "Humanities": "modern_chinese_history ideological_and_moral_cultivation logic law "
+        "chinese_language_and_literature art_studies professional_tour_guide legal_professional "
+        "high_school_chinese high_school_history middle_school_history",
+        "Other": "civil_servant sports_science plant_protection basic_medicine clinical_medicine "
+        "urban_and_rural_planner accountant fire_engineer environmental_impact_assessment_engineer "
+        "tax_accountant physician",
+    }.items()
+    for s in subjects.split()
+}
 
 # MMLU's categories (Hendrycks et al., categories.py): 57 subjects in four categories.
-MMLU_CATEGORIES = {s: c for c, subjects in {
-    "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "
-            "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
-            "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
-            "high_school_mathematics high_school_physics high_school_statistics machine_learning",
-    "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
-                  "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
-                  "prehistory professional_law world_religions",
-    "social sciences": "econometrics high_school_geography high_school_government_and_politics "
-                       "high_school_macroeconomics high_school_microeconomics high_school_psychology "
-                       "human_sexuality professional_psychology public_relations security_studies sociology "
-                       "us_foreign_policy",
-    "other (business, health, misc.)": "anatomy business_ethics clinical_knowledge college_medicine global_facts "
-                                       "human_aging management marketing medical_genetics miscellaneous nutrition "
-                                       "professional_accounting professional_medicine virology",
-}.items() for s in subjects.split()}
+MMLU_CATEGORIES = {
+    s: c
+    for c, subjects in {
+        "STEM": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "
+        "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+        "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+        "high_school_mathematics high_school_physics high_school_statistics machine_learning",
+        "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
+        "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
+        "prehistory professional_law world_religions",
+        "social sciences": "econometrics high_school_geography high_school_government_and_politics "
+        "high_school_macroeconomics high_school_microeconomics high_school_psychology "
+        "human_sexuality professional_psychology public_relations security_studies sociology "
+        "us_foreign_policy",
+        "other (business, health, misc.)": "anatomy business_ethics clinical_knowledge college_medicine global_facts "
+        "human_aging management marketing medical_genetics miscellaneous nutrition "
+        "professional_accounting professional_medicine virology",
+    }.items()
+    for s in subjects.split()
+}
 
 # CMMLU's 67 subjects: the Chinese name its prompts use (MindSpeed-LLM's cmmlu_subject_mapping.json, CMMLU's
 # name_en2zh) and the category of the subject's first sub-category (CMMLU's categories.py; its fifth group,
 # "China specific", overlaps the others and is not reported).
-CMMLU_SUBJECTS_ZH = dict(pair.split(":") for pair in """
+CMMLU_SUBJECTS_ZH = dict(
+    pair.split(":")
+    for pair in """
 agronomy:农学 anatomy:解剖学 ancient_chinese:古汉语 arts:艺术学 astronomy:天文学 business_ethics:商业伦理
 chinese_civil_service_exam:中国公务员考试 chinese_driving_rule:中国驾驶规则 chinese_food_culture:中国饮食文化
 chinese_foreign_policy:中国外交政策 chinese_history:中国历史 chinese_literature:中国文学
@@ -268,36 +284,70 @@ legal_and_moral_basis:法律与道德基础 logical:逻辑学 machine_learning:�
 marxist_theory:马克思主义理论 modern_chinese:现代汉语 nutrition:营养学 philosophy:哲学 professional_accounting:专业会计
 professional_law:专业法学 professional_medicine:专业医学 professional_psychology:专业心理学 public_relations:公共关系
 security_study:安全研究 sociology:社会学 sports_science:体育学 traditional_chinese_medicine:中医中药 virology:病毒学
-world_history:世界历史 world_religions:世界宗教""".split())
-CMMLU_CATEGORIES = {s: c for c, subjects in {
-    "STEM": "anatomy astronomy college_actuarial_science college_engineering_hydrology college_mathematics "
-            "college_medical_statistics computer_science conceptual_physics electrical_engineering "
-            "elementary_mathematics genetics high_school_biology high_school_chemistry high_school_mathematics "
-            "high_school_physics machine_learning virology",
-    "Humanities": "arts chinese_history chinese_literature college_law global_facts international_law jurisprudence "
-                  "logical marxist_theory philosophy professional_law world_history world_religions",
-    "Social Science": "ancient_chinese business_ethics chinese_civil_service_exam chinese_food_culture "
-                      "chinese_foreign_policy chinese_teacher_qualification college_education economics education "
-                      "elementary_chinese ethnology high_school_geography high_school_politics journalism "
-                      "management marketing modern_chinese professional_accounting professional_psychology "
-                      "public_relations security_study sociology",
-    "Other": "agronomy chinese_driving_rule clinical_knowledge college_medicine computer_security "
-             "construction_project_management elementary_commonsense elementary_information_and_technology "
-             "food_science human_sexuality legal_and_moral_basis nutrition professional_medicine sports_science "
-             "traditional_chinese_medicine",
-}.items() for s in subjects.split()}
+world_history:世界历史 world_religions:世界宗教""".split()
+)
+CMMLU_CATEGORIES = {
+    s: c
+    for c, subjects in {
+        "STEM": "anatomy astronomy college_actuarial_science college_engineering_hydrology college_mathematics "
+        "college_medical_statistics computer_science conceptual_physics electrical_engineering "
+        "elementary_mathematics genetics high_school_biology high_school_chemistry high_school_mathematics "
+        "high_school_physics machine_learning virology",
+        "Humanities": "arts chinese_history chinese_literature college_law global_facts international_law jurisprudence "
+        "logical marxist_theory philosophy professional_law world_history world_religions",
+        "Social Science": "ancient_chinese business_ethics chinese_civil_service_exam chinese_food_culture "
+        "chinese_foreign_policy chinese_teacher_qualification college_education economics education "
+        "elementary_chinese ethnology high_school_geography high_school_politics journalism "
+        "management marketing modern_chinese professional_accounting professional_psychology "
+        "public_relations security_study sociology",
+        "Other": "agronomy chinese_driving_rule clinical_knowledge college_medicine computer_security "
+        "construction_project_management elementary_commonsense elementary_information_and_technology "
+        "food_science human_sexuality legal_and_moral_basis nutrition professional_medicine sports_science "
+        "traditional_chinese_medicine",
+    }.items()
+    for s in subjects.split()
+}
 
 BENCHMARKS = {
-    "ceval": Benchmark("ceval", ("val",), lambda split: f"_{split}", "_dev",
-                       lambda p, s: _read_with_header(p, s, "id"), _ceval_header, _ceval_shot, _ceval_tail, "",
-                       CEVAL_CATEGORIES,
-                       ("STEM", "Social Science", "Humanities", "Other")),
-    "mmlu": Benchmark("mmlu", ("test", "val"), lambda split: f"_{split}", "_dev", _read_headerless, _mmlu_header,
-                      _mmlu_shot, _mmlu_tail, " ", MMLU_CATEGORIES,
-                      ("STEM", "humanities", "social sciences", "other (business, health, misc.)")),
-    "cmmlu": Benchmark("cmmlu", ("test",), lambda split: "", "", lambda p, s: _read_with_header(p, s, None),
-                       _cmmlu_header, _cmmlu_shot, _cmmlu_tail, "", CMMLU_CATEGORIES,
-                       ("STEM", "Humanities", "Social Science", "Other")),
+    "ceval": Benchmark(
+        "ceval",
+        ("val",),
+        lambda split: f"_{split}",
+        "_dev",
+        lambda p, s: _read_with_header(p, s, "id"),
+        _ceval_header,
+        _ceval_shot,
+        _ceval_tail,
+        "",
+        CEVAL_CATEGORIES,
+        ("STEM", "Social Science", "Humanities", "Other"),
+    ),
+    "mmlu": Benchmark(
+        "mmlu",
+        ("test", "val"),
+        lambda split: f"_{split}",
+        "_dev",
+        _read_headerless,
+        _mmlu_header,
+        _mmlu_shot,
+        _mmlu_tail,
+        " ",
+        MMLU_CATEGORIES,
+        ("STEM", "humanities", "social sciences", "other (business, health, misc.)"),
+    ),
+    "cmmlu": Benchmark(
+        "cmmlu",
+        ("test",),
+        lambda split: "",
+        "",
+        lambda p, s: _read_with_header(p, s, None),
+        _cmmlu_header,
+        _cmmlu_shot,
+        _cmmlu_tail,
+        "",
+        CMMLU_CATEGORIES,
+        ("STEM", "Humanities", "Social Science", "Other"),
+    ),
 }
 
 
@@ -314,15 +364,23 @@ def _split_dir(bench: Benchmark, path: Path) -> tuple[Path, str]:
     for split in bench.splits:
         if (path / split).is_dir():
             return path / split, split
-    raise TunebridgeError(f"{path}: not a {bench.name} directory (expected it, or a child of it, to be one of: "
-                          f"{', '.join(bench.splits)}, next to dev/)")
+    raise TunebridgeError(
+        f"{path}: not a {bench.name} directory (expected it, or a child of it, to be one of: "
+        f"{', '.join(bench.splits)}, next to dev/)"
+    )
 
 
 Reader = Callable[["Benchmark", Path, str], list[Question]]
 
 
-def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = None, read: Reader | None = None,
-               shipped: dict[str, str] | None = None) -> list[Item]:
+def load_items(
+    task: str,
+    path: str | Path,
+    shots: int = 5,
+    limit: int | None = None,
+    read: Reader | None = None,
+    shipped: dict[str, str] | None = None,
+) -> list[Item]:
     """Every question of every subject under ``path`` with its prompt; ``limit`` keeps the first N per subject.
 
     ``read`` reads a file (default: the benchmark's own strict reader); ``shipped`` (subject -> text) gives each
@@ -340,16 +398,20 @@ def load_items(task: str, path: str | Path, shots: int = 5, limit: int | None = 
             raise TunebridgeError(f"{file}: no questions")
         if shipped is not None:
             if subject not in shipped:
-                raise TunebridgeError(f"{file}: the few-shot file has no text for subject {subject!r} "
-                                      f"(MindSpeed-LLM would skip the subject)")
+                raise TunebridgeError(
+                    f"{file}: the few-shot file has no text for subject {subject!r} "
+                    f"(MindSpeed-LLM would skip the subject)"
+                )
             head = shipped[subject]
         else:
             support: list[Question] = []
             if shots:
                 dev = split_dir.parent / "dev" / f"{subject}{bench.dev_suffix}.csv"
                 if not dev.exists():
-                    raise TunebridgeError(f"{dev}: no such dev file (needed for {shots}-shot prompts of {subject}; "
-                                          f"pass --shots 0 to go without)")
+                    raise TunebridgeError(
+                        f"{dev}: no such dev file (needed for {shots}-shot prompts of {subject}; "
+                        f"pass --shots 0 to go without)"
+                    )
                 support = read(bench, dev, subject)[:shots]
             head = bench.shots_text(subject, support)
         for q in questions[:limit]:
@@ -385,8 +447,10 @@ def averages(task: str, questions: Sequence[Question], predictions: Sequence[str
     bench = benchmark(task)
     subjects: dict[str, dict] = {}
     for q, p in zip(questions, predictions):
-        s = subjects.setdefault(q.subject, {"category": bench.categories.get(q.subject, UNCATEGORIZED),
-                                            "correct": 0, "total": 0, "no_answer": 0})
+        s = subjects.setdefault(
+            q.subject,
+            {"category": bench.categories.get(q.subject, UNCATEGORIZED), "correct": 0, "total": 0, "no_answer": 0},
+        )
         s["total"] += 1
         s["correct"] += int(p == q.answer)
         s["no_answer"] += int(p is None)
@@ -405,13 +469,16 @@ def averages(task: str, questions: Sequence[Question], predictions: Sequence[str
     order = {name: i for i, name in enumerate((*bench.category_names, UNCATEGORIZED))}
     return {
         "count": len(questions),
-        "correct": correct, "no_answer": sum(s["no_answer"] for s in subjects.values()),
+        "correct": correct,
+        "no_answer": sum(s["no_answer"] for s in subjects.values()),
         "micro_average": _accuracy(correct, len(questions)),
         "macro_average": sum(s["accuracy"] for s in subjects.values()) / len(subjects),
-        "averages_rule": {"micro_average": "correct / questions, pooled over all subjects (MindSpeed-LLM's total)",
-                          "macro_average": "mean of the subjects' accuracies",
-                          "accuracy_micro": "category: pooled over its questions",
-                          "accuracy_macro": "category: mean of its subjects' accuracies"},
+        "averages_rule": {
+            "micro_average": "correct / questions, pooled over all subjects (MindSpeed-LLM's total)",
+            "macro_average": "mean of the subjects' accuracies",
+            "accuracy_micro": "category: pooled over its questions",
+            "accuracy_macro": "category: mean of its subjects' accuracies",
+        },
         "categories": dict(sorted(categories.items(), key=lambda kv: order.get(kv[0], len(order)))),
         "subjects": dict(sorted(subjects.items())),
     }
@@ -420,4 +487,3 @@ def averages(task: str, questions: Sequence[Question], predictions: Sequence[str
 def option_pairs(item: Item) -> list[tuple[str, str]]:
     """The four (context, continuation) pairs of the loglik protocol."""
     return [(item.prompt, item.letter_prefix + letter) for letter in LETTERS]
-

@@ -15,6 +15,7 @@ number (its shortest decimal form).
 An object ``.npy`` is a pickle; it is read with an unpickler that allows only numpy's array
 reconstruction, so a crafted file cannot run code.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,12 @@ import numpy as np
 
 from ..errors import TunebridgeError
 
-_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"), ("numpy", "dtype")}
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -41,8 +46,9 @@ def _npy_strings(path: Path) -> list[str]:
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             _, _, dtype = read_header(f)
         except ValueError as e:
             raise TunebridgeError(f"{path}: not a .npy file ({e})") from None
@@ -80,6 +86,7 @@ def _jsonl(path: Path) -> list[tuple[int, object]]:
 @dataclass(frozen=True)
 class Records:
     """Values read from a file, each with where it came from, and their ids (None: the file has none)."""
+
     values: list
     where: list[str]
     ids: list[str] | None
@@ -109,8 +116,9 @@ def _official_predictions(path: Path) -> Records:
     except json.JSONDecodeError as e:
         raise TunebridgeError(f"{path}:{e.lineno}:{e.colno}: malformed JSON: {e.msg}") from None
     if not isinstance(data, dict):
-        raise TunebridgeError(f"{path}: expected the official predictions object {{id: text}}, "
-                              f"found a JSON {type(data).__name__}")
+        raise TunebridgeError(
+            f"{path}: expected the official predictions object {{id: text}}, found a JSON {type(data).__name__}"
+        )
     bad = next((k for k, v in data.items() if not isinstance(v, str)), None)
     if bad is not None:
         raise TunebridgeError(f"{path}: the prediction for id {bad!r} is {json.dumps(data[bad])}, not a string")
@@ -130,8 +138,9 @@ def read_predictions(path: str | Path) -> Records:
     rows = [(f"{path}:{n}", row) for n, row in _jsonl(path)]
     values = []
     for where, row in rows:
-        value = row if isinstance(row, str) else (row.get("prediction", row.get("text")) if isinstance(row, dict)
-                                                  else None)
+        value = (
+            row if isinstance(row, str) else (row.get("prediction", row.get("text")) if isinstance(row, dict) else None)
+        )
         if not isinstance(value, str):
             raise TunebridgeError(f"{where}: no 'prediction' text")
         values.append(value)
@@ -143,8 +152,10 @@ def gold_answers(value: object, where: str) -> list[str]:
     if isinstance(value, dict) and "text" in value:  # HF datasets: {"text": [...], "answer_start": [...]}
         value = value["text"]
     if isinstance(value, str):
-        raise TunebridgeError(f"{where}: 'answers' is the string {value!r}; expected a list of answer strings "
-                              f"(e.g. [{json.dumps(value, ensure_ascii=False)}])")
+        raise TunebridgeError(
+            f"{where}: 'answers' is the string {value!r}; expected a list of answer strings "
+            f"(e.g. [{json.dumps(value, ensure_ascii=False)}])"
+        )
     if not isinstance(value, list) or not value:
         raise TunebridgeError(f"{where}: 'answers' must be a non-empty list of strings, got {json.dumps(value)}")
     out = []
@@ -195,8 +206,10 @@ def paired(predictions: Records, references: Records, pred_path: str | Path, ref
     """The prediction for each reference, in the references' order (by id when both sides have ids)."""
     if predictions.ids is None:
         if len(predictions.values) != len(references.values):
-            raise TunebridgeError(f"{pred_path} has {len(predictions.values)} predictions, {ref_path} has "
-                                  f"{len(references.values)} references")
+            raise TunebridgeError(
+                f"{pred_path} has {len(predictions.values)} predictions, {ref_path} has "
+                f"{len(references.values)} references"
+            )
         return list(predictions.values)
     if references.ids is None:
         raise TunebridgeError(f"{pred_path} pairs predictions by id, but {ref_path} has no ids to pair them with")

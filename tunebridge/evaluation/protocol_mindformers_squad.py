@@ -15,11 +15,14 @@ What MindFormers does with the seeds' ``squad8192.mindrecord`` (its ``squad_data
 prompt into the MindRecord and the JSONL, and an eval YAML that sets ``max_new_tokens`` to the same value
 generates what ``eval run --protocol mindformers`` generates.
 """
+
 from __future__ import annotations
 
 PROTOCOL = "mindformers"
-PROMPT = ("Read the passage and answer the question below.\n\n### Instruction:\n{context}\n\n### Input:\n{question}"
-          "\n\n### Response:")
+PROMPT = (
+    "Read the passage and answer the question below.\n\n### Instruction:\n{context}\n\n### Input:\n{question}"
+    "\n\n### Response:"
+)
 MAX_NEW_TOKENS = 64
 
 

@@ -27,6 +27,7 @@ What its ``evaluation.py`` does on its default path (no ``--prompt-type``, no ``
 
 The defaults below are what the rendered evaluate script passes (one fact for both sides).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,31 +39,65 @@ from ..errors import TunebridgeError
 from .multiple_choice import LETTERS, Benchmark, Item, Question, load_items as _load_items, options_of
 
 PROTOCOL = "mindspeed-llm"
-CHAT_TEMPLATE = False      # rendered as --no-chat-template, as MindSpeed-LLM's own evaluate examples do
+CHAT_TEMPLATE = False  # rendered as --no-chat-template, as MindSpeed-LLM's own evaluate examples do
 MAX_NEW_TOKENS = 1
-BATCH_SIZE = 1             # --evaluation-batch-size: 1 keeps its CMMLU count right
+BATCH_SIZE = 1  # --evaluation-batch-size: 1 keeps its CMMLU count right
 SHOTS = 5
-FEWSHOT_FILES = {"ceval": "ceval_5shot_template.json", "mmlu": "mmlu_5shot_template.json",
-                 "cmmlu": "cmmlu_5shot_template.json"}
+FEWSHOT_FILES = {
+    "ceval": "ceval_5shot_template.json",
+    "mmlu": "mmlu_5shot_template.json",
+    "cmmlu": "cmmlu_5shot_template.json",
+}
 FEWSHOT_DIR_IN_CHECKOUT = "mindspeed_llm/tasks/evaluation/eval_impl/fewshot_template"
 _NAMES = ["question", "A", "B", "C", "D", "answer"]
 
 # CMMLU's answer patterns in MindSpeed-LLM's order (its configs/evaluate/cmmlu_answer_finding_patterns.json,
 # OpenCompass's first_option_postprocess), then its two fall-backs.
 CMMLU_PATTERNS = (
-    r"答案是?\s*([ABCD])", r"答案是?\s*：\s*([ABCD])", r"答案是?\s*:\s*([ABCD])", r"答案应该?是\s*([ABCD])",
-    r"答案应该?选\s*([ABCD])", r"答案为\s*([ABCD])", r"答案选\s*([ABCD])", r"选择?\s*([ABCD])", r"故选?\s*([ABCD])",
-    r"只有选?项?\s?([ABCD])\s?是?对", r"只有选?项?\s?([ABCD])\s?是?错", r"只有选?项?\s?([ABCD])\s?不?正确",
-    r"只有选?项?\s?([ABCD])\s?错误", r"说法不?对选?项?的?是\s?([ABCD])", r"说法不?正确选?项?的?是\s?([ABCD])",
-    r"说法错误选?项?的?是\s?([ABCD])", r"([ABCD])\s?是正确的", r"([ABCD])\s?是正确答案", r"选项\s?([ABCD])\s?正确",
-    r"所以答\s?([ABCD])", r"所以\s?([ABCD][.。$]?$)", r"所有\s?([ABCD][.。$]?$)", r"[\s，：:,]([ABCD])[。，,\.]?$",
-    r"[\s，,：:][故即]([ABCD])[。\.]?$", r"[\s，,：:]因此([ABCD])[。\.]?$", r"[是为。]\s?([ABCD])[。\.]?$",
-    r"因此\s?([ABCD])[。\.]?$", r"显然\s?([ABCD])[。\.]?$", r"答案是\s?(\S+)(?:。|$)", r"答案应该是\s?(\S+)(?:。|$)",
-    r"答案为\s?(\S+)(?:。|$)", r"[Tt]he answer is:?\s+\(?([ABCD])\)?", r"[Tt]he answer is option:?\s+\(?([ABCD])\)?",
-    r"[Tt]he correct answer is:?\s+\(?([ABCD])\)?", r"[Tt]he correct answer is option:?\s+\(?([ABCD])\)?",
-    r"[Tt]he answer to the question is:?\s+\(?([ABCD])\)?", r"^选项\s?([ABCD])", r"^([ABCD])\s?选?项",
-    r"(\s|^)[ABCD][\s。，,：:\.$]", r"(\s|^)[ABCD](\s|$)", r"1.\s?(.*?)$", r"1.\s?([ABCD])[.。$]?$",
-    r"([ABCD]):", r"[ABCD]",
+    r"答案是?\s*([ABCD])",
+    r"答案是?\s*：\s*([ABCD])",
+    r"答案是?\s*:\s*([ABCD])",
+    r"答案应该?是\s*([ABCD])",
+    r"答案应该?选\s*([ABCD])",
+    r"答案为\s*([ABCD])",
+    r"答案选\s*([ABCD])",
+    r"选择?\s*([ABCD])",
+    r"故选?\s*([ABCD])",
+    r"只有选?项?\s?([ABCD])\s?是?对",
+    r"只有选?项?\s?([ABCD])\s?是?错",
+    r"只有选?项?\s?([ABCD])\s?不?正确",
+    r"只有选?项?\s?([ABCD])\s?错误",
+    r"说法不?对选?项?的?是\s?([ABCD])",
+    r"说法不?正确选?项?的?是\s?([ABCD])",
+    r"说法错误选?项?的?是\s?([ABCD])",
+    r"([ABCD])\s?是正确的",
+    r"([ABCD])\s?是正确答案",
+    r"选项\s?([ABCD])\s?正确",
+    r"所以答\s?([ABCD])",
+    r"所以\s?([ABCD][.。$]?$)",
+    r"所有\s?([ABCD][.。$]?$)",
+    r"[\s，：:,]([ABCD])[。，,\.]?$",
+    r"[\s，,：:][故即]([ABCD])[。\.]?$",
+    r"[\s，,：:]因此([ABCD])[。\.]?$",
+    r"[是为。]\s?([ABCD])[。\.]?$",
+    r"因此\s?([ABCD])[。\.]?$",
+    r"显然\s?([ABCD])[。\.]?$",
+    r"答案是\s?(\S+)(?:。|$)",
+    r"答案应该是\s?(\S+)(?:。|$)",
+    r"答案为\s?(\S+)(?:。|$)",
+    r"[Tt]he answer is:?\s+\(?([ABCD])\)?",
+    r"[Tt]he answer is option:?\s+\(?([ABCD])\)?",
+    r"[Tt]he correct answer is:?\s+\(?([ABCD])\)?",
+    r"[Tt]he correct answer is option:?\s+\(?([ABCD])\)?",
+    r"[Tt]he answer to the question is:?\s+\(?([ABCD])\)?",
+    r"^选项\s?([ABCD])",
+    r"^([ABCD])\s?选?项",
+    r"(\s|^)[ABCD][\s。，,：:\.$]",
+    r"(\s|^)[ABCD](\s|$)",
+    r"1.\s?(.*?)$",
+    r"1.\s?([ABCD])[.。$]?$",
+    r"([ABCD]):",
+    r"[ABCD]",
 )
 _CMMLU_REGEXES = tuple(re.compile(p, re.DOTALL) for p in CMMLU_PATTERNS)
 _MMLU_MARKED = re.compile(r"([ABCD|])\.")
@@ -73,6 +108,7 @@ _MMLU_MARKED = re.compile(r"([ABCD|])\.")
 
 def _frame(task: str, path: Path):
     import pandas as pd
+
     try:
         if task == "ceval":
             return pd.read_csv(path)
@@ -80,8 +116,9 @@ def _frame(task: str, path: Path):
             return pd.read_csv(path, names=_NAMES)
         return pd.read_csv(path, names=_NAMES, header=None, skiprows=1)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise TunebridgeError(f"{path}: pandas cannot read it as MindSpeed-LLM does: "
-                              f"{str(e).splitlines()[0]}") from None
+        raise TunebridgeError(
+            f"{path}: pandas cannot read it as MindSpeed-LLM does: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def read_subject(bench: Benchmark, path: Path, subject: str) -> list[Question]:
@@ -96,11 +133,21 @@ def read_subject(bench: Benchmark, path: Path, subject: str) -> list[Question]:
         # C-Eval compares the stripped answer; MMLU and CMMLU compare it as read
         letter = (answer.strip() if bench.name == "ceval" else answer) if isinstance(answer, str) else None
         if letter not in LETTERS:
-            raise TunebridgeError(f"{path}: data row {n + 1}: answer {answer!r} is not one of A, B, C, D as "
-                                  f"MindSpeed-LLM compares it{'' if bench.name == 'ceval' else ' (unstripped)'}")
+            raise TunebridgeError(
+                f"{path}: data row {n + 1}: answer {answer!r} is not one of A, B, C, D as "
+                f"MindSpeed-LLM compares it{'' if bench.name == 'ceval' else ' (unstripped)'}"
+            )
         qid = f"{row['id']}" if "id" in frame.columns else str(n)
-        out.append(Question(subject, qid, f"{row['question']}", options_of(f"{row[k]}" for k in LETTERS), letter,
-                            f"{path}: data row {n + 1}"))
+        out.append(
+            Question(
+                subject,
+                qid,
+                f"{row['question']}",
+                options_of(f"{row[k]}" for k in LETTERS),
+                letter,
+                f"{path}: data row {n + 1}",
+            )
+        )
     return out
 
 
@@ -118,11 +165,18 @@ def shipped_shots(task: str, fewshot_dir: str | Path) -> dict[str, str]:
     return texts
 
 
-def load_items(task: str, path: str | Path, shots: int = SHOTS, limit: int | None = None,
-               fewshot_dir: str | Path | None = None) -> list[Item]:
+def load_items(
+    task: str, path: str | Path, shots: int = SHOTS, limit: int | None = None, fewshot_dir: str | Path | None = None
+) -> list[Item]:
     """Every question with MindSpeed-LLM's prompt: shipped shot texts from ``fewshot_dir``, else dev rows."""
-    return _load_items(task, path, shots=shots, limit=limit, read=read_subject,
-                       shipped=shipped_shots(task, fewshot_dir) if fewshot_dir is not None else None)
+    return _load_items(
+        task,
+        path,
+        shots=shots,
+        limit=limit,
+        read=read_subject,
+        shipped=shipped_shots(task, fewshot_dir) if fewshot_dir is not None else None,
+    )
 
 
 # --- what the model reads -------------------------------------------------------------------------------
@@ -139,8 +193,11 @@ def model_input(tokenizer, prompt: str, chat_template: bool) -> str | list[int]:
 def chat_template_used(tokenizer, chat_template: bool) -> str:
     if not chat_template:
         return "off (--no-chat-template)"
-    return "applied (no generation prompt)" if tokenizer.chat_template is not None else \
-        "none: the tokenizer has no chat template"
+    return (
+        "applied (no generation prompt)"
+        if tokenizer.chat_template is not None
+        else "none: the tokenizer has no chat template"
+    )
 
 
 # --- answers ---------------------------------------------------------------------------------------------
@@ -176,15 +233,20 @@ def letter(extracted: str | None) -> str | None:
 
 
 def describe(fewshot_dir: str | Path | None, shots: int) -> str:
-    return (f"MindSpeed-LLM's shipped few-shot texts ({Path(fewshot_dir) / '<task>_5shot_template.json'})"
-            if fewshot_dir is not None else f"the first {shots} dev rows, in MindSpeed-LLM's shot shape")
+    return (
+        f"MindSpeed-LLM's shipped few-shot texts ({Path(fewshot_dir) / '<task>_5shot_template.json'})"
+        if fewshot_dir is not None
+        else f"the first {shots} dev rows, in MindSpeed-LLM's shot shape"
+    )
 
 
 def batch_note(task: str) -> str | None:
     if task != "cmmlu":
         return None
-    return ("MindSpeed-LLM's cmmlu_eval.py counts only the first question of each batch when "
-            "--evaluation-batch-size > 1; every question is scored here, as it does at batch size 1")
+    return (
+        "MindSpeed-LLM's cmmlu_eval.py counts only the first question of each batch when "
+        "--evaluation-batch-size > 1; every question is scored here, as it does at batch size 1"
+    )
 
 
 def inputs_for(items: Sequence[Item], tokenizer, chat_template: bool) -> list[str | list[int]]:

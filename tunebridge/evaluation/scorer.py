@@ -4,6 +4,7 @@ A scorer wraps one model on one framework (HF transformers + PEFT, megatron-core
 two questions in batches: what does greedy decoding produce after each prompt, and how likely is each
 continuation after its context. Tasks (SQuAD, math, C-Eval/MMLU/CMMLU) never see the framework.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -4,6 +4,7 @@ The official v1.1 script scores F1 = 0 whenever no token is shared, even when pr
 normalize to nothing ("the" vs "a"); SQuAD v2.0's script, and torchmetrics' ``SQuAD``, score F1 = 1 when
 both are empty. ``empty_match=True`` selects that rule; results name the protocol they used.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,5 +51,9 @@ def score(predictions: list[str], answers: list[list[str]], empty_match: bool = 
     em = sum(max(exact(p, g) for g in golds) for p, golds in zip(predictions, answers))
     fs = sum(max(f1(p, g, empty_match) for g in golds) for p, golds in zip(predictions, answers))
     n = len(predictions)
-    return {"exact_match": 100.0 * em / n, "f1": 100.0 * fs / n, "count": n,
-            "protocol": PROTOCOL_EMPTY_MATCH if empty_match else PROTOCOL}
+    return {
+        "exact_match": 100.0 * em / n,
+        "f1": 100.0 * fs / n,
+        "count": n,
+        "protocol": PROTOCOL_EMPTY_MATCH if empty_match else PROTOCOL,
+    }

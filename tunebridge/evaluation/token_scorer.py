@@ -5,6 +5,7 @@ Tokenizing, length checks and decoding follow :class:`~tunebridge.evaluation.hf_
 skipped); a subclass only turns token ids into new ids or log-probabilities, all of a call's work in one
 framework start.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ class TokenScorer:
         self.batch_size = batch_size
         self.pad_id = pad_id(tokenizer)
 
-    def _generate_ids(self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None) -> list[list[int]]:
+    def _generate_ids(
+        self, prompts: list[list[int]], max_new_tokens: int, eos_id: int | list[int] | None
+    ) -> list[list[int]]:
         raise NotImplementedError
 
     def _pick_logprobs(self, rows: list[list[int]], picks: list[tuple[int, int, int]]) -> list[float]:
@@ -42,8 +45,9 @@ class TokenScorer:
     def generate(self, prompts: Sequence[Prompt], max_new_tokens: int, stop: Sequence[str] = ()) -> list[str]:
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         for row in ids:
-            self._check_length(len(row) + max_new_tokens,
-                               f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens")
+            self._check_length(
+                len(row) + max_new_tokens, f"a prompt of {len(row)} tokens + {max_new_tokens} new tokens"
+            )
         if not ids:
             return []
         new = self._generate_ids(ids, max_new_tokens, stop_ids(self.tokenizer, stop))

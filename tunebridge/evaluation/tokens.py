@@ -1,4 +1,5 @@
 """Token-level facts every scorer shares: the tokenizer, the stop ids and the model's position limit."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ def load_eval_tokenizer(path: str | Path | None = None):
     from transformers import AutoTokenizer
 
     from ..data.tokenizer import EMBEDDED_TOKENIZER
+
     where = Path(path) if path else EMBEDDED_TOKENIZER
     try:
         return AutoTokenizer.from_pretrained(str(where), local_files_only=True)
@@ -30,7 +32,9 @@ def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     return tokenizer.encode(prompt) if isinstance(prompt, str) else [int(i) for i in prompt]
 
 
-def encoded_pairs(tokenizer, contexts: Sequence[str], continuations: Sequence[str]) -> list[tuple[list[int], list[int]]]:
+def encoded_pairs(
+    tokenizer, contexts: Sequence[str], continuations: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
     """(context ids, continuation ids) per pair: contexts as the tokenizer encodes them by default, continuations
     without special tokens; each distinct text encoded once (a question's four options share its context)."""
     ctx_ids = {c: tokenizer.encode(c) for c in dict.fromkeys(contexts)}
@@ -51,5 +55,6 @@ def stop_ids(tokenizer, stop: Sequence[str]) -> list[int]:
 
 def check_length(max_positions: int | None, n: int, what: str) -> None:
     if max_positions and n > max_positions:
-        raise TunebridgeError(f"{what} needs {n} positions, the model has {max_positions} "
-                              f"(shorten the prompt, e.g. fewer --shots)")
+        raise TunebridgeError(
+            f"{what} needs {n} positions, the model has {max_positions} (shorten the prompt, e.g. fewer --shots)"
+        )

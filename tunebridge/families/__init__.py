@@ -7,6 +7,7 @@ arguments beyond the common ones (spelt as MindSpeed-LLM flags in the rendered s
 converter and ``--model-type-hf`` of each version, its MindFormers model (or why MindFormers cannot run it) and its
 default prompt template. The package finds the modules itself: a new family is a new module.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,37 +21,39 @@ from .keys import MEGATRON, Key
 @dataclass(frozen=True)
 class Converter:
     """A MindSpeed-LLM checkpoint converter: its entry point and the ``--model-type-hf`` it knows the family by."""
-    entry: str           # convert_ckpt.py (through Megatron, 2.x releases) or convert_ckpt_v2.py (pure torch)
+
+    entry: str  # convert_ckpt.py (through Megatron, 2.x releases) or convert_ckpt_v2.py (pure torch)
     model_type_hf: str
 
 
 @dataclass(frozen=True)
 class Conversion:
     """The converters MindSpeed-LLM's own scripts use for a family in one version, per direction."""
+
     hf2mcore: Converter
     mcore2hf: Converter
 
 
 @dataclass(frozen=True)
 class MindFormersModel:
-    config: str               # model.model_config.type
-    arch: str                 # model.arch.type
-    keys: tuple[Key, ...]     # ModelSpec <-> model_config
+    config: str  # model.model_config.type
+    arch: str  # model.arch.type
+    keys: tuple[Key, ...]  # ModelSpec <-> model_config
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    hf_architecture: str                      # config.json "architectures"
-    hf_model_type: str                        # config.json "model_type" tunebridge writes
-    hf_model_types_read: tuple[str, ...]      # config.json "model_type" values that mean this family
-    template: str                             # the prompt template its models train with by default
-    vocabulary: str                           # its tokenizer's special tokens (render.mindformers.VOCABULARIES)
+    hf_architecture: str  # config.json "architectures"
+    hf_model_type: str  # config.json "model_type" tunebridge writes
+    hf_model_types_read: tuple[str, ...]  # config.json "model_type" values that mean this family
+    template: str  # the prompt template its models train with by default
+    vocabulary: str  # its tokenizer's special tokens (render.mindformers.VOCABULARIES)
     conversions: dict[str, Conversion | None]  # MindSpeed-LLM version -> converters (None: tunebridge converts)
-    mindformers: MindFormersModel | None       # None: MindFormers cannot run it (``mindformers_missing`` says why)
+    mindformers: MindFormersModel | None  # None: MindFormers cannot run it (``mindformers_missing`` says why)
     mindformers_missing: str = ""
-    hf_keys: tuple[Key, ...] = ()             # config.json fields beyond keys.HF_HEAD / HF_TAIL
-    megatron_keys: tuple[Key, ...] = ()       # Megatron arguments beyond keys.MEGATRON
+    hf_keys: tuple[Key, ...] = ()  # config.json fields beyond keys.HF_HEAD / HF_TAIL
+    megatron_keys: tuple[Key, ...] = ()  # Megatron arguments beyond keys.MEGATRON
     fixed: dict = field(default_factory=dict)  # ModelSpec fields every model of the family has (its tensors)
     msllm_spec: tuple[str, str] | None = None  # MindSpeed-LLM's --spec (module, function) for its layers
     check: Callable[[object], str | None] = lambda spec: None  # what else a ModelSpec of it must satisfy
@@ -85,8 +88,10 @@ def mindformers_problem(spec) -> str | None:
 def mcore_problem(spec) -> str | None:
     """Why tunebridge cannot take ``spec``'s model to megatron-core / MindSpeed-LLM, or None."""
     if spec.num_experts:
-        return (f"{spec.name}: tunebridge has no megatron-core names for a mixture of experts yet: it neither "
-                f"converts, renders nor runs its {spec.num_experts} experts per layer for MindSpeed-LLM")
+        return (
+            f"{spec.name}: tunebridge has no megatron-core names for a mixture of experts yet: it neither "
+            f"converts, renders nor runs its {spec.num_experts} experts per layer for MindSpeed-LLM"
+        )
     return None
 
 
@@ -94,6 +99,7 @@ def mindformers_model(spec) -> MindFormersModel:
     """The MindFormers model of ``spec``'s family; a family MindFormers cannot run is refused, saying why."""
     if problem := mindformers_problem(spec):
         from ..errors import TunebridgeError
+
         raise TunebridgeError(problem)
     model = FAMILIES[spec.family].mindformers
     assert model is not None, "mindformers_problem names every family without a MindFormers model"
@@ -121,6 +127,12 @@ def family_of_hf_model_type(model_type: str) -> Family | None:
 def family_of_model_type_hf(model_type_hf: str, entry: str) -> Family | None:
     """The family a MindSpeed-LLM converter's ``--model-type-hf`` stands for, when it stands for one (2.3.0's
     convert_ckpt.py converts Llama, Qwen2 and InternLM all as llama2, the biases given as flags)."""
-    found = {f.name: f for f in FAMILIES.values() for c in f.conversions.values() if c is not None
-             for conv in (c.hf2mcore, c.mcore2hf) if (conv.entry, conv.model_type_hf) == (entry, model_type_hf)}
+    found = {
+        f.name: f
+        for f in FAMILIES.values()
+        for c in f.conversions.values()
+        if c is not None
+        for conv in (c.hf2mcore, c.mcore2hf)
+        if (conv.entry, conv.model_type_hf) == (entry, model_type_hf)
+    }
     return next(iter(found.values())) if len(found) == 1 else None

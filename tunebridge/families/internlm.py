@@ -1,5 +1,6 @@
 """InternLM (1): Llama with biases on q, k, v and o. transformers has no class for it: tunebridge writes it as
 Llama with ``attention_bias`` (which reads back as the llama family with biases, the same tensors)."""
+
 from . import Conversion, Converter, Family, MindFormersModel
 from .keys import MINDFORMERS_LLAMA, Key, const
 
@@ -17,7 +18,9 @@ FAMILY = Family(
     template="alpaca",
     vocabulary="sentencepiece",
     # master's convert_ckpt_v2.py has no model type for InternLM: tunebridge converts
-    conversions={"2.3.0": Conversion(Converter("convert_ckpt.py", "llama2"), Converter("convert_ckpt.py", "llama2")),
-                 "master": None},
+    conversions={
+        "2.3.0": Conversion(Converter("convert_ckpt.py", "llama2"), Converter("convert_ckpt.py", "llama2")),
+        "master": None,
+    },
     mindformers=MindFormersModel("LlamaConfig", "LlamaForCausalLM", MINDFORMERS_LLAMA),
 )

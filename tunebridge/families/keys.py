@@ -5,6 +5,7 @@ arguments (what a checkpoint's ``args`` hold, and, spelt as flags, what MindSpee
 MindFormers' model config. :func:`write` makes the stack's config from a spec, :func:`read` the spec's fields
 from a config. The tables here hold what every family shares; each family module adds its own keys.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -20,26 +21,27 @@ def _same(value):
 
 @dataclass(frozen=True)
 class Key:
-    field: str                    # the ModelSpec field ("": ``out`` is given the whole spec)
-    key: str                      # the key in the stack's config (a dotted path reads nested mappings)
-    default: Any = REQUIRED       # the spec's value when the config lacks the key (REQUIRED: refuse it)
-    out: Callable = _same         # spec value (the spec, when no field) -> config value
-    into: Callable = _same        # config value -> spec value
+    field: str  # the ModelSpec field ("": ``out`` is given the whole spec)
+    key: str  # the key in the stack's config (a dotted path reads nested mappings)
+    default: Any = REQUIRED  # the spec's value when the config lacks the key (REQUIRED: refuse it)
+    out: Callable = _same  # spec value (the spec, when no field) -> config value
+    into: Callable = _same  # config value -> spec value
     when: Callable | None = None  # (spec) -> whether the key is written; None: always
-    writes: bool = True           # False: read only (another key of the table writes the same config key)
-    reads: bool = True            # False: written only
-    also: tuple[str, ...] = ()    # other config keys that hold the same value (read when ``key`` is absent)
+    writes: bool = True  # False: read only (another key of the table writes the same config key)
+    reads: bool = True  # False: written only
+    also: tuple[str, ...] = ()  # other config keys that hold the same value (read when ``key`` is absent)
     # Megatron arguments only: the MindSpeed-LLM flag that sets it in rendered scripts ("": --key-with-dashes;
     # None: not rendered), when it is rendered (None: always), and its rendered value (None: the written value).
     # A True value renders as the bare flag, False or None leaves it out.
     flag: str | None = None
     flag_when: Callable | None = None
     flag_out: Callable | None = None
-    args: bool = True             # Megatron arguments only: False: a flag the checkpoint's args do not hold
+    args: bool = True  # Megatron arguments only: False: a flag the checkpoint's args do not hold
 
 
-def const(key: str, value: Any, when: Callable | None = None, flag: str | None = None,
-          flag_out: Callable | None = None) -> Key:
+def const(
+    key: str, value: Any, when: Callable | None = None, flag: str | None = None, flag_out: Callable | None = None
+) -> Key:
     """A key every config of the stack carries with one value."""
     return Key("", key, out=lambda _: value, when=when, reads=False, flag=flag, flag_out=flag_out)
 
@@ -83,8 +85,7 @@ def read(keys: tuple[Key, ...], config: dict, source: str) -> dict:
     for k in keys:
         if not k.reads or not k.field or k.field in fields:
             continue
-        value = next((v for v in (_lookup(config, name) for name in (k.key, *k.also)) if v is not REQUIRED),
-                     REQUIRED)
+        value = next((v for v in (_lookup(config, name) for name in (k.key, *k.also)) if v is not REQUIRED), REQUIRED)
         if value is REQUIRED or value is None:
             if k.default is REQUIRED:
                 missing.append(k.key)
@@ -120,11 +121,12 @@ ATTENTION_BIAS = (
 
 def attention_bias_check(family: str) -> Callable:
     """A family check: ``attention_bias`` cannot hold q/k/v biases without an o bias, or the reverse."""
+
     def check(spec) -> str | None:
         if spec.qkv_bias != spec.o_bias:
-            return (f"{family}'s attention_bias puts a bias on q, k, v and o together: qkv_bias and o_bias must be "
-                    f"equal")
+            return f"{family}'s attention_bias puts a bias on q, k, v and o together: qkv_bias and o_bias must be equal"
         return None
+
     return check
 
 
@@ -146,8 +148,11 @@ HF_HEAD = (
     const("torch_dtype", "float32"),
     Key("rope_scaling", "rope_scaling", default=None, out=dict, when=lambda s: bool(s.rope_scaling)),
 )
-HF_TAIL = tuple(Key(name, name, default=None, into=_first, when=lambda s, n=name: getattr(s, n) is not None)
-                for name in ("bos_token_id", "eos_token_id", "pad_token_id"))
+HF_TAIL = tuple(
+    Key(name, name, default=None, into=_first, when=lambda s, n=name: getattr(s, n) is not None)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id")
+)
+
 
 def _gqa(spec) -> bool:
     return spec.num_kv_heads < spec.num_heads
@@ -162,8 +167,7 @@ MEGATRON = (
     Key("hidden_size", "hidden_size", flag=""),
     Key("ffn_hidden_size", "ffn_hidden_size", flag=""),
     Key("num_heads", "num_attention_heads", flag=""),
-    Key("head_dim", "kv_channels", default=0, flag="",
-        flag_when=lambda s: s.head_dim * s.num_heads != s.hidden_size),
+    Key("head_dim", "kv_channels", default=0, flag="", flag_when=lambda s: s.head_dim * s.num_heads != s.hidden_size),
     Key("", "group_query_attention", out=_gqa, reads=False, flag=""),
     Key("num_kv_heads", "num_query_groups", flag="", flag_when=_gqa),  # read only where group_query_attention
     # the HF field MindSpeed-LLM's convert_ckpt_v2.py mg->hf reads for GQA
@@ -186,8 +190,14 @@ MEGATRON = (
     Key("qkv_bias", "add_qkv_bias", default=False, into=bool, flag=""),
     Key("o_bias", "add_dense_bias", default=False, into=bool, flag=""),
     Key("qk_norm", "qk_layernorm", default=False, into=bool, when=lambda s: s.qk_norm, flag=""),
-    Key("tied_embeddings", "untie_embeddings_and_output_weights", default=False, out=lambda t: not t,
-        into=lambda untie: not untie, flag=""),
+    Key(
+        "tied_embeddings",
+        "untie_embeddings_and_output_weights",
+        default=False,
+        out=lambda t: not t,
+        into=lambda untie: not untie,
+        flag="",
+    ),
     Key("max_position_embeddings", "max_position_embeddings", default=4096),  # rendered with the sequence length
 )
 

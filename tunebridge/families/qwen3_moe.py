@@ -1,6 +1,7 @@
 """Qwen3-MoE: Qwen3's attention (q/k RMSNorm, a head size of its own) with every layer's MLP a mixture of routed
 experts (SwiGLU each, no shared expert), a softmax top-k router whose chosen probabilities are renormalised
 (``norm_topk_prob``)."""
+
 from . import Conversion, Converter, Family
 from .keys import Key, const
 from .qwen3 import FAMILY as QWEN3
@@ -31,15 +32,17 @@ FAMILY = Family(
     template=QWEN3.template,
     vocabulary=QWEN3.vocabulary,
     # MindSpeed-LLM's examples/mcore/qwen3_moe scripts convert with convert_ckpt_v2.py as qwen3-moe (both versions)
-    conversions={v: Conversion(Converter("convert_ckpt_v2.py", "qwen3-moe"), Converter("convert_ckpt_v2.py",
-                                                                                       "qwen3-moe"))
-                 for v in ("2.3.0", "master")},
+    conversions={
+        v: Conversion(Converter("convert_ckpt_v2.py", "qwen3-moe"), Converter("convert_ckpt_v2.py", "qwen3-moe"))
+        for v in ("2.3.0", "master")
+    },
     msllm_spec=QWEN3.msllm_spec,
     mindformers=None,
     mindformers_missing=(
         "MindFormers 1.9.0 runs Qwen3-MoE only as its parallel_core Qwen3MoeForCausalLM (use_legacy: False), not "
         "as the LlamaForCausalLM (.ckpt, pet_config) tunebridge renders and runs, which has neither q/k norm nor "
         "experts; and that model does not run on MindSpore CPU (its training graph always builds FusedRMSNorm, "
-        "whose RmsNorm op has no CPU kernel)"),
+        "whose RmsNorm op has no CPU kernel)"
+    ),
     check=_check,
 )

@@ -4,6 +4,7 @@ runs it. ``convert``, ``verify``, ``merge-lora`` and ``convert-adapter`` dispatc
 Entry points are ``"module:attribute"`` strings, imported when used: this module imports no framework (the
 command line builds its choices from it).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -14,12 +15,12 @@ from pathlib import Path
 DTYPE_NAMES = ("fp32", "bf16", "fp16")  # output dtypes, as torch.float32, torch.bfloat16, torch.float16
 
 # File names that identify a format on disk (each format's code reads these from here).
-MCORE_TRACKER = "latest_checkpointed_iteration.txt"   # Megatron's newest-iteration file
+MCORE_TRACKER = "latest_checkpointed_iteration.txt"  # Megatron's newest-iteration file
 HF_CONFIG = "config.json"
-MF_CKPT = "model.ckpt"                                 # tunebridge's MindFormers base checkpoint
+MF_CKPT = "model.ckpt"  # tunebridge's MindFormers base checkpoint
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
-PEFT_BIN = "adapter_model.bin"                         # PEFT's save_pretrained(safe_serialization=False)
+PEFT_BIN = "adapter_model.bin"  # PEFT's save_pretrained(safe_serialization=False)
 MF_ADAPTER = "lora.ckpt"
 
 
@@ -31,13 +32,13 @@ def _load(entry: str):
 @dataclass(frozen=True)
 class CheckpointFormat:
     name: str
-    dialect: str                       # tunebridge.dialects name of its tensors
-    framework: str                     # the framework whose forward pass `verify` runs on it
+    dialect: str  # tunebridge.dialects name of its tensors
+    framework: str  # the framework whose forward pass `verify` runs on it
     looks_like: Callable[[Path], bool]
-    reader: str                        # "module:function" (path, spec, num_layer_list) -> tunebridge.convert.Source
-    writer: str                        # "module:class" of a tunebridge.convert.Writer
-    logits: str                        # "module:function" (path, spec, input_ids) -> logits through `framework`
-    layout: str | None = None          # "module:function" (path, source) -> writer options that keep its layout
+    reader: str  # "module:function" (path, spec, num_layer_list) -> tunebridge.convert.Source
+    writer: str  # "module:class" of a tunebridge.convert.Writer
+    logits: str  # "module:function" (path, spec, input_ids) -> logits through `framework`
+    layout: str | None = None  # "module:function" (path, source) -> writer options that keep its layout
 
     def load(self, role: str):
         """The object an entry point names (role: reader, writer, logits, layout)."""
@@ -49,8 +50,8 @@ class AdapterFormat:
     name: str
     dialect: str
     looks_like: Callable[[Path], bool]
-    reader: str   # "module:function" (path, spec) -> tunebridge.adapters.Adapter
-    writer: str   # "module:function" (out_dir, adapter, spec, layout) -> None
+    reader: str  # "module:function" (path, spec) -> tunebridge.adapters.Adapter
+    writer: str  # "module:function" (out_dir, adapter, spec, layout) -> None
 
     def load(self, role: str):
         return _load(getattr(self, role))
@@ -64,24 +65,60 @@ def _is_ckpt(p: Path) -> bool:
     return p.suffix == ".ckpt" or (p.is_dir() and any(p.glob("*.ckpt")))
 
 
-CHECKPOINTS: dict[str, CheckpointFormat] = {f.name: f for f in (
-    CheckpointFormat("hf", "hf", "transformers", lambda p: (p / HF_CONFIG).exists(),
-                     "tunebridge.convert:open_hf", "tunebridge.convert:HFWriter", "tunebridge.verify:hf_logits"),
-    CheckpointFormat("mcore", "mcore", "megatron-core GPTModel", _is_mcore, "tunebridge.convert:McoreSource",
-                     "tunebridge.convert:McoreWriter", "tunebridge.verify:mcore_logits_from_dir",
-                     "tunebridge.convert:mcore_layout"),
-    CheckpointFormat("mindformers", "mindformers", "MindFormers LlamaForCausalLM", _is_ckpt,
-                     "tunebridge.convert:open_mindformers", "tunebridge.convert:MindFormersWriter",
-                     "tunebridge.verify:mindformers_logits"),
-)}
-ADAPTERS: dict[str, AdapterFormat] = {f.name: f for f in (
-    AdapterFormat("peft", "hf", lambda p: (p / PEFT_WEIGHTS).exists() or (p / PEFT_BIN).exists(),
-                  "tunebridge.adapters:read_peft", "tunebridge.adapters:write_peft"),
-    AdapterFormat("mindformers", "mindformers", lambda p: (p / MF_ADAPTER).exists() or p.suffix == ".ckpt",
-                  "tunebridge.adapters:read_mindformers", "tunebridge.adapters:write_mindformers"),
-    AdapterFormat("mcore", "mcore", _is_mcore, "tunebridge.adapters:read_mcore", "tunebridge.adapters:write_mcore"),
-)}
-FORMATS = tuple(CHECKPOINTS)          # the command line's choices
+CHECKPOINTS: dict[str, CheckpointFormat] = {
+    f.name: f
+    for f in (
+        CheckpointFormat(
+            "hf",
+            "hf",
+            "transformers",
+            lambda p: (p / HF_CONFIG).exists(),
+            "tunebridge.convert:open_hf",
+            "tunebridge.convert:HFWriter",
+            "tunebridge.verify:hf_logits",
+        ),
+        CheckpointFormat(
+            "mcore",
+            "mcore",
+            "megatron-core GPTModel",
+            _is_mcore,
+            "tunebridge.convert:McoreSource",
+            "tunebridge.convert:McoreWriter",
+            "tunebridge.verify:mcore_logits_from_dir",
+            "tunebridge.convert:mcore_layout",
+        ),
+        CheckpointFormat(
+            "mindformers",
+            "mindformers",
+            "MindFormers LlamaForCausalLM",
+            _is_ckpt,
+            "tunebridge.convert:open_mindformers",
+            "tunebridge.convert:MindFormersWriter",
+            "tunebridge.verify:mindformers_logits",
+        ),
+    )
+}
+ADAPTERS: dict[str, AdapterFormat] = {
+    f.name: f
+    for f in (
+        AdapterFormat(
+            "peft",
+            "hf",
+            lambda p: (p / PEFT_WEIGHTS).exists() or (p / PEFT_BIN).exists(),
+            "tunebridge.adapters:read_peft",
+            "tunebridge.adapters:write_peft",
+        ),
+        AdapterFormat(
+            "mindformers",
+            "mindformers",
+            lambda p: (p / MF_ADAPTER).exists() or p.suffix == ".ckpt",
+            "tunebridge.adapters:read_mindformers",
+            "tunebridge.adapters:write_mindformers",
+        ),
+        AdapterFormat("mcore", "mcore", _is_mcore, "tunebridge.adapters:read_mcore", "tunebridge.adapters:write_mcore"),
+    )
+}
+FORMATS = tuple(CHECKPOINTS)  # the command line's choices
 ADAPTER_FORMATS = tuple(ADAPTERS)
 # Recognition order: an mcore directory may hold a config.json, a MindFormers one too.
 _CHECKPOINT_ORDER = ("mcore", "mindformers", "hf")
@@ -101,6 +138,7 @@ def _get(table: dict, name: str, what: str):
         return table[name]
     except KeyError:
         from ..errors import TunebridgeError, unknown
+
         raise TunebridgeError(unknown(what, name, table)) from None
 
 
@@ -117,5 +155,6 @@ def _detect(p: Path, table: dict, order: tuple[str, ...], what: str) -> str:
     found = next((name for name in order if table[name].looks_like(p)), None)
     if found is None:
         from ..errors import TunebridgeError
+
         raise TunebridgeError(f"{p}: cannot tell the {what}")
     return found

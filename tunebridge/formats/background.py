@@ -3,6 +3,7 @@
 File writes and the CRC-32 (ISA-L or zlib) release the GIL, so the two overlap. Jobs run in submission order; the
 bytes they hold are bounded by ``max_bytes`` (a job bigger than that runs alone), which keeps memory flat.
 """
+
 from __future__ import annotations
 
 import threading

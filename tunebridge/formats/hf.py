@@ -1,4 +1,5 @@
 """HF model directories: config.json + model.safetensors (or shards + index), or pytorch_model*.bin."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def load_bin(f: Path) -> dict[str, torch.Tensor]:
         state = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input problem
         message = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise TunebridgeError(f"{f}: cannot read as a weights-only torch file ({type(e).__name__}: {message})") \
-            from None
+        raise TunebridgeError(
+            f"{f}: cannot read as a weights-only torch file ({type(e).__name__}: {message})"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
         raise TunebridgeError(f"{f}: not a state dict of tensors")
     return state
@@ -115,9 +117,15 @@ def shard_plan(entries: list[tuple[str, torch.dtype, tuple[int, ...]]], max_shar
 GENERATION_CONFIG = "generation_config.json"
 
 
-def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
-             tensors: Iterable[tuple[str, torch.Tensor | list[memoryview]]], max_shard_bytes: int = 2 << 30,
-             background: Background | None = None, generation_config: dict | None = None) -> list[Path]:
+def write_hf(
+    out: Path,
+    spec: ModelSpec,
+    entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+    tensors: Iterable[tuple[str, torch.Tensor | list[memoryview]]],
+    max_shard_bytes: int = 2 << 30,
+    background: Background | None = None,
+    generation_config: dict | None = None,
+) -> list[Path]:
     """Write config.json, generation_config.json (``generation_config``, else the spec's token ids) and the
     weights, streaming ``tensors`` (in ``entries`` order) into shards (through ``background``, if given: the
     caller closes it). A tensor may come as the buffers whose bytes, in order, are its row-major bytes
@@ -127,8 +135,11 @@ def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, t
     if generation:
         (out / GENERATION_CONFIG).write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
     plan = shard_plan(entries, max_shard_bytes)
-    names = (["model.safetensors"] if len(plan) == 1 else
-             [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))])
+    names = (
+        ["model.safetensors"]
+        if len(plan) == 1
+        else [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
+    )
     it: Iterator = iter(tensors)
     weight_map, total = {}, 0
     for fname, shard in zip(names, plan):
@@ -143,6 +154,7 @@ def write_hf(out: Path, spec: ModelSpec, entries: list[tuple[str, torch.dtype, t
             total += dtype.itemsize * int(torch.Size(shape).numel())
         writer.close()
     if len(plan) > 1:
-        (out / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
-                                 + "\n", encoding="utf-8")
+        (out / INDEX).write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n", encoding="utf-8"
+        )
     return [out / n for n in names]

@@ -6,6 +6,7 @@ long as the tensor made from it, so a streaming converter's resident memory stil
 in flight, as with positioned reads. :func:`map_range` is copy-on-write: writing to such a tensor never
 reaches the file. :func:`map_range_readonly` maps its pages up front, for bytes that are read whole at once.
 """
+
 from __future__ import annotations
 
 import errno
@@ -60,7 +61,7 @@ def byte_range(pieces: list, start: int, nbytes: int) -> list:
         if start >= len(p):
             start -= len(p)
             continue
-        out.append(p[start:start + nbytes])
+        out.append(p[start : start + nbytes])
         nbytes -= len(out[-1])
         start = 0
     return out
@@ -72,7 +73,7 @@ def map_range(fd: int, offset: int, length: int) -> memoryview:
         return memoryview(bytearray())
     start = offset - offset % _PAGE
     m = mmap.mmap(fd, length + offset - start, access=mmap.ACCESS_COPY, offset=start)
-    return memoryview(m)[offset - start:offset - start + length]
+    return memoryview(m)[offset - start : offset - start + length]
 
 
 def map_range_readonly(fd: int, offset: int, length: int) -> memoryview:
@@ -83,7 +84,7 @@ def map_range_readonly(fd: int, offset: int, length: int) -> memoryview:
     start = offset - offset % _PAGE
     flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
     m = mmap.mmap(fd, length + offset - start, flags=flags, prot=mmap.PROT_READ, offset=start)
-    return memoryview(m)[offset - start:offset - start + length]
+    return memoryview(m)[offset - start : offset - start + length]
 
 
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
@@ -106,7 +107,7 @@ def write_all(fd: int, pieces: list[memoryview | FileRange]) -> None:
 def _writev_all(fd: int, pending: list[memoryview]) -> None:
     i = 0
     while i < len(pending):
-        n = os.writev(fd, pending[i:i + _IOV_MAX])
+        n = os.writev(fd, pending[i : i + _IOV_MAX])
         while i < len(pending) and n >= pending[i].nbytes:
             n -= pending[i].nbytes
             i += 1
@@ -127,7 +128,7 @@ def copy_range(src: FileRange, fd: int) -> None:
         except OSError as e:
             if e.errno not in _NO_COPY_RANGE:
                 raise
-            _writev_all(fd, [src[at - src.offset:].mapped()])
+            _writev_all(fd, [src[at - src.offset :].mapped()])
             return
         if n == 0:
             raise TunebridgeError(f"source file ended {left} bytes early while copying (truncated under us?)")

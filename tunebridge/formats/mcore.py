@@ -7,6 +7,7 @@
 
 Files are read through :mod:`.torchzip`'s allow-listed unpickler: no pickled object runs code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def iteration_dir(root: Path, iteration: int = ITERATION) -> Path:
     return root / f"iter_{iteration:07d}"
 
 
-def make_args(spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | None, divisible_by: int,
-              dtype: torch.dtype) -> argparse.Namespace:
+def make_args(
+    spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | None, divisible_by: int, dtype: torch.dtype
+) -> argparse.Namespace:
     """The arguments a converted checkpoint carries: the model as Megatron's arguments (the family's Megatron
     table: what Megatron's ``load_args_from_checkpoint`` and MindSpeed-LLM's wrapper of it copy into a run's
     arguments, and what MindSpeed-LLM's ``convert_ckpt_v2.py`` mg->hf reads), the layout, and the family as
@@ -46,10 +48,15 @@ def make_args(spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | Non
     return argparse.Namespace(
         **config_keys.write(megatron_keys(fam), spec),
         padded_vocab_size=padded_vocab_size(spec.vocab_size, tp, divisible_by),
-        make_vocab_size_divisible_by=divisible_by, tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp, expert_model_parallel_size=1,
+        make_vocab_size_divisible_by=divisible_by,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        expert_model_parallel_size=1,
         num_layer_list=",".join(map(str, num_layer_list)) if num_layer_list else None,
-        params_dtype=dtype, model_type_hf=model_type_hf(fam), iteration=ITERATION, **spec.to_generation_config(),
+        params_dtype=dtype,
+        model_type_hf=model_type_hf(fam),
+        iteration=ITERATION,
+        **spec.to_generation_config(),
     )
 
 
@@ -64,16 +71,22 @@ def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
         declared = fields.get("model_type_hf")
         fam = family_of_model_type_hf(str(declared), "convert_ckpt_v2.py") if declared else None
         if fam is None:
-            raise ValueError(f"checkpoint args name no model family MindSpeed-LLM knows (model_type_hf "
-                             f"{declared!r}): pass the model (--model or --hf-config)")
+            raise ValueError(
+                f"checkpoint args name no model family MindSpeed-LLM knows (model_type_hf "
+                f"{declared!r}): pass the model (--model or --hf-config)"
+            )
         if not fields.get("group_query_attention"):
             fields["num_query_groups"] = fields.get("num_attention_heads")
-        return ModelSpec(name=name, family=fam.name,
-                         **config_keys.read(megatron_keys(fam), fields, "checkpoint args"),
-                         **{k: fields[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in fields})
+        return ModelSpec(
+            name=name,
+            family=fam.name,
+            **config_keys.read(megatron_keys(fam), fields, "checkpoint args"),
+            **{k: fields[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in fields},
+        )
     except ValueError as e:
-        raise TunebridgeError(f"{e}: pass the model (--model or --hf-config)" if "lacks" in str(e) else str(e)) \
-            from None
+        raise TunebridgeError(
+            f"{e}: pass the model (--model or --hf-config)" if "lacks" in str(e) else str(e)
+        ) from None
 
 
 def saved_layer_list(args: argparse.Namespace | None) -> list[int] | None:
@@ -129,8 +142,15 @@ class McoreLayout:
 class RankFileWriter:
     """One rank's ``model_optim_rng.pt``, written tensor by tensor (see :class:`TorchZipWriter`)."""
 
-    def __init__(self, root: Path, tp_rank: int, pp_rank: int, pp: int, iteration: int = ITERATION,
-                 background: Background | None = None):
+    def __init__(
+        self,
+        root: Path,
+        tp_rank: int,
+        pp_rank: int,
+        pp: int,
+        iteration: int = ITERATION,
+        background: Background | None = None,
+    ):
         self.path = iteration_dir(root, iteration) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
         self.iteration = iteration
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,13 +165,21 @@ class RankFileWriter:
         self._model[name] = self._zip.add_pieces(dtype, shape, pieces)
 
     def finish(self, args: argparse.Namespace) -> Path:
-        self._zip.finish({"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": self.iteration,
-                          "args": args})
+        self._zip.finish(
+            {"model": self._model, "checkpoint_version": CHECKPOINT_VERSION, "iteration": self.iteration, "args": args}
+        )
         return self.path
 
 
-def write_rank(root: Path, tp_rank: int, pp_rank: int, pp: int, state: dict[str, torch.Tensor],
-               args: argparse.Namespace, iteration: int = ITERATION) -> Path:
+def write_rank(
+    root: Path,
+    tp_rank: int,
+    pp_rank: int,
+    pp: int,
+    state: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    iteration: int = ITERATION,
+) -> Path:
     writer = RankFileWriter(root, tp_rank, pp_rank, pp, iteration)
     for name, t in state.items():
         writer.add(name, t)

@@ -7,6 +7,7 @@ messages with the same tag and full dims, each carrying a slice of the bytes (Mi
 ``np.array_split`` along dim 0). Fields are emitted in field-number order with unpacked dims, exactly as
 MindSpore's protobuf serializer does, so the bytes match ``mindspore.save_checkpoint``'s.
 """
+
 from __future__ import annotations
 
 import mmap
@@ -26,11 +27,31 @@ from .mapped import FileRange, byte_range, map_range, open_owned, write_all
 SLICE_BYTES = 524288 * 1024  # MindSpore's SLICE_SIZE (in KB)
 
 # MindSpore tensor_type strings <-> numpy / torch dtype names
-MS_TYPES = {"Float32": "float32", "Float16": "float16", "BFloat16": "bfloat16", "Float64": "float64",
-            "Int8": "int8", "UInt8": "uint8", "Int16": "int16", "Int32": "int32", "Int64": "int64", "Bool": "bool"}
+MS_TYPES = {
+    "Float32": "float32",
+    "Float16": "float16",
+    "BFloat16": "bfloat16",
+    "Float64": "float64",
+    "Int8": "int8",
+    "UInt8": "uint8",
+    "Int16": "int16",
+    "Int32": "int32",
+    "Int64": "int64",
+    "Bool": "bool",
+}
 TYPE_OF = {v: k for k, v in MS_TYPES.items()}
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1, "uint8": 1, "int16": 2,
-            "int32": 4, "int64": 8, "bool": 1}
+ITEMSIZE = {
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+    "float64": 8,
+    "int8": 1,
+    "uint8": 1,
+    "int16": 2,
+    "int32": 4,
+    "int64": 8,
+    "bool": 1,
+}
 
 
 def _varint(n: int) -> bytes:
@@ -137,8 +158,9 @@ def index(path: str | Path) -> dict[str, CkptEntry]:
             while pos < size:
                 key, pos = _read_varint(buf, pos, size, path)
                 if key != 0x0A:
-                    raise TunebridgeError(f"{path}: not a MindSpore checkpoint (unexpected field {key:#x} at "
-                                          f"byte {pos - 1})")
+                    raise TunebridgeError(
+                        f"{path}: not a MindSpore checkpoint (unexpected field {key:#x} at byte {pos - 1})"
+                    )
                 length, pos = _read_varint(buf, pos, size, path)
                 end = pos + length
                 if end > size:
@@ -160,7 +182,7 @@ def _parse_value(buf, pos: int, end: int, path: Path):
         key, pos = _read_varint(buf, pos, end, path)
         if key == 0x0A:  # tag
             n, pos = _read_varint(buf, pos, end, path)
-            name = bytes(buf[pos:pos + n]).decode("utf-8")
+            name = bytes(buf[pos : pos + n]).decode("utf-8")
             pos += n
         elif key == 0x12:  # tensor
             n, pos = _read_varint(buf, pos, end, path)
@@ -172,7 +194,7 @@ def _parse_value(buf, pos: int, end: int, path: Path):
                     dims.append(d)
                 elif k == 0x12:
                     m, pos = _read_varint(buf, pos, tend, path)
-                    dtype = bytes(buf[pos:pos + m]).decode()
+                    dtype = bytes(buf[pos : pos + m]).decode()
                     pos += m
                 elif k == 0x1A:
                     m, pos = _read_varint(buf, pos, tend, path)
@@ -205,8 +227,9 @@ class CkptReader:
         expected = ITEMSIZE[e.dtype] * (int(np.prod(e.dims, dtype=np.int64)) if e.dims else 1)
         got = sum(length for _, length in e.pieces)
         if got != expected:
-            raise TunebridgeError(f"{self.path}: {name} holds {got} bytes, its shape {list(e.dims)} of {e.dtype} "
-                                  f"needs {expected}")
+            raise TunebridgeError(
+                f"{self.path}: {name} holds {got} bytes, its shape {list(e.dims)} of {e.dtype} needs {expected}"
+            )
         return e
 
     def locate(self, name: str) -> tuple[torch.dtype, tuple[int, ...], list[FileRange]]:
@@ -225,6 +248,6 @@ class CkptReader:
             data = bytearray(sum(length for _, length in e.pieces))
             view, at = memoryview(data), 0
             for offset, length in e.pieces:
-                at += os.preadv(self._fd, [view[at:at + length]], offset)
+                at += os.preadv(self._fd, [view[at : at + length]], offset)
         dtype = getattr(torch, e.dtype)
         return torch.frombuffer(data, dtype=dtype).reshape(e.dims) if data else torch.empty(e.dims, dtype=dtype)

@@ -1,4 +1,5 @@
 """A safetensors file written one tensor at a time: the header is computed up front from shapes and dtypes."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,18 @@ from ..errors import TunebridgeError
 from .background import Background
 from .mapped import FileRange, map_range, open_owned, write_all
 
-ST_DTYPE: dict[torch.dtype, str] = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-            torch.bool: "BOOL"}
+ST_DTYPE: dict[torch.dtype, str] = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 
 
 DTYPE_OF = {v: k for k, v in ST_DTYPE.items()}
@@ -32,8 +42,13 @@ class SafetensorsWriter:
     """Write ``entries`` [(name, dtype, shape)] in that order; call :meth:`write` (or :meth:`write_pieces`)
     for each, then :meth:`close`."""
 
-    def __init__(self, path: str | Path, entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
-                 metadata: dict[str, str] | None = None, background: Background | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        entries: list[tuple[str, torch.dtype, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+        background: Background | None = None,
+    ):
         header: dict = {"__metadata__": metadata} if metadata else {}
         offset = 0
         self._expected = []
@@ -53,8 +68,10 @@ class SafetensorsWriter:
     def write(self, name: str, t: torch.Tensor) -> None:
         _, dtype, shape, _ = self._expected[self._next]
         if t.dtype != dtype or tuple(t.shape) != shape:
-            raise TunebridgeError(f"{self.path}: expected {self._expected[self._next][0]} {dtype} {list(shape)}, "
-                                  f"got {name} {t.dtype} {list(t.shape)}")
+            raise TunebridgeError(
+                f"{self.path}: expected {self._expected[self._next][0]} {dtype} {list(shape)}, "
+                f"got {name} {t.dtype} {list(t.shape)}"
+            )
         self.write_pieces(name, [tensor_bytes(t)])
 
     def write_pieces(self, name: str, pieces: list[memoryview | FileRange]) -> None:
@@ -62,8 +79,9 @@ class SafetensorsWriter:
         exp_name, dtype, shape, n = self._expected[self._next]
         got = sum(p.nbytes for p in pieces)
         if name != exp_name or got != n:
-            raise TunebridgeError(f"{self.path}: expected {exp_name} {dtype} {list(shape)} ({n} bytes), got {name} "
-                                  f"({got} bytes)")
+            raise TunebridgeError(
+                f"{self.path}: expected {exp_name} {dtype} {list(shape)} ({n} bytes), got {name} ({got} bytes)"
+            )
         self._background.submit(lambda: write_all(self._f.fileno(), pieces), n)
         self._next += 1
 
@@ -84,22 +102,28 @@ def _check_entries(path: Path, header: dict) -> int:
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise TunebridgeError(f"{path}: corrupt safetensors header: tensor {name!r} has no valid dtype, shape "
-                                  f"and data_offsets")
+            raise TunebridgeError(
+                f"{path}: corrupt safetensors header: tensor {name!r} has no valid dtype, shape and data_offsets"
+            )
         if end - begin != dtype.itemsize * int(torch.Size(shape).numel()):
-            raise TunebridgeError(f"{path}: corrupt safetensors header: tensor {name!r} spans {end - begin} bytes, "
-                                  f"its shape {shape} {e['dtype']} needs {dtype.itemsize * torch.Size(shape).numel()}")
+            raise TunebridgeError(
+                f"{path}: corrupt safetensors header: tensor {name!r} spans {end - begin} bytes, "
+                f"its shape {shape} {e['dtype']} needs {dtype.itemsize * torch.Size(shape).numel()}"
+            )
         spans.append((begin, end, name))
     spans.sort()
     for (_, end_a, a), (begin, end, b) in zip(spans, spans[1:]):
         if begin < end_a:
-            raise TunebridgeError(f"{path}: corrupt safetensors header: tensors {a!r} and {b!r} overlap (bytes "
-                                  f"{begin}..{min(end, end_a)})")
+            raise TunebridgeError(
+                f"{path}: corrupt safetensors header: tensors {a!r} and {b!r} overlap (bytes "
+                f"{begin}..{min(end, end_a)})"
+            )
     at = 0
     for begin, end, name in spans:
         if begin != at:
-            raise TunebridgeError(f"{path}: corrupt safetensors header: a hole at bytes {at}..{begin} (before "
-                                  f"tensor {name!r})")
+            raise TunebridgeError(
+                f"{path}: corrupt safetensors header: a hole at bytes {at}..{begin} (before tensor {name!r})"
+            )
         at = end
     return at
 
@@ -128,8 +152,10 @@ class SafetensorsReader:
         self._start = 8 + n
         self._entries = header
         if self._start + end > size:
-            raise TunebridgeError(f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
-                                  f"describes {self._start + end})")
+            raise TunebridgeError(
+                f"{self.path}: corrupt or truncated safetensors file ({size} bytes, the header "
+                f"describes {self._start + end})"
+            )
 
     def keys(self) -> list[str]:
         return list(self._entries)

@@ -11,6 +11,7 @@ dict as one), plain builtin containers, numpy arrays, dtypes and scalars (Megatr
 Megatron / MindSpeed enum values in ``args`` (e.g. ``AttnBackend``), which come back as inert
 :class:`ForeignValue` records: their classes are never imported, nothing in the file runs.
 """
+
 from __future__ import annotations
 
 import _codecs
@@ -41,12 +42,21 @@ from .mapped import FileRange, map_range, open_owned
 from .safetensors_stream import tensor_bytes
 
 _STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
-    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
+    "FloatStorage": torch.float32,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "DoubleStorage": torch.float64,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
 }
-_DTYPES = {name: getattr(torch, name) for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32",
-                                                   "int16", "int8", "uint8", "bool")}
+_DTYPES = {
+    name: getattr(torch, name)
+    for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,7 @@ class LazyTensor:
 
     def is_whole_storage(self) -> bool:
         """Whether this tensor is its storage, in row-major order (then :meth:`read_into` applies)."""
-        contiguous = tuple(math.prod(self.size[i + 1:]) for i in range(len(self.size)))
+        contiguous = tuple(math.prod(self.size[i + 1 :]) for i in range(len(self.size)))
         return self.offset == 0 and self.stride == contiguous and math.prod(self.size) == self.storage.numel
 
     def read_into(self, targets: list[memoryview]) -> None:
@@ -110,7 +120,7 @@ class Archive:
         pkl = [n for n in names if n.endswith("/data.pkl")]
         if not pkl:
             raise TunebridgeError(f"{path}: not a torch checkpoint (no data.pkl)")
-        self.prefix = pkl[0][:-len("data.pkl")]
+        self.prefix = pkl[0][: -len("data.pkl")]
         self._fd = open_owned(self, path)
 
     def _locate(self, key: str) -> tuple[zipfile.ZipInfo, int]:
@@ -158,12 +168,13 @@ class Archive:
         taken while it is in the CPU cache."""
         info, at = self._locate(key)
         if sum(len(t) for t in targets) != info.file_size:
-            raise TunebridgeError(f"{self.path}: storage {key} holds {info.file_size} bytes, expected "
-                                  f"{sum(len(t) for t in targets)}")
+            raise TunebridgeError(
+                f"{self.path}: storage {key} holds {info.file_size} bytes, expected {sum(len(t) for t in targets)}"
+            )
         crc = 0
         for target in targets:
             for start in range(0, len(target), _CHUNK):
-                chunk = target[start:start + _CHUNK]
+                chunk = target[start : start + _CHUNK]
                 if os.preadv(self._fd, [chunk], at) != len(chunk):
                     raise TunebridgeError(f"{self.path}: storage {key} is truncated")
                 crc = crc32(chunk, crc)
@@ -193,10 +204,28 @@ _SAFE_GLOBALS: dict[tuple[str, str], object] = {
     ("_codecs", "encode"): _codecs.encode,  # protocol 2 pickles bytes (numpy arrays' data) through it
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    **{(f"numpy.{core}.multiarray", name): getattr(_NUMPY_CORE.multiarray, name)
-       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
-    **{("builtins", name): getattr(builtins, name) for name in ("dict", "list", "tuple", "set", "frozenset", "int",
-                                                                "float", "complex", "str", "bytes", "bool", "slice")},
+    **{
+        (f"numpy.{core}.multiarray", name): getattr(_NUMPY_CORE.multiarray, name)
+        for core in ("core", "_core")
+        for name in ("_reconstruct", "scalar")
+    },
+    **{
+        ("builtins", name): getattr(builtins, name)
+        for name in (
+            "dict",
+            "list",
+            "tuple",
+            "set",
+            "frozenset",
+            "int",
+            "float",
+            "complex",
+            "str",
+            "bytes",
+            "bool",
+            "slice",
+        )
+    },
     **{("torch", name): dtype for name, dtype in _STORAGE_DTYPES.items()},
     **{("torch", name): dtype for name, dtype in _DTYPES.items()},
 }
@@ -235,8 +264,10 @@ def lazy_load(path: str | Path) -> dict:
         with archive._zip.open(f"{archive.prefix}data.pkl") as f:
             return _Unpickler(f, archive).load()
     except pickle.UnpicklingError as e:
-        raise TunebridgeError(f"{path}: refused to unpickle: {e} (allowed: tensors, containers, argparse.Namespace, "
-                              f"numpy arrays, Megatron enums)") from None
+        raise TunebridgeError(
+            f"{path}: refused to unpickle: {e} (allowed: tensors, containers, argparse.Namespace, "
+            f"numpy arrays, Megatron enums)"
+        ) from None
     except (EOFError, zipfile.BadZipFile, ValueError) as e:
         raise TunebridgeError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from None
 
@@ -258,8 +289,14 @@ class _TensorRef:
         self.storage, self.size, self.stride = storage, size, stride
 
     def __reduce__(self):
-        return torch._utils._rebuild_tensor_v2, (self.storage, 0, self.size, self.stride, False,
-                                                 collections.OrderedDict())
+        return torch._utils._rebuild_tensor_v2, (
+            self.storage,
+            0,
+            self.size,
+            self.stride,
+            False,
+            collections.OrderedDict(),
+        )
 
 
 class _Pickler(pickle.Pickler):
@@ -297,12 +334,14 @@ class TorchZipWriter:
         views = [tensor_bytes(p) for p in pieces]
         numel = int(torch.Size(shape).numel())
         if sum(len(v) for v in views) != numel * dtype.itemsize or any(p.dtype != dtype for p in pieces):
-            raise ValueError(f"pieces of {[p.dtype for p in pieces]} {[list(p.shape) for p in pieces]} "
-                             f"do not make a {dtype} tensor of shape {list(shape)}")
+            raise ValueError(
+                f"pieces of {[p.dtype for p in pieces]} {[list(p.shape) for p in pieces]} "
+                f"do not make a {dtype} tensor of shape {list(shape)}"
+            )
         key = str(self._count)
         self._count += 1
         self._record(f"data/{key}", views)
-        stride = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+        stride = tuple(math.prod(shape[i + 1 :]) for i in range(len(shape)))
         return _TensorRef(_StorageRef(key, dtype, numel), tuple(shape), stride)
 
     def _record(self, name: str, views: list[memoryview]) -> None:
@@ -318,7 +357,7 @@ class TorchZipWriter:
         crc, at = 0, rec.offset + rec.local_header_len()
         for v in views:
             for start in range(0, len(v), _CHUNK):
-                chunk = v[start:start + _CHUNK]
+                chunk = v[start : start + _CHUNK]
                 crc = crc32(chunk, crc)
                 _pwrite_all(self._fd, [chunk], at)
                 at += len(chunk)
@@ -329,9 +368,13 @@ class TorchZipWriter:
         buf = io.BytesIO()
         _Pickler(buf, protocol=2).dump(obj)
         alignment = str(ALIGNMENT).encode()
-        for name, data in (("data.pkl", buf.getvalue()), (".format_version", b"1"),
-                           (".storage_alignment", alignment), ("byteorder", sys.byteorder.encode()),
-                           ("version", b"3\n")):
+        for name, data in (
+            ("data.pkl", buf.getvalue()),
+            (".format_version", b"1"),
+            (".storage_alignment", alignment),
+            ("byteorder", sys.byteorder.encode()),
+            ("version", b"3\n"),
+        ):
             self._record(name, [memoryview(data)])
         self._background.submit(self._write_directory, 0)
 
@@ -343,8 +386,9 @@ class TorchZipWriter:
     def _write_directory(self) -> None:
         try:
             central = b"".join(rec.central_header() for rec in self._central)
-            _pwrite_all(self._fd, [memoryview(central + _end_records(len(self._central), len(central), self._at))],
-                        self._at)
+            _pwrite_all(
+                self._fd, [memoryview(central + _end_records(len(self._central), len(central), self._at))], self._at
+            )
         finally:
             os.close(self._fd)
             del self._fd
@@ -376,8 +420,24 @@ class _Record:
         pad = self.local_header_len() - 30 - len(name) - len(zip64) - 4
         extra = zip64 + b"FB" + struct.pack("<H", pad) + b"Z" * pad
         size32 = _ZIP64 if zip64 else self.size
-        return struct.pack("<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, _FLAGS, 0, 0, 0, self.crc,
-                           size32, size32, len(name), len(extra)) + name + extra
+        return (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                45 if zip64 else 20,
+                _FLAGS,
+                0,
+                0,
+                0,
+                self.crc,
+                size32,
+                size32,
+                len(name),
+                len(extra),
+            )
+            + name
+            + extra
+        )
 
     def central_header(self) -> bytes:
         name = self.name.encode()
@@ -386,17 +446,47 @@ class _Record:
             values.append(self.offset)
         extra = struct.pack("<HH", 1, 8 * len(values)) + struct.pack(f"<{len(values)}Q", *values) if values else b""
         size32 = _ZIP64 if self.size >= _ZIP64 else self.size
-        return struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45 if extra else 20, _FLAGS, 0, 0, 0,
-                           self.crc, size32, size32, len(name), len(extra), 0, 0, 0, 0,
-                           min(self.offset, _ZIP64)) + name + extra
+        return (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                45,
+                45 if extra else 20,
+                _FLAGS,
+                0,
+                0,
+                0,
+                self.crc,
+                size32,
+                size32,
+                len(name),
+                len(extra),
+                0,
+                0,
+                0,
+                0,
+                min(self.offset, _ZIP64),
+            )
+            + name
+            + extra
+        )
 
 
 def _end_records(count: int, central_len: int, central_at: int) -> bytes:
     """Zip64 end of central directory record and locator (as torch writes them), then the classic one."""
     zip64_end = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, central_len, central_at)
     locator = struct.pack("<IIQI", 0x07064B50, 0, central_at + central_len, 1)
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, min(count, 0xFFFF), min(count, 0xFFFF),
-                      min(central_len, _ZIP64), min(central_at, _ZIP64), 0)
+    end = struct.pack(
+        "<IHHHHIIH",
+        0x06054B50,
+        0,
+        0,
+        min(count, 0xFFFF),
+        min(count, 0xFFFF),
+        min(central_len, _ZIP64),
+        min(central_at, _ZIP64),
+        0,
+    )
     return zip64_end + locator + end
 
 

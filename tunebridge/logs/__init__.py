@@ -3,6 +3,7 @@
 Formats: MindFormers worker logs (``MFLossMonitor`` lines), Megatron-LM / MindSpeed-LLM logs (``training_log``
 lines), the torch backend's ``metrics.jsonl`` and ``result.json``, and CSV (``step,loss[,lr,grad_norm]``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,9 +19,11 @@ from .tables import read_csv, read_jsonl, read_result
 FORMATS = ("mindformers", "megatron", "jsonl", "csv", "result")
 TEXT_PARSERS = {"mindformers": mindformers.parse_line, "megatron": megatron.parse_line}
 STEP_MARKERS = {"mindformers": mindformers.STEP_MARKER, "megatron": megatron.ITERATION}
-LOOKED_FOR = ("MindFormers MFLossMonitor lines ('{ Epoch:[ 1/ 1], step:[ 1/ 9], loss: ...'), Megatron / "
-              "MindSpeed-LLM lines ('iteration 1/9 | ... | lm loss: ... |'), JSONL records with step and loss, "
-              "or CSV with a step,loss header")
+LOOKED_FOR = (
+    "MindFormers MFLossMonitor lines ('{ Epoch:[ 1/ 1], step:[ 1/ 9], loss: ...'), Megatron / "
+    "MindSpeed-LLM lines ('iteration 1/9 | ... | lm loss: ... |'), JSONL records with step and loss, "
+    "or CSV with a step,loss header"
+)
 
 
 def _backend_of(fmt: str) -> str:
@@ -95,8 +98,9 @@ def parse_worker_logs(directory: Path, rank: int | None = None) -> RunResult:
     lines = [line for f in files for line in clean_lines(f)]
     fmt = next((f for f, parse in TEXT_PARSERS.items() if any(parse(line.text) for line in lines)), None)
     if fmt is None:
-        raise TunebridgeError(f"{directory}: no loss lines found in {', '.join(f.name for f in files)} "
-                              f"(looked for {LOOKED_FOR})")
+        raise TunebridgeError(
+            f"{directory}: no loss lines found in {', '.join(f.name for f in files)} (looked for {LOOKED_FOR})"
+        )
     return _parse_text(lines, directory, fmt, rank)
 
 

@@ -1,4 +1,5 @@
 """Reading a training log as clean lines: ANSI colours, carriage-return progress bars and rank prefixes removed."""
+
 from __future__ import annotations
 
 import re
@@ -23,10 +24,10 @@ WORKER_FILE = re.compile(r"worker_(\d+)\.log$")
 
 @dataclass(frozen=True)
 class Line:
-    number: int        # 1-based line number in the file
-    rank: int | None   # from a prefix, a tail header or the file name; None if the log does not say
+    number: int  # 1-based line number in the file
+    rank: int | None  # from a prefix, a tail header or the file name; None if the log does not say
     text: str
-    terminated: bool   # False for a last line without its newline: the writer was cut off mid-line
+    terminated: bool  # False for a last line without its newline: the writer was cut off mid-line
 
 
 def read_text(path: Path) -> str:
@@ -47,7 +48,7 @@ def split_rank(text: str) -> tuple[int | None, str]:
     for pattern in RANK_PREFIXES:
         m = pattern.match(text)
         if m:
-            return int(m.group(1)), text[m.end():]
+            return int(m.group(1)), text[m.end() :]
     return None, text
 
 
@@ -72,6 +73,7 @@ def clean_lines(path: Path) -> list[Line]:
         for j, segment in enumerate(segments):
             rank, body = split_rank(segment)
             if body.strip():
-                lines.append(Line(i + 1, rank if rank is not None else tail_rank, body,
-                                  terminated or j < len(segments) - 1))
+                lines.append(
+                    Line(i + 1, rank if rank is not None else tail_rank, body, terminated or j < len(segments) - 1)
+                )
     return lines

@@ -7,6 +7,7 @@
 (one line, printed by the last rank every ``--log-interval`` iterations; losses are averages over the interval).
 Newer Megatron prints ``elapsed ... (ms): now/mean``; older ones print ``learning rate`` with 3 decimals.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,7 +15,9 @@ import re
 from ..backends.result import StepRecord
 
 ITERATION = re.compile(r"\biteration\s+(\d+)/\s*(\d+|infinity)\s*\|")
-FIELD = re.compile(r"^\s*([A-Za-z][A-Za-z ()/_-]*?)\s*:?\s+([-+]?(?:\d[\d.]*(?:[eE][-+]?\d+)?|nan|inf)(?:/[-+\d.eE]+)?)\s*$")
+FIELD = re.compile(
+    r"^\s*([A-Za-z][A-Za-z ()/_-]*?)\s*:?\s+([-+]?(?:\d[\d.]*(?:[eE][-+]?\d+)?|nan|inf)(?:/[-+\d.eE]+)?)\s*$"
+)
 # PEFT's print_trainable_parameters (MindSpeed-LLM calls it for LoRA).
 PEFT_PARAMS = re.compile(r"trainable params:\s*([\d,]+)\s*\|\|\s*all params:\s*([\d,]+)")
 LOSS_KEYS = ("lm loss", "loss")
@@ -39,14 +42,19 @@ def parse_line(text: str) -> tuple[StepRecord, float | None] | None:
     m = ITERATION.search(text)
     if not m:
         return None
-    f = fields(text[m.end():])
+    f = fields(text[m.end() :])
     loss_key = next((k for k in LOSS_KEYS if k in f), None)
     if loss_key is None:
         return None
     skipped = f.get("number of skipped iterations")
-    record = StepRecord(step=int(m.group(1)), loss=float(f[loss_key]), lr=_float(f.get("learning rate")),
-                        grad_norm=_float(f.get("grad norm")), loss_scale=_float(f.get("loss scale")),
-                        skipped=int(skipped) > 0 if skipped is not None else None)
+    record = StepRecord(
+        step=int(m.group(1)),
+        loss=float(f[loss_key]),
+        lr=_float(f.get("learning rate")),
+        grad_norm=_float(f.get("grad norm")),
+        loss_scale=_float(f.get("loss scale")),
+        skipped=int(skipped) > 0 if skipped is not None else None,
+    )
     ms = _float(f.get("elapsed time per iteration (ms)"))
     return record, ms / 1000 if ms is not None else None
 

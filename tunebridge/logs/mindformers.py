@@ -9,6 +9,7 @@ MindFormers 1.x prints, per ``per_print_times`` steps::
 the schedule cannot be evaluated (CPU); ``lr``, ``loss_scale`` and ``global_norm`` may be printed as numpy
 arrays (``[1.e-05]``); ``step`` counts within the epoch.
 """
+
 from __future__ import annotations
 
 import re
@@ -47,7 +48,7 @@ def parse_line(text: str) -> tuple[StepRecord, float | None] | None:
     loss = _number(m.group(5))
     if loss is None:
         return None
-    rest = text[m.end():]
+    rest = text[m.end() :]
     overflow = OVERFLOW.search(rest)
     record = StepRecord(
         step=(epoch - 1) * steps_per_epoch + step_in_epoch,
@@ -55,7 +56,8 @@ def parse_line(text: str) -> tuple[StepRecord, float | None] | None:
         lr=_number(g.group(1)) if (g := LR.search(rest)) else None,
         grad_norm=_number(g.group(1)) if (g := GLOBAL_NORM.search(rest)) else None,
         loss_scale=_number(g.group(1)) if (g := LOSS_SCALE.search(rest)) else None,
-        skipped=overflow.group(1) == "True" if overflow else None)
+        skipped=overflow.group(1) == "True" if overflow else None,
+    )
     step_time = STEP_TIME.search(rest)
     return record, int(step_time.group(1)) / 1000 if step_time else None
 
@@ -75,6 +77,7 @@ def emf1_results(text: str) -> tuple[list[tuple[str, str]], dict | None]:
     """(prediction, label) of every example EmF1Metric printed in an eval log, and its final totals
     ({"F1", "Em", "count"}, None if the evaluation did not finish)."""
     import ast
+
     lines = text.splitlines()
     pairs, total = [], None
     for i, line in enumerate(lines):

@@ -1,4 +1,5 @@
 """Loss curves written as data: the torch backend's ``metrics.jsonl`` and ``result.json``, and plain CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -12,8 +13,13 @@ from ..errors import TunebridgeError
 from .lines import read_text
 
 RECORD_FIELDS = [f.name for f in fields(StepRecord)]
-CSV_ALIASES = {"iteration": "step", "learning_rate": "lr", "grad norm": "grad_norm", "global_norm": "grad_norm",
-               "lm loss": "loss"}
+CSV_ALIASES = {
+    "iteration": "step",
+    "learning_rate": "lr",
+    "grad norm": "grad_norm",
+    "global_norm": "grad_norm",
+    "lm loss": "loss",
+}
 CSV_DEFAULT_COLUMNS = ("step", "loss", "lr", "grad_norm")
 
 
@@ -73,7 +79,7 @@ def read_csv(path: Path) -> tuple[list[StepRecord], list[str]]:
         if missing:
             raise TunebridgeError(f"{path}:1: CSV header has no {' or '.join(missing)} column (has {first})")
     else:
-        columns, body = list(CSV_DEFAULT_COLUMNS[:len(first)]), lines
+        columns, body = list(CSV_DEFAULT_COLUMNS[: len(first)]), lines
     records, notes = [], []
     for k, (number, line) in enumerate(body):
         values = next(csv.reader(io.StringIO(line)))

@@ -2,13 +2,19 @@
 
 Used to check tunebridge's accounting and dialect tables against the real framework.
 """
+
 from __future__ import annotations
 
 from ..models import ModelSpec
 
 
-def stage_census(spec: ModelSpec, num_layer_list: list[int] | None = None, lora_modules: list[str] | None = None,
-                 rank: int = 8, alpha: float = 16.0) -> dict:
+def stage_census(
+    spec: ModelSpec,
+    num_layer_list: list[int] | None = None,
+    lora_modules: list[str] | None = None,
+    rank: int = 8,
+    alpha: float = 16.0,
+) -> dict:
     """Build this rank's stage (inside a :func:`tunebridge.megatron.launch.run` rank) and describe it.
 
     Without ``lora_modules`` every parameter is trainable (full fine-tuning).

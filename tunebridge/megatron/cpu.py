@@ -17,6 +17,7 @@ megatron-core hard-codes CUDA in a few places a CPU forward (and a tied-embeddin
 Each patched method runs unchanged, inside a context in which ``torch.cuda.current_device()`` names
 the CPU and ``Tensor.cuda()`` is the identity; nothing else is touched and nothing stays swapped.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,6 +49,7 @@ def _on_cpu(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         with _cuda_means_cpu():
             return fn(*args, **kwargs)
+
     setattr(wrapper, _ORIGINAL, fn)
     return wrapper
 
@@ -57,19 +59,27 @@ def _targets() -> list[tuple[object, str]]:
     from megatron.core.models.common.language_module.language_module import LanguageModule
     from megatron.core.tensor_parallel import mappings
     from megatron.core.utils import GlobalMemoryBuffer
-    return [(RotaryEmbedding, "get_emb"), (GlobalMemoryBuffer, "get_tensor"),
-            (LanguageModule, "setup_embeddings_and_output_layer"),
-            # TP collectives allocate their output buffers on the current CUDA device
-            (mappings, "_gather_along_last_dim"), (mappings, "_gather_along_first_dim"),
-            (mappings, "_reduce_scatter_along_first_dim")]
+
+    return [
+        (RotaryEmbedding, "get_emb"),
+        (GlobalMemoryBuffer, "get_tensor"),
+        (LanguageModule, "setup_embeddings_and_output_layer"),
+        # TP collectives allocate their output buffers on the current CUDA device
+        (mappings, "_gather_along_last_dim"),
+        (mappings, "_gather_along_first_dim"),
+        (mappings, "_reduce_scatter_along_first_dim"),
+    ]
 
 
 def patch_megatron_for_cpu() -> None:
     """Apply the CPU work-arounds (idempotent)."""
     from megatron.core.package_info import __version__
+
     if __version__ != TESTED_VERSION:
-        warnings.warn(f"tunebridge's CPU work-arounds were checked on megatron-core {TESTED_VERSION}, "
-                      f"this is {__version__}", stacklevel=2)
+        warnings.warn(
+            f"tunebridge's CPU work-arounds were checked on megatron-core {TESTED_VERSION}, this is {__version__}",
+            stacklevel=2,
+        )
     for owner, name in _targets():
         fn = owner.__dict__[name]
         if not hasattr(fn, _ORIGINAL):
@@ -102,8 +112,7 @@ def causal_mask(seq_len: int) -> torch.Tensor:
     return torch.ones(seq_len, seq_len, dtype=torch.bool).triu(diagonal=1)[None, None]
 
 
-def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int,
-                  timeout_s: float = 300.0) -> None:
+def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int, timeout_s: float = 300.0) -> None:
     """Initialise torch.distributed (gloo, CPU) and megatron's parallel state on this process.
 
     ``world`` must be a multiple of ``tp * pp`` (the rest is data parallelism).
@@ -116,8 +125,12 @@ def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int,
     patch_megatron_for_cpu()
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{master_port}", rank=rank, world_size=world,
-            timeout=datetime.timedelta(seconds=timeout_s))
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{master_port}",
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
     initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)

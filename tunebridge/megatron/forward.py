@@ -3,6 +3,7 @@
 :func:`mcore_logits` is the entry point from an ordinary process (it spawns the ranks);
 :func:`stage_forward` is the per-rank step, for code already running inside a rank.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -41,23 +42,29 @@ def stage_forward(model: GPTModel, input_ids: torch.Tensor, spec: ModelSpec) -> 
     if not last:
         torch.distributed.send(out.contiguous(), dst=parallel_state.get_pipeline_model_parallel_next_rank())
         return None
-    return out[..., :spec.vocab_size]
+    return out[..., : spec.vocab_size]
 
 
 def lora_in(state_dict: dict[str, torch.Tensor]) -> tuple[list[str], int] | None:
     """The fused LoRA a state dict carries: (native module names, rank), or None."""
-    modules = sorted({k[:-len(_LORA_A)].rsplit(".", 1)[-1] for k in state_dict if k.endswith(_LORA_A)})
+    modules = sorted({k[: -len(_LORA_A)].rsplit(".", 1)[-1] for k in state_dict if k.endswith(_LORA_A)})
     if not modules:
         return None
     rank = next(v.shape[0] for k, v in state_dict.items() if k.endswith(_LORA_A))
     return modules, rank
 
 
-def _logits_rank(spec: ModelSpec, shards: Shards, input_ids: torch.Tensor, tp: int, pp: int,
-                 num_layer_list: list[int] | None, make_vocab_size_divisible_by: int,
-                 lora_alpha: float | None) -> torch.Tensor | None:
-    state = shards[(parallel_state.get_pipeline_model_parallel_rank(),
-                    parallel_state.get_tensor_model_parallel_rank())]
+def _logits_rank(
+    spec: ModelSpec,
+    shards: Shards,
+    input_ids: torch.Tensor,
+    tp: int,
+    pp: int,
+    num_layer_list: list[int] | None,
+    make_vocab_size_divisible_by: int,
+    lora_alpha: float | None,
+) -> torch.Tensor | None:
+    state = shards[(parallel_state.get_pipeline_model_parallel_rank(), parallel_state.get_tensor_model_parallel_rank())]
     model = build_gpt(spec, tp, pp, num_layer_list, make_vocab_size_divisible_by)
     found = lora_in(state)
     if found:
@@ -69,9 +76,15 @@ def _logits_rank(spec: ModelSpec, shards: Shards, input_ids: torch.Tensor, tp: i
     return logits if parallel_state.get_tensor_model_parallel_rank() == 0 else None
 
 
-def mcore_logits(spec: ModelSpec, shards: Shards, input_ids: torch.Tensor,
-                 num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
-                 lora_alpha: float | None = None, timeout_s: float = 600.0) -> torch.Tensor:
+def mcore_logits(
+    spec: ModelSpec,
+    shards: Shards,
+    input_ids: torch.Tensor,
+    num_layer_list: list[int] | None = None,
+    make_vocab_size_divisible_by: int = 1,
+    lora_alpha: float | None = None,
+    timeout_s: float = 600.0,
+) -> torch.Tensor:
     """fp32 logits [batch, seq, vocab] of megatron-core loaded with ``shards`` ({(pp_rank, tp_rank):
     mcore state dict}, as in ``mp_rank_*/model_optim_rng.pt['model']`` or from
     :func:`tunebridge.megatron.weights.mcore_shards`), run on tp*pp gloo processes.
@@ -83,7 +96,11 @@ def mcore_logits(spec: ModelSpec, shards: Shards, input_ids: torch.Tensor,
     pp = 1 + max(s for s, _ in shards)
     if sorted(shards) != [(s, t) for s in range(pp) for t in range(tp)]:
         raise ValueError(f"shards must cover every (pp_rank, tp_rank) of a {pp}x{tp} grid, got {sorted(shards)}")
-    results = launch.run(_logits_rank, tp, pp, timeout_s=timeout_s,
-                         args=(spec, shards, input_ids, tp, pp, num_layer_list, make_vocab_size_divisible_by,
-                               lora_alpha))
+    results = launch.run(
+        _logits_rank,
+        tp,
+        pp,
+        timeout_s=timeout_s,
+        args=(spec, shards, input_ids, tp, pp, num_layer_list, make_vocab_size_divisible_by, lora_alpha),
+    )
     return results[(pp - 1) * tp]

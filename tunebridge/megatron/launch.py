@@ -5,6 +5,7 @@
 ``fn`` must be importable (a module-level function). Arguments and results travel as plain pickles
 (not torch's shared-memory tensors), so a rank may exit as soon as it has answered.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -32,8 +33,10 @@ def _worker(fn: Callable, tp: int, pp: int, rank: int, port: int, payload: bytes
     answer: tuple[int, bool, bytes | str]
     try:
         import torch
+
         torch.set_num_threads(1)
         from .cpu import init_parallel
+
         init_parallel(tp, pp, rank, tp * pp, port)
         args, kwargs = pickle.loads(payload)
         answer = (rank, True, pickle.dumps(fn(*args, **kwargs)))
@@ -42,8 +45,14 @@ def _worker(fn: Callable, tp: int, pp: int, rank: int, port: int, payload: bytes
     results.put(answer)
 
 
-def run(fn: Callable[..., Any], tp: int = 1, pp: int = 1, args: tuple = (), kwargs: dict | None = None,
-        timeout_s: float = 600.0) -> list[Any]:
+def run(
+    fn: Callable[..., Any],
+    tp: int = 1,
+    pp: int = 1,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    timeout_s: float = 600.0,
+) -> list[Any]:
     """``fn(*args, **kwargs)`` on every rank of a tp x pp gloo world; results in global-rank order.
 
     Global rank r has tp_rank = r % tp and pp_rank = r // tp (megatron's default order, dp = 1).
@@ -65,8 +74,10 @@ def _run_once(fn: Callable, tp: int, pp: int, payload: bytes, port: int, timeout
     world = tp * pp
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(fn, tp, pp, rank, port, payload, results), daemon=True)
-             for rank in range(world)]
+    procs = [
+        ctx.Process(target=_worker, args=(fn, tp, pp, rank, port, payload, results), daemon=True)
+        for rank in range(world)
+    ]
     for p in procs:
         p.start()
     answers: dict[int, Any] = {}
@@ -78,11 +89,14 @@ def _run_once(fn: Callable, tp: int, pp: int, payload: bytes, port: int, timeout
             except queue.Empty:
                 dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0) and r not in answers]
                 if dead:
-                    raise RankFailed(f"rank {dead[0]} of {world} died with exit code {procs[dead[0]].exitcode} "
-                                     f"before answering") from None
+                    raise RankFailed(
+                        f"rank {dead[0]} of {world} died with exit code {procs[dead[0]].exitcode} before answering"
+                    ) from None
                 if time.monotonic() > deadline:
-                    raise RankFailed(f"no answer from ranks {sorted(set(range(world)) - set(answers))} "
-                                     f"of {world} after {timeout_s:.0f} s") from None
+                    raise RankFailed(
+                        f"no answer from ranks {sorted(set(range(world)) - set(answers))} "
+                        f"of {world} after {timeout_s:.0f} s"
+                    ) from None
                 continue
             if not ok:
                 raise RankFailed(f"rank {rank} of {world} (tp={tp}, pp={pp}) failed:\n{data}")

@@ -12,6 +12,7 @@ One (A, B) pair per fused module, so q, k and v share A in ``linear_qkv`` and ga
 The update is ``y += (alpha / r) * B A dropout(x)``. Dropout draws from the default generator, which
 Megatron seeds alike on every TP rank, so replicated inputs get one mask.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,14 @@ LORA_PARALLEL = {native_name(m): m.parallel for m in MCORE.lora_modules}
 class FusedLoraLinear(nn.Module):
     """A Column/RowParallelLinear (``base_layer``) plus ``lora_A.default`` / ``lora_B.default``."""
 
-    def __init__(self, base: ColumnParallelLinear | RowParallelLinear, parallel: Shard, rank: int,
-                 alpha: float, dropout: float = 0.0):
+    def __init__(
+        self,
+        base: ColumnParallelLinear | RowParallelLinear,
+        parallel: Shard,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if base.config.sequence_parallel:
             raise NotImplementedError("fused LoRA here does not support sequence parallelism")
@@ -85,15 +92,17 @@ class FusedLoraLinear(nn.Module):
         return self.base_layer.weight + self.scaling * (b.weight @ a.weight)
 
 
-def apply_lora(model: nn.Module, modules: list[str], rank: int, alpha: float,
-               dropout: float = 0.0) -> nn.Module:
+def apply_lora(model: nn.Module, modules: list[str], rank: int, alpha: float, dropout: float = 0.0) -> nn.Module:
     """Wrap every ``modules`` linear (native names: linear_qkv, linear_proj, linear_fc1, linear_fc2) of
     ``model`` in place and freeze everything but the LoRA matrices; returns ``model``."""
     unknown = sorted(set(modules) - set(LORA_PARALLEL))
     if unknown:
         raise ValueError(f"unknown LoRA target modules {unknown} (MindSpeed-LLM knows {list(LORA_PARALLEL)})")
-    targets = [(name, mod) for name, mod in model.named_modules()
-               if name.rsplit(".", 1)[-1] in modules and isinstance(mod, (ColumnParallelLinear, RowParallelLinear))]
+    targets = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if name.rsplit(".", 1)[-1] in modules and isinstance(mod, (ColumnParallelLinear, RowParallelLinear))
+    ]
     if not targets:
         raise ValueError(f"no module named {modules} in the model")
     for p in model.parameters():

@@ -6,6 +6,7 @@ fp32 here: the model is the family's Megatron arguments (:func:`tunebridge.famil
 megatron-core's TransformerConfig as Megatron's ``core_transformer_config_from_args`` does. Call inside a process
 set up by :func:`tunebridge.megatron.cpu.init_parallel`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,17 +37,28 @@ def rope_scaling_factor(spec: ModelSpec) -> float | None:
     kind = rs.get("rope_type", rs.get("type"))
     fixed = {k: float(rs.get(k, v)) for k, v in _MCORE_LLAMA3_FIXED.items()}
     if kind != "llama3" or fixed != _MCORE_LLAMA3_FIXED:
-        raise TunebridgeError(f"{spec.name}: rope_scaling {rs} is not expressible in megatron-core "
-                              f"{'(only llama3 scaling)' if kind != 'llama3' else f'(it fixes {_MCORE_LLAMA3_FIXED})'}")
+        raise TunebridgeError(
+            f"{spec.name}: rope_scaling {rs} is not expressible in megatron-core "
+            f"{'(only llama3 scaling)' if kind != 'llama3' else f'(it fixes {_MCORE_LLAMA3_FIXED})'}"
+        )
     return float(rs["factor"])
 
 
 # Megatron's argument -> megatron-core's TransformerConfig field, for the model's arguments.
-_CONFIG_OF_ARG = {"num_layers": "num_layers", "hidden_size": "hidden_size", "ffn_hidden_size": "ffn_hidden_size",
-                  "num_attention_heads": "num_attention_heads", "num_query_groups": "num_query_groups",
-                  "kv_channels": "kv_channels", "normalization": "normalization", "norm_epsilon": "layernorm_epsilon",
-                  "swiglu": "gated_linear_unit", "add_bias_linear": "add_bias_linear", "add_qkv_bias": "add_qkv_bias",
-                  "qk_layernorm": "qk_layernorm"}
+_CONFIG_OF_ARG = {
+    "num_layers": "num_layers",
+    "hidden_size": "hidden_size",
+    "ffn_hidden_size": "ffn_hidden_size",
+    "num_attention_heads": "num_attention_heads",
+    "num_query_groups": "num_query_groups",
+    "kv_channels": "kv_channels",
+    "normalization": "normalization",
+    "norm_epsilon": "layernorm_epsilon",
+    "swiglu": "gated_linear_unit",
+    "add_bias_linear": "add_bias_linear",
+    "add_qkv_bias": "add_qkv_bias",
+    "qk_layernorm": "qk_layernorm",
+}
 
 
 def megatron_args(spec: ModelSpec) -> dict:
@@ -54,8 +66,9 @@ def megatron_args(spec: ModelSpec) -> dict:
     return config_keys.write(megatron_keys(spec.family_record), spec)
 
 
-def transformer_config(spec: ModelSpec, tp: int = 1, pp: int = 1,
-                       num_layer_list: list[int] | None = None) -> TransformerConfig:
+def transformer_config(
+    spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None
+) -> TransformerConfig:
     """The TransformerConfig MindSpeed-LLM's GPT_ARGS give for ``spec`` (fp32, no dropout, no fusions)."""
     layout = None
     if pp > 1:
@@ -70,12 +83,20 @@ def transformer_config(spec: ModelSpec, tp: int = 1, pp: int = 1,
     return TransformerConfig(
         **{field: args[arg] for arg, field in _CONFIG_OF_ARG.items() if arg in args},
         activation_func=torch.nn.functional.silu if args["swiglu"] else torch.nn.functional.gelu,
-        hidden_dropout=0.0, attention_dropout=0.0,
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
         pipeline_model_parallel_layout=layout,
-        params_dtype=torch.float32, pipeline_dtype=torch.float32, use_cpu_initialization=True,
-        bias_activation_fusion=False, bias_dropout_fusion=False, apply_rope_fusion=False,
-        masked_softmax_fusion=False, persist_layer_norm=False, gradient_accumulation_fusion=False,
+        params_dtype=torch.float32,
+        pipeline_dtype=torch.float32,
+        use_cpu_initialization=True,
+        bias_activation_fusion=False,
+        bias_dropout_fusion=False,
+        apply_rope_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
     )
 
 
@@ -95,20 +116,29 @@ def layer_spec(spec: ModelSpec) -> ModuleSpec:
         return local
     attention = local.submodules.self_attention
     attn_sub = dataclasses.replace(attention.submodules, linear_proj=_DenseBiasRowParallelLinear)
-    layer_sub = dataclasses.replace(local.submodules,
-                                    self_attention=dataclasses.replace(attention, submodules=attn_sub))
+    layer_sub = dataclasses.replace(
+        local.submodules, self_attention=dataclasses.replace(attention, submodules=attn_sub)
+    )
     return dataclasses.replace(local, submodules=layer_sub)
 
 
-def build_gpt(spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None,
-              make_vocab_size_divisible_by: int = 1, max_sequence_length: int | None = None) -> GPTModel:
+def build_gpt(
+    spec: ModelSpec,
+    tp: int = 1,
+    pp: int = 1,
+    num_layer_list: list[int] | None = None,
+    make_vocab_size_divisible_by: int = 1,
+    max_sequence_length: int | None = None,
+) -> GPTModel:
     """This process's stage of ``spec`` as a megatron-core GPTModel (stage and TP rank from parallel_state).
 
     ``tp``/``pp`` must be the sizes parallel_state was initialised with; they are stated, not read, so a
     mismatch with the caller's checkpoint layout fails here rather than as a shape error later.
     """
-    actual = (parallel_state.get_tensor_model_parallel_world_size(),
-              parallel_state.get_pipeline_model_parallel_world_size())
+    actual = (
+        parallel_state.get_tensor_model_parallel_world_size(),
+        parallel_state.get_pipeline_model_parallel_world_size(),
+    )
     if actual != (tp, pp):
         raise ValueError(f"build_gpt(tp={tp}, pp={pp}) but parallel_state has tp={actual[0]}, pp={actual[1]}")
     if spec.num_kv_heads % tp:
@@ -121,15 +151,19 @@ def build_gpt(spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[in
         transformer_layer_spec=layer_spec(spec),
         vocab_size=padded_vocab_size(spec.vocab_size, tp, make_vocab_size_divisible_by),
         max_sequence_length=max_sequence_length or spec.max_position_embeddings,
-        pre_process=pp_rank == 0, post_process=pp_rank == pp - 1,
+        pre_process=pp_rank == 0,
+        post_process=pp_rank == pp - 1,
         share_embeddings_and_output_weights=not args["untie_embeddings_and_output_weights"],
-        position_embedding_type=args["position_embedding_type"], rotary_base=args["rotary_base"],
-        rope_scaling=scaling is not None, rope_scaling_factor=scaling or 8.0,
+        position_embedding_type=args["position_embedding_type"],
+        rotary_base=args["rotary_base"],
+        rope_scaling=scaling is not None,
+        rope_scaling_factor=scaling or 8.0,
     )
 
 
-def stage_tensor_names(spec: ModelSpec, pp_rank: int = 0, pp: int = 1,
-                       num_layer_list: list[int] | None = None) -> list[str]:
+def stage_tensor_names(
+    spec: ModelSpec, pp_rank: int = 0, pp: int = 1, num_layer_list: list[int] | None = None
+) -> list[str]:
     """MCORE tensor names one pipeline stage holds, with stage-local layer indices.
 
     With tied embeddings and pp > 1 the last stage also holds ``output_layer.weight``: megatron-core
@@ -149,4 +183,3 @@ def stage_tensor_names(spec: ModelSpec, pp_rank: int = 0, pp: int = 1,
 def model_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A model's state dict without the ``_extra_state`` entries (always None for local TP layers)."""
     return {k: v for k, v in model.state_dict().items() if not k.endswith("._extra_state")}
-

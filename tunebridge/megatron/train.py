@@ -17,6 +17,7 @@ The last rank writes Megatron's ``training_log`` line per iteration. Megatron re
 that line *after* the scheduler has stepped, so line ``i`` shows the rate of update ``i + 1``; the step
 records keep the rate each update used.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,21 +52,22 @@ from .model import build_gpt, model_state_dict
 @dataclass
 class RankJob:
     """Everything a rank needs (pickled to every rank)."""
+
     spec: ModelSpec
     mcore_dir: str
     data_prefix: str
     batches: list[list[int]]
     cfg: TrainConfig
     log_path: str
-    checkpoint_dir: str                 # where the rank files of the trained model go
+    checkpoint_dir: str  # where the rank files of the trained model go
     tp: int = 1
     pp: int = 1
     num_layer_list: list[int] | None = None
-    lora_modules: list[str] | None = None   # native names; None = full fine-tuning
+    lora_modules: list[str] | None = None  # native names; None = full fine-tuning
     lora_rank: int = 8
     lora_alpha: float = 16.0
-    init_lora_dir: str | None = None    # a LoRA-only mcore checkpoint with this run's tp/pp
-    echo: bool = False                  # also print the log lines (the last rank's stdout)
+    init_lora_dir: str | None = None  # a LoRA-only mcore checkpoint with this run's tp/pp
+    echo: bool = False  # also print the log lines (the last rank's stdout)
 
 
 class InstructionData:
@@ -85,8 +87,8 @@ class InstructionData:
         tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
         for r, (t, lab) in enumerate(rows):
-            tokens[r, :len(t)] = torch.from_numpy(t)
-            labels[r, :len(lab)] = torch.from_numpy(lab)
+            tokens[r, : len(t)] = torch.from_numpy(t)
+            labels[r, : len(lab)] = torch.from_numpy(lab)
         mask = labels != IGNORE
         return tokens, labels.masked_fill(~mask, 0), mask.float()
 
@@ -95,8 +97,9 @@ def _load_strict(module: torch.nn.Module, state: dict, where: Path) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise TunebridgeError(f"{where}: does not fit the model: {str(e).splitlines()[0]} "
-                              f"{' '.join(str(e).splitlines()[1:3])}") from None
+        raise TunebridgeError(
+            f"{where}: does not fit the model: {str(e).splitlines()[0]} {' '.join(str(e).splitlines()[1:3])}"
+        ) from None
 
 
 def _load_lora(model: torch.nn.Module, path: Path) -> None:
@@ -105,13 +108,16 @@ def _load_lora(model: torch.nn.Module, path: Path) -> None:
     params = {n: p for n, p in model.named_parameters() if ".lora_" in n}
     if set(state) != set(params):
         missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
-        raise TunebridgeError(f"{path}: LoRA tensors differ from the run's LoRA modules "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise TunebridgeError(
+            f"{path}: LoRA tensors differ from the run's LoRA modules "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     with torch.no_grad():
         for name, p in params.items():
             if tuple(state[name].shape) != tuple(p.shape):
-                raise TunebridgeError(f"{path}: {name} has shape {list(state[name].shape)}, the model needs "
-                                      f"{list(p.shape)}")
+                raise TunebridgeError(
+                    f"{path}: {name} has shape {list(state[name].shape)}, the model needs {list(p.shape)}"
+                )
             p.copy_(state[name])
 
 
@@ -140,8 +146,18 @@ def grad_norm(params: list[torch.nn.Parameter]) -> float:
     return float(sq) ** 0.5
 
 
-def log_line(iteration: int, total: int, consumed: int, elapsed_s: float, lr: float, global_batch: int,
-             loss: float, norm: float, skipped: int = 0, nan: int = 0) -> str:
+def log_line(
+    iteration: int,
+    total: int,
+    consumed: int,
+    elapsed_s: float,
+    lr: float,
+    global_batch: int,
+    loss: float,
+    norm: float,
+    skipped: int = 0,
+    nan: int = 0,
+) -> str:
     """Megatron's ``training_log`` line (core_r0.8+, as MindSpeed-LLM 2.x prints it; fp32: loss scale 1.0)."""
     s = f" [{datetime.now().strftime('%Y-%m-%d %H:%M:%S')}]"
     s += f" iteration {iteration:8d}/{total:8d} |"
@@ -167,10 +183,13 @@ def _build(job: RankJob) -> tuple[torch.nn.Module, object]:
     ckpt = mcore_fmt.load_rank_file(path)
     args = ckpt.get("args")
     if lora_in(ckpt["model"]):
-        raise TunebridgeError(f"{path}: the base checkpoint already carries LoRA tensors; pass the converted base "
-                              f"and the adapter as init_adapter")
-    model = build_gpt(job.spec, job.tp, job.pp, job.num_layer_list,
-                      getattr(args, "make_vocab_size_divisible_by", 1) or 1)
+        raise TunebridgeError(
+            f"{path}: the base checkpoint already carries LoRA tensors; pass the converted base "
+            f"and the adapter as init_adapter"
+        )
+    model = build_gpt(
+        job.spec, job.tp, job.pp, job.num_layer_list, getattr(args, "make_vocab_size_divisible_by", 1) or 1
+    )
     _load_strict(model, ckpt["model"], path)
     if job.lora_modules:
         apply_lora(model, job.lora_modules, job.lora_rank, job.lora_alpha)
@@ -183,8 +202,14 @@ def _save(job: RankJob, model: torch.nn.Module, base_args, steps: int) -> None:
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     pp_rank = parallel_state.get_pipeline_model_parallel_rank()
     cfg = job.cfg
-    args = mcore_fmt.make_args(job.spec, job.tp, job.pp, job.num_layer_list,
-                               getattr(base_args, "make_vocab_size_divisible_by", 1) or 1, torch.float32)
+    args = mcore_fmt.make_args(
+        job.spec,
+        job.tp,
+        job.pp,
+        job.num_layer_list,
+        getattr(base_args, "make_vocab_size_divisible_by", 1) or 1,
+        torch.float32,
+    )
     args.iteration, args.train_iters = steps, steps
     args.global_batch_size, args.micro_batch_size = cfg.global_batch_size, cfg.micro_batch_size
     args.lr, args.min_lr, args.seed = cfg.lr, cfg.min_lr, cfg.seed
@@ -201,8 +226,8 @@ def _save(job: RankJob, model: torch.nn.Module, base_args, steps: int) -> None:
 
 def _configure_schedule(model: GPTModel, cfg: TrainConfig) -> None:
     config = model.config
-    config.batch_p2p_comm = False          # plain isend/irecv: what gloo surely supports
-    config.variable_seq_lengths = True     # micro-batches are padded to their own longest sample
+    config.batch_p2p_comm = False  # plain isend/irecv: what gloo surely supports
+    config.variable_seq_lengths = True  # micro-batches are padded to their own longest sample
     config.calculate_per_token_loss = cfg.loss_average == "token"
     config.finalize_model_grads_func = None  # dp = 1: nothing to reduce; per-token scaling is done below
     config.timers = None
@@ -246,8 +271,7 @@ def train_rank(job: RankJob) -> dict:
     _configure_schedule(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_adamw(_param_groups(model), cfg)
-    schedule = Schedule(cfg.lr, cfg.min_lr, len(job.batches), cfg.warmup_ratio, cfg.lr_schedule,
-                        cfg.warmup_rounding)
+    schedule = Schedule(cfg.lr, cfg.min_lr, len(job.batches), cfg.warmup_ratio, cfg.lr_schedule, cfg.warmup_rounding)
     data = InstructionData(job.data_prefix)
     forward_backward = get_forward_backward_func()
     last_rank = torch.distributed.get_rank() == torch.distributed.get_world_size() - 1
@@ -264,9 +288,14 @@ def train_rank(job: RankJob) -> dict:
                 group["lr"] = lr
             with pipeline_schedule_on_cpu():
                 store = forward_backward(
-                    forward_step_func=partial(_forward_step, per_token), data_iterator=iter(micro), model=[model],
-                    num_microbatches=len(micro), seq_length=max(t.shape[1] for t, _, _ in micro),
-                    micro_batch_size=cfg.micro_batch_size, forward_only=False)
+                    forward_step_func=partial(_forward_step, per_token),
+                    data_iterator=iter(micro),
+                    model=[model],
+                    num_microbatches=len(micro),
+                    seq_length=max(t.shape[1] for t, _, _ in micro),
+                    micro_batch_size=cfg.micro_batch_size,
+                    forward_only=False,
+                )
             if per_token:  # what finalize_model_grads does with the global token count
                 for p in params:
                     if p.grad is not None:
@@ -281,12 +310,21 @@ def train_rank(job: RankJob) -> dict:
             optimizer.zero_grad(set_to_none=True)
             elapsed = time.perf_counter() - t0
             times.append(elapsed)
-            steps.append(dict(step=k + 1, loss=reported, lr=lr, grad_norm=norm, tokens=n_tokens, loss_scale=1.0,
-                              skipped=False))
+            steps.append(
+                dict(step=k + 1, loss=reported, lr=lr, grad_norm=norm, tokens=n_tokens, loss_scale=1.0, skipped=False)
+            )
             if log:
-                line = log_line(k + 1, len(job.batches), (k + 1) * cfg.global_batch_size, elapsed,
-                                schedule.lr_at(k + 1), cfg.global_batch_size, reported, norm,
-                                nan=int(not math.isfinite(reported)))
+                line = log_line(
+                    k + 1,
+                    len(job.batches),
+                    (k + 1) * cfg.global_batch_size,
+                    elapsed,
+                    schedule.lr_at(k + 1),
+                    cfg.global_batch_size,
+                    reported,
+                    norm,
+                    nan=int(not math.isfinite(reported)),
+                )
                 log.write(line + "\n")
                 log.flush()
                 if job.echo:
@@ -297,7 +335,8 @@ def train_rank(job: RankJob) -> dict:
     _save(job, model, base_args, len(job.batches))
     instantiated = list(model.parameters())
     return {
-        "steps": steps, "step_times": times,
+        "steps": steps,
+        "step_times": times,
         "trainable_once": sum(p.numel() for p in params if _counted_once(p)),
         "total_once": sum(p.numel() for p in instantiated if _counted_once(p)),
         "trainable_rank": sum(p.numel() for p in params),

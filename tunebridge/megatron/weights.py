@@ -5,6 +5,7 @@ for globals. Fused LoRA is keyed ``(native module, layer)`` -> ``(A [r, in], B [
 in canonical order of the projections the module covers (``[q; k; v]``, ``[gate; up]``), so that
 ``W + (alpha/r) B A`` is the update of the canonical stacked weight.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -21,8 +22,9 @@ FusedLora = Mapping[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]
 Shards = dict[tuple[int, int], dict[str, torch.Tensor]]
 
 
-def _stage_full_tensors(spec: ModelSpec, canonical: Canonical, layers: range, first: bool, last: bool,
-                        pp: int, tp: int, vocab: int) -> dict[str, tuple[torch.Tensor, Shard]]:
+def _stage_full_tensors(
+    spec: ModelSpec, canonical: Canonical, layers: range, first: bool, last: bool, pp: int, tp: int, vocab: int
+) -> dict[str, tuple[torch.Tensor, Shard]]:
     out: dict[str, tuple[torch.Tensor, Shard]] = {}
     for rule in MCORE.rules(spec):
         if rule.per_layer:
@@ -38,8 +40,9 @@ def _stage_full_tensors(spec: ModelSpec, canonical: Canonical, layers: range, fi
     return out
 
 
-def _stage_lora(spec: ModelSpec, lora: FusedLora, layers: range, tp: int,
-                full: dict[str, tuple[torch.Tensor, Shard]]) -> dict[str, tuple[torch.Tensor, Shard]]:
+def _stage_lora(
+    spec: ModelSpec, lora: FusedLora, layers: range, tp: int, full: dict[str, tuple[torch.Tensor, Shard]]
+) -> dict[str, tuple[torch.Tensor, Shard]]:
     """Rename wrapped base tensors to ``base_layer`` and add the LoRA pairs of one stage."""
     modules = {native_name(m): m for m in MCORE.lora_modules}
     for (name, g), (a, b) in lora.items():
@@ -61,9 +64,15 @@ def _stage_lora(spec: ModelSpec, lora: FusedLora, layers: range, tp: int,
     return full
 
 
-def mcore_shards(spec: ModelSpec, canonical: Canonical, tp: int = 1, pp: int = 1,
-                 num_layer_list: list[int] | None = None, make_vocab_size_divisible_by: int = 1,
-                 lora: FusedLora | None = None) -> Shards:
+def mcore_shards(
+    spec: ModelSpec,
+    canonical: Canonical,
+    tp: int = 1,
+    pp: int = 1,
+    num_layer_list: list[int] | None = None,
+    make_vocab_size_divisible_by: int = 1,
+    lora: FusedLora | None = None,
+) -> Shards:
     """Every rank's mcore state dict, keyed ``(pp_rank, tp_rank)`` (stage-local layer indices)."""
     vocab = padded_vocab_size(spec.vocab_size, tp, make_vocab_size_divisible_by)
     stages = stage_layers(spec.num_layers, pp, num_layer_list)

@@ -1,4 +1,5 @@
 """MindSpore's own checkpoint writer and reader, as the reference for tunebridge.formats.msckpt (tests)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,6 +9,7 @@ def save_reference(npz_path: str, ckpt_path: str, bf16: list[str]) -> None:
     """``mindspore.save_checkpoint`` of the arrays in ``npz_path`` (names in ``bf16`` stored as BFloat16;
     their float32 values must be exactly representable)."""
     import mindspore as ms
+
     arrays = np.load(npz_path)
     params = []
     for name in arrays.files:
@@ -20,6 +22,7 @@ def save_reference(npz_path: str, ckpt_path: str, bf16: list[str]) -> None:
 def load_reference(ckpt_path: str, npz_path: str) -> dict:
     """``mindspore.load_checkpoint``: arrays (BFloat16 widened to float32) into ``npz_path``; dtypes returned."""
     import mindspore as ms
+
     loaded = ms.load_checkpoint(ckpt_path)
     out, dtypes = {}, {}
     for name, param in loaded.items():

@@ -1,4 +1,5 @@
 """Rendered MindFormers YAML read back by MindFormers itself (runs in .venv-mindspore)."""
+
 from __future__ import annotations
 
 
@@ -21,6 +22,7 @@ def read_configs(paths: list[str]) -> list[dict]:
 def versions(packages: list[str]) -> dict[str, str]:
     """Installed versions, without importing the packages."""
     from importlib.metadata import version
+
     return {name: version(name) for name in packages}
 
 
@@ -38,6 +40,7 @@ def build_part(path: str) -> dict:
     from mindformers.modules.layers import FreqsMgr
     from mindformers.tools.register import MindFormerConfig
     from mindspore import nn
+
     config = MindFormerConfig(path)
     lr_config = config.lr_schedule
     total = lr_config.total_steps if lr_config.total_steps and lr_config.total_steps > 0 else 100
@@ -46,11 +49,22 @@ def build_part(path: str) -> dict:
     optimizer = build_optim(config.optimizer, default_args={"params": params, "learning_rate": lr})
     mc = config.model.model_config
     scaling = mc.scaling_factor.to_dict() if hasattr(mc.scaling_factor, "to_dict") else mc.scaling_factor
-    freqs = FreqsMgr(head_dim=mc.hidden_size // mc.num_heads, seq_length=mc.seq_length,
-                     max_position_embedding=mc.max_position_embedding, rotary_dtype=ms.float32, theta=mc.theta,
-                     scaling_factor=scaling, extend_method=mc.extend_method)
+    freqs = FreqsMgr(
+        head_dim=mc.hidden_size // mc.num_heads,
+        seq_length=mc.seq_length,
+        max_position_embedding=mc.max_position_embedding,
+        rotary_dtype=ms.float32,
+        theta=mc.theta,
+        scaling_factor=scaling,
+        extend_method=mc.extend_method,
+    )
     import numpy as np
+
     half = mc.hidden_size // mc.num_heads // 2
-    return {"optimizer": type(optimizer).__name__, "lr_schedule": type(lr).__name__, "rope": mc.extend_method,
-            # position 1's angles are the inverse frequencies themselves (all below pi / 2)
-            "inv_freq": np.arcsin(freqs.freqs_sin.asnumpy()[1, :half].astype(np.float64)).tolist()}
+    return {
+        "optimizer": type(optimizer).__name__,
+        "lr_schedule": type(lr).__name__,
+        "rope": mc.extend_method,
+        # position 1's angles are the inverse frequencies themselves (all below pi / 2)
+        "inv_freq": np.arcsin(freqs.freqs_sin.asnumpy()[1, :half].astype(np.float64)).tolist(),
+    }

@@ -1,4 +1,5 @@
 """MindFormers' own EmF1Metric on given cases (runs in .venv-mindspore): the reference for tests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,7 @@ import io
 
 def per_case(predictions: list[str], golds: list[str]) -> list[dict]:
     from mindformers.core.metric.metric import EmF1Metric
+
     metric = EmF1Metric()
     out = []
     with contextlib.redirect_stdout(io.StringIO()):  # the metric prints every update
@@ -19,6 +21,7 @@ def per_case(predictions: list[str], golds: list[str]) -> list[dict]:
 
 def overall(predictions: list[str], golds: list[str]) -> dict:
     from mindformers.core.metric.metric import EmF1Metric
+
     metric = EmF1Metric()
     metric.clear()
     with contextlib.redirect_stdout(io.StringIO()):

@@ -5,6 +5,7 @@
 ``FileWriter.write_raw_data`` and, on the (0, 0) end frame, commits and renames the file into place. Input that
 ends without the end frame leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,6 +24,7 @@ SCHEMA = {"input_ids": {"type": "int32", "shape": [-1]}, "labels": {"type": "int
 
 def _writer(out: Path):
     from mindspore.mindrecord import FileWriter
+
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     writer = FileWriter(str(tmp_dir / out.name), shard_num=1, overwrite=True)
     writer.add_schema(SCHEMA, "tunebridge instruction data")
@@ -77,6 +79,7 @@ def stream(out_path: str, source=None) -> dict:
 
 def _rows(path: str) -> tuple[np.ndarray, np.ndarray]:
     import mindspore.dataset as ds
+
     data = ds.MindDataset(path, columns_list=["input_ids", "labels"], shuffle=False)
     ids, labels = [], []
     for row in data.create_dict_iterator(output_numpy=True):
@@ -99,6 +102,7 @@ def select(path: str, out_path: str, rows: list[int]) -> dict:
     bad = [r for r in rows if not 0 <= r < len(ids)]
     if bad:
         from ..errors import TunebridgeError
+
         raise TunebridgeError(f"{path}: has {len(ids)} rows, asked for row {bad[0]}")
     out = Path(out_path)
     writer, tmp_dir = _writer(out)

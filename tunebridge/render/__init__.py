@@ -1,4 +1,5 @@
 """Render a recipe into the launch artifacts of a real stack (MindFormers or MindSpeed-LLM)."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,9 @@ def _lora_plan(recipe, backend: str):
     return plan_lora(backend, list(lc.targets), native)
 
 
-def render_files(recipe, backend: str, num_samples: int | None = None, version: str = msl.DEFAULT_VERSION,
-                 device: str = "ascend") -> dict[str, str]:
+def render_files(
+    recipe, backend: str, num_samples: int | None = None, version: str = msl.DEFAULT_VERSION, device: str = "ascend"
+) -> dict[str, str]:
     """File name -> text of every artifact for ``backend`` (``version``: MindSpeed-LLM's; ``device``: MindFormers'
     ascend or cpu profile)."""
     stack = get_stack(backend)
@@ -50,8 +52,15 @@ def render_files(recipe, backend: str, num_samples: int | None = None, version: 
     return stack.load(stack.render)(recipe, _lora_plan(recipe, backend), num_samples, version=version, device=device)
 
 
-def render(recipe, backend: str, out: str | Path, force: bool = False, num_samples: int | None = None,
-           version: str = msl.DEFAULT_VERSION, device: str = "ascend") -> list[Path]:
+def render(
+    recipe,
+    backend: str,
+    out: str | Path,
+    force: bool = False,
+    num_samples: int | None = None,
+    version: str = msl.DEFAULT_VERSION,
+    device: str = "ascend",
+) -> list[Path]:
     """Write the artifacts for ``backend`` into ``out`` (atomically); return the written paths."""
     files = render_files(recipe, backend, num_samples, version, device)
     out = Path(out)

@@ -7,6 +7,7 @@ flash attention, no dataset sink mode, one data worker, rows read in file order,
 kernel adapted by tunebridge's ``tunebridge/ms/cpu_site/sitecustomize.py``, which the CPU run script puts on
 ``PYTHONPATH``.
 """
+
 from __future__ import annotations
 
 import io
@@ -65,9 +66,9 @@ def accumulation(recipe) -> int:
 
 @dataclass(frozen=True)
 class Batching:
-    batch_size: int           # rows per forward pass (runner_config.batch_size, model batch_size)
-    accumulation_steps: int   # runner_config.gradient_accumulation_steps
-    micro_batch_num: int      # parallel_config.micro_batch_num (pipeline stages)
+    batch_size: int  # rows per forward pass (runner_config.batch_size, model batch_size)
+    accumulation_steps: int  # runner_config.gradient_accumulation_steps
+    micro_batch_num: int  # parallel_config.micro_batch_num (pipeline stages)
     note: str = ""
 
 
@@ -85,11 +86,15 @@ def batching(recipe) -> Batching:
                 f"{recipe.source or recipe.name}: train.loss_average micro-batch with {accum} accumulation steps "
                 f"cannot run on one MindFormers card (it ignores gradient_accumulation_steps there and trains "
                 f"the global batch of {t.global_batch_size} in one pass, a token mean): set train.loss_average: "
-                f"token")
-        note = (f"one card: MindFormers ignores gradient_accumulation_steps outside semi-auto-parallel, so the "
-                f"global batch {t.global_batch_size} (= micro {t.micro_batch_size} x {accum} accumulation) is one "
-                f"batch of {t.global_batch_size} rows; its loss is the token mean over those rows"
-                if accum > 1 else "")
+                f"token"
+            )
+        note = (
+            f"one card: MindFormers ignores gradient_accumulation_steps outside semi-auto-parallel, so the "
+            f"global batch {t.global_batch_size} (= micro {t.micro_batch_size} x {accum} accumulation) is one "
+            f"batch of {t.global_batch_size} rows; its loss is the token mean over those rows"
+            if accum > 1
+            else ""
+        )
         return Batching(t.global_batch_size, 1, 1, note)
     if recipe.parallel.pp > 1:
         return Batching(t.micro_batch_size, 1, accum)
@@ -106,6 +111,7 @@ def train_steps(recipe, num_samples: int | None) -> int | None:
 
 # --- the recipe's tokenizer as MindFormers sees it ------------------------------------------------------------
 
+
 # Special tokens of the catalogue's vocabularies (as their tokenizer.json holds them), used when the recipe's own
 # tokenizer is not at hand. The pad is what tunebridge pads their data with (the tokenizer's pad, else its eos).
 @dataclass(frozen=True)
@@ -119,8 +125,13 @@ def _known(bos: str | None, eos: str, pad: str | None, unk: str | None, ids: dic
 
 
 VOCABULARIES = {  # the special tokens of each family's tokenizer
-    "llama3": _known("<|begin_of_text|>", "<|end_of_text|>", None, None,
-                     {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009}),
+    "llama3": _known(
+        "<|begin_of_text|>",
+        "<|end_of_text|>",
+        None,
+        None,
+        {"<|begin_of_text|>": 128000, "<|end_of_text|>": 128001, "<|eot_id|>": 128009},
+    ),
     "qwen2": _known(None, "<|endoftext|>", "<|endoftext|>", None, {"<|endoftext|>": 151643, "<|im_end|>": 151645}),
     "sentencepiece": _known("<s>", "</s>", None, "<unk>", {"<unk>": 0, "<s>": 1, "</s>": 2}),
 }
@@ -129,12 +140,13 @@ VOCABULARIES = {  # the special tokens of each family's tokenizer
 @dataclass(frozen=True)
 class Vocabulary:
     """The ids and token strings MindFormers' YAML needs from the recipe's tokenizer."""
+
     bos: int | None
-    stop: list[int]            # generation stops at any: the tokenizer's eos, the template's end token
-    pad: int                   # the id the MindRecord rows are padded with (and that LlamaForCausalLM masks as input)
+    stop: list[int]  # generation stops at any: the tokenizer's eos, the template's end token
+    pad: int  # the id the MindRecord rows are padded with (and that LlamaForCausalLM masks as input)
     tokens: dict[str, str | None]  # bos_token, eos_token, pad_token, unk_token for processor.tokenizer
-    add_bos: bool              # the samples start with bos
-    source: str                # where the ids come from
+    add_bos: bool  # the samples start with bos
+    source: str  # where the ids come from
 
 
 def vocabulary(recipe) -> Vocabulary:
@@ -145,6 +157,7 @@ def vocabulary(recipe) -> Vocabulary:
     from ..data.tokenizer import EMBEDDED_TOKENIZER, ROW_PAD, Tokenizer, row_pad_token
     from ..evaluation.tokens import stop_ids
     from . import default_prompt_type
+
     spec = recipe.spec
     template = get_template(default_prompt_type(recipe))
     ends = [template.end] if template.end else []
@@ -156,29 +169,51 @@ def vocabulary(recipe) -> Vocabulary:
     if directory is not None:
         tok = Tokenizer(directory)
         pad = row_pad_token(tok)
-        return Vocabulary(tok.bos_token_id, list(dict.fromkeys(stop_ids(tok, ends))), getattr(tok, f"{pad}_id"),
-                          {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": getattr(tok, pad),
-                           "unk_token": tok.unk_token}, add_bos, f"tokenizer {directory}")
+        return Vocabulary(
+            tok.bos_token_id,
+            list(dict.fromkeys(stop_ids(tok, ends))),
+            getattr(tok, f"{pad}_id"),
+            {
+                "bos_token": tok.bos_token,
+                "eos_token": tok.eos_token,
+                "pad_token": getattr(tok, pad),
+                "unk_token": tok.unk_token,
+            },
+            add_bos,
+            f"tokenizer {directory}",
+        )
     name = spec.vocabulary
     known = VOCABULARIES[name]
     tokens, ids = known.tokens, known.ids
     missing = [t for t in ends if t not in ids]
     if missing:
-        raise TunebridgeError(f"{recipe.source or recipe.name}: template {template.name!r} ends with {missing[0]!r}, "
-                              f"which the {name} vocabulary does not have; set data.tokenizer")
+        raise TunebridgeError(
+            f"{recipe.source or recipe.name}: template {template.name!r} ends with {missing[0]!r}, "
+            f"which the {name} vocabulary does not have; set data.tokenizer"
+        )
     pad = next(t for k in ROW_PAD if (t := tokens[k]))
     bos, eos = tokens["bos_token"], tokens["eos_token"]
     assert eos is not None, f"the {name} vocabulary names its eos token"
-    return Vocabulary(ids[bos] if bos else None, list(dict.fromkeys(ids[t] for t in [eos, *ends])), ids[pad],
-                      {**tokens, "pad_token": pad}, add_bos, f"the {name} vocabulary's special tokens")
+    return Vocabulary(
+        ids[bos] if bos else None,
+        list(dict.fromkeys(ids[t] for t in [eos, *ends])),
+        ids[pad],
+        {**tokens, "pad_token": pad},
+        add_bos,
+        f"the {name} vocabulary's special tokens",
+    )
 
 
 def _rope(spec: ModelSpec) -> dict:
     """Llama-3.1 rope scaling as MindFormers' LLAMA3 extend method (its llama3_1 configs); none otherwise."""
     rs = spec.rope_scaling or {}
     if rs.get("rope_type", rs.get("type")) == "llama3":
-        return {"extend_method": "LLAMA3", "scaling_factor": {
-            k: rs[k] for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}}
+        return {
+            "extend_method": "LLAMA3",
+            "scaling_factor": {
+                k: rs[k] for k in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+            },
+        }
     if rs:
         raise TunebridgeError(f"{spec.name}: rope scaling {rs} has no MindFormers extend_method here")
     return {"extend_method": "None", "scaling_factor": 1.0}
@@ -187,16 +222,25 @@ def _rope(spec: ModelSpec) -> dict:
 # --- YAML ---------------------------------------------------------------------------------------------------
 
 
-def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str = "ascend",
-                    num_samples: int | None = None, vocab: Vocabulary | None = None, save_steps: int = 10000) -> dict:
+def finetune_config(
+    recipe,
+    spec: ModelSpec,
+    lora: LoraPlan | None,
+    device: str = "ascend",
+    num_samples: int | None = None,
+    vocab: Vocabulary | None = None,
+    save_steps: int = 10000,
+) -> dict:
     """The run YAML for ``run_mindformer.py --run_mode finetune`` as a nested dict."""
     if device not in DEVICES:
         raise TunebridgeError(f"unknown device {device!r} (known: {', '.join(DEVICES)})")
     cpu = device == "cpu"
     t, p = recipe.train, recipe.parallel
     if cpu and t.dtype != "fp32":
-        raise TunebridgeError(f"{recipe.source or recipe.name}: train.dtype {t.dtype}: MindSpore's CPU kernels run "
-                              f"fp32 only; set train.dtype: fp32 for --device cpu")
+        raise TunebridgeError(
+            f"{recipe.source or recipe.name}: train.dtype {t.dtype}: MindSpore's CPU kernels run "
+            f"fp32 only; set train.dtype: fp32 for --device cpu"
+        )
     vocab = vocab or vocabulary(recipe)
     layout = batching(recipe)
     parallel = cards(recipe) > 1
@@ -233,7 +277,10 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
     if lora is not None:
         lc = recipe.finetune.lora
         model_config["pet_config"] = {
-            "pet_type": "lora", "lora_rank": lc.rank, "lora_alpha": lc.alpha, "lora_dropout": lc.dropout,
+            "pet_type": "lora",
+            "lora_rank": lc.rank,
+            "lora_alpha": lc.alpha,
+            "lora_dropout": lc.dropout,
             "target_modules": pet_target_regex(lora.covered),
         }
     dataset = {
@@ -248,13 +295,25 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
         "numa_enable": False,
         "prefetch_size": 1,
     }
-    callbacks = [{"type": "MFLossMonitor"},
-                 {"type": "CheckpointMonitor", "prefix": recipe.name, "save_checkpoint_steps": save_steps,
-                  "integrated_save": False, "async_save": False}]
+    callbacks = [
+        {"type": "MFLossMonitor"},
+        {
+            "type": "CheckpointMonitor",
+            "prefix": recipe.name,
+            "save_checkpoint_steps": save_steps,
+            "integrated_save": False,
+            "async_save": False,
+        },
+    ]
     if steps:  # stop at the recipe's last step (runner_config.stop_step is read but never installed in 1.9.0)
         callbacks.append({"type": "TrainCallBack", "stop_step": steps})
-    runner = {"epochs": t.epochs, "batch_size": layout.batch_size, "sink_mode": not cpu, "sink_size": 2,
-              "gradient_accumulation_steps": layout.accumulation_steps}
+    runner = {
+        "epochs": t.epochs,
+        "batch_size": layout.batch_size,
+        "sink_mode": not cpu,
+        "sink_size": 2,
+        "gradient_accumulation_steps": layout.accumulation_steps,
+    }
     config = {
         "seed": t.seed,
         "output_dir": "./output",
@@ -267,35 +326,64 @@ def finetune_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str 
         "trainer": {"type": "CausalLanguageModelingTrainer", "model_name": recipe.name},
         "runner_config": runner,
         "optimizer": optimizer_config(recipe),
-        "lr_schedule": {"type": {"cosine": "CosineWithWarmUpLR", "constant": "ConstantWarmUpLR",
-                                 "linear": "LinearWithWarmUpLR"}[t.lr_schedule],
-                        "learning_rate": t.lr, "lr_end": t.min_lr, "warmup_ratio": t.warmup_ratio,
-                        "total_steps": steps or -1},
+        "lr_schedule": {
+            "type": {"cosine": "CosineWithWarmUpLR", "constant": "ConstantWarmUpLR", "linear": "LinearWithWarmUpLR"}[
+                t.lr_schedule
+            ],
+            "learning_rate": t.lr,
+            "lr_end": t.min_lr,
+            "warmup_ratio": t.warmup_ratio,
+            "total_steps": steps or -1,
+        },
         "train_dataset": dataset,
         "train_dataset_task": {"type": "CausalLanguageModelDataset", "dataset_config": dataset},
         "do_eval": False,
         "use_parallel": parallel,
         "calculate_per_token_loss": parallel and t.loss_average == "token",
         "parallel": {
-            "parallel_mode": 1, "gradients_mean": False, "enable_alltoall": False, "full_batch": True,
-            "search_mode": "sharding_propagation", "enable_parallel_optimizer": p.dp > 1,
+            "parallel_mode": 1,
+            "gradients_mean": False,
+            "enable_alltoall": False,
+            "full_batch": True,
+            "search_mode": "sharding_propagation",
+            "enable_parallel_optimizer": p.dp > 1,
             "strategy_ckpt_config": {"save_file": "./ckpt_strategy.ckpt", "only_trainable_params": False},
             "parallel_optimizer_config": {"gradient_accumulation_shard": False, "parallel_optimizer_threshold": 64},
         },
-        "parallel_config": {"data_parallel": p.dp, "model_parallel": p.tp, "pipeline_stage": p.pp,
-                            "use_seq_parallel": p.sequence_parallel, "micro_batch_num": layout.micro_batch_num,
-                            "vocab_emb_dp": True, "gradient_aggregation_group": 4},
+        "parallel_config": {
+            "data_parallel": p.dp,
+            "model_parallel": p.tp,
+            "pipeline_stage": p.pp,
+            "use_seq_parallel": p.sequence_parallel,
+            "micro_batch_num": layout.micro_batch_num,
+            "vocab_emb_dp": True,
+            "gradient_aggregation_group": 4,
+        },
         "micro_batch_interleave_num": 1,
-        "recompute_config": {"recompute": False, "select_recompute": False,
-                             "parallel_optimizer_comm_recompute": False, "mp_comm_recompute": True,
-                             "recompute_slice_activation": True},
+        "recompute_config": {
+            "recompute": False,
+            "select_recompute": False,
+            "parallel_optimizer_comm_recompute": False,
+            "mp_comm_recompute": True,
+            "recompute_slice_activation": True,
+        },
         "callbacks": callbacks,
-        "context": {"mode": 0, "device_target": "CPU" if cpu else "Ascend", "max_call_depth": 10000,
-                    **({} if cpu else {"max_device_memory": "58GB"}), "save_graphs": False, "device_id": 0},
+        "context": {
+            "mode": 0,
+            "device_target": "CPU" if cpu else "Ascend",
+            "max_call_depth": 10000,
+            **({} if cpu else {"max_device_memory": "58GB"}),
+            "save_graphs": False,
+            "device_id": 0,
+        },
         "model": {"model_config": model_config, "arch": {"type": model.arch}},
         "metric": {"type": "PerplexityMetric"},
-        "runner_wrapper": {"type": "MFTrainOneStepCell", "scale_sense": 1.0, "use_clip_grad": t.clip_grad > 0,
-                           "max_grad_norm": t.clip_grad},
+        "runner_wrapper": {
+            "type": "MFTrainOneStepCell",
+            "scale_sense": 1.0,
+            "use_clip_grad": t.clip_grad > 0,
+            "max_grad_norm": t.clip_grad,
+        },
     }
     return config
 
@@ -312,6 +400,7 @@ def _represent_float(representer, value: float):
 def dump_yaml(config: dict, comments: dict[str, str] | None = None) -> str:
     """YAML text; the train dataset is written once with an anchor and referenced, as MindFormers' configs do.
     ``comments`` puts a comment line above top-level keys."""
+
     def convert(obj):
         if isinstance(obj, dict):
             m = CommentedMap()
@@ -337,11 +426,14 @@ def dump_yaml(config: dict, comments: dict[str, str] | None = None) -> str:
     return buf.getvalue()
 
 
-def finetune_yaml(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, num_samples: int | None,
-                  vocab: Vocabulary) -> str:
+def finetune_yaml(
+    recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, num_samples: int | None, vocab: Vocabulary
+) -> str:
     note = batching(recipe).note
-    return dump_yaml(finetune_config(recipe, spec, lora, device, num_samples, vocab),
-                     {"runner_config": _wrap(note)} if note else None)
+    return dump_yaml(
+        finetune_config(recipe, spec, lora, device, num_samples, vocab),
+        {"runner_config": _wrap(note)} if note else None,
+    )
 
 
 def _wrap(text: str, width: int = 116) -> str:
@@ -356,9 +448,21 @@ def _wrap(text: str, width: int = 116) -> str:
 
 
 def _without_training(config: dict) -> dict:
-    out = {k: v for k, v in config.items()
-           if k not in ("train_dataset", "train_dataset_task", "optimizer", "lr_schedule", "runner_wrapper",
-                        "callbacks", "runner_config", "calculate_per_token_loss")}
+    out = {
+        k: v
+        for k, v in config.items()
+        if k
+        not in (
+            "train_dataset",
+            "train_dataset_task",
+            "optimizer",
+            "lr_schedule",
+            "runner_wrapper",
+            "callbacks",
+            "runner_config",
+            "calculate_per_token_loss",
+        )
+    }
     out["model"] = {"model_config": dict(config["model"]["model_config"]), "arch": dict(config["model"]["arch"])}
     return out
 
@@ -367,25 +471,47 @@ def _processor(recipe, vocab: Vocabulary) -> dict:
     """MindFormers' tokenizer for decoding (eval) and encoding prompts (predict): the recipe's HF tokenizer.json
     through LlamaTokenizerFast, with its own special tokens (the scripts pass the file's location). ``vocab_file``
     is named, empty: build_tokenizer insists on the key, the fast tokenizer reads tokenizer_file."""
-    return {"return_tensors": "ms",
-            "tokenizer": {"type": "LlamaTokenizerFast", "vocab_file": None,
-                          "tokenizer_file": f"./model_from_hf/{recipe.name}/tokenizer.json",
-                          **vocab.tokens, "add_bos_token": vocab.add_bos, "add_eos_token": False},
-            "type": "LlamaProcessor"}
+    return {
+        "return_tensors": "ms",
+        "tokenizer": {
+            "type": "LlamaTokenizerFast",
+            "vocab_file": None,
+            "tokenizer_file": f"./model_from_hf/{recipe.name}/tokenizer.json",
+            **vocab.tokens,
+            "add_bos_token": vocab.add_bos,
+            "add_eos_token": False,
+        },
+        "type": "LlamaProcessor",
+    }
 
 
-def eval_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str = "ascend",
-                vocab: Vocabulary | None = None, max_new_tokens: int = 64) -> dict:
+def eval_config(
+    recipe,
+    spec: ModelSpec,
+    lora: LoraPlan | None,
+    device: str = "ascend",
+    vocab: Vocabulary | None = None,
+    max_new_tokens: int = 64,
+) -> dict:
     """``run_mode eval`` on MindFormers' SQuAD set (squad8192.mindrecord), scored by its EmF1Metric (the seeds')."""
     vocab = vocab or vocabulary(recipe)
     config = _without_training(finetune_config(recipe, spec, lora, device, vocab=vocab))
     seq = min(8192, max(spec.max_position_embeddings, recipe.train.seq_length))
     config["run_mode"] = "eval"
-    config["model"]["model_config"].update(batch_size=1, seq_length=seq, use_past=False, use_flash_attention=False,
-                                           max_new_tokens=max_new_tokens)
-    dataset = {"data_loader": {"type": "MindDataset", "dataset_dir": "", "shuffle": False},
-               "input_columns": ["input_ids", "labels"], "num_parallel_workers": 1, "python_multiprocessing": False,
-               "drop_remainder": False, "batch_size": 1, "repeat": 1, "numa_enable": False, "prefetch_size": 1}
+    config["model"]["model_config"].update(
+        batch_size=1, seq_length=seq, use_past=False, use_flash_attention=False, max_new_tokens=max_new_tokens
+    )
+    dataset = {
+        "data_loader": {"type": "MindDataset", "dataset_dir": "", "shuffle": False},
+        "input_columns": ["input_ids", "labels"],
+        "num_parallel_workers": 1,
+        "python_multiprocessing": False,
+        "drop_remainder": False,
+        "batch_size": 1,
+        "repeat": 1,
+        "numa_enable": False,
+        "prefetch_size": 1,
+    }
     config["eval_dataset"] = dataset
     config["eval_dataset_task"] = {"type": "CausalLanguageModelDataset", "dataset_config": dataset}
     config["metric"] = {"type": "EmF1Metric"}
@@ -394,15 +520,27 @@ def eval_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str = "a
     return config
 
 
-def predict_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str = "ascend",
-                   vocab: Vocabulary | None = None, max_decode_length: int = 512) -> dict:
+def predict_config(
+    recipe,
+    spec: ModelSpec,
+    lora: LoraPlan | None,
+    device: str = "ascend",
+    vocab: Vocabulary | None = None,
+    max_decode_length: int = 512,
+) -> dict:
     """``run_mode predict``: greedy generation stopping at the template's end token, with the incremental
     (use_past) graph on Ascend; on CPU without it (its rotary kernel, ApplyRotaryPosEmb, takes fp16/bf16 only)."""
     vocab = vocab or vocabulary(recipe)
     config = _without_training(finetune_config(recipe, spec, lora, device, vocab=vocab))
     config["run_mode"] = "predict"
-    config["model"]["model_config"].update(batch_size=1, seq_length=max_decode_length, use_past=device != "cpu",
-                                           do_sample=False, top_k=1, max_decode_length=max_decode_length)
+    config["model"]["model_config"].update(
+        batch_size=1,
+        seq_length=max_decode_length,
+        use_past=device != "cpu",
+        do_sample=False,
+        top_k=1,
+        max_decode_length=max_decode_length,
+    )
     config["processor"] = _processor(recipe, vocab)
     return config
 
@@ -411,8 +549,10 @@ def predict_config(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str =
 
 
 def _header(title: str) -> str:
-    return (f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindFormers checkout "
-            f"(or set the paths below).\nset -euo pipefail\n")
+    return (
+        f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindFormers checkout "
+        f"(or set the paths below).\nset -euo pipefail\n"
+    )
 
 
 _HERE = 'HERE="$(cd "$(dirname "$0")" && pwd)"'
@@ -438,12 +578,19 @@ def _launch_lines(device: str) -> list[str]:
 def run_script(recipe, paths: dict[str, str], config_name: str, device: str = "ascend") -> str:
     """Single-card and msrun multi-card launch of the finetune YAML."""
     workers = cards(recipe)
-    lines = [_header(f"{recipe.name}: MindFormers finetune ({workers} card{'s' if workers > 1 else ''}, {device})"),
-             *(assign(k, v) for k, v in paths.items()), _HERE, f'CONFIG="${{CONFIG:-$HERE/{config_name}}}"',
-             *_launch_lines(device), ""]
+    lines = [
+        _header(f"{recipe.name}: MindFormers finetune ({workers} card{'s' if workers > 1 else ''}, {device})"),
+        *(assign(k, v) for k, v in paths.items()),
+        _HERE,
+        f'CONFIG="${{CONFIG:-$HERE/{config_name}}}"',
+        *_launch_lines(device),
+        "",
+    ]
     if workers == 1:
-        lines += ['"$PYTHON" "$RUN_MINDFORMER" --config "$CONFIG" --run_mode finetune --load_checkpoint '
-                  '"$LOAD_CHECKPOINT" --train_dataset_dir "$TRAIN_DATA" --use_parallel False --auto_trans_ckpt False']
+        lines += [
+            '"$PYTHON" "$RUN_MINDFORMER" --config "$CONFIG" --run_mode finetune --load_checkpoint '
+            '"$LOAD_CHECKPOINT" --train_dataset_dir "$TRAIN_DATA" --use_parallel False --auto_trans_ckpt False'
+        ]
     else:
         lines += [
             f'WORKER_NUM="${{WORKER_NUM:-{workers}}}"',
@@ -454,7 +601,7 @@ def run_script(recipe, paths: dict[str, str], config_name: str, device: str = "a
             '--run_mode finetune --load_checkpoint $(printf %q "$LOAD_CHECKPOINT") '
             '--train_dataset_dir $(printf %q "$TRAIN_DATA") --use_parallel True --auto_trans_ckpt True"',
             'if [[ "${NNODES:-1}" -gt 1 ]]; then',
-            '  # multi-node: WORKER_NUM is the total; each node runs LOCAL_WORKER of them',
+            "  # multi-node: WORKER_NUM is the total; each node runs LOCAL_WORKER of them",
             '  bash scripts/msrun_launcher.sh "$CMD" "$WORKER_NUM" "${LOCAL_WORKER:?set LOCAL_WORKER}" '
             '"${MASTER_ADDR:?set MASTER_ADDR}" "$MASTER_PORT" "${NODE_RANK:?set NODE_RANK}" "$LOG_DIR" False 300',
             "else",
@@ -477,66 +624,73 @@ def merge_lora_script(recipe, paths: dict[str, str]) -> str:
     else:
         source = []
         merge += ['    --src_ckpt_strategy "$STRATEGY_DIR" \\', '    --src_ckpt_path_or_dir "$TRAINED_CKPT_DIR" \\']
-    return "\n".join([
-        _header(f"{recipe.name}: merge the LoRA weights into the base checkpoint"),
-        *(assign(k, v) for k, v in paths.items() if cards(recipe) > 1 or k != "STRATEGY_DIR"),
-        'PYTHON="${PYTHON:-python}"',
-        "",
-        *source,
-        'mkdir -p "$MERGED_DIR"  # the tool writes $MERGED_DIR/merged_lora.ckpt and does not create the directory',
-        *merge,
-        '    --dst_ckpt_dir "$MERGED_DIR" \\',
-        "    --prefix checkpoint_ \\",
-        f"    --lora_scaling {scaling!r}  # = lora_alpha / lora_rank = {lc.alpha} / {lc.rank}",
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(f"{recipe.name}: merge the LoRA weights into the base checkpoint"),
+            *(assign(k, v) for k, v in paths.items() if cards(recipe) > 1 or k != "STRATEGY_DIR"),
+            'PYTHON="${PYTHON:-python}"',
+            "",
+            *source,
+            'mkdir -p "$MERGED_DIR"  # the tool writes $MERGED_DIR/merged_lora.ckpt and does not create the directory',
+            *merge,
+            '    --dst_ckpt_dir "$MERGED_DIR" \\',
+            "    --prefix checkpoint_ \\",
+            f"    --lora_scaling {scaling!r}  # = lora_alpha / lora_rank = {lc.alpha} / {lc.rank}",
+            "",
+        ]
+    )
 
 
 def eval_script(recipe, paths: dict[str, str], eval_name: str, predict_name: str, device: str = "ascend") -> str:
     """SQuAD evaluation (EmF1Metric, the retention check) and generation on a test file, single card."""
     tokenizer = '--processor.tokenizer.tokenizer_file "$TOKENIZER_DIR/tokenizer.json"'
-    return "\n".join([
-        _header(f"{recipe.name}: evaluate (SQuAD, EmF1Metric) and predict with the fine-tuned weights ({device})"),
-        *(assign(k, v) for k, v in paths.items()),
-        _HERE,
-        *_launch_lines(device),
-        "",
-        '"$PYTHON" "$RUN_MINDFORMER" --config "$HERE/' + eval_name + '" --run_mode eval '
-        '--load_checkpoint "$EVAL_CHECKPOINT" --eval_dataset_dir "$EVAL_DATA" --use_parallel False '
-        f'--auto_trans_ckpt False {tokenizer}',
-        "# PREDICT_INPUT: one prompt per line (the template applied), newlines written as \\n; MindFormers writes",
-        "# the generations to text_generation_result.txt",
-        'PROMPTS=()',
-        '# (printf %b turns \\n into newlines; the x keeps $(...) from dropping the prompt\'s trailing ones)',
-        'while IFS= read -r line || [[ -n "$line" ]]; do p="$(printf "%bx" "$line")"; PROMPTS+=("${p%x}"); done \\',
-        '    < "$PREDICT_INPUT"',
-        '"$PYTHON" "$RUN_MINDFORMER" --config "$HERE/' + predict_name + '" --run_mode predict '
-        '--load_checkpoint "$EVAL_CHECKPOINT" --predict_data "${PROMPTS[@]}" --use_parallel False '
-        f'--auto_trans_ckpt False {tokenizer}',
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(f"{recipe.name}: evaluate (SQuAD, EmF1Metric) and predict with the fine-tuned weights ({device})"),
+            *(assign(k, v) for k, v in paths.items()),
+            _HERE,
+            *_launch_lines(device),
+            "",
+            '"$PYTHON" "$RUN_MINDFORMER" --config "$HERE/' + eval_name + '" --run_mode eval '
+            '--load_checkpoint "$EVAL_CHECKPOINT" --eval_dataset_dir "$EVAL_DATA" --use_parallel False '
+            f"--auto_trans_ckpt False {tokenizer}",
+            "# PREDICT_INPUT: one prompt per line (the template applied), newlines written as \\n; MindFormers writes",
+            "# the generations to text_generation_result.txt",
+            "PROMPTS=()",
+            "# (printf %b turns \\n into newlines; the x keeps $(...) from dropping the prompt's trailing ones)",
+            'while IFS= read -r line || [[ -n "$line" ]]; do p="$(printf "%bx" "$line")"; PROMPTS+=("${p%x}"); done \\',
+            '    < "$PREDICT_INPUT"',
+            '"$PYTHON" "$RUN_MINDFORMER" --config "$HERE/' + predict_name + '" --run_mode predict '
+            '--load_checkpoint "$EVAL_CHECKPOINT" --predict_data "${PROMPTS[@]}" --use_parallel False '
+            f"--auto_trans_ckpt False {tokenizer}",
+            "",
+        ]
+    )
 
 
 def prepare_script(recipe, paths: dict[str, str]) -> str:
     """Weights and data for the finetune run, made by tunebridge (the same tokens every stack trains on). The
     MindRecord is written under the name the run reads: MindDataset refuses a renamed one."""
     dtype = recipe.train.dtype
-    return "\n".join([
-        _header(f"{recipe.name}: HF weights -> MindFormers .ckpt, recipe data -> MindRecord"),
-        *(assign(k, v) for k, v in paths.items()),
-        'TUNEBRIDGE="${TUNEBRIDGE:-tunebridge}"',
-        "",
-        "# MindFormers' own convert_weight.py is broken for llama in recent releases; tunebridge's converter writes",
-        "# the .ckpt byte-identically to mindspore.save_checkpoint.",
-        'WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"',
-        f'"$TUNEBRIDGE" convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype {dtype} --force',
-        'mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"',
-        "# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA; a real model's data is",
-        "# tokenized with its own tokenizer (HF_DIR's), the embedded one fits only the tiny models",
-        '"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers'
-        + (' --tokenizer "$HF_DIR"' if recipe.spec.vocab_size != EMBEDDED_VOCAB else "") + ' --out "$DATA_DIR" --force',
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(f"{recipe.name}: HF weights -> MindFormers .ckpt, recipe data -> MindRecord"),
+            *(assign(k, v) for k, v in paths.items()),
+            'TUNEBRIDGE="${TUNEBRIDGE:-tunebridge}"',
+            "",
+            "# MindFormers' own convert_weight.py is broken for llama in recent releases; tunebridge's converter writes",
+            "# the .ckpt byte-identically to mindspore.save_checkpoint.",
+            'WEIGHTS_DIR="$(dirname "$LOAD_CHECKPOINT")/.tunebridge-weights"',
+            f'"$TUNEBRIDGE" convert "$HF_DIR" "$WEIGHTS_DIR" --to mindformers --dtype {dtype} --force',
+            'mv -f "$WEIGHTS_DIR/model.ckpt" "$LOAD_CHECKPOINT" && rm -rf "$WEIGHTS_DIR"',
+            "# writes $DATA_DIR/mindformers/train.mindrecord (+ .db), the run script's TRAIN_DATA; a real model's data is",
+            "# tokenized with its own tokenizer (HF_DIR's), the embedded one fits only the tiny models",
+            '"$TUNEBRIDGE" data prepare "$RECIPE" --backend mindformers'
+            + (' --tokenizer "$HF_DIR"' if recipe.spec.vocab_size != EMBEDDED_VOCAB else "")
+            + ' --out "$DATA_DIR" --force',
+            "",
+        ]
+    )
 
 
 def render_files(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, num_samples: int | None) -> dict:
@@ -549,27 +703,50 @@ def render_files(recipe, spec: ModelSpec, lora: LoraPlan | None, device: str, nu
     files = {
         config_name: finetune_yaml(recipe, spec, lora, device, num_samples, vocab),
         f"run_{name}_finetune.sh": run_script(
-            recipe, {"LOAD_CHECKPOINT": load, "TRAIN_DATA": f"{data_dir}/mindformers/train.mindrecord"},
-            config_name, device),
+            recipe,
+            {"LOAD_CHECKPOINT": load, "TRAIN_DATA": f"{data_dir}/mindformers/train.mindrecord"},
+            config_name,
+            device,
+        ),
         f"eval_{name}_squad.yaml": dump_yaml(eval_config(recipe, spec, lora, device, vocab)),
         f"predict_{name}.yaml": dump_yaml(predict_config(recipe, spec, lora, device, vocab)),
         f"eval_{name}.sh": eval_script(
-            recipe, {"EVAL_CHECKPOINT": "./output/checkpoint", "EVAL_DATA": "./dataset/squad8192.mindrecord",
-                     "PREDICT_INPUT": f"./dataset/{name}_prompts.txt", "TOKENIZER_DIR": f"./model_from_hf/{name}"},
-            f"eval_{name}_squad.yaml", f"predict_{name}.yaml", device),
+            recipe,
+            {
+                "EVAL_CHECKPOINT": "./output/checkpoint",
+                "EVAL_DATA": "./dataset/squad8192.mindrecord",
+                "PREDICT_INPUT": f"./dataset/{name}_prompts.txt",
+                "TOKENIZER_DIR": f"./model_from_hf/{name}",
+            },
+            f"eval_{name}_squad.yaml",
+            f"predict_{name}.yaml",
+            device,
+        ),
         f"prepare_{name}.sh": prepare_script(
-            recipe, {"HF_DIR": f"./model_from_hf/{name}", "LOAD_CHECKPOINT": load, "RECIPE": f"./{name}.yaml",
-                     "DATA_DIR": data_dir}),
+            recipe,
+            {
+                "HF_DIR": f"./model_from_hf/{name}",
+                "LOAD_CHECKPOINT": load,
+                "RECIPE": f"./{name}.yaml",
+                "DATA_DIR": data_dir,
+            },
+        ),
     }
     if lora is not None:
         files[f"merge_{name}_lora.sh"] = merge_lora_script(
-            recipe, {"STRATEGY_DIR": "./output/strategy", "TRAINED_CKPT_DIR": "./output/checkpoint",
-                     "MERGED_DIR": f"./output/{name}-merged"})
+            recipe,
+            {
+                "STRATEGY_DIR": "./output/strategy",
+                "TRAINED_CKPT_DIR": "./output/checkpoint",
+                "MERGED_DIR": f"./output/{name}-merged",
+            },
+        )
     return files
 
 
-def render_recipe(recipe, lora: LoraPlan | None, num_samples: int | None, *, device: str = "ascend",
-                  **_) -> dict[str, str]:
+def render_recipe(
+    recipe, lora: LoraPlan | None, num_samples: int | None, *, device: str = "ascend", **_
+) -> dict[str, str]:
     """The stack record's render entry point: :func:`render_files` for the recipe's model."""
     return render_files(recipe, recipe.spec, lora, device, num_samples)
 

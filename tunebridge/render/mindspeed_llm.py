@@ -7,6 +7,7 @@ Megatron, MindSpeed master; ``convert_ckpt.py`` deleted for ``convert_ckpt_v2.py
 were recorded by ``scripts/mindspeed_llm/flag_records.py`` (tests/fixtures/mindspeed_llm_flags); a test checks
 every rendered flag and entry point against them.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,6 +35,7 @@ VERSIONS = {"2.3.0": "transformers-4", "master": "transformers-5"}
 DEFAULT_VERSION = "2.3.0"
 ALL = frozenset(VERSIONS)
 
+
 # The values a flag function sees.
 @dataclass(frozen=True)
 class Context:
@@ -50,9 +52,11 @@ def prompt_type(template: str) -> str:
     """MindSpeed-LLM's --prompt-type for tunebridge's template ``template``: the same name, for its templates only."""
     if get_template(template).stack != "mindspeed-llm":
         own = ", ".join(t.name for t in TEMPLATES.values() if t.stack == "mindspeed-llm")
-        raise TunebridgeError(f"template {template!r} is MindFormers' (llama_preprocess.py's conversation) and "
-                              f"MindSpeed-LLM has no --prompt-type {template}: render this recipe for mindformers, or "
-                              f"give it one of MindSpeed-LLM's templates (data.template: {own})")
+        raise TunebridgeError(
+            f"template {template!r} is MindFormers' (llama_preprocess.py's conversation) and "
+            f"MindSpeed-LLM has no --prompt-type {template}: render this recipe for mindformers, or "
+            f"give it one of MindSpeed-LLM's templates (data.template: {own})"
+        )
     return template
 
 
@@ -86,8 +90,10 @@ def _model_rows() -> tuple[Flag, ...]:
             if key.flag is not None:
                 flag = key.flag or "--" + key.key.replace("_", "-")
                 rows.setdefault(flag, Flag(flag, partial(_model_flag, flag), "GPT_ARGS", "model"))
-    return (*rows.values(),
-            Flag("--spec", lambda c: list(c.spec.family_record.msllm_spec or ()) or None, "GPT_ARGS", "model"))
+    return (
+        *rows.values(),
+        Flag("--spec", lambda c: list(c.spec.family_record.msllm_spec or ()) or None, "GPT_ARGS", "model"),
+    )
 
 
 def _model_flag(flag: str, c: Context) -> Value:
@@ -97,13 +103,24 @@ def _model_flag(flag: str, c: Context) -> Value:
 FLAGS: tuple[Flag, ...] = (
     # architecture, from the ModelSpec through its family's Megatron table
     *_model_rows(),
-    Flag("--max-position-embeddings", lambda c: max(c.spec.max_position_embeddings, _t(c).seq_length),
-         "GPT_ARGS", "model"),
-    Flag("--make-vocab-size-divisible-by", lambda c: _p(c).make_vocab_size_divisible_by, "GPT_ARGS",
-         "parallel.make_vocab_size_divisible_by"),
-    Flag("--padded-vocab-size", lambda c: padded_vocab_size(c.spec.vocab_size, _p(c).tp,
-                                                            _p(c).make_vocab_size_divisible_by),
-         "GPT_ARGS", "model"),
+    Flag(
+        "--max-position-embeddings",
+        lambda c: max(c.spec.max_position_embeddings, _t(c).seq_length),
+        "GPT_ARGS",
+        "model",
+    ),
+    Flag(
+        "--make-vocab-size-divisible-by",
+        lambda c: _p(c).make_vocab_size_divisible_by,
+        "GPT_ARGS",
+        "parallel.make_vocab_size_divisible_by",
+    ),
+    Flag(
+        "--padded-vocab-size",
+        lambda c: padded_vocab_size(c.spec.vocab_size, _p(c).tp, _p(c).make_vocab_size_divisible_by),
+        "GPT_ARGS",
+        "model",
+    ),
     Flag("--attention-dropout", lambda c: 0.0, "GPT_ARGS"),
     Flag("--hidden-dropout", lambda c: 0.0, "GPT_ARGS"),
     Flag("--no-masked-softmax-fusion", lambda c: True, "GPT_ARGS"),
@@ -114,10 +131,18 @@ FLAGS: tuple[Flag, ...] = (
     # parallelism and batch
     Flag("--tensor-model-parallel-size", lambda c: _p(c).tp, "GPT_ARGS", "parallel.tp"),
     Flag("--pipeline-model-parallel-size", lambda c: _p(c).pp, "GPT_ARGS", "parallel.pp"),
-    Flag("--num-layer-list", lambda c: ",".join(map(str, _p(c).num_layer_list)) if _p(c).num_layer_list else None,
-         "GPT_ARGS", "parallel.num_layer_list"),
-    Flag("--sequence-parallel", lambda c: (_p(c).sequence_parallel and _p(c).tp > 1) or None, "GPT_ARGS",
-         "parallel.sequence_parallel"),
+    Flag(
+        "--num-layer-list",
+        lambda c: ",".join(map(str, _p(c).num_layer_list)) if _p(c).num_layer_list else None,
+        "GPT_ARGS",
+        "parallel.num_layer_list",
+    ),
+    Flag(
+        "--sequence-parallel",
+        lambda c: (_p(c).sequence_parallel and _p(c).tp > 1) or None,
+        "GPT_ARGS",
+        "parallel.sequence_parallel",
+    ),
     Flag("--seq-length", lambda c: _t(c).seq_length, "GPT_ARGS", "train.seq_length"),
     Flag("--micro-batch-size", lambda c: _t(c).micro_batch_size, "GPT_ARGS", "train.micro_batch_size"),
     Flag("--global-batch-size", lambda c: _t(c).global_batch_size, "GPT_ARGS", "train.global_batch_size"),
@@ -149,8 +174,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--lora-r", lambda c: _lora(c).rank if _lora(c) else None, "TUNE_ARGS", "finetune.lora.rank"),
     Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "TUNE_ARGS", "finetune.lora.alpha"),
     Flag("--lora-fusion", lambda c: True if _lora(c) else None, "TUNE_ARGS", "finetune.lora"),
-    Flag("--lora-target-modules", lambda c: list(c.lora.native_targets) if c.lora else None, "TUNE_ARGS",
-         "finetune.lora.targets"),
+    Flag(
+        "--lora-target-modules",
+        lambda c: list(c.lora.native_targets) if c.lora else None,
+        "TUNE_ARGS",
+        "finetune.lora.targets",
+    ),
     # data and output
     Flag("--data-path", lambda c: "$DATA_PATH", "DATA_ARGS", "data"),
     Flag("--split", lambda c: "100,0,0", "DATA_ARGS", "data"),
@@ -165,8 +194,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--lora-load", lambda c: "$CKPT_SAVE_DIR" if _lora(c) else None, "INFER_ARGS", "finetune.lora"),
     Flag("--lora-r", lambda c: _lora(c).rank if _lora(c) else None, "INFER_ARGS", "finetune.lora.rank"),
     Flag("--lora-alpha", lambda c: _lora(c).alpha if _lora(c) else None, "INFER_ARGS", "finetune.lora.alpha"),
-    Flag("--lora-target-modules", lambda c: list(c.lora.native_targets) if c.lora else None, "INFER_ARGS",
-         "finetune.lora.targets"),
+    Flag(
+        "--lora-target-modules",
+        lambda c: list(c.lora.native_targets) if c.lora else None,
+        "INFER_ARGS",
+        "finetune.lora.targets",
+    ),
     Flag("--micro-batch-size", lambda c: 1, "INFER_ARGS"),
     Flag("--exit-on-missing-checkpoint", lambda c: True, "INFER_ARGS"),
     Flag("--task", lambda c: "chat", "GENERATE_ARGS"),
@@ -184,9 +217,25 @@ FLAGS: tuple[Flag, ...] = (
 TUNE_GROUPS = ("GPT_ARGS", "DATA_ARGS", "OUTPUT_ARGS", "TUNE_ARGS")
 GROUPS = (*TUNE_GROUPS, "INFER_ARGS", "GENERATE_ARGS", "EVAL_ARGS")
 # GPT_ARGS flags that only training reads: generation and evaluation leave them out.
-TRAINING_ONLY = frozenset({"--micro-batch-size", "--global-batch-size", "--train-iters", "--lr", "--min-lr", "--lr-decay-style",
-                           "--lr-warmup-fraction", "--weight-decay", "--adam-beta1", "--adam-beta2", "--adam-eps",
-                           "--clip-grad", "--initial-loss-scale", "--no-load-optim", "--no-load-rng"})
+TRAINING_ONLY = frozenset(
+    {
+        "--micro-batch-size",
+        "--global-batch-size",
+        "--train-iters",
+        "--lr",
+        "--min-lr",
+        "--lr-decay-style",
+        "--lr-warmup-fraction",
+        "--weight-decay",
+        "--adam-beta1",
+        "--adam-beta2",
+        "--adam-eps",
+        "--clip-grad",
+        "--initial-loss-scale",
+        "--no-load-optim",
+        "--no-load-rng",
+    }
+)
 
 
 def _render_value(v: object) -> list[str]:
@@ -219,12 +268,20 @@ def _header(title: str) -> str:
     return f"#!/usr/bin/env bash\n# {title}\n# Rendered by tunebridge; run from the root of a MindSpeed-LLM checkout.\nset -euo pipefail\n"
 
 
-def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, version: str = DEFAULT_VERSION,
-                nproc_per_node: int | None = None) -> str:
+def tune_script(
+    ctx: Context,
+    paths: dict[str, str],
+    train_iters: int | None,
+    version: str = DEFAULT_VERSION,
+    nproc_per_node: int | None = None,
+) -> str:
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp * r.parallel.dp
-    iters = (assign("TRAIN_ITERS", train_iters) if train_iters is not None else
-             'TRAIN_ITERS="${TRAIN_ITERS:?set TRAIN_ITERS = ceil(epochs x samples / global_batch_size)}"')
+    iters = (
+        assign("TRAIN_ITERS", train_iters)
+        if train_iters is not None
+        else 'TRAIN_ITERS="${TRAIN_ITERS:?set TRAIN_ITERS = ceil(epochs x samples / global_batch_size)}"'
+    )
     method = r.finetune.method
     parts = [
         _header(f"{r.name}: {method} fine-tuning with MindSpeed-LLM {version}"),
@@ -241,9 +298,16 @@ def tune_script(ctx: Context, paths: dict[str, str], train_iters: int | None, ve
         *(assign(k, v) for k, v in paths.items()),
         iters,
         "",
-        args_block("DISTRIBUTED_ARGS", ["--nproc_per_node \"$NPUS_PER_NODE\"", "--nnodes \"$NNODES\"",
-                                        "--node_rank \"$NODE_RANK\"", "--master_addr \"$MASTER_ADDR\"",
-                                        "--master_port \"$MASTER_PORT\""]),
+        args_block(
+            "DISTRIBUTED_ARGS",
+            [
+                '--nproc_per_node "$NPUS_PER_NODE"',
+                '--nnodes "$NNODES"',
+                '--node_rank "$NODE_RANK"',
+                '--master_addr "$MASTER_ADDR"',
+                '--master_port "$MASTER_PORT"',
+            ],
+        ),
         "",
         *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in TUNE_GROUPS),
         "mkdir -p logs",
@@ -297,8 +361,12 @@ def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, li
     lora = _lora(ctx)
     if lora:
         assert ctx.lora is not None, "a LoRA recipe is rendered with its LoRA plan"
-        args += ['--lora-load "$CKPT_SAVE_DIR"', f"--lora-r {lora.rank}", f"--lora-alpha {lora.alpha}",
-                 f"--lora-target-modules {' '.join(ctx.lora.native_targets)}"]
+        args += [
+            '--lora-load "$CKPT_SAVE_DIR"',
+            f"--lora-r {lora.rank}",
+            f"--lora-alpha {lora.alpha}",
+            f"--lora-target-modules {' '.join(ctx.lora.native_targets)}",
+        ]
     args += ['--save-dir "$HF_DIR"'] if entry == V1 else ['--save-dir "$HF_EXPORT_DIR"', '--hf-cfg-dir "$HF_DIR"']
     return entry, args
 
@@ -308,40 +376,57 @@ def _tunebridge_lines(ctx: Context, direction: str) -> list[str]:
     tensors MindSpeed-LLM's converter writes: tests/test_mindspeed_llm_interop.py)."""
     r = ctx.recipe
     if direction == "hf2mcore":
-        layers = f" --num-layer-list {','.join(map(str, r.parallel.num_layer_list))}" if r.parallel.num_layer_list else ""
-        return [f'tunebridge convert "$HF_DIR" "$CKPT_LOAD_DIR" --to mcore --tp {r.parallel.tp} --pp {r.parallel.pp}'
-                f"{layers} --dtype bf16"]
+        layers = (
+            f" --num-layer-list {','.join(map(str, r.parallel.num_layer_list))}" if r.parallel.num_layer_list else ""
+        )
+        return [
+            f'tunebridge convert "$HF_DIR" "$CKPT_LOAD_DIR" --to mcore --tp {r.parallel.tp} --pp {r.parallel.pp}'
+            f"{layers} --dtype bf16"
+        ]
     if not _lora(ctx):
         return ['tunebridge convert "$CKPT_LOAD_DIR" "$HF_EXPORT_DIR" --to hf']
-    return ['tunebridge convert "$CKPT_LOAD_DIR" "$HF_EXPORT_DIR.base" --to hf',
-            'tunebridge merge-lora "$HF_EXPORT_DIR.base" "$CKPT_SAVE_DIR" "$HF_EXPORT_DIR"']
+    return [
+        'tunebridge convert "$CKPT_LOAD_DIR" "$HF_EXPORT_DIR.base" --to hf',
+        'tunebridge merge-lora "$HF_EXPORT_DIR.base" "$CKPT_SAVE_DIR" "$HF_EXPORT_DIR"',
+    ]
 
 
 def _convert_lines(ctx: Context, version: str, direction: str) -> list[str]:
     found = _converter_args(ctx, version, direction)
     if found is None:
-        return [f"# MindSpeed-LLM {version}'s converters have no --model-type-hf for {ctx.spec.family}: "
-                f"tunebridge converts", *_tunebridge_lines(ctx, direction)]
+        return [
+            f"# MindSpeed-LLM {version}'s converters have no --model-type-hf for {ctx.spec.family}: "
+            f"tunebridge converts",
+            *_tunebridge_lines(ctx, direction),
+        ]
     entry, args = found
     return [args_block("CONVERT_ARGS", args), f'python {entry} "${{CONVERT_ARGS[@]}}"']
 
 
 def convert_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VERSION) -> str:
     r = ctx.recipe
-    return "\n".join([
-        _header(f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp}; "
-                f"MindSpeed-LLM {version})"),
-        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
-        *(assign(k, v) for k, v in paths.items()),
-        "",
-        *_convert_lines(ctx, version, "hf2mcore"),
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(
+                f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp}; "
+                f"MindSpeed-LLM {version})"
+            ),
+            "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+            *(assign(k, v) for k, v in paths.items()),
+            "",
+            *_convert_lines(ctx, version, "hf2mcore"),
+            "",
+        ]
+    )
 
 
 # MindSpeed-LLM's preprocess_data.py handler for each recipe data format, and the --map-keys a format implies
-HANDLERS = {"alpaca": "AlpacaStyleInstructionHandler", "math": "AlpacaStyleInstructionHandler",
-            "sharegpt": "SharegptStyleInstructionHandler", "mc": "AlpacaStyleInstructionHandler"}
+HANDLERS = {
+    "alpaca": "AlpacaStyleInstructionHandler",
+    "math": "AlpacaStyleInstructionHandler",
+    "sharegpt": "SharegptStyleInstructionHandler",
+    "mc": "AlpacaStyleInstructionHandler",
+}
 FORMAT_KEYS: dict[str, dict[MapKey, str]] = {"math": {"prompt": "problem", "response": "solution"}}
 
 
@@ -351,28 +436,51 @@ def preprocess_script(ctx: Context, paths: dict[str, str]) -> str:
     fmt = source.format if source is not None else "alpaca"
     own: dict[MapKey, str] = (source.map_keys if source is not None else None) or {}
     map_keys = {**FORMAT_KEYS.get(fmt, {}), **own}
-    args = ['--input "$RAW_DATA"', "--tokenizer-type PretrainedFromHF", '--tokenizer-name-or-path "$TOKENIZER_PATH"',
-            '--output-prefix "$DATA_PATH"', "--workers 4", "--log-interval 1000", f"--handler-name {HANDLERS[fmt]}",
-            f"--prompt-type {q(ctx.prompt_type)}", f"--seq-length {r.train.seq_length}"]
+    args = [
+        '--input "$RAW_DATA"',
+        "--tokenizer-type PretrainedFromHF",
+        '--tokenizer-name-or-path "$TOKENIZER_PATH"',
+        '--output-prefix "$DATA_PATH"',
+        "--workers 4",
+        "--log-interval 1000",
+        f"--handler-name {HANDLERS[fmt]}",
+        f"--prompt-type {q(ctx.prompt_type)}",
+        f"--seq-length {r.train.seq_length}",
+    ]
     if map_keys:
         args.append(f"--map-keys {q(json.dumps(map_keys, ensure_ascii=False))}")
-    return "\n".join([
-        _header(f"{r.name}: instruction data -> Megatron indexed dataset"),
-        *(assign(k, v) for k, v in paths.items()),
-        "",
-        args_block("PREPROCESS_ARGS", args),
-        'mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory',
-        'python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"',
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(f"{r.name}: instruction data -> Megatron indexed dataset"),
+            *(assign(k, v) for k, v in paths.items()),
+            "",
+            args_block("PREPROCESS_ARGS", args),
+            'mkdir -p "$(dirname "$DATA_PATH")"  # preprocess_data.py refuses an output prefix in a missing directory',
+            'python ./preprocess_data.py "${PREPROCESS_ARGS[@]}"',
+            "",
+        ]
+    )
 
 
 def _distributed_lines(world: int) -> list[str]:
-    return [f'NPUS_PER_NODE="${{NPUS_PER_NODE:-{world}}}"', 'MASTER_ADDR="${MASTER_ADDR:-localhost}"',
-            'MASTER_PORT="${MASTER_PORT:-6011}"', 'NNODES="${NNODES:-1}"', 'NODE_RANK="${NODE_RANK:-0}"', "",
-            args_block("DISTRIBUTED_ARGS", ["--nproc_per_node \"$NPUS_PER_NODE\"", "--nnodes \"$NNODES\"",
-                                            "--node_rank \"$NODE_RANK\"", "--master_addr \"$MASTER_ADDR\"",
-                                            "--master_port \"$MASTER_PORT\""])]
+    return [
+        f'NPUS_PER_NODE="${{NPUS_PER_NODE:-{world}}}"',
+        'MASTER_ADDR="${MASTER_ADDR:-localhost}"',
+        'MASTER_PORT="${MASTER_PORT:-6011}"',
+        'NNODES="${NNODES:-1}"',
+        'NODE_RANK="${NODE_RANK:-0}"',
+        "",
+        args_block(
+            "DISTRIBUTED_ARGS",
+            [
+                '--nproc_per_node "$NPUS_PER_NODE"',
+                '--nnodes "$NNODES"',
+                '--node_rank "$NODE_RANK"',
+                '--master_addr "$MASTER_ADDR"',
+                '--master_port "$MASTER_PORT"',
+            ],
+        ),
+    ]
 
 
 def _model_args(ctx: Context, version: str) -> list[str]:
@@ -384,58 +492,82 @@ def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: st
     r = ctx.recipe
     world = r.parallel.tp * r.parallel.pp
     entry, group = {"generate": ("inference.py", "GENERATE_ARGS"), "evaluate": ("evaluation.py", "EVAL_ARGS")}[kind]
-    extra = ["# evaluation.py's default path: fixed 5-shot texts, no --prompt-type"
-             f"{', --no-chat-template' if not msllm_eval.CHAT_TEMPLATE else ''}; "
-             "`tunebridge eval run` scores C-Eval/MMLU/CMMLU the same way by default (--protocol mindspeed-llm)",
-             'TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...'] if kind == "evaluate" else []
-    return "\n".join([
-        _header(f"{r.name}: {kind} with the fine-tuned model (MindSpeed-LLM {version})"),
-        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
-        *(assign(k, v) for k, v in paths.items()),
-        *extra,
-        *_distributed_lines(world),
-        "",
-        args_block("MODEL_ARGS", _model_args(ctx, version)),
-        "",
-        *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in ("INFER_ARGS", group)),
-        "mkdir -p logs",
-        f'torchrun "${{DISTRIBUTED_ARGS[@]}}" {entry} "${{MODEL_ARGS[@]}}" "${{INFER_ARGS[@]}}" "${{{group}[@]}}" \\',
-        f"    | tee {q('logs/' + kind + '_' + r.name + '.log')}",
-        "",
-    ])
+    extra = (
+        [
+            "# evaluation.py's default path: fixed 5-shot texts, no --prompt-type"
+            f"{', --no-chat-template' if not msllm_eval.CHAT_TEMPLATE else ''}; "
+            "`tunebridge eval run` scores C-Eval/MMLU/CMMLU the same way by default (--protocol mindspeed-llm)",
+            'TASK="${TASK:-mmlu}"  # ceval, mmlu, cmmlu, boolq, gsm8k, ...',
+        ]
+        if kind == "evaluate"
+        else []
+    )
+    return "\n".join(
+        [
+            _header(f"{r.name}: {kind} with the fine-tuned model (MindSpeed-LLM {version})"),
+            "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+            *(assign(k, v) for k, v in paths.items()),
+            *extra,
+            *_distributed_lines(world),
+            "",
+            args_block("MODEL_ARGS", _model_args(ctx, version)),
+            "",
+            *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in ("INFER_ARGS", group)),
+            "mkdir -p logs",
+            f'torchrun "${{DISTRIBUTED_ARGS[@]}}" {entry} "${{MODEL_ARGS[@]}}" "${{INFER_ARGS[@]}}" "${{{group}[@]}}" \\',
+            f"    | tee {q('logs/' + kind + '_' + r.name + '.log')}",
+            "",
+        ]
+    )
 
 
-def render_recipe(recipe: Recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION,
-                  **_) -> dict[str, str]:
+def render_recipe(
+    recipe: Recipe, lora: LoraPlan | None, num_samples: int | None, *, version: str = DEFAULT_VERSION, **_
+) -> dict[str, str]:
     """File name -> text of every MindSpeed-LLM script for ``recipe`` (the stack record's render entry point)."""
     from . import default_prompt_type, train_iters
+
     if version not in VERSIONS:
         raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
     name = recipe.name
     ctx = Context(recipe, recipe.spec, lora, prompt_type(default_prompt_type(recipe)))
-    paths = {"HF_DIR": f"./model_from_hf/{name}", "TOKENIZER_PATH": f"./model_from_hf/{name}",
-             "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
-             "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore", "CKPT_SAVE_DIR": f"./ckpt/{name}",
-             "RAW_DATA": f"./dataset/{name}.json", "DATA_PATH": f"./finetune_dataset/{name}"}
+    paths = {
+        "HF_DIR": f"./model_from_hf/{name}",
+        "TOKENIZER_PATH": f"./model_from_hf/{name}",
+        "HF_EXPORT_DIR": f"./model_from_hf/{name}-tuned",
+        "CKPT_LOAD_DIR": f"./model_weights/{name}-mcore",
+        "CKPT_SAVE_DIR": f"./ckpt/{name}",
+        "RAW_DATA": f"./dataset/{name}.json",
+        "DATA_PATH": f"./finetune_dataset/{name}",
+    }
 
     def some(*keys: str) -> dict[str, str]:
         return {k: paths[k] for k in keys}
 
     method = recipe.finetune.method
     return {
-        f"ckpt_convert_{name}_hf2mcore.sh": convert_script(ctx, some("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR"),
-                                                           version),
+        f"ckpt_convert_{name}_hf2mcore.sh": convert_script(
+            ctx, some("HF_DIR", "TOKENIZER_PATH", "CKPT_LOAD_DIR"), version
+        ),
         f"data_convert_{name}_instruction.sh": preprocess_script(ctx, some("RAW_DATA", "TOKENIZER_PATH", "DATA_PATH")),
         f"tune_{name}_{method}_ptd.sh": tune_script(
-            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH"),
-            train_iters(recipe, num_samples), version),
-        f"generate_{name}_ptd.sh": inference_script(ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"),
-                                                    "generate", version),
+            ctx,
+            some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "DATA_PATH", "TOKENIZER_PATH"),
+            train_iters(recipe, num_samples),
+            version,
+        ),
+        f"generate_{name}_ptd.sh": inference_script(
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"), "generate", version
+        ),
         f"evaluate_{name}_ptd.sh": inference_script(
-            ctx, {**some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"), "EVAL_DATA": "./mmlu/data/test"},
-            "evaluate", version),
+            ctx,
+            {**some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "TOKENIZER_PATH"), "EVAL_DATA": "./mmlu/data/test"},
+            "evaluate",
+            version,
+        ),
         f"ckpt_convert_{name}_mcore2hf.sh": export_script(
-            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR"), version),
+            ctx, some("CKPT_LOAD_DIR", "CKPT_SAVE_DIR", "HF_DIR", "HF_EXPORT_DIR"), version
+        ),
     }
 
 
@@ -445,12 +577,16 @@ def export_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_VE
     r = ctx.recipe
     converter = _converter(ctx, version, "mcore2hf")
     where = "$HF_DIR/mg2hf/" if converter is not None and converter.entry == V1 else "$HF_EXPORT_DIR"
-    return "\n".join([
-        _header(f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if _lora(ctx) else ''} "
-                f"(written to {where}; MindSpeed-LLM {version})"),
-        "export CUDA_DEVICE_MAX_CONNECTIONS=1",
-        *(assign(k, v) for k, v in paths.items()),
-        "",
-        *_convert_lines(ctx, version, "mcore2hf"),
-        "",
-    ])
+    return "\n".join(
+        [
+            _header(
+                f"{r.name}: Megatron-mcore -> HF{' with the LoRA merged' if _lora(ctx) else ''} "
+                f"(written to {where}; MindSpeed-LLM {version})"
+            ),
+            "export CUDA_DEVICE_MAX_CONNECTIONS=1",
+            *(assign(k, v) for k, v in paths.items()),
+            "",
+            *_convert_lines(ctx, version, "mcore2hf"),
+            "",
+        ]
+    )

@@ -1,4 +1,5 @@
 """Small helpers for writing bash scripts that quote every user value."""
+
 from __future__ import annotations
 
 import shlex

@@ -1,4 +1,5 @@
 """Parity reports: ``report.md`` (plots as PNG files beside it) and one self-contained ``report.html``."""
+
 from __future__ import annotations
 
 import os
@@ -36,11 +37,22 @@ def _steps_text(run: RunResult) -> str:
 
 
 def runs_section(runs: dict[str, RunResult]) -> list[Block]:
-    rows = [[name, r.backend, _steps_text(r), _num(r.steps[0].loss) if r.steps else "-",
-             _num(r.steps[-1].loss) if r.steps else "-", _num(r.trainable_params), r.source or "-"]
-            for name, r in runs.items()]
-    blocks = [Block("h2", "Runs"),
-              Block("table", Table(["run", "backend", "steps", "first loss", "last loss", "trainable", "source"], rows))]
+    rows = [
+        [
+            name,
+            r.backend,
+            _steps_text(r),
+            _num(r.steps[0].loss) if r.steps else "-",
+            _num(r.steps[-1].loss) if r.steps else "-",
+            _num(r.trainable_params),
+            r.source or "-",
+        ]
+        for name, r in runs.items()
+    ]
+    blocks = [
+        Block("h2", "Runs"),
+        Block("table", Table(["run", "backend", "steps", "first loss", "last loss", "trainable", "source"], rows)),
+    ]
     for name, r in runs.items():
         for note in r.notes:
             blocks.append(Block("p", f"{name}: {note}"))
@@ -49,8 +61,10 @@ def runs_section(runs: dict[str, RunResult]) -> list[Block]:
 
 def loss_section(runs: dict[str, RunResult]) -> list[Block]:
     names = list(runs)
-    blocks = [Block("h2", "Loss curves"),
-              Block("image", Image("loss.png", loss_figure(runs), "loss curves and relative error"))]
+    blocks = [
+        Block("h2", "Loss curves"),
+        Block("image", Image("loss.png", loss_figure(runs), "loss curves and relative error")),
+    ]
     if len(names) < 2:
         return blocks
     ref = {s.step: s.loss for s in runs[names[0]].steps}
@@ -60,8 +74,9 @@ def loss_section(runs: dict[str, RunResult]) -> list[Block]:
     rows = []
     for step in steps:
         losses = [_num(b.get(step)) for b in by_run]
-        rels = [_rel(abs(b[step] - ref[step]) / abs(ref[step])) if step in b and ref.get(step) else "-"
-                for b in by_run[1:]]
+        rels = [
+            _rel(abs(b[step] - ref[step]) / abs(ref[step])) if step in b and ref.get(step) else "-" for b in by_run[1:]
+        ]
         rows.append([str(step), *losses, *rels])
     folded = f"loss per step ({len(rows)} steps)" if len(rows) > FOLD_ROWS else ""
     blocks.append(Block("table", Table(headers, rows, folded=folded)))
@@ -80,24 +95,41 @@ def params_section(params_table: list) -> list[Block]:
     rows = [_as_dict(r) for r in params_table]
     with_inst = any("instantiated" in r for r in rows)
     with_score = any(r.get("accuracy") is not None for r in rows)
-    headers = ["backend", "total", "trainable", *(["instantiated"] if with_inst else []), header("low_param_ratio"),
-               header("peft_trainable_percent"), "exact",
-               *([header("accuracy"), header("contest_score")] if with_score else [])]
+    headers = [
+        "backend",
+        "total",
+        "trainable",
+        *(["instantiated"] if with_inst else []),
+        header("low_param_ratio"),
+        header("peft_trainable_percent"),
+        "exact",
+        *([header("accuracy"), header("contest_score")] if with_score else []),
+    ]
     body = []
     for r in rows:
         line = [r["backend"], _num(r["total_params"]), _num(r["trainable_params"])]
         if with_inst:
             line.append(_num(r.get("instantiated")))
-        line += [f"{r['low_param_ratio']:.6g}", f"{r.get('peft_trainable_percent', 0):.6g}",
-                 "yes" if r.get("exact", True) else "no"]
+        line += [
+            f"{r['low_param_ratio']:.6g}",
+            f"{r.get('peft_trainable_percent', 0):.6g}",
+            "yes" if r.get("exact", True) else "no",
+        ]
         if with_score:
             acc = r.get("accuracy")
-            line += ["-", "-"] if acc is None else [fmt("accuracy", acc),
-                                                    f"{contest_score(r['low_param_ratio'], acc):.6f}"]
+            line += (
+                ["-", "-"] if acc is None else [fmt("accuracy", acc), f"{contest_score(r['low_param_ratio'], acc):.6f}"]
+            )
         body.append(line)
-    blocks = [Block("h2", "Parameters"), Block("table", Table(headers, body)),
-              Block("p", "low-param ratio = trainable / base total (the contests' definition); "
-                         "PEFT trainable % = trainable / (base + adapter).")]
+    blocks = [
+        Block("h2", "Parameters"),
+        Block("table", Table(headers, body)),
+        Block(
+            "p",
+            "low-param ratio = trainable / base total (the contests' definition); "
+            "PEFT trainable % = trainable / (base + adapter).",
+        ),
+    ]
     blocks += [Block("p", f"{r['backend']}: {r['note']}") for r in rows if r.get("note")]
     return blocks
 
@@ -111,12 +143,17 @@ def metrics_section(metrics_table: dict[str, dict[str, float]]) -> list[Block]:
 
 def evaluation_section(runs: dict[str, RunResult]) -> list[Block]:
     """The stacks' own evaluation results (``RunResult.evaluation``: MindSpeed-LLM's evaluate stage)."""
-    rows = [[name, task, f"{s['correct']}/{s['questions']}", f"{100 * s['accuracy']:.2f} %", str(len(s["subjects"]))]
-            for name, r in runs.items() for task, s in r.evaluation.items()]
+    rows = [
+        [name, task, f"{s['correct']}/{s['questions']}", f"{100 * s['accuracy']:.2f} %", str(len(s["subjects"]))]
+        for name, r in runs.items()
+        for task, s in r.evaluation.items()
+    ]
     if not rows:
         return []
-    return [Block("h2", "Evaluation (as each stack reported it)"),
-            Block("table", Table(["run", "task", "correct / questions", "accuracy", "subjects"], rows))]
+    return [
+        Block("h2", "Evaluation (as each stack reported it)"),
+        Block("table", Table(["run", "task", "correct / questions", "accuracy", "subjects"], rows)),
+    ]
 
 
 # The figure that ranks the verdicts of a kind, in order of preference: the largest is the worst.
@@ -141,32 +178,53 @@ def summary_section(verdicts: list[Verdict]) -> list[Block]:
         rows.append([kind, str(len(group) - failed), str(failed), worst.name, worst.figure(), worst.tolerance])
         classes.append("fail" if failed else "pass")
     verdict = "every check passes" if passed == len(verdicts) else f"{len(verdicts) - passed} FAIL"
-    return [Block("h2", "Summary"),
-            Block("p", f"{passed} of {len(verdicts)} checks pass ({verdict})."),
-            Block("table", Table(["kind of check", "pass", "fail", "worst", "its figures", "tolerance"], rows,
-                                 classes))]
+    return [
+        Block("h2", "Summary"),
+        Block("p", f"{passed} of {len(verdicts)} checks pass ({verdict})."),
+        Block("table", Table(["kind of check", "pass", "fail", "worst", "its figures", "tolerance"], rows, classes)),
+    ]
 
 
 def verdicts_section(verdicts: list[Verdict]) -> list[Block]:
     rows = [["PASS" if v.passed else "FAIL", v.name, v.figure(), v.tolerance, v.explanation] for v in verdicts]
-    return [Block("h2", "Parity verdicts"),
-            Block("table", Table(["verdict", "check", "measured", "tolerance", "explanation"], rows,
-                                 ["pass" if v.passed else "fail" for v in verdicts]))]
+    return [
+        Block("h2", "Parity verdicts"),
+        Block(
+            "table",
+            Table(
+                ["verdict", "check", "measured", "tolerance", "explanation"],
+                rows,
+                ["pass" if v.passed else "fail" for v in verdicts],
+            ),
+        ),
+    ]
 
 
 def environment_section(runs: dict[str, RunResult]) -> list[Block]:
-    host = {"tunebridge": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "processor": platform.processor() or "-",
-            "cpus": str(os.cpu_count())}
+    host = {
+        "tunebridge": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or "-",
+        "cpus": str(os.cpu_count()),
+    }
     rows = [["report host", k, v] for k, v in host.items()]
     rows += [[name, k, str(v)] for name, r in runs.items() for k, v in r.environment.items()]
     return [Block("h2", "Versions and hardware"), Block("table", Table(["where", "item", "value"], rows))]
 
 
-def build(runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None, metrics_table=None,
-          recipe: str | None = None) -> list[Block]:
-    blocks = [Block("h1", "tunebridge parity report"),
-              Block("p", f"Runs: {', '.join(f'{n} ({r.backend})' for n, r in runs.items())}.")]
+def build(
+    runs: dict[str, RunResult],
+    verdicts: list[Verdict],
+    params_table=None,
+    metrics_table=None,
+    recipe: str | None = None,
+) -> list[Block]:
+    blocks = [
+        Block("h1", "tunebridge parity report"),
+        Block("p", f"Runs: {', '.join(f'{n} ({r.backend})' for n, r in runs.items())}."),
+    ]
     if verdicts:
         blocks += summary_section(verdicts) + verdicts_section(verdicts)
     if params_table:
@@ -181,8 +239,15 @@ def build(runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None
     return blocks
 
 
-def write_report(out_dir: str | Path, runs: dict[str, RunResult], verdicts: list[Verdict], params_table=None,
-                 metrics_table=None, recipe: str | Path | None = None, force: bool = False) -> Path:
+def write_report(
+    out_dir: str | Path,
+    runs: dict[str, RunResult],
+    verdicts: list[Verdict],
+    params_table=None,
+    metrics_table=None,
+    recipe: str | Path | None = None,
+    force: bool = False,
+) -> Path:
     """Write ``report.md``, ``loss.png`` and the self-contained ``report.html`` into ``out_dir`` (atomically;
     an existing ``out_dir`` only with ``force``). ``recipe`` is YAML text or a path to it."""
     if isinstance(recipe, Path):

@@ -1,4 +1,5 @@
 """A report as a list of blocks, rendered to Markdown or to one self-contained HTML page."""
+
 from __future__ import annotations
 
 import base64
@@ -89,8 +90,13 @@ def to_html(blocks: list[Block], title: str) -> str:
             for i, row in enumerate(t.rows):
                 cls = f' class="{t.row_classes[i]}"' if i < len(t.row_classes) and t.row_classes[i] else ""
                 rows.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-            table = ("<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in t.headers) +
-                     "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            table = (
+                "<table><thead><tr>"
+                + "".join(f"<th>{e(h)}</th>" for h in t.headers)
+                + "</tr></thead><tbody>"
+                + "".join(rows)
+                + "</tbody></table>"
+            )
             body.append(f"<details><summary>{e(t.folded)}</summary>{table}</details>" if t.folded else table)
         elif isinstance(t, Image):
             data = base64.b64encode(t.png).decode("ascii")
@@ -101,6 +107,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append(f"<p>{e(t)}</p>")
         elif b.kind == "pre":
             body.append(f"<pre>{e(t)}</pre>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(title)}</title><style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n"
-            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>{STYLE}</style><script>{CHECK_SCRIPT}</script></head>\n"
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )

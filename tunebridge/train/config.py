@@ -3,6 +3,7 @@
 No framework is imported here, so the MindSpore environment can rebuild it from JSON
 (:meth:`TrainConfig.to_dict` / ``TrainConfig(**d)``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -28,12 +29,12 @@ class TrainConfig:
     dtype: str = "fp32"
     epochs: int = 1
     max_steps: int | None = None
-    save_every: int = 0            # checkpoint every N steps (0: only at the end)
+    save_every: int = 0  # checkpoint every N steps (0: only at the end)
     pad_id: int = 0
     loss_average: Literal["micro-batch", "token"] = "micro-batch"
     warmup_rounding: Literal["megatron", "mindformers"] = "megatron"
-    adam_bias_correction: bool = True   # MindSpore's AdamWeightDecay family has none
-    lora: dict | None = None       # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
+    adam_bias_correction: bool = True  # MindSpore's AdamWeightDecay family has none
+    lora: dict | None = None  # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
 
     @classmethod
     def from_recipe(cls, recipe, backend: str = "torch", **overrides) -> TrainConfig:
@@ -44,18 +45,37 @@ class TrainConfig:
         if recipe.finetune.method == "lora":
             from ..accounting import expand_targets
             from ..dialects.hf import PEFT_TARGET
+
             lc = recipe.finetune.lora
-            lora = {"rank": lc.rank, "alpha": lc.alpha, "dropout": lc.dropout,
-                    "target_modules": [PEFT_TARGET[p] for p in expand_targets(list(lc.targets))]}
-        values = dict(global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, lr=t.lr,
-                      min_lr=t.min_lr, lr_schedule=t.lr_schedule, warmup_ratio=t.warmup_ratio,
-                      beta1=t.optimizer.beta1, beta2=t.optimizer.beta2, eps=t.optimizer.eps,
-                      weight_decay=t.optimizer.weight_decay, clip_grad=t.clip_grad, seed=t.seed, dtype=t.dtype,
-                      epochs=t.epochs, max_steps=t.max_steps, lora=lora,
-                      adam_bias_correction=(native.adam_bias_correction if t.optimizer.bias_correction is None
-                                            else t.optimizer.bias_correction),
-                      warmup_rounding=t.warmup_rounding or native.warmup_rounding,
-                      loss_average=t.loss_average or native.loss_average)
+            lora = {
+                "rank": lc.rank,
+                "alpha": lc.alpha,
+                "dropout": lc.dropout,
+                "target_modules": [PEFT_TARGET[p] for p in expand_targets(list(lc.targets))],
+            }
+        values = dict(
+            global_batch_size=t.global_batch_size,
+            micro_batch_size=t.micro_batch_size,
+            lr=t.lr,
+            min_lr=t.min_lr,
+            lr_schedule=t.lr_schedule,
+            warmup_ratio=t.warmup_ratio,
+            beta1=t.optimizer.beta1,
+            beta2=t.optimizer.beta2,
+            eps=t.optimizer.eps,
+            weight_decay=t.optimizer.weight_decay,
+            clip_grad=t.clip_grad,
+            seed=t.seed,
+            dtype=t.dtype,
+            epochs=t.epochs,
+            max_steps=t.max_steps,
+            lora=lora,
+            adam_bias_correction=(
+                native.adam_bias_correction if t.optimizer.bias_correction is None else t.optimizer.bias_correction
+            ),
+            warmup_rounding=t.warmup_rounding or native.warmup_rounding,
+            loss_average=t.loss_average or native.loss_average,
+        )
         values.update(overrides)
         return cls(**values)
 

@@ -6,6 +6,7 @@ Early in a run the two take very different steps (at step 1 the uncorrected upda
 ``(1-b1)/sqrt(1-b2)`` times the corrected one), so a parity run must pick one rule for every backend:
 ``TrainConfig.adam_bias_correction``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -19,8 +20,14 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
     """Decoupled-weight-decay Adam without bias correction (MindSpore ``AdamWeightDecay``'s update):
     ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; p -= lr (m / (sqrt(v) + eps) + wd p)``."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
-                 weight_decay: float):
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float,
+        betas: tuple[float, float],
+        eps: float,
+        weight_decay: float,
+    ):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -50,8 +57,11 @@ def decay_groups(named: Iterable[tuple[str, torch.nn.Parameter]], weight_decay: 
     no_decay: list[torch.nn.Parameter] = []
     for name, p in named:
         (no_decay if p.ndim < 2 or name.endswith(".bias") else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
-            if g["params"]]
+    return [
+        g
+        for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0})
+        if g["params"]
+    ]
 
 
 def make_adamw(params, cfg: TrainConfig) -> torch.optim.Optimizer:

@@ -3,6 +3,7 @@
 A global batch is a list of sample indices; data-parallel rank r takes ``batch[r::world]`` and splits it
 into consecutive micro-batches. Backends outside the torch environment receive the indices as a list.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from .config import TrainConfig
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The sample order of one epoch: a permutation that depends only on (seed, epoch)."""
     import torch
+
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
 
@@ -33,7 +35,7 @@ def global_batches(n: int, cfg: TrainConfig) -> Iterator[list[int]]:
     while True:
         order = epoch_order(n, cfg.seed, epoch)
         for b in range(per_epoch):
-            yield order[b * cfg.global_batch_size:(b + 1) * cfg.global_batch_size]
+            yield order[b * cfg.global_batch_size : (b + 1) * cfg.global_batch_size]
         epoch += 1
 
 
@@ -49,4 +51,4 @@ def step_batches(n: int, cfg: TrainConfig) -> list[list[int]]:
 
 def micro_batches(batch: list[int], micro_batch_size: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     mine = batch[rank::world]
-    return [mine[i:i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]
+    return [mine[i : i + micro_batch_size] for i in range(0, len(mine), micro_batch_size)]

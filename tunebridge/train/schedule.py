@@ -10,6 +10,7 @@ rate of 0 when there is warm-up. They differ in the warm-up length:
 
 With 20 steps and a ratio of 0.03, MindFormers has no warm-up at all, Megatron warms up over 0.6 steps.
 """
+
 from __future__ import annotations
 
 import math

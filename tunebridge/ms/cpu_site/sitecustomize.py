@@ -12,6 +12,7 @@ Nothing is imported here, nothing changes on other device targets, and each adap
   (kernel ``ArgMaxExt``, not registered on CPU). On CPU it uses ``ops.argmax``: the same index, first
   maximum on ties.
 """
+
 from __future__ import annotations
 
 import importlib.abc
@@ -21,11 +22,13 @@ import sys
 
 def _cpu() -> bool:
     from mindspore import context
+
     return context.get_context("device_target") == "CPU"
 
 
 def _overflow_by_isfinite(module) -> None:
     from mindspore import ops
+
     cell = module.TrainOneStepWithLossScaleCell
     original_init, original_status = cell.__init__, cell.get_overflow_status
 
@@ -44,6 +47,7 @@ def _overflow_by_isfinite(module) -> None:
 
 def _argmax_with_cpu_kernel(module) -> None:
     from mindspore import ops
+
     mixin = module.GenerationMixin
     original_init = mixin.__init__
 
@@ -55,8 +59,10 @@ def _argmax_with_cpu_kernel(module) -> None:
     mixin.__init__ = __init__
 
 
-ADAPTERS = {"mindspore.nn.wrap.loss_scale": _overflow_by_isfinite,
-            "mindformers.generation.text_generator": _argmax_with_cpu_kernel}
+ADAPTERS = {
+    "mindspore.nn.wrap.loss_scale": _overflow_by_isfinite,
+    "mindformers.generation.text_generator": _argmax_with_cpu_kernel,
+}
 
 
 class _AdaptAfterImport(importlib.abc.MetaPathFinder):

@@ -14,6 +14,7 @@ working directory (``run_mindformer.py`` takes it from its own directory: the sc
 
 This file sits alone in its directory so that running it puts nothing else on ``sys.path``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ def configure(args: argparse.Namespace, extra: list[tuple[str, str]]):
     """The MindFormerConfig with the command line applied, as run_mindformer.py applies it."""
     from mindformers.tools.register import MindFormerConfig
     from mindformers.tools.utils import parse_value
+
     path = os.path.abspath(args.config)
     config = MindFormerConfig(path, run_mode=args.run_mode) if args.run_mode else MindFormerConfig(path)
     for key in ("load_checkpoint", "src_strategy_path_or_dir", "auto_trans_ckpt", "use_parallel", "output_dir"):
@@ -78,6 +80,7 @@ def main(argv: list[str]) -> None:
     from mindformers.core.context import build_context
     from mindformers.trainer import Trainer
     from mindformers.utils.file_utils import set_output_path
+
     set_output_path(config.output_dir)
     build_context(config)
     trainer = Trainer(config)
@@ -86,8 +89,11 @@ def main(argv: list[str]) -> None:
     elif config.run_mode == "eval":
         trainer.evaluate(eval_checkpoint=config.load_checkpoint)
     elif config.run_mode == "predict":
-        trainer.predict(predict_checkpoint=config.load_checkpoint, input_data=config.input_data,
-                        batch_size=config.predict_batch_size)
+        trainer.predict(
+            predict_checkpoint=config.load_checkpoint,
+            input_data=config.input_data,
+            batch_size=config.predict_batch_size,
+        )
     else:
         raise SystemExit(f"launch_mindformers: run_mode {config.run_mode!r} (train, finetune, eval, predict)")
 
