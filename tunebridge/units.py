@@ -36,7 +36,8 @@ LABELS = {
     "contest_score": "contest score",
     "peft_trainable_percent": "PEFT trainable",
 }
-# How far apart two separately trained runs' metrics may be, in each unit (FACTS §6: about a point).
+# How far apart two separately trained runs' metrics may be, in each unit (published scores of one model differ by
+# about a point between evaluation tools).
 TRAINED_APART = {PERCENT: 1.0, FRACTION: 0.01}
 
 

@@ -1,5 +1,5 @@
 """MindSpeed-LLM-style fused LoRA on megatron-core's parallel linears (what PEFT's Megatron path does
-when it works; PEFT 0.21.2's is broken, see FACTS §1).
+when it works; PEFT 0.21.2's `LoraConfig(megatron_config=...)` fails with KeyError 'fan_in_fan_out').
 
 One (A, B) pair per fused module, so q, k and v share A in ``linear_qkv`` and gate/up share A in
 ``linear_fc1``. Tensor parallelism, for a module with base output ``y = W x``:
