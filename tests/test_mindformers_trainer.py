@@ -149,5 +149,10 @@ def test_launcher_trains_as_the_recorded_run_mindformer(rendered_demo, log):
     root, _, _ = rendered_demo
     real = parse_log(REPO / "tests" / "fixtures" / "run_mindformer" / log, "mindformers")
     ours = parse_log(root / "run_tiny-demo-lora_finetune.log", "mindformers")
-    assert len(real.steps) == STEPS
-    assert [(s.loss, s.grad_norm, s.lr) for s in real.steps] == [(s.loss, s.grad_norm, s.lr) for s in ours.steps]
+    assert len(real.steps) == len(ours.steps) == STEPS
+    # The same program on another CPU: MindSpore's CPU kernels vectorise per instruction set, so figures differ in
+    # their last digits and drift over the 40 steps (measured on AMD EPYC against the recording: loss 9.2e-7, grad
+    # norm 1.4e-5 relative at most). A config the launcher read differently moves them by far more than that.
+    assert [s.lr for s in real.steps] == [s.lr for s in ours.steps]
+    assert [s.loss for s in ours.steps] == pytest.approx([s.loss for s in real.steps], rel=1e-5)
+    assert [s.grad_norm for s in ours.steps] == pytest.approx([s.grad_norm for s in real.steps], rel=1e-4)

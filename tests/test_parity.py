@@ -10,7 +10,7 @@ from tunebridge import parity
 from tunebridge.accounting import count
 from tunebridge.backends.result import RunResult, StepRecord
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import load_recipe
+from tunebridge.recipe import ParityTolerances, load_recipe
 from tunebridge.verify import compare
 
 from .snapshot import assert_snapshot
@@ -166,7 +166,7 @@ def test_metrics_same_predictions_and_trained_apart():
 
 def test_each_bar_is_rel_or_abs_in_both_directions():
     """First step and mean: a verdict passes when EITHER bar holds, fails when neither does."""
-    tol = parity.LossTolerance()
+    tol = ParityTolerances()
     cases = {  # (a, b): (rel bar holds, abs bar holds)
         (0.5, 0.504): (False, True),      # low loss: rel 0.8 %, abs 0.004
         (10.0, 10.04): (True, False),     # high loss: rel 0.4 %, abs 0.04
@@ -190,12 +190,12 @@ def test_each_bar_is_rel_or_abs_in_both_directions():
 
 def test_bars_are_strict_or_inclusive_as_stated():
     """At exactly the tolerance: the loss bars ("<") fail, the norm and metric bars ("≤") pass."""
-    at_rel = parity.LossTolerance(first_rel=0.25, first_abs=0.0, mean_rel=0.25, mean_abs=0.0, grad_norm_mean_rel=0.25)
+    at_rel = ParityTolerances(first_rel=0.25, first_abs=0.0, mean_rel=0.25, mean_abs=0.0, grad_norm_mean_rel=0.25)
     v = by_name(parity.loss_checks(run([4.0], norms=[4.0]), run([5.0], norms=[5.0]), "a", "b", at_rel))
     assert v["loss, first step"].measured["rel error"] == 0.25 and not v["loss, first step"].passed
     assert not v["loss, mean over steps"].passed
     assert v["global norm, mean over steps"].passed  # mean rel 0.25 ≤ 25 %
-    at_abs = parity.LossTolerance(first_rel=0.0, first_abs=1.0, mean_rel=0.0, mean_abs=1.0)
+    at_abs = ParityTolerances(first_rel=0.0, first_abs=1.0, mean_rel=0.0, mean_abs=1.0)
     v = by_name(parity.loss_checks(run([4.0]), run([5.0]), "a", "b", at_abs))
     assert not v["loss, first step"].passed and not v["loss, mean over steps"].passed
     assert parity.same_metrics({"a": {"f1": 1.0}, "b": {"f1": 1.5}}, abs_tol=0.5).passed
