@@ -1,7 +1,7 @@
 """``run --backend mindspeed-llm --mindspeed-llm-home DIR`` on an Ascend host: MindSpeed-LLM's own programs.
 
 The recipe is rendered for the chosen MindSpeed-LLM version into ``out/scripts`` and its stages run in the
-checkout (:mod:`.stages`): convert (HF -> mcore) -> preprocess (data -> indexed dataset) -> tune -> export
+checkout (:mod:`tunebridge.backends.stages`): convert (HF -> mcore) -> preprocess (data -> indexed dataset) -> tune -> export
 (mcore -> HF, LoRA merged) -> evaluate. Their paths point into ``out``. Then the training log's Megatron
 lines and the evaluation's result lines become ``out/result.json``, which ``compare`` and ``report`` read.
 """
