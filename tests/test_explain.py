@@ -8,7 +8,7 @@ from tunebridge.recipe.explain import explain_rows
 from tunebridge.recipe.mapping import FIELDS, NON_EQUIVALENCES, flags_for, get_path
 from tunebridge.recipe.schema import load_recipe
 from tunebridge.backends.render import _lora_plan
-from tunebridge.backends.render import mindformers as mf
+from tunebridge.backends.mindformers import render as mf
 from tunebridge.backends.mindspeed_llm.render import FLAGS
 
 from .families import RECIPES, renderable
