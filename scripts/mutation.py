@@ -13,10 +13,10 @@ per-function map). ``benchmarks/mutation/equivalent.tsv`` lists the surviving mu
 because the code behaves the same, each with its reason; ``report`` counts them apart and flags a listed
 mutant whose code has changed since.
 
-Code that runs only inside ``.venv-mindspore`` (``tunebridge/backends/mindformers/ms``) is not mutated: that environment imports
-the unmutated package (the bridge runs it without the mutated copy on its path, and mutmut's trampolines
-need mutmut, which it does not have). Its results reach the tests as the reference the mutated torch-side
-code is compared with, which is what those tests are for.
+Code that runs only inside ``.venv-mindspore`` (``tunebridge/backends/mindformers/ms``) is not mutated: that
+environment imports the unmutated package (the bridge runs it without the mutated copy on its path, and mutmut's
+trampolines need mutmut, which it does not have). Its results reach the tests as the reference the mutated
+torch-side code is compared with, which is what those tests are for.
 """
 from __future__ import annotations
 
