@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tunebridge.dialects import HF  # noqa: E402
-from tunebridge.formats.hf import write_hf  # noqa: E402
-from tunebridge.models import ModelSpec  # noqa: E402
+from tunebridge.model.dialects import HF  # noqa: E402
+from tunebridge.converters.formats.hf import write_hf  # noqa: E402
+from tunebridge.model.spec import ModelSpec  # noqa: E402
 
 LAYER = dict(hidden_size=2048, num_heads=16, num_kv_heads=4, ffn_hidden_size=5632, vocab_size=32000)
 
@@ -58,7 +58,7 @@ def write_synthetic(path: Path, spec: ModelSpec) -> None:
 
 CHILD = """
 import sys, time
-from tunebridge.convert import convert
+from tunebridge.converters.checkpoint import convert
 a = dict(tp={tp}, pp={pp}) if {mcore} else {{}}
 t = time.perf_counter()
 convert({src!r}, {dst!r}, {sf!r}, {df!r}, progress=False, **a)

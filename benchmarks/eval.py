@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.evaluation.tokens import load_eval_tokenizer
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.greedy import shared_prefix

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from tunebridge.backends import get_backend  # noqa: E402
 from tunebridge.backends.inputs import RunInputs  # noqa: E402
 from tunebridge.backends.pytorch import build_model, collate, read_tokenized, token_losses, train  # noqa: E402
-from tunebridge.recipe import load_recipe  # noqa: E402
+from tunebridge.recipe.schema import load_recipe  # noqa: E402
 from tunebridge.train.optim import decay_groups, make_adamw  # noqa: E402
 from tunebridge.train.order import micro_batches  # noqa: E402
 

@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tunebridge.catalogue import get_model  # noqa: E402
+from tunebridge.model.catalogue import get_model  # noqa: E402
 from tunebridge.data.tokenizer import load_tokenizer  # noqa: E402
 from tunebridge.data.squad import PROMPT  # noqa: E402
 

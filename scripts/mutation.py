@@ -13,10 +13,10 @@ per-function map). ``benchmarks/mutation/equivalent.tsv`` lists the surviving mu
 because the code behaves the same, each with its reason; ``report`` counts them apart and flags a listed
 mutant whose code has changed since.
 
-Code that runs only inside ``.venv-mindspore`` (``tunebridge/ms``) is not mutated: that environment imports
-the unmutated package (the bridge runs it without the mutated copy on its path, and mutmut's trampolines
-need mutmut, which it does not have). Its results reach the tests as the reference the mutated torch-side
-code is compared with, which is what those tests are for.
+Code that runs only inside ``.venv-mindspore`` (``tunebridge/backends/mindformers/ms``) is not mutated: that
+environment imports the unmutated package (the bridge runs it without the mutated copy on its path, and mutmut's
+trampolines need mutmut, which it does not have). Its results reach the tests as the reference the mutated
+torch-side code is compared with, which is what those tests are for.
 """
 from __future__ import annotations
 
@@ -55,19 +55,19 @@ NOT_MINDSPORE = "not mindspore and not three_frameworks and not verify_cli"
 # their cost per mutant would make a group take hours; the in-process tests of the same code stay.
 NOT_MEGATRON_RANKS = "not fused_lora_in_megatron"
 GROUPS = (
-    Group("layout", ("tunebridge/layout.py", "tunebridge/partition.py", "tunebridge/dialects/*"),
+    Group("layout", ("tunebridge/model/layout.py", "tunebridge/model/partition.py", "tunebridge/model/dialects/*"),
           ("tests/test_convert.py", "tests/test_convert_irregular.py", "tests/test_adapters.py",
            "tests/test_accounting_peft.py", "tests/test_mindspeed_llm_interop.py", "-k",
            f"{NOT_MINDSPORE} and {NOT_MEGATRON_RANKS}")),
-    Group("accounting", ("tunebridge/accounting.py",),
+    Group("accounting", ("tunebridge/model/accounting.py",),
           # not test_accounting_megatron.py: Megatron's ranks count the same tensors (see NOT_MEGATRON_RANKS)
           ("tests/test_accounting_peft.py", "tests/test_params_cli.py", "tests/test_parity.py",
            "tests/test_explain.py")),
-    Group("convert", ("tunebridge/convert.py", "tunebridge/formats/*"),
+    Group("convert", ("tunebridge/converters/checkpoint.py", "tunebridge/converters/formats/*"),
           ("tests/test_convert.py", "tests/test_convert_irregular.py", "tests/test_mcore_format.py",
            "tests/test_mindspeed_llm_interop.py", "tests/test_file_ranges.py", "-k",
            f"{NOT_MINDSPORE} and not fails_verification")),
-    Group("adapters", ("tunebridge/adapters.py", "tunebridge/merge.py"),
+    Group("adapters", ("tunebridge/converters/adapters.py", "tunebridge/converters/merge.py"),
           ("tests/test_adapters.py", "tests/test_mindspeed_llm_interop.py", "-k", NOT_MEGATRON_RANKS)),
     Group("data", ("tunebridge/data/templates.py", "tunebridge/data/encode.py", "tunebridge/data/writers.py"),
           ("tests/test_data_formats.py", "tests/test_data_multiturn.py", "tests/test_data_pipeline.py",
@@ -77,8 +77,8 @@ GROUPS = (
     Group("metrics", ("tunebridge/evaluation/squad.py", "tunebridge/evaluation/math.py",
                       "tunebridge/evaluation/mindformers_emf1.py", "tunebridge/evaluation/multiple_choice.py"),
           ("tests/test_eval_metrics.py", "tests/test_eval_multiple_choice.py", "tests/test_eval_mindspeed_llm.py")),
-    Group("parity", ("tunebridge/parity.py",), ("tests/test_parity.py",)),
-    Group("logs", ("tunebridge/logs/*",), ("tests/test_logs.py",)),
+    Group("parity", ("tunebridge/parity/verdicts.py",), ("tests/test_parity.py",)),
+    Group("logs", ("tunebridge/parity/logs/*",), ("tests/test_logs.py",)),
     Group("train", ("tunebridge/train/schedule.py", "tunebridge/train/optim.py", "tunebridge/train/order.py"),
           ("tests/test_train_optim.py", "tests/test_torch_backend.py")),
 )
@@ -97,17 +97,17 @@ class HandMutant:
 
 
 HAND_MUTANTS = (
-    HandMutant("vocabulary padded with zeros, not copies of the last row", "tunebridge/layout.py",
+    HandMutant("vocabulary padded with zeros, not copies of the last row", "tunebridge/model/layout.py",
                "pieces.append(t[-1:].expand(n - max(real, 0), *tail).contiguous())",
                "pieces.append(torch.zeros(n - max(real, 0), *tail, dtype=t.dtype))",
                ("tests/test_convert_irregular.py", "-k", "vocabulary_padding")),
-    HandMutant("padded vocabulary size ignores tp", "tunebridge/partition.py",
+    HandMutant("padded vocabulary size ignores tp", "tunebridge/model/partition.py",
                "multiple = divisible_by * tp", "multiple = divisible_by",
                ("tests/test_convert_irregular.py", "-k", "vocabulary_padding")),
-    HandMutant("convert --dtype fp16 writes bfloat16", "tunebridge/convert.py",
+    HandMutant("convert --dtype fp16 writes bfloat16", "tunebridge/converters/checkpoint.py",
                "(torch.float32, torch.bfloat16, torch.float16)", "(torch.float32, torch.bfloat16, torch.bfloat16)",
                ("tests/test_convert_irregular.py", "-k", "fp16")),
-    HandMutant("records read whole (mcore -> mcore, -> hf --dtype) skip the CRC-32", "tunebridge/formats/torchzip.py",
+    HandMutant("records read whole (mcore -> mcore, -> hf --dtype) skip the CRC-32", "tunebridge/converters/formats/torchzip.py",
                "                at += len(chunk)\n        self._check(key, info, crc)",
                "                at += len(chunk)",
                ("tests/test_convert_irregular.py", "-k", "corrupt_record")),
@@ -117,10 +117,10 @@ HAND_MUTANTS = (
     HandMutant("EmF1 no longer cuts the prediction at its first line", "tunebridge/evaluation/mindformers_emf1.py",
                'return prediction.strip().split("\\n")[0]', "return prediction.strip()",
                ("tests/test_eval_metrics.py", "-k", "first_line")),
-    HandMutant('mean-loss verdict "rel < x or abs < y" became "and"', "tunebridge/parity.py",
+    HandMutant('mean-loss verdict "rel < x or abs < y" became "and"', "tunebridge/parity/verdicts.py",
                "mean_rel < tol.mean_rel or mean_abs < tol.mean_abs", "mean_rel < tol.mean_rel and mean_abs < tol.mean_abs",
                ("tests/test_parity.py", "-k", "rel_or_abs")),
-    HandMutant("Megatron log values: no nan, sign or exponent", "tunebridge/logs/megatron.py",
+    HandMutant("Megatron log values: no nan, sign or exponent", "tunebridge/parity/logs/megatron.py",
                r"([-+]?(?:\d[\d.]*(?:[eE][-+]?\d+)?|nan|inf)", r"(\d[\d.]*",
                ("tests/test_logs.py", "-k", "nan_negative")),
     HandMutant("Megatron and JSONL keep samples of exactly seq_length", "tunebridge/data/prepare.py",
@@ -130,7 +130,7 @@ HAND_MUTANTS = (
                "(no_decay if p.ndim < 2 or name.endswith(\".bias\") else decay)",
                "(decay if p.ndim < 2 or name.endswith(\".bias\") else no_decay)",
                ("tests/test_torch_backend.py", "-k", "decays_matrices")),
-    HandMutant("a rank's KV groups packed [q q][k k][v v], not group by group", "tunebridge/layout.py",
+    HandMutant("a rank's KV groups packed [q q][k k][v v], not group by group", "tunebridge/model/layout.py",
                "for g in range(r * groups, (r + 1) * groups) for j, n in enumerate(per_group)]",
                "for j, n in enumerate(per_group) for g in range(r * groups, (r + 1) * groups)]",
                ("tests/test_convert_irregular.py", "-k", "kv_groups")),

@@ -1,4 +1,4 @@
-"""Shared test fixtures. Tests run in .venv; MindSpore work goes through tunebridge.bridge."""
+"""Shared test fixtures. Tests run in .venv; MindSpore work goes through tunebridge.backends.mindformers.bridge."""
 from __future__ import annotations
 
 import os
@@ -22,7 +22,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def ms_python() -> Path:
     """The MindSpore environment's interpreter. CI must have it; locally its absence skips."""
-    from tunebridge.bridge import mindspore_python
+    from tunebridge.backends.mindformers.bridge import mindspore_python
     from tunebridge.errors import TunebridgeError
     try:
         return mindspore_python()
@@ -46,9 +46,9 @@ def run_rendered(script: Path, cwd: Path, **env: str) -> subprocess.CompletedPro
 def rendered_demo(tmp_path_factory, ms_python):
     """recipes/tiny-demo-lora.yaml rendered with --device cpu, its prepare and run scripts run as rendered, with
     tunebridge's launcher as the entry point (RUN_MINDFORMER): (working directory, rendered files, run output)."""
-    from tunebridge.recipe import load_recipe
-    from tunebridge.render import render
-    from tunebridge.render.mindformers import launcher
+    from tunebridge.recipe.schema import load_recipe
+    from tunebridge.backends.render import render
+    from tunebridge.backends.mindformers.render import launcher
     root = tmp_path_factory.mktemp("mindformers-cpu")
     recipe = load_recipe(REPO / "recipes" / "tiny-demo-lora.yaml")
     files = {f.name: f for f in render(recipe, "mindformers", root / "mf", device="cpu")}
@@ -70,7 +70,7 @@ def parity_run(tmp_path_factory, ms_python):
     from tunebridge.backends.inputs import RunInputs
     from tunebridge.backends.result import RunResult
     from tunebridge.cli import main
-    from tunebridge.recipe import load_recipe
+    from tunebridge.recipe.schema import load_recipe
     root = tmp_path_factory.mktemp("parity") / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunebridge.catalogue import CATALOGUE
-from tunebridge.families import FAMILIES
-from tunebridge.recipe import load_recipe
-from tunebridge.stacks import RENDERABLE, stacks_for
+from tunebridge.model.catalogue import CATALOGUE
+from tunebridge.model.families import FAMILIES
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.stacks import RENDERABLE, stacks_for
 
 TINY_ALL = tuple(name for name in CATALOGUE if name.startswith("tiny-"))
 # what every stack takes; a mixture of experts (tunebridge counts it, converts it not yet) has tests of its own

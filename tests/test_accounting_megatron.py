@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from tunebridge.accounting import count
-from tunebridge.catalogue import get_model
-from tunebridge.layout import padded_vocab_size, stage_layers
-from tunebridge.megatron.census import census_many
-from tunebridge.megatron.launch import run
-from tunebridge.megatron.model import stage_tensor_names
+from tunebridge.model.accounting import count
+from tunebridge.model.catalogue import get_model
+from tunebridge.model.layout import padded_vocab_size, stage_layers
+from tunebridge.backends.mindspeed_llm.megatron.census import census_many
+from tunebridge.backends.mindspeed_llm.megatron.launch import run
+from tunebridge.backends.mindspeed_llm.megatron.model import stage_tensor_names
 
 from .families import TINY
 

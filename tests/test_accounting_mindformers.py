@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from tunebridge.accounting import count, expand_targets
-from tunebridge.bridge import call_mindspore
-from tunebridge.catalogue import get_model
-from tunebridge.dialects import MINDFORMERS
-from tunebridge.dialects.mindformers import pet_target_regex
+from tunebridge.model.accounting import count, expand_targets
+from tunebridge.backends.mindformers.bridge import call_mindspore
+from tunebridge.model.catalogue import get_model
+from tunebridge.model.dialects import MINDFORMERS
+from tunebridge.model.dialects.mindformers import pet_target_regex
 
 from .families import MINDFORMERS_TINY as TINY
 
@@ -25,7 +25,7 @@ def described(ms_python):
                 pet = {"pet_type": "lora", "lora_rank": rank, "lora_alpha": 16, "lora_dropout": 0.0,
                        "target_modules": pet_target_regex(expand_targets(targets))}
                 cases.append({"name": name, "spec": spec.to_dict(), "pet": pet, "targets": targets, "rank": rank})
-    results = call_mindspore("ms.model", "describe_many",
+    results = call_mindspore("backends.mindformers.ms.model", "describe_many",
                              cases=[{"spec": c["spec"], "pet": c["pet"]} for c in cases], timeout=600)
     return list(zip(cases, results))
 

@@ -6,9 +6,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.accounting import count, expand_targets
-from tunebridge.catalogue import CATALOGUE, get_model
-from tunebridge.dialects.hf import PEFT_TARGET
+from tunebridge.model.accounting import count, expand_targets
+from tunebridge.model.catalogue import CATALOGUE, get_model
+from tunebridge.model.dialects.hf import PEFT_TARGET
 
 from .families import TINY, TINY_MOE
 
@@ -53,7 +53,7 @@ def test_lora_counts_equal_peft(name, targets, rank):
 def test_megatron_ranks_of_a_tied_model_by_hand():
     """tiny-qwen2-tied: 4 layers, hidden 64, vocab 512 (32,768 embedding values), one KV head (q 64 + k, v 16
     each: linear_qkv is 64 -> 96)."""
-    from tunebridge.accounting import count
+    from tunebridge.model.accounting import count
     spec = get_model("tiny-qwen2-tied")
     total, vocab_rows, norms = 197_568, 512 * 64, 4 * 2 * 64 + 64   # layer norms and the final norm
     full = count(spec, "mindspeed-llm", "full")
@@ -72,8 +72,8 @@ def test_megatron_ranks_of_a_tied_model_by_hand():
 
 
 def test_lora_plans_name_what_they_cover():
-    from tunebridge.accounting import contest_score, lora_module_params, plan_lora
-    from tunebridge.dialects import get_dialect
+    from tunebridge.model.accounting import contest_score, lora_module_params, plan_lora
+    from tunebridge.model.dialects import get_dialect
     plan = plan_lora("mindspeed-llm", ["q", "gate"])
     assert (plan.backend, plan.exact, plan.native_targets) == ("mindspeed-llm", False, ("linear_qkv", "linear_fc1"))
     assert plan.note == ("mindspeed-llm fuses projections (linear_qkv = q+k+v; linear_fc1 = gate+up) and shares one "

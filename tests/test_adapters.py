@@ -9,18 +9,18 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from tunebridge.adapters import Adapter, convert_adapter, read_adapter, read_mcore, write_peft
-from tunebridge.catalogue import get_model
+from tunebridge.converters.adapters import Adapter, convert_adapter, read_adapter, read_mcore, write_peft
+from tunebridge.model.catalogue import get_model
 from tunebridge.cli import main
-from tunebridge.convert import convert
-from tunebridge.dialects import HF as HF_DIALECT
+from tunebridge.converters.checkpoint import convert
+from tunebridge.model.dialects import HF as HF_DIALECT
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats import MF_ADAPTER, PEFT_WEIGHTS, detect_adapter_format
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.formats.hf import HFReader
-from tunebridge.formats.safetensors_stream import SafetensorsReader
-from tunebridge.megatron.weights import mcore_shards
-from tunebridge.merge import merge_lora
+from tunebridge.converters.formats import MF_ADAPTER, PEFT_WEIGHTS, detect_adapter_format
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.formats.hf import HFReader
+from tunebridge.converters.formats.safetensors_stream import SafetensorsReader
+from tunebridge.backends.mindspeed_llm.megatron.weights import mcore_shards
+from tunebridge.converters.merge import merge_lora
 
 from .test_convert import make_hf, same_tensors
 
@@ -143,7 +143,7 @@ def test_merge_equals_base_plus_adapter(base, tmp_path):
         bad = AutoModelForCausalLM.from_pretrained(tmp_path / "wrong")(ids).logits
     assert (bad - ref).abs().max() > 1e-3
     # the report's logits verdict: passes for alpha / r, fails for the wrong scaling
-    from tunebridge.parity import logits_tensors
+    from tunebridge.parity.verdicts import logits_tensors
     assert logits_tensors(ref, got, "base + adapter (PEFT)", "merged").passed
     assert not logits_tensors(ref, bad, "base + adapter (PEFT)", "merged with scale 1").passed
     # an mcore base (pp 2) merges in its own layout, to the same weights
@@ -170,7 +170,7 @@ def test_merge_keeps_bf16_and_works_on_mindformers(base, tmp_path, capsys):
 
 
 def test_fused_lora_in_megatron_equals_merged_weights(base, tmp_path):
-    from tunebridge.megatron.forward import mcore_logits
+    from tunebridge.backends.mindspeed_llm.megatron.forward import mcore_logits
     fused = _fused_example(seed=3)
     fused = {k: (a, 0.02 * b) for k, (a, b) in fused.items()}
     src = HFReader(base)

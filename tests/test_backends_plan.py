@@ -8,7 +8,7 @@ import pytest
 from tunebridge.backends import get_backend
 from tunebridge.cli import main
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import parse_recipe
+from tunebridge.recipe.schema import parse_recipe
 
 SAMPLES = Path("data/samples").resolve()
 RECIPE = f"""

@@ -691,7 +691,7 @@ def _partials(parent: Path, name: str) -> list[Path]:
 
 
 HELD = {  # a writer, and a function it calls while its partial output exists
-    "convert": ("tunebridge.layout.pack_shards", lambda i, out: ["convert", i.hf, out, "--to", "mcore"]),
+    "convert": ("tunebridge.model.layout.pack_shards", lambda i, out: ["convert", i.hf, out, "--to", "mcore"]),
     "data convert": ("tunebridge.cli.data.bar_iter", lambda i, out: [
         "data", "convert", str(SAMPLES / "demo_math_train.jsonl"), out, "--reader", "math", "--template", "qwen",
         "--seq-length", "64", "--to", "megatron"]),

@@ -10,17 +10,17 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.bridge import call_mindspore
-from tunebridge.catalogue import get_model
+from tunebridge.backends.mindformers.bridge import call_mindspore
+from tunebridge.model.catalogue import get_model
 from tunebridge.cli import main
-from tunebridge.convert import convert
-from tunebridge.dialects import MCORE
+from tunebridge.converters.checkpoint import convert
+from tunebridge.model.dialects import MCORE
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.formats.hf import HFReader
-from tunebridge.formats.msckpt import CkptWriter, index
-from tunebridge.models import ModelSpec
-from tunebridge.verify import MAX_ABS, verify
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.formats.hf import HFReader
+from tunebridge.converters.formats.msckpt import CkptWriter, index
+from tunebridge.model.spec import ModelSpec
+from tunebridge.parity.logits import MAX_ABS, verify
 
 from .families import MINDFORMERS_TINY, TINY
 
@@ -80,8 +80,8 @@ def test_hf_mindformers_hf_is_bit_exact(models, tmp_path, name):
 def test_ckpt_slices_cut_from_file_ranges(models, tmp_path, monkeypatch):
     """Tensors over MindSpore's slice size are split into several records, whether their bytes come as file
     ranges (copied from the safetensors file) or as tensors: the same bytes either way, read back exactly."""
-    from tunebridge.formats import msckpt
-    from tunebridge.formats.safetensors_stream import tensor_bytes
+    from tunebridge.converters.formats import msckpt
+    from tunebridge.converters.formats.safetensors_stream import tensor_bytes
     monkeypatch.setattr(msckpt, "SLICE_BYTES", 3000)
     convert(models["tiny-llama"], tmp_path / "mf", "hf", "mindformers", progress=False)
     reader = msckpt.CkptReader(tmp_path / "mf" / "model.ckpt")
@@ -131,7 +131,7 @@ def test_our_ckpt_bytes_equal_mindspore_save_checkpoint(ms_python, tmp_path):
               # bf16-representable float32 values, so both writers store the same bits
               "model.b": (rng.standard_normal((6, 3)).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(np.float32)}
     np.savez(tmp_path / "in.npz", **arrays)
-    call_mindspore("ms.ckpt_ref", "save_reference", npz_path=str(tmp_path / "in.npz"),
+    call_mindspore("backends.mindformers.ms.ckpt_ref", "save_reference", npz_path=str(tmp_path / "in.npz"),
                    ckpt_path=str(tmp_path / "ref.ckpt"), bf16=["model.b"])
     with open(tmp_path / "ours.ckpt", "wb") as f:
         w = CkptWriter(f)
@@ -142,7 +142,7 @@ def test_our_ckpt_bytes_equal_mindspore_save_checkpoint(ms_python, tmp_path):
             else:
                 w.write(name, list(a.shape), str(a.dtype), a.tobytes())
     assert (tmp_path / "ours.ckpt").read_bytes() == (tmp_path / "ref.ckpt").read_bytes()
-    dtypes = call_mindspore("ms.ckpt_ref", "load_reference", ckpt_path=str(tmp_path / "ours.ckpt"),
+    dtypes = call_mindspore("backends.mindformers.ms.ckpt_ref", "load_reference", ckpt_path=str(tmp_path / "ours.ckpt"),
                             npz_path=str(tmp_path / "out.npz"))
     assert dtypes == {"model.w": "Float32", "model.h": "Float16", "model.i": "Int32", "model.b": "BFloat16"}
     back = np.load(tmp_path / "out.npz")
@@ -189,7 +189,7 @@ def test_wrong_qkv_packing_fails_verification(models, tmp_path):
     (r,) = verify([(models["tiny-llama"], "hf"), (tampered_mcore(models, tmp_path, naive_qkv), "mcore")],
                   get_model("tiny-llama"))
     assert not r.passed and r.max_abs > 1e-2 > MAX_ABS
-    from tunebridge.parity import logits
+    from tunebridge.parity.verdicts import logits
     assert not logits(r).passed  # and the report's verdict says so
 
 
@@ -268,7 +268,7 @@ def test_a_flipped_byte_in_an_mcore_record_is_refused(models, tmp_path, tensor):
     """Every record's CRC-32 is checked while the HF output is written; a corrupt one leaves no output."""
     import struct
     import zipfile
-    from tunebridge.formats.torchzip import lazy_load
+    from tunebridge.converters.formats.torchzip import lazy_load
     convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", tp=2, progress=False)
     pt = mcore_fmt.McoreLayout(tmp_path / "mc").file(1, 0)
     key = lazy_load(pt)["model"][tensor].storage.key
@@ -312,7 +312,7 @@ def test_existing_destination_needs_force(models, tmp_path, capsys):
 
 
 def test_interrupted_conversion_leaves_nothing(models, tmp_path, monkeypatch):
-    import tunebridge.layout as layout_module
+    import tunebridge.model.layout as layout_module
     calls = {"n": 0}
     real = layout_module.pack_shards
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from tunebridge.cli import main
-from tunebridge.convert import convert
+from tunebridge.converters.checkpoint import convert
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.formats.hf import HFReader
-from tunebridge.formats.msckpt import CkptReader
-from tunebridge.formats.torchzip import lazy_load
-from tunebridge.catalogue import get_model
-from tunebridge.verify import verify
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.formats.hf import HFReader
+from tunebridge.converters.formats.msckpt import CkptReader
+from tunebridge.converters.formats.torchzip import lazy_load
+from tunebridge.model.catalogue import get_model
+from tunebridge.parity.logits import verify
 
 from .test_convert import make_hf, same_tensors
 
@@ -160,8 +160,8 @@ def test_the_unpacking_fallbacks_give_the_parts_back(name):
     """What a conversion does when it cannot read a rank's rows straight into place (shards that are not whole
     storages of one dtype), and what adapters do with a fused LoRA B: the same parts as were packed, per rule
     with several parts (q/k/v grouped per KV group, gate/up stacked), at tp 2 (two KV groups per rank)."""
-    from tunebridge.dialects import MCORE
-    from tunebridge.layout import merge, pack, split, unpack, unpack_shards
+    from tunebridge.model.dialects import MCORE
+    from tunebridge.model.layout import merge, pack, split, unpack, unpack_shards
     spec = SPECS[name]
     g = torch.Generator().manual_seed(0)
     for rule in (r for r in MCORE.layer_rules if len(r.parts) > 1 and r.applies_to(spec)):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-from tunebridge.bridge import call_mindspore
-from tunebridge.catalogue import get_model
+from tunebridge.backends.mindformers.bridge import call_mindspore
+from tunebridge.model.catalogue import get_model
 from tunebridge.data.encode import IGNORE, encode, user_turn
 from tunebridge.data.templates import TEMPLATES, get_template
 from tunebridge.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
@@ -120,7 +120,7 @@ def test_mindrecord_read_back_by_mindspore_and_same_tokens_everywhere(ms_python,
     write_megatron(tmp_path / "m", samples, seq)
     write_jsonl(tmp_path / "t.jsonl", samples, seq)
     counts = write_mindrecord(tmp_path / "d.mindrecord", samples, seq, tok.pad_token_id)
-    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "d.mindrecord"), npz_path=str(tmp_path / "r.npz"))
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(tmp_path / "d.mindrecord"), npz_path=str(tmp_path / "r.npz"))
     rows = np.load(tmp_path / "r.npz")
     megatron_ids = IndexedDataset(str(tmp_path / "m_packed_input_ids_document"))
     megatron_labels = IndexedDataset(str(tmp_path / "m_packed_labels_document"))
@@ -151,7 +151,7 @@ def test_squad_eval_set_as_mindformers_builds_it(ms_python, tok, tmp_path):
     assert items[0]["prompt"] == ("Read the passage and answer the question below.\n\n### Instruction:\n"
                                   f"{first['context']}\n\n### Input:\n{first['qas'][0]['question']}\n\n### Response:")
     assert items[0]["answers"] == [a["text"] for a in first["qas"][0]["answers"]]
-    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "sq" / "squad_eval.mindrecord"),
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(tmp_path / "sq" / "squad_eval.mindrecord"),
                    npz_path=str(tmp_path / "r.npz"))
     rows = np.load(tmp_path / "r.npz")
     ids, labels = eval_rows(squad_eval_items(src), tok, 128)

@@ -13,7 +13,7 @@ import pytest
 from tunebridge.data.prepare import Encoding, encode_records, write, writer
 from tunebridge.data.readers import read_records
 from tunebridge.data.writers import megatron_files
-from tunebridge.render.mindspeed_llm import VERSIONS  # each version with its tokenizer rules
+from tunebridge.backends.mindspeed_llm.render import VERSIONS  # each version with its tokenizer rules
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDENS = FIXTURES / "data-goldens"
@@ -112,13 +112,13 @@ def test_mindformers_goldens_hold_the_edge_cases():
 def test_data_convert_writes_llama_preprocess_rows_to_mindrecord(ms_python, tmp_path):
     """The whole path: `data convert --to mindrecord` (per-stack: MindFormers' preprocessing for vicuna_v1.1),
     the file written by MindSpore and read back by MindDataset, equal to what llama_preprocess.py wrote."""
-    from tunebridge.bridge import call_mindspore
+    from tunebridge.backends.mindformers.bridge import call_mindspore
     from tunebridge.cli import main
     run = MANIFEST["mindformers"]["sharegpt_edge"]
     assert main(["data", "convert", str(GOLDENS / "inputs" / run["input"]), str(tmp_path / "out"), "--reader",
                  "sharegpt", "--template", "vicuna_v1.1", "--tokenizer", TOKENIZERS["sp"], "--seq-length",
                  str(run["seq_length"]), "--to", "mindrecord"]) == 0
-    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "out" / "sharegpt_edge.mindrecord"),
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(tmp_path / "out" / "sharegpt_edge.mindrecord"),
                    npz_path=str(tmp_path / "rows.npz"))
     rows = np.load(tmp_path / "rows.npz")
     expected = json.loads((GOLDENS / "mindformers" / "sharegpt_edge.json").read_text())

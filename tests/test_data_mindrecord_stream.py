@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tunebridge.bridge import call_mindspore
+from tunebridge.backends.mindformers.bridge import call_mindspore
 from tunebridge.data.encode import IGNORE, Sample
 from tunebridge.data.writers import write_mindrecord
 from tunebridge.errors import TunebridgeError
@@ -30,7 +30,7 @@ def test_chunks_read_back_row_for_row(ms_python, tmp_path):
     counts = write_mindrecord(tmp_path / "d.mindrecord", iter(data), SEQ, PAD, chunk=7)  # 7 rows a frame
     assert (counts.written, counts.too_long) == (len(kept), len(data) - len(kept)) and len(kept) % 7
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mindrecord", "d.mindrecord.db"]
-    call_mindspore("ms.mindrecord", "read", path=str(tmp_path / "d.mindrecord"), npz_path=str(tmp_path / "r.npz"))
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(tmp_path / "d.mindrecord"), npz_path=str(tmp_path / "r.npz"))
     rows = np.load(tmp_path / "r.npz")
     expected_ids = np.array([s.input_ids + [PAD] * (SEQ + 1 - len(s.input_ids)) for s in kept], dtype=np.int32)
     expected_labels = np.array([s.labels + [IGNORE] * (SEQ + 1 - len(s.labels)) for s in kept], dtype=np.int32)

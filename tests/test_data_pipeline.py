@@ -11,7 +11,7 @@ from tunebridge.cli import main
 from tunebridge.data.readers import read_records
 from tunebridge.data.transforms import allot, apply, format_number_text
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import load_recipe
+from tunebridge.recipe.schema import load_recipe
 
 SAMPLES = Path("data/samples")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tunebridge.demo import run_demo
+from tunebridge.workflows.demo import run_demo
 
 
 def test_demo_end_to_end(tmp_path, ms_python, capsys):

@@ -11,7 +11,7 @@ import pytest
 from torchmetrics.functional.text.squad import _compute_exact_match_score, _compute_f1_score
 from torchmetrics.text import SQuAD
 
-from tunebridge.bridge import call_mindspore
+from tunebridge.backends.mindformers.bridge import call_mindspore
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import math as math_rule
 from tunebridge.evaluation import squad
@@ -206,11 +206,11 @@ def test_mindformers_emf1_equals_the_real_metric(ms_python):
     fixed = [("黄河\n郑州", "郑州"), ("\n\n郑州 is big\nmore", "郑州"), ("郑郑", "郑"), ("郑州郑州", "郑州郑州河南"),
              ("the the Beijing\nBeijing", "Beijing the the")]
     preds, golds = preds + [p for p, _ in fixed], golds + [g for _, g in fixed]
-    ref = call_mindspore("ms.emf1_ref", "per_case", predictions=preds, golds=golds)
+    ref = call_mindspore("backends.mindformers.ms.emf1_ref", "per_case", predictions=preds, golds=golds)
     for p, g, r in zip(preds, golds, ref):
         assert mf.f1(p, g) * 100 == pytest.approx(r["F1"], abs=1e-9), (p, g)
         assert mf.exact(p, g) * 100 == r["Em"], (p, g)
-    total = call_mindspore("ms.emf1_ref", "overall", predictions=preds, golds=golds)
+    total = call_mindspore("backends.mindformers.ms.emf1_ref", "overall", predictions=preds, golds=golds)
     ours = mf.score(preds, golds)
     assert ours["F1"] == pytest.approx(total["F1"], abs=1e-9) and ours["Em"] == pytest.approx(total["Em"], abs=1e-9)
 

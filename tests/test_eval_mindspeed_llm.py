@@ -155,8 +155,8 @@ def test_bad_input(tmp_path):
 def test_rendered_evaluate_script_runs_the_same_protocol(tmp_path, fake_bin):
     """Issue 13 item 8: evaluation.py's default path (no --prompt-type, which would switch to random dev shots
     in chat turns), with the protocol's chat-template choice, new tokens and batch size."""
-    from tunebridge.recipe import load_recipe
-    from tunebridge.render import render
+    from tunebridge.recipe.schema import load_recipe
+    from tunebridge.backends.render import render
     recipe = load_recipe("recipes/qwen2.5-7b-alpaca-zh-lora.yaml")
     files = {f.name: f for f in render(recipe, "mindspeed-llm", tmp_path / "out", num_samples=64)}
     (cmd,) = run_script(files["evaluate_qwen2.5-7b-alpaca-zh-lora_ptd.sh"], fake_bin, tmp_path, {})

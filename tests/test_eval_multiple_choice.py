@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.errors import TunebridgeError
 from tunebridge.evaluation import multiple_choice as mc
 from tunebridge.evaluation.hf_scorer import HFScorer

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tunebridge.cli import main
-from tunebridge.convert import convert
+from tunebridge.converters.checkpoint import convert
 from tunebridge.data.tokenizer import pad_id
 from tunebridge.data.squad import write_squad_eval
 from tunebridge.errors import TunebridgeError
@@ -133,8 +133,8 @@ def test_mcore_scorer_applies_a_fused_lora_adapter(models, tokenizer, runs, tmp_
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunebridge.adapters import convert_adapter
-    from tunebridge.catalogue import get_model
+    from tunebridge.converters.adapters import convert_adapter
+    from tunebridge.model.catalogue import get_model
     torch.manual_seed(3)
     peft = get_peft_model(AutoModelForCausalLM.from_pretrained(models["hf"]),
                           LoraConfig(r=4, lora_alpha=8, target_modules=["o_proj", "down_proj"]))

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 
 from tunebridge.cli import main
-from tunebridge.explain import explain_rows
-from tunebridge.mapping import FIELDS, NON_EQUIVALENCES, flags_for, get_path
-from tunebridge.recipe import load_recipe
-from tunebridge.render import _lora_plan
-from tunebridge.render import mindformers as mf
-from tunebridge.render.mindspeed_llm import FLAGS
+from tunebridge.recipe.explain import explain_rows
+from tunebridge.recipe.mapping import FIELDS, NON_EQUIVALENCES, flags_for, get_path
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import _lora_plan
+from tunebridge.backends.mindformers import render as mf
+from tunebridge.backends.mindspeed_llm.render import FLAGS
 
 from .families import RECIPES, renderable
 

@@ -8,13 +8,13 @@ import pkgutil
 import pytest
 import torch
 
-import tunebridge.families as families_pkg
-from tunebridge.catalogue import CATALOGUE, get_model
+import tunebridge.model.families as families_pkg
+from tunebridge.model.catalogue import CATALOGUE, get_model
 from tunebridge.errors import TunebridgeError
-from tunebridge.families import FAMILIES, keys
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.models import ModelSpec
-from tunebridge.render import default_prompt_type
+from tunebridge.model.families import FAMILIES, keys
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.model.spec import ModelSpec
+from tunebridge.backends.render import default_prompt_type
 
 from .families import TINY_ALL
 

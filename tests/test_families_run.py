@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from tunebridge.backends.result import RunResult
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.cli import main
-from tunebridge.parity import loss_checks
-from tunebridge.recipe import load_recipe
+from tunebridge.parity.verdicts import loss_checks
+from tunebridge.recipe.schema import load_recipe
 
 from .conftest import REPO
 from .families import MINDFORMERS_TINY, RECIPES, TINY, renderable

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats.mapped import FileRange, byte_range, copy_range, write_all
+from tunebridge.converters.formats.mapped import FileRange, byte_range, copy_range, write_all
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.backends.pytorch import train
 from tunebridge.backends.result import RunResult
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.errors import TunebridgeError
-from tunebridge.logs import detect_format, load_run, parse_log
+from tunebridge.parity.logs import detect_format, load_run, parse_log
 from tunebridge.train.config import TrainConfig
 
 from .snapshot import assert_snapshot
@@ -297,7 +297,7 @@ def test_errors_name_what_is_wrong(tmp_path):
 
 def test_lines_of_a_log(tmp_path):
     """Colour codes, progress-bar segments and invalid bytes; the rank from each prefix or tail header."""
-    from tunebridge.logs.lines import clean_lines
+    from tunebridge.parity.logs.lines import clean_lines
     log = tmp_path / "worker_3.log"
     log.write_bytes(b"\x1b[32mgreen\x1b[0m text\n[rank1]: a\rb\r\n==> x/worker_7.log <==\nbad \xff byte\n"
                     b"[1,2]<stdout>: mpi\n  4: srun\nworker_5.log: grep\ndone\rlast")
@@ -308,7 +308,7 @@ def test_lines_of_a_log(tmp_path):
 
 
 def test_mindformers_eval_log_pairs_and_totals():
-    from tunebridge.logs.mindformers import emf1_results
+    from tunebridge.parity.logs.mindformers import emf1_results
     text = ("noise\npred is:\n ['Denver', 'x']\n label is:\n ['Denver Broncos', 'y']\npred is:\n ['a']\n"
             " label is:\n ['b']\nF1 score: 63.88, Em score: 62.5, total_count: 16\npred is:\n ['cut']\n")
     pairs, total = emf1_results(text)
@@ -319,7 +319,7 @@ def test_mindformers_eval_log_pairs_and_totals():
 
 
 def test_a_line_with_only_step_and_loss_leaves_every_other_figure_unknown():
-    from tunebridge.logs import megatron, mindformers
+    from tunebridge.parity.logs import megatron, mindformers
     record, seconds = megatron.parse_line(" iteration        3/      20 | lm loss: 2.5 |")
     assert (record.step, record.loss, record.lr, record.grad_norm, record.loss_scale, record.skipped, seconds) == (
         3, 2.5, None, None, None, None, None)

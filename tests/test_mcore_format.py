@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 
-from tunebridge.atomic import atomic_dir, atomic_file
-from tunebridge.convert import convert
+from tunebridge.io.atomic import atomic_dir, atomic_file
+from tunebridge.converters.checkpoint import convert
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.formats.torchzip import ForeignValue, _Unpickler, lazy_load
-from tunebridge.merge import merge_lora
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.formats.torchzip import ForeignValue, _Unpickler, lazy_load
+from tunebridge.converters.merge import merge_lora
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mindspeed_llm"
 

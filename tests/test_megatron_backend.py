@@ -11,15 +11,15 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.accounting import count
-from tunebridge.adapters import convert_adapter, read_mcore, read_peft
-from tunebridge.backends.mindspeed_llm import train_mindspeed_llm
-from tunebridge.catalogue import get_model
-from tunebridge.convert import convert
+from tunebridge.model.accounting import count
+from tunebridge.converters.adapters import convert_adapter, read_mcore, read_peft
+from tunebridge.backends.mindspeed_llm.run import train_mindspeed_llm
+from tunebridge.model.catalogue import get_model
+from tunebridge.converters.checkpoint import convert
 from tunebridge.data.encode import Sample
 from tunebridge.data.writers import write_megatron
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats.mcore import McoreLayout
+from tunebridge.converters.formats.mcore import McoreLayout
 from tunebridge.train.config import TrainConfig
 from tunebridge.train.order import micro_batches, step_batches
 from tunebridge.train.schedule import Schedule

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from tunebridge.adapters import read_mindformers
+from tunebridge.converters.adapters import read_mindformers
 from tunebridge.backends import get_backend
-from tunebridge.backends.mindformers import recipe_as_run, start_checkpoint
-from tunebridge.bridge import call_mindspore
+from tunebridge.backends.mindformers.run import recipe_as_run, start_checkpoint
+from tunebridge.backends.mindformers.bridge import call_mindspore
 from tunebridge.errors import TunebridgeError
-from tunebridge.formats import msckpt
-from tunebridge.recipe import load_recipe
-from tunebridge.render import render_files
+from tunebridge.converters.formats import msckpt
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import render_files
 from tunebridge.train.schedule import Schedule
 
 
@@ -45,9 +45,9 @@ def test_the_run_yaml_is_what_render_writes_for_cpu(parity_run):
 
 def test_mindformers_reads_the_runs_batches_in_step_order(parity_run, tmp_path):
     _, inputs, _, root, _ = parity_run
-    call_mindspore("ms.mindrecord", "read", path=str(root / "mindformers" / "data" / "train.mindrecord"),
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(root / "mindformers" / "data" / "train.mindrecord"),
                    npz_path=str(tmp_path / "run.npz"))
-    call_mindspore("ms.mindrecord", "read", path=str(inputs.data("mindrecord")), npz_path=str(tmp_path / "all.npz"))
+    call_mindspore("backends.mindformers.ms.mindrecord", "read", path=str(inputs.data("mindrecord")), npz_path=str(tmp_path / "all.npz"))
     run, every = np.load(tmp_path / "run.npz"), np.load(tmp_path / "all.npz")
     order = [i for batch in inputs.batches for i in batch]
     assert len(order) == 20 * 8

@@ -21,11 +21,11 @@ from tests.conftest import REPO, run_rendered
 from tunebridge.cli import main
 from tunebridge.data.templates import get_template
 from tunebridge.data.tokenizer import load_tokenizer
-from tunebridge.formats import msckpt
-from tunebridge.logs import parse_log
-from tunebridge.logs.mindformers import emf1_results
-from tunebridge.merge import merge_lora
-from tunebridge.render.mindformers import launcher
+from tunebridge.converters.formats import msckpt
+from tunebridge.parity.logs import parse_log
+from tunebridge.parity.logs.mindformers import emf1_results
+from tunebridge.converters.merge import merge_lora
+from tunebridge.backends.mindformers.render import launcher
 
 RECIPE = REPO / "recipes" / "tiny-demo-lora.yaml"
 BASE = REPO / "tunebridge" / "assets" / "tiny-base"
@@ -64,7 +64,7 @@ def evaluated(rendered_demo, tmp_path_factory):
                  "--seq-length", "512"]) == 0  # the eval YAML's seq_length for this model
     prompts = _prompts(3)
     (work / "prompts.txt").write_text("".join(p.replace("\n", "\\n") + "\n" for p in prompts), encoding="utf-8")
-    from tunebridge.bridge import mindspore_python
+    from tunebridge.backends.mindformers.bridge import mindspore_python
     proc = run_rendered(files["eval_tiny-demo-lora.sh"], root, PYTHON=str(mindspore_python()),
                         RUN_MINDFORMER=str(launcher()), EVAL_DATA=str(work / "squad" / "squad_eval.mindrecord"),
                         PREDICT_INPUT=str(work / "prompts.txt"), TOKENIZER_DIR=str(TOKENIZER))
@@ -107,7 +107,7 @@ def test_predict_equals_transformers_greedy_on_the_merged_model(evaluated, tmp_p
 
 def test_merge_script_equals_tunebridge_merge_lora(rendered_demo, tmp_path):
     root, files, _ = rendered_demo
-    from tunebridge.bridge import mindspore_python
+    from tunebridge.backends.mindformers.bridge import mindspore_python
     run_rendered(files["merge_tiny-demo-lora_lora.sh"], root, PYTHON=str(mindspore_python()),
                  MERGED_DIR=str(tmp_path / "mf-merged"))
     base = tmp_path / "base"
@@ -131,7 +131,7 @@ def test_real_run_mindformer(rendered_demo, tmp_path):
     """MindFormers' own run_mindformer.py trains the rendered YAML unchanged, to tunebridge's launcher's losses."""
     root, files, _ = rendered_demo
     home = Path(os.environ["MINDFORMERS_HOME"])
-    from tunebridge.bridge import mindspore_python
+    from tunebridge.backends.mindformers.bridge import mindspore_python
     shutil.copytree(root / "dataset", tmp_path / "dataset")
     shutil.copytree(root / "checkpoint_download", tmp_path / "checkpoint_download")
     run_rendered(files["run_tiny-demo-lora_finetune.sh"], tmp_path, PYTHON=str(mindspore_python()),

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tunebridge.recipe import load_recipe
-from tunebridge.render import render
-from tunebridge.render.mindspeed_llm import VERSIONS
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import render
+from tunebridge.backends.mindspeed_llm.render import VERSIONS
 
 RECORDS = Path(__file__).parent / "fixtures" / "mindspeed_llm_flags"
 RECIPES = sorted(Path("recipes").glob("*.yaml"))
@@ -159,7 +159,7 @@ def test_megatron_takes_the_model_from_tunebridge_args(version):
     """What Megatron's load_args_from_checkpoint (as MindSpeed-LLM patches it) set from the args of tunebridge's
     Qwen2 tp 2 pp 2 checkpoint, run with only the parallel layout and tokenizer flags (--use-checkpoint-args).
     That checkpoint is the one whose bytes tests/test_mindspeed_llm_interop.py pins."""
-    from tunebridge.models import ModelSpec
+    from tunebridge.model.spec import ModelSpec
     spec = ModelSpec.from_hf_config(Path(__file__).parent / "fixtures" / "mindspeed_llm" / "hf" / "qwen2")
     got = json.loads((RECORDS / f"checkpoint_args-{version}.json").read_text())
     assert got == {

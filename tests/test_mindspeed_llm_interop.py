@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tunebridge.adapters import convert_adapter
-from tunebridge.convert import convert
-from tunebridge.formats import mcore as mcore_fmt
-from tunebridge.merge import merge_lora
-from tunebridge.models import ModelSpec
+from tunebridge.converters.adapters import convert_adapter
+from tunebridge.converters.checkpoint import convert
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.merge import merge_lora
+from tunebridge.model.spec import ModelSpec
 
 from .test_convert import same_tensors
 

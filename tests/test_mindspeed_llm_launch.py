@@ -143,7 +143,7 @@ def test_without_an_ascend_host_the_cpu_reference_is_planned(host, monkeypatch):
     assert launch(host) == 2
     assert calls(host) == []
     from tunebridge.backends import get_backend
-    from tunebridge.recipe import parse_recipe
+    from tunebridge.recipe.schema import parse_recipe
     plan = get_backend("mindspeed-llm").plan(parse_recipe(RECIPE.replace("dp: 2", "dp: 1")), host / "base",
                                              host / "o", host / "MindSpeed-LLM")
     assert not plan.launch and "no Ascend NPU here" in plan.describe()

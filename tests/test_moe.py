@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from tunebridge.accounting import count
-from tunebridge.catalogue import get_model
-from tunebridge.convert import convert
+from tunebridge.model.accounting import count
+from tunebridge.model.catalogue import get_model
+from tunebridge.converters.checkpoint import convert
 from tunebridge.errors import TunebridgeError
-from tunebridge.families import mcore_problem
-from tunebridge.models import ModelSpec
-from tunebridge.stacks import stacks_for
+from tunebridge.model.families import mcore_problem
+from tunebridge.model.spec import ModelSpec
+from tunebridge.backends.stacks import stacks_for
 
 from .families import TINY_MOE
 from .test_accounting_peft import hf_model

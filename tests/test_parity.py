@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from tunebridge import parity
-from tunebridge.accounting import count
+from tunebridge.parity import verdicts as parity
+from tunebridge.model.accounting import count
 from tunebridge.backends.result import RunResult, StepRecord
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import ParityTolerances, load_recipe
-from tunebridge.verify import compare
+from tunebridge.parity.logits import compare
+from tunebridge.recipe.schema import ParityTolerances, load_recipe
 
 from .snapshot import assert_snapshot
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tunebridge.backends.mindformers import train_mindformers
-from tunebridge.parity import loss_checks
+from tunebridge.backends.mindformers.run import train_mindformers
+from tunebridge.parity.verdicts import loss_checks
 
 STEPS = 20
 

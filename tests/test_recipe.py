@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.cli import main
-from tunebridge.recipe import RecipeError, load_recipe
+from tunebridge.recipe.schema import RecipeError, load_recipe
 
 GOOD = """\
 name: t

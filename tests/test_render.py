@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tunebridge.cli import main
-from tunebridge.recipe import load_recipe
-from tunebridge.render import render, render_files
-from tunebridge.render.mindspeed_llm import FLAGS, GROUPS
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import render, render_files
+from tunebridge.backends.mindspeed_llm.render import FLAGS, GROUPS
 
 from .families import RECIPES, renderable
 

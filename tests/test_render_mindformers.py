@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tunebridge.bridge import call_mindspore
+from tunebridge.backends.mindformers.bridge import call_mindspore
 from tunebridge.data.tokenizer import load_tokenizer
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import load_recipe
-from tunebridge.render import render, render_files
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import render, render_files
 
 TINY = "recipes/tiny-demo-lora.yaml"
 LLAMA3 = "recipes/llama3-8b-math-lora-r8.yaml"
@@ -53,7 +53,7 @@ def built(tmp_path_factory, ms_python):
                                                 "model: {arch: llama3.1-8b}"))}
     paths = {k: next(p for p in render(r, "mindformers", tmp / k) if p.name.startswith("finetune_"))
              for k, r in recipes.items()}
-    parts = call_mindspore("ms.config", "build_parts", paths=[str(p) for p in paths.values()])
+    parts = call_mindspore("backends.mindformers.ms.config", "build_parts", paths=[str(p) for p in paths.values()])
     return recipes, paths, dict(zip(paths, parts))
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tunebridge.bridge import call_mindspore
-from tunebridge.recipe import load_recipe
-from tunebridge.render import render, render_files
+from tunebridge.backends.mindformers.bridge import call_mindspore
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.backends.render import render, render_files
 
 from .families import RECIPES, renderable
 
@@ -42,7 +42,7 @@ def test_mindformers_yaml_parses_back_in_mindformers(ms_python, tmp_path):
     by_name = {f.name: f for f in files}
     names = ("finetune_llama3-8b-math-lora-r8.yaml", "eval_llama3-8b-math-lora-r8_squad.yaml",
              "predict_llama3-8b-math-lora-r8.yaml")
-    cfg, ev, pr = call_mindspore("ms.config", "read_configs", paths=[str(by_name[n]) for n in names])
+    cfg, ev, pr = call_mindspore("backends.mindformers.ms.config", "read_configs", paths=[str(by_name[n]) for n in names])
     t, lora = recipe.train, recipe.finetune.lora
     mc = cfg["model"]["model_config"]
     assert cfg["run_mode"] == "finetune" and cfg["seed"] == t.seed

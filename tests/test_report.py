@@ -16,14 +16,14 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.backends.pytorch import train
-from tunebridge.catalogue import get_model
+from tunebridge.model.catalogue import get_model
 from tunebridge.cli import compare as compare_cli
 from tunebridge.cli import report as report_cli
 from tunebridge.errors import TunebridgeError
-from tunebridge.logs import parse_log
-from tunebridge.parity import loss_checks, params_across
-from tunebridge.recipe import load_recipe
-from tunebridge.report import write_report
+from tunebridge.parity.logs import parse_log
+from tunebridge.parity.verdicts import loss_checks, params_across
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.parity.report import write_report
 from tunebridge.train.config import TrainConfig
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
@@ -91,8 +91,8 @@ def test_verdicts_come_first(report_dir):
 
 def test_long_per_step_tables_fold():
     from tunebridge.backends.result import RunResult, StepRecord
-    from tunebridge.report import build
-    from tunebridge.report.document import to_html, to_markdown
+    from tunebridge.parity.report import build
+    from tunebridge.parity.report.document import to_html, to_markdown
     runs = {name: RunResult("torch", [StepRecord(s, 2.0 / s + d, 1e-3) for s in range(1, 41)])
             for name, d in (("a", 0.0), ("b", 1e-7))}
     blocks = build(runs, [])
@@ -103,7 +103,7 @@ def test_long_per_step_tables_fold():
 def test_relative_error_plot_is_on_a_log_scale():
     """Parity runs agree to 1e-8..1e-6 %: on a linear axis they would all sit on 0."""
     from tunebridge.backends.result import RunResult, StepRecord
-    from tunebridge.report.plots import loss_plot
+    from tunebridge.parity.report.plots import loss_plot
     a = RunResult("torch", [StepRecord(s, 2.0 - 0.1 * s, 1e-3) for s in range(1, 6)])
     b = RunResult("mindformers", [StepRecord(s, (2.0 - 0.1 * s) * (1 + 1e-8 * s), 1e-3) for s in range(1, 6)])
     b.steps[0].loss = a.steps[0].loss  # an exact step: left out of the log axis, counted in the legend

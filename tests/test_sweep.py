@@ -7,8 +7,8 @@ import pytest
 
 from tunebridge.cli import main
 from tunebridge.errors import TunebridgeError
-from tunebridge.recipe import load_recipe
-from tunebridge.sweep import grid, parse_axis, with_values
+from tunebridge.recipe.schema import load_recipe
+from tunebridge.workflows.sweep import grid, parse_axis, with_values
 
 RECIPE = "recipes/tiny-parity-lora.yaml"
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from tunebridge.accounting import count
+from tunebridge.model.accounting import count
 from tunebridge.backends.pytorch import train
-from tunebridge.catalogue import get_model
-from tunebridge.dialects.hf import PEFT_TARGET
+from tunebridge.model.catalogue import get_model
+from tunebridge.model.dialects.hf import PEFT_TARGET
 from tunebridge.train.config import TrainConfig
 from tunebridge.train.order import epoch_order
 from tunebridge.train.schedule import Schedule

@@ -27,11 +27,11 @@ from safetensors.torch import save_file
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tunebridge.adapters import convert_adapter  # noqa: E402
-from tunebridge.convert import convert  # noqa: E402
-from tunebridge.dialects import HF  # noqa: E402
-from tunebridge.models import ModelSpec  # noqa: E402
-from tunebridge.partition import parse_layer_list  # noqa: E402
+from tunebridge.converters.adapters import convert_adapter  # noqa: E402
+from tunebridge.converters.checkpoint import convert  # noqa: E402
+from tunebridge.model.dialects import HF  # noqa: E402
+from tunebridge.model.spec import ModelSpec  # noqa: E402
+from tunebridge.model.partition import parse_layer_list  # noqa: E402
 
 RUNNER = Path(__file__).with_name("run_converter.py")
 # Small enough to commit, shaped like the real problems: GQA, qkv bias, an odd vocabulary over tp 2.

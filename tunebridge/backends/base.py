@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TunebridgeError
-from ..stacks import Stack, get_stack
 from .result import RunResult
+from .stacks import Stack, get_stack
 
 
 @dataclass
 class Plan:
     backend: str
-    recipe: object  # tunebridge.recipe.Recipe
+    recipe: object  # tunebridge.recipe.schema.Recipe
     weights: Path  # HF model directory: every backend's weights are converted from it
     out: Path  # this backend's run directory
     steps: int | None = None
@@ -79,7 +79,7 @@ class Backend(ABC):
             return False
 
     def render(self, recipe, out: Path, force: bool = False, num_samples: int | None = None) -> list[Path]:
-        from ..render import render
+        from .render import render
 
         return render(recipe, self.name, out, force=force, num_samples=num_samples)
 
@@ -140,7 +140,7 @@ class MindFormersBackend(Backend):
         return plan
 
     def run(self, plan, inputs, progress=True):
-        from .mindformers import recipe_as_run, train_mindformers
+        from .mindformers.run import recipe_as_run, train_mindformers
 
         recipe = recipe_as_run(plan.recipe, inputs.overrides.get("max_steps"))
         return train_mindformers(recipe, inputs, plan.out, home=plan.home, launch=plan.launch, progress=progress)
@@ -165,7 +165,7 @@ class MindSpeedLLMBackend(Backend):
             raise TunebridgeError(f"{recipe.source}: parallel.dp {p.dp}: the CPU reference executor runs dp 1")
 
     def run(self, plan, inputs, progress=True):
-        from .mindspeed_llm import train_mindspeed_llm
+        from .mindspeed_llm.run import train_mindspeed_llm
 
         p = plan.recipe.parallel
         return train_mindspeed_llm(

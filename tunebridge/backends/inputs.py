@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TunebridgeError
-from ..stacks import get_stack, stack_of
 from ..train.config import TrainConfig
+from .stacks import get_stack, stack_of
 
 
 @dataclass
@@ -68,7 +68,7 @@ class RunInputs:
         overrides: dict | None = None,
         progress: bool = True,
     ) -> RunInputs:
-        from ..convert import convert
+        from ..converters.checkpoint import convert
         from ..data.prepare import prepare
         from ..train.order import step_batches
 
@@ -103,7 +103,7 @@ class RunInputs:
         if cfg.lora:
             inputs.has_adapter = True
             _initial_adapter(weights, cfg, inputs.adapter("peft"))
-            from ..adapters import convert_adapter
+            from ..converters.adapters import convert_adapter
 
             for backend in backends:
                 fmt = get_stack(backend).adapter

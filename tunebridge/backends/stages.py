@@ -17,8 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..atomic import atomic_file
 from ..errors import TunebridgeError
+from ..io.atomic import atomic_file
 
 STATUS_FILE = "stages.json"
 TAIL_LINES = 20

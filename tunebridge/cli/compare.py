@@ -10,8 +10,8 @@ from ..errors import TunebridgeError
 from .args import nonnegative_int
 
 if TYPE_CHECKING:
-    from ..parity import Verdict
-    from ..recipe import ParityTolerances
+    from ..parity.verdicts import Verdict
+    from ..recipe.schema import ParityTolerances
 
 
 def add_run_arguments(p, minimum: int) -> None:
@@ -41,7 +41,7 @@ def run_name(path: Path) -> str:
 
 
 def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: int) -> dict[str, RunResult]:
-    from ..logs import load_run
+    from ..parity.logs import load_run
 
     if len(paths) < minimum:
         raise TunebridgeError(f"need at least {minimum} runs or logs, got {len(paths)}")
@@ -57,8 +57,8 @@ def load_runs(paths: list[str], names: str | None, rank: int | None, minimum: in
 
 
 def curve_verdicts(runs: dict[str, RunResult], tol: ParityTolerances | None = None) -> list[Verdict]:
-    from ..parity import loss_checks
-    from ..recipe import ParityTolerances
+    from ..parity.verdicts import loss_checks
+    from ..recipe.schema import ParityTolerances
 
     tol = tol or ParityTolerances()
     names = list(runs)

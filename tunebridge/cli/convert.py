@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from ..atomic import check_output
-from ..catalogue import get_model
+from ..converters.formats import ADAPTER_FORMATS, DTYPE_NAMES, FORMATS, detect_adapter_format, detect_format
 from ..errors import TunebridgeError
-from ..formats import ADAPTER_FORMATS, DTYPE_NAMES, FORMATS, detect_adapter_format, detect_format
-from ..models import ModelSpec
-from ..partition import parse_layer_list
+from ..io.atomic import check_output
+from ..model.catalogue import get_model
+from ..model.partition import parse_layer_list
+from ..model.spec import ModelSpec
 from .args import positive_int
 
 
@@ -89,7 +89,7 @@ def register(sub) -> None:
 
 
 def run_convert(args) -> int:
-    from ..convert import convert
+    from ..converters.checkpoint import convert
 
     check_output(args.dst, args.force)
     src_format = args.src_format or detect_format(args.src)
@@ -112,7 +112,7 @@ def run_convert(args) -> int:
 
 
 def run_convert_adapter(args) -> int:
-    from ..adapters import convert_adapter
+    from ..converters.adapters import convert_adapter
 
     check_output(args.dst, args.force)
     spec = _spec(args)
@@ -135,7 +135,7 @@ def run_convert_adapter(args) -> int:
 
 
 def run_merge(args) -> int:
-    from ..merge import merge_lora
+    from ..converters.merge import merge_lora
 
     check_output(args.dst, args.force)
     out = merge_lora(args.base, args.adapter, args.dst, spec=_spec(args), force=args.force)
@@ -144,8 +144,8 @@ def run_merge(args) -> int:
 
 
 def run_verify(args) -> int:
-    from ..convert import open_source
-    from ..verify import verify
+    from ..converters.checkpoint import open_source
+    from ..parity.logits import verify
 
     if len(args.checkpoints) < 2:
         raise TunebridgeError("verify needs at least two checkpoints")

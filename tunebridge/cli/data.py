@@ -5,12 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from ..atomic import atomic_dir, check_output, output_lock
+from ..backends.stacks import STACK_NAMES, STACKS
 from ..data.readers import RECORD_FORMATS, check_map_keys
 from ..data.templates import PREPROCESS, TEMPLATES
 from ..data.tokenizer import TOKENIZER_RULES
 from ..errors import TunebridgeError
-from ..stacks import STACK_NAMES, STACKS
+from ..io.atomic import atomic_dir, check_output, output_lock
 from .args import json_object, positive_int
 from .tables import console, table
 
@@ -86,7 +86,7 @@ def register(sub) -> None:
 
 def run_prepare(args) -> int:
     from ..data.prepare import prepare
-    from ..recipe import load_recipe
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     backends = list(STACK_NAMES) if args.backend == "all" else [args.backend]

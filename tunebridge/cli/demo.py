@@ -17,7 +17,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ..workflows.demo import run_demo
 
     try:
         _, all_passed = run_demo(args.out, force=args.force)

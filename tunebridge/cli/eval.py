@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_file, check_output
 from ..data.templates import TEMPLATES
 from ..errors import TunebridgeError
 from ..evaluation import mindformers_emf1, squad
 from ..evaluation.math import accuracy
 from ..evaluation.runner import MAX_NEW_TOKENS, PROTOCOLS, TASKS
 from ..evaluation.scores import contest, retention_gate
-from ..units import units_of
+from ..evaluation.units import units_of
+from ..io.atomic import atomic_file, check_output
 from .args import nonnegative_float, nonnegative_int, percent, positive_int, unit_fraction
 
 SCORERS = ("hf", "mcore", "mindformers")
@@ -218,8 +218,8 @@ def _scorer(args, tokenizer):
 
 def _from_recipe(args) -> None:
     """RECIPE instead of MODEL: the recipe's weights (hf scorer), tokenizer and prompt template."""
-    from ..recipe import load_recipe
-    from ..render import default_prompt_type
+    from ..backends.render import default_prompt_type
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.model)
     if not recipe.model.weights:

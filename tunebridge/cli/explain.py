@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..render.mindspeed_llm import DEFAULT_VERSION, VERSIONS
+from ..backends.mindspeed_llm.render import DEFAULT_VERSION, VERSIONS
 from .tables import console as make_console, table
 
 
@@ -19,8 +19,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..explain import explain_rows
-    from ..recipe import load_recipe
+    from ..recipe.explain import explain_rows
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     console = make_console()
@@ -31,11 +31,11 @@ def run(args) -> int:
     for row in explain_rows(recipe, args.mindspeed_llm_version):
         t.add_row(row.field, row.value, row.mindformers, row.mindspeed_llm, row.torch)
     console.print(t)
-    from ..stacks import stacks_for
+    from ..backends.stacks import stacks_for
 
     for note in stacks_for(recipe.spec)[1]:
         console.print(f"not runnable on {note}")
-    from ..mapping import NON_EQUIVALENCES
+    from ..recipe.mapping import NON_EQUIVALENCES
 
     n = table(
         "where the stacks' math differs, and how parity runs align it",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..atomic import check_output
-from ..catalogue import CATALOGUE
+from ..io.atomic import check_output
+from ..model.catalogue import CATALOGUE
 from .args import nonnegative_int
 from .tables import console, table
 
@@ -24,9 +24,9 @@ def register(sub) -> None:
 
 
 def run_init(args) -> int:
-    from ..atomic import atomic_dir
-    from ..catalogue import get_model
     from ..errors import TunebridgeError
+    from ..io.atomic import atomic_dir
+    from ..model.catalogue import get_model
 
     try:
         spec = get_model(args.arch)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import sys
 
-from ..accounting import ParamReport
+from ..backends.stacks import STACK_NAMES, stacks_for
 from ..errors import TunebridgeError
-from ..stacks import STACK_NAMES, stacks_for
-from ..units import header
+from ..evaluation.units import header
+from ..model.accounting import ParamReport
 from .tables import console as make_console, table
 
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     backends, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])

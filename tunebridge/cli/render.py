@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..atomic import check_output
-from ..render import mindspeed_llm as msl
-from ..stacks import RENDERABLE, stacks_for
+from ..backends.mindspeed_llm import render as msl
+from ..backends.stacks import RENDERABLE, stacks_for
+from ..io.atomic import check_output
 from .args import positive_int
 
 
@@ -39,8 +39,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
-    from ..render import render
+    from ..backends.render import render
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     backends, notes = stacks_for(recipe.spec, RENDERABLE) if args.backend == "all" else ([args.backend], [])

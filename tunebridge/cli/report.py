@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import check_output
 from ..backends.result import RunResult
-from ..stacks import stacks_for
+from ..backends.stacks import stacks_for
+from ..io.atomic import check_output
 from .compare import add_run_arguments, curve_verdicts, load_runs, print_verdicts
 
 
@@ -29,7 +29,7 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
     A log's count is what the framework printed: MindFormers' "Network Parameters" (trainable), PEFT's line in
     MindSpeed-LLM logs (TP/PP rank 0's share), the torch backend's trainable and base + adapter total.
     """
-    from ..parity import params_across, params_instantiated
+    from ..parity.verdicts import params_across, params_instantiated
 
     reports = {b: recipe.param_report(b) for b in stacks_for(recipe.spec)[0]}
     table = [r.to_dict() for r in reports.values()]
@@ -51,8 +51,8 @@ def param_checks(recipe, runs: dict[str, RunResult]) -> tuple[list, list]:
 
 
 def run(args) -> int:
-    from ..recipe import ParityTolerances, load_recipe
-    from ..report import write_report
+    from ..parity.report import write_report
+    from ..recipe.schema import ParityTolerances, load_recipe
 
     check_output(args.out, args.force)
     runs = load_runs(args.runs, args.names, args.rank, args.min_runs)

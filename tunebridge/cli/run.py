@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..atomic import check_output, output_lock
 from ..backends import get_backend
+from ..backends.mindspeed_llm.render import DEFAULT_VERSION as MSL_DEFAULT, VERSIONS as MSL_VERSIONS
+from ..backends.stacks import STACK_NAMES, stacks_for
 from ..errors import TunebridgeError
-from ..render.mindspeed_llm import DEFAULT_VERSION as MSL_DEFAULT, VERSIONS as MSL_VERSIONS
-from ..stacks import STACK_NAMES, stacks_for
+from ..io.atomic import check_output, output_lock
 from .args import nonnegative_int, positive_int
 from .tables import console, table
 
@@ -71,7 +71,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
+    from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     weights = (
@@ -217,10 +217,10 @@ def _train(args, recipe, plans, out: Path, weights: Path, rank: int) -> dict:
 
 
 def _launch(plan, args) -> int:
-    """MindSpeed-LLM's stages on this Ascend host (:mod:`tunebridge.backends.mindspeed_llm_launch`)."""
-    from ..backends.mindspeed_llm_launch import launch
+    """MindSpeed-LLM's stages on this Ascend host (:mod:`tunebridge.backends.mindspeed_llm.launch`)."""
+    from ..backends.mindspeed_llm.launch import launch
+    from ..backends.render import train_iters
     from ..data.readers import read_records
-    from ..render import train_iters
 
     recipe = plan.recipe
     source = recipe.data.train

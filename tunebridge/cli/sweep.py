@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_dir, check_output
 from ..backends import get_backend
+from ..backends.stacks import STACK_NAMES
 from ..errors import TunebridgeError
-from ..stacks import STACK_NAMES
-from ..units import UNITS, header
+from ..evaluation.units import UNITS, header
+from ..io.atomic import atomic_dir, check_output
 from .args import positive_int
 from .tables import console, table
 
@@ -36,8 +36,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..backends.inputs import RunInputs
-    from ..recipe import load_recipe
-    from ..sweep import grid, parse_axis, plot, with_values
+    from ..recipe.schema import load_recipe
+    from ..workflows.sweep import grid, parse_axis, plot, with_values
 
     check_output(args.out, args.force)
     recipe = load_recipe(args.recipe)

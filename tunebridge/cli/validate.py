@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..recipe import load_recipe
+    from ..recipe.schema import load_recipe
 
     failed = 0
     for path in args.recipes:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..atomic import atomic_dir
+from ..backends.stacks import get_stack
 from ..errors import TunebridgeError
-from ..stacks import get_stack
+from ..io.atomic import atomic_dir
 from . import mindformers
 from .encode import Sample, cut, encode_turns, flatten, user_turn
 from .readers import Record, read_records
@@ -208,8 +208,8 @@ def write(
 
 def recipe_encoding(recipe, aligned: bool = False, tokenizer: str | None = None) -> Encoding:
     """How the recipe's data is encoded; ``tokenizer`` overrides the recipe's
-    (:meth:`tunebridge.recipe.Recipe.load_tokenizer`, which refuses one with more ids than the model)."""
-    from ..render import default_prompt_type
+    (:meth:`tunebridge.recipe.schema.Recipe.load_tokenizer`, which refuses one with more ids than the model)."""
+    from ..backends.render import default_prompt_type
 
     d = recipe.data
     path, _ = recipe.load_tokenizer(tokenizer)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_dir
 from ..errors import TunebridgeError
 from ..evaluation.protocol_mindformers_squad import PROMPT, prompt_ids
+from ..io.atomic import atomic_dir
 from .tokenizer import pad_id
 
 
@@ -68,13 +68,13 @@ def write_squad_eval(
             for item in items:
                 f.write(json.dumps(item, ensure_ascii=False) + "\n")
         if mindrecord:
-            from ..bridge import call_mindspore
+            from ..backends.mindformers.bridge import call_mindspore
 
             ids, labels = eval_rows(items, tokenizer, max_length)
             with tempfile.TemporaryDirectory(prefix="tunebridge-squad-") as scratch:
                 np.savez(Path(scratch) / "rows.npz", input_ids=ids, labels=labels)
                 call_mindspore(
-                    "ms.mindrecord",
+                    "backends.mindformers.ms.mindrecord",
                     "write",
                     npz_path=str(Path(scratch) / "rows.npz"),
                     out_path=str((tmp / "squad_eval.mindrecord").resolve()),

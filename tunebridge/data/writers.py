@@ -172,14 +172,14 @@ class JsonlWriter(Writer):
 
 
 class MindRecordWriter(Writer):
-    """A MindRecord file written by one long-lived MindSpore process (``tunebridge.ms.mindrecord stream``):
+    """A MindRecord file written by one long-lived MindSpore process (``tunebridge.backends.mindformers.ms.mindrecord stream``):
     rows of seq_length + 1 (padded with ``pad_id``, labels -100 there) are buffered ``chunk`` at a time and
     piped to it, which passes each chunk to ``FileWriter.write_raw_data``. Memory here holds one chunk; the file
     appears only at :meth:`close`."""
 
     def __init__(self, path: str | Path, seq_length: int, pad_id: int, chunk: int = 1024):
-        from ..bridge import mindspore_python
-        from ..ms.mindrecord import FRAME
+        from ..backends.mindformers.bridge import mindspore_python
+        from ..backends.mindformers.ms.mindrecord import FRAME
 
         super().__init__(seq_length)
         self.path = Path(path).resolve()
@@ -193,7 +193,7 @@ class MindRecordWriter(Writer):
         env = dict(os.environ, GLOG_v="3", PYTHONUNBUFFERED="1")
         env.pop("PYTHONPATH", None)
         self._proc = subprocess.Popen(
-            [str(mindspore_python()), "-m", "tunebridge.ms.mindrecord", "stream", str(self.path)],
+            [str(mindspore_python()), "-m", "tunebridge.backends.mindformers.ms.mindrecord", "stream", str(self.path)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,

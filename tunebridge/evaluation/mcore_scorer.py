@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..converters.formats import mcore as mcore_fmt
 from ..errors import TunebridgeError
-from ..formats import mcore as mcore_fmt
-from ..models import ModelSpec
+from ..model.spec import ModelSpec
 from .greedy import greedy, right_padded
 from .token_scorer import TokenScorer
 
@@ -83,9 +83,9 @@ def _under_base_layer(state: dict[str, torch.Tensor], names: set[str]) -> dict[s
 def _load_rank_model(ckpt: McoreCheckpoint) -> torch.nn.Module:
     from megatron.core import parallel_state
 
-    from ..megatron.forward import lora_in
-    from ..megatron.lora import apply_lora
-    from ..megatron.model import build_gpt
+    from ..backends.mindspeed_llm.megatron.forward import lora_in
+    from ..backends.mindspeed_llm.megatron.lora import apply_lora
+    from ..backends.mindspeed_llm.megatron.model import build_gpt
 
     pp_rank = parallel_state.get_pipeline_model_parallel_rank()
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
@@ -107,7 +107,7 @@ def _load_rank_model(ckpt: McoreCheckpoint) -> torch.nn.Module:
 
 
 def _stage_logits(model: torch.nn.Module, spec: ModelSpec, rows: list[list[int]], pad_id: int):
-    from ..megatron.forward import stage_forward
+    from ..backends.mindspeed_llm.megatron.forward import stage_forward
 
     ids, last = right_padded(rows, pad_id)
     return stage_forward(model, torch.tensor(ids), spec), last
@@ -176,7 +176,7 @@ class McoreScorer(TokenScorer):
         )
 
     def _run(self, fn, *args):
-        from ..megatron import launch
+        from ..backends.mindspeed_llm.megatron import launch
 
         ckpt = self.checkpoint
         return launch.run(fn, ckpt.tp, ckpt.pp, args=(ckpt, *args), timeout_s=self.timeout_s)[ckpt.answering_rank]

@@ -3,7 +3,7 @@
 The model is a MindFormers ``.ckpt`` (``tunebridge convert --to mindformers`` writes ``model.ckpt`` with the
 HF ``config.json`` beside it, which gives the architecture; a bare ``.ckpt`` needs ``spec``). Text is
 tokenized and decoded here; token ids go over the bridge as JSON and each call is ONE MindSpore process
-(:mod:`tunebridge.ms.generate`).
+(:mod:`tunebridge.backends.mindformers.ms.generate`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TunebridgeError
-from ..models import ModelSpec
+from ..model.spec import ModelSpec
 from .token_scorer import TokenScorer
 
 
@@ -54,10 +54,10 @@ class MindFormersScorer(TokenScorer):
         super().__init__(tokenizer or load_eval_tokenizer(None), spec.max_position_embeddings, batch_size)
 
     def _call(self, function: str, **kwargs):
-        from ..bridge import call_mindspore
+        from ..backends.mindformers.bridge import call_mindspore
 
         return call_mindspore(
-            "ms.generate",
+            "backends.mindformers.ms.generate",
             function,
             timeout=self.timeout_s,
             spec=self.spec.to_dict(),

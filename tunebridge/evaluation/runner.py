@@ -26,10 +26,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..atomic import atomic_dir, atomic_file
 from ..data.readers import jsonl_objects
 from ..errors import TunebridgeError
-from ..units import units_of
+from ..io.atomic import atomic_dir, atomic_file
 from . import (
     mindformers_emf1,
     multiple_choice,
@@ -41,6 +40,7 @@ from .math import accuracy
 from .predictions import gold_answers, math_gold
 from .scorer import Scorer
 from .tokens import Prompt
+from .units import units_of
 
 CHOICE_TASKS = ("ceval", "mmlu", "cmmlu")
 TASKS = ("squad", "math", *CHOICE_TASKS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..accounting import contest_score
+from ..model.accounting import contest_score
 
 RETENTION = 0.9  # fine-tuned F1 and EM must each stay at >= 90 % of the base model's
 

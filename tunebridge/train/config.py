@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from ..stacks import get_stack
+from ..backends.stacks import get_stack
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class TrainConfig:
         native = get_stack(backend).defaults
         lora = None
         if recipe.finetune.method == "lora":
-            from ..accounting import expand_targets
-            from ..dialects.hf import PEFT_TARGET
+            from ..model.accounting import expand_targets
+            from ..model.dialects.hf import PEFT_TARGET
 
             lc = recipe.finetune.lora
             lora = {

@@ -9,7 +9,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CONFIG="${CONFIG:-$HERE/finetune_llama3-8b-math-lora-r12.yaml}"
 PYTHON="${PYTHON:-python}"
 # MindFormers' entry point (its repository's run_mindformer.py; the wheel has none). tunebridge's
-# tunebridge/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
+# tunebridge/backends/mindformers/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
 RUN_MINDFORMER="${RUN_MINDFORMER:-run_mindformer.py}"
 
 "$PYTHON" "$RUN_MINDFORMER" --config "$CONFIG" --run_mode finetune --load_checkpoint "$LOAD_CHECKPOINT" --train_dataset_dir "$TRAIN_DATA" --use_parallel False --auto_trans_ckpt False

@@ -9,7 +9,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 CONFIG="${CONFIG:-$HERE/finetune_qwen2.5-7b-alpaca-zh-lora.yaml}"
 PYTHON="${PYTHON:-python}"
 # MindFormers' entry point (its repository's run_mindformer.py; the wheel has none). tunebridge's
-# tunebridge/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
+# tunebridge/backends/mindformers/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
 RUN_MINDFORMER="${RUN_MINDFORMER:-run_mindformer.py}"
 
 WORKER_NUM="${WORKER_NUM:-8}"

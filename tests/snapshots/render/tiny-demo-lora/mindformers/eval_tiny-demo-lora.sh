@@ -10,7 +10,7 @@ TOKENIZER_DIR=${TOKENIZER_DIR:-./model_from_hf/tiny-demo-lora}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python}"
 # MindFormers' entry point (its repository's run_mindformer.py; the wheel has none). tunebridge's
-# tunebridge/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
+# tunebridge/backends/mindformers/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
 RUN_MINDFORMER="${RUN_MINDFORMER:-run_mindformer.py}"
 
 "$PYTHON" "$RUN_MINDFORMER" --config "$HERE/eval_tiny-demo-lora_squad.yaml" --run_mode eval --load_checkpoint "$EVAL_CHECKPOINT" --eval_dataset_dir "$EVAL_DATA" --use_parallel False --auto_trans_ckpt False --processor.tokenizer.tokenizer_file "$TOKENIZER_DIR/tokenizer.json"

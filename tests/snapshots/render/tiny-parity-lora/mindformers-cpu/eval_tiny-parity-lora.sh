@@ -10,11 +10,11 @@ TOKENIZER_DIR=${TOKENIZER_DIR:-./model_from_hf/tiny-parity-lora}
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python}"
 # MindFormers' entry point (its repository's run_mindformer.py; the wheel has none). tunebridge's
-# tunebridge/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
+# tunebridge/backends/mindformers/ms/entry/launch_mindformers.py runs the same config -> context -> Trainer path.
 RUN_MINDFORMER="${RUN_MINDFORMER:-run_mindformer.py}"
 # MindSpore ops without a CPU kernel (NPUGetFloatStatusV2, mint.argmax): tunebridge's adapters, imported at
-# start-up from PYTHONPATH (tunebridge/ms/cpu_site/sitecustomize.py says what each one does and why)
-CPU_ADAPTERS="${CPU_ADAPTERS:-$("$PYTHON" -c 'import os, tunebridge.ms as m; print(os.path.join(os.path.dirname(m.__file__), "cpu_site"))')}"
+# start-up from PYTHONPATH (tunebridge/backends/mindformers/ms/cpu_site/sitecustomize.py says what each one does and why)
+CPU_ADAPTERS="${CPU_ADAPTERS:-$("$PYTHON" -c 'import os, tunebridge.backends.mindformers.ms as m; print(os.path.join(os.path.dirname(m.__file__), "cpu_site"))')}"
 export PYTHONPATH="$CPU_ADAPTERS${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PYTHON" "$RUN_MINDFORMER" --config "$HERE/eval_tiny-parity-lora_squad.yaml" --run_mode eval --load_checkpoint "$EVAL_CHECKPOINT" --eval_dataset_dir "$EVAL_DATA" --use_parallel False --auto_trans_ckpt False --processor.tokenizer.tokenizer_file "$TOKENIZER_DIR/tokenizer.json"

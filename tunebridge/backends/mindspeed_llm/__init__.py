@@ -1,0 +1,1 @@
+"""MindSpeed-LLM: render, run, launch, and the megatron-core reference (megatron/)."""

@@ -1,0 +1,1 @@
+"""Checkpoint and adapter conversion between the stacks' formats, merging, format detection."""

@@ -1,0 +1,1 @@
+"""The model core: ModelSpec, the catalogue, families, dialects, tensor layout and parameter accounting."""

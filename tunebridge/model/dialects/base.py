@@ -1,0 +1,107 @@
+"""Declarative description of how a framework names, packs and shards the canonical tensors.
+
+A dialect is data: a list of :class:`TensorRule` (framework tensor <- canonical parts) and a list
+of :class:`LoraModule` (framework module that LoRA can wrap <- canonical projections it covers).
+Converters, accounting, renderers and parity checks all read these tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from ..spec import ModelSpec
+
+
+class Pack(Enum):
+    """How several canonical tensors are fused into one framework tensor (along dim 0)."""
+
+    NONE = "none"
+    QKV_GROUPED = "qkv_grouped"  # per KV group: its query heads, its k head, its v head (Megatron linear_qkv)
+    STACKED = "stacked"  # plain concatenation of the parts, per TP rank (Megatron linear_fc1 = [gate; up])
+
+
+class Shard(Enum):
+    """How a tensor is split over tensor-parallel ranks."""
+
+    REPLICATED = "replicated"
+    COLUMN = "column"  # output features (dim 0) split
+    ROW = "row"  # input features (dim 1) split
+    VOCAB = "vocab"  # vocabulary rows (dim 0) split, after padding
+
+
+@dataclass(frozen=True)
+class TensorRule:
+    """One framework tensor. ``name`` may hold ``{i}`` (layer index); ``parts`` are canonical names."""
+
+    name: str
+    parts: tuple[str, ...]
+    pack: Pack = Pack.NONE
+    shard: Shard = Shard.REPLICATED
+
+    @property
+    def per_layer(self) -> bool:
+        return "{i}" in self.name
+
+    def applies_to(self, spec: ModelSpec) -> bool:
+        return all(spec.has(p) for p in self.parts)
+
+    def format(self, layer: int | None = None) -> str:
+        return self.name.format(i=layer) if self.per_layer else self.name
+
+
+@dataclass(frozen=True)
+class LoraModule:
+    """A module LoRA can wrap: ``name`` (with ``{i}``) covers the canonical projections ``covers``."""
+
+    name: str
+    covers: tuple[str, ...]
+    parallel: Shard = Shard.REPLICATED  # COLUMN or ROW in Megatron; REPLICATED where TP does not apply
+
+    def in_features(self, spec: ModelSpec) -> int:
+        return spec.shape(self.covers[0])[1]
+
+    def out_features(self, spec: ModelSpec) -> int:
+        return sum(spec.shape(p)[0] for p in self.covers)
+
+    def format(self, layer: int) -> str:
+        return self.name.format(i=layer)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    layer_rules: tuple[TensorRule, ...]
+    global_rules: tuple[TensorRule, ...]
+    lora_modules: tuple[LoraModule, ...]
+    lora_a: str  # LoRA tensor names from the module name, "{module}" placeholder
+    lora_b: str
+    base_layer: str = "{module}.weight"  # where a LoRA-wrapped module keeps its base weight
+    sharded: bool = False  # a checkpoint holds one file per TP/PP rank, each with its shard (Megatron)
+
+    def rules(self, spec: ModelSpec) -> list[TensorRule]:
+        return [r for r in (*self.layer_rules, *self.global_rules) if r.applies_to(spec)]
+
+    def rule_for_part(self, part: str, spec: ModelSpec) -> TensorRule:
+        for r in self.rules(spec):
+            if part in r.parts:
+                return r
+        raise KeyError(f"{self.name}: no tensor holds canonical {part!r}")
+
+    def tensor_names(self, spec: ModelSpec, layers: range | None = None) -> list[str]:
+        """All tensor names of a model in this dialect (global names, and layers in ``layers``)."""
+        layers = range(spec.num_layers) if layers is None else layers
+        firsts = [r.name for r in self.global_rules if r.applies_to(spec) and r.parts[0] == "embed"]
+        lasts = [r.name for r in self.global_rules if r.applies_to(spec) and r.parts[0] != "embed"]
+        per_layer = [r.format(i) for i in layers for r in self.layer_rules if r.applies_to(spec)]
+        return firsts + per_layer + lasts
+
+    def lora_module_for(self, projection: str) -> LoraModule:
+        for m in self.lora_modules:
+            if projection in m.covers:
+                return m
+        raise KeyError(f"{self.name}: no LoRA module covers {projection!r}")
+
+    def lora_names(self, module: LoraModule, layer: int) -> tuple[str, str]:
+        mod = module.format(layer)
+        return self.lora_a.format(module=mod), self.lora_b.format(module=mod)

@@ -1,4 +1,0 @@
-"""Code that runs inside the MindSpore environment (.venv-mindspore), reached through tunebridge.bridge.
-
-Modules here import mindspore / mindformers and never torch.
-"""

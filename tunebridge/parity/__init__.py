@@ -1,0 +1,1 @@
+"""Parity: verdicts, logits verification, log parsers and reports."""

@@ -1,0 +1,1 @@
+"""The recipe: its schema, its mapping onto each stack, and its explanation."""

@@ -1,0 +1,1 @@
+"""Lab grids (sweep) and the end-to-end demo."""
