@@ -212,3 +212,14 @@ def test_dialect_names_in_megatron_order_and_unknown_parts():
     with pytest.raises(KeyError) as e:
         HF.lora_module_for("nope")
     assert e.value.args[0] == "hf: no LoRA module covers 'nope'"
+
+
+def test_tp_problem_names_the_size_and_the_possible_tp():
+    import dataclasses
+
+    from tunebridge.partition import tp_problem
+    spec = get_model("tiny-llama")  # 2 KV groups, 4 heads, FFN 160, hidden 64
+    assert tp_problem(spec, 2) is None
+    assert tp_problem(spec, 3) == "tp 3 does not divide tiny-llama's 2 KV groups (tp can be 1, 2)"
+    odd = dataclasses.replace(spec, name="odd", hidden_size=66, num_heads=8, num_kv_heads=4, ffn_hidden_size=64)
+    assert tp_problem(odd, 4) == "tp 4 does not divide odd's 66 hidden size (tp can be 1, 2)"
