@@ -391,3 +391,23 @@ def test_hf_index_and_shard_plan_and_config_text(models, tmp_path):
     convert(models["tiny-llama"], tmp_path / "hf", "hf", "hf", progress=False)
     config = (tmp_path / "hf" / "config.json").read_text()
     assert config.startswith('{\n  "') and config.endswith("}\n")  # indented as transformers writes it
+
+
+def test_ckpt_records_cut_inside_are_named_and_empty_tensors_keep_their_dtype(tmp_path):
+    from tunebridge.formats.msckpt import CkptReader
+    cases = {  # a record's value cut inside a varint, or missing its data field
+        "name": (b"\x0a\x02\x0a\x85", "truncated or corrupt MindSpore checkpoint (at byte 4)"),
+        "data": (b"\x0a\x09\x0a\x01w\x12\x04\x12\x00\x1a\x85", "truncated or corrupt MindSpore checkpoint (at byte 11)"),
+        "no data": (b"\x0a\x07\x0a\x01w\x12\x02\x12\x00", "corrupt checkpoint record near byte 9"),
+        "start": (b"\x8a", "truncated or corrupt MindSpore checkpoint (at byte 1)"),
+    }
+    for what, (data, message) in cases.items():
+        path = tmp_path / f"{what}.ckpt"
+        path.write_bytes(data)
+        with pytest.raises(TunebridgeError) as e:
+            index(path)
+        assert str(e.value) == f"{path}: {message}", what
+    with open(tmp_path / "e.ckpt", "wb") as f:
+        CkptWriter(f).write("e", [0, 3], "bfloat16", b"")
+    empty = CkptReader(tmp_path / "e.ckpt").get("e")
+    assert empty.shape == (0, 3) and empty.dtype == torch.bfloat16

@@ -92,6 +92,14 @@ def test_safetensors_header_compact_overlap_refused_and_empty_tensors(tmp_path):
     save_file({"e": torch.empty(0, 3, dtype=torch.bfloat16), "f": torch.ones(2)}, str(tmp_path / "e.safetensors"))
     t = SafetensorsReader(tmp_path / "e.safetensors").get_tensor("e")
     assert t.shape == (0, 3) and t.dtype == torch.bfloat16
+    save_file({"e": torch.empty(0, 3)}, str(tmp_path / "h.safetensors"))  # a header and no data at all
+    assert SafetensorsReader(tmp_path / "h.safetensors").get_tensor("e").shape == (0, 3)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "e.safetensors").read_bytes()[:-4])
+    with pytest.raises(TunebridgeError) as e:
+        SafetensorsReader(cut)
+    size = cut.stat().st_size
+    assert str(e.value) == f"{cut}: corrupt or truncated safetensors file ({size} bytes, the header describes {size + 4})"
 
 
 def test_torch_zip_whole_storages_and_empty_tensors(tmp_path):
