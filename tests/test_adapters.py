@@ -122,10 +122,12 @@ def test_per_projection_to_fused_is_refused_unless_exact(base, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_merge_equals_base_plus_adapter(base, tmp_path):
+def test_merge_equals_base_plus_adapter(base, tmp_path, capsys):
     src = peft_adapter(base, tmp_path / "peft", ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                                  "down_proj"])
+    capsys.readouterr()
     merge_lora(base, src, tmp_path / "merged", progress=False)
+    assert capsys.readouterr().err == ""  # progress=False: no progress bar
     ids = torch.randint(0, SPEC.vocab_size, (2, 12))
     with torch.no_grad():
         ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), src)(ids).logits
@@ -260,3 +262,10 @@ def test_mcore_adapters_keep_their_layer_list_and_name_their_problems(base, tmp_
         detect_adapter_format(base)
     with pytest.raises(TunebridgeError, match=r"^unknown adapter format 'lora' \(known: "):
         convert_adapter(src, tmp_path / "y", "peft", "lora", SPEC)
+
+
+def test_mcore_adapter_layout_is_refused_before_reading(tmp_path):
+    with pytest.raises(TunebridgeError) as e:
+        convert_adapter(tmp_path / "not-read", tmp_path / "mc", "peft", "mcore", SPEC, tp=3)
+    assert str(e.value) == "--tp 3 does not divide tiny-llama's 2 KV groups (tp can be 1, 2)"
+    assert list(tmp_path.iterdir()) == []

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -343,3 +344,70 @@ def test_verify_cli_reports_each_pair(ms_python, models, tmp_path, capsys):
     assert main(["verify", str(models["tiny-qwen2"]), str(tmp_path / "mf"), "--json"]) == 0
     (pair,) = json.loads(capsys.readouterr().out)
     assert pair["passed"] and pair["max_abs"] < 1e-4 and "MindFormers" in pair["b"]
+
+
+# --- exact behaviour the mutation run found unchecked ------------------------------------------------------
+
+
+def test_tied_embedding_copied_to_the_last_stage(models, tmp_path):
+    """Megatron keeps a copy of a tied embedding as the last stage's output_layer.weight."""
+    convert(models["tiny-qwen2-tied"], tmp_path / "mc", "hf", "mcore", pp=2, progress=False)
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    first, last = (mcore_fmt.load_rank_file(layout.file(0, s))["model"] for s in (0, 1))
+    assert "output_layer.weight" not in first and "embedding.word_embeddings.weight" not in last
+    assert torch.equal(last["output_layer.weight"], first["embedding.word_embeddings.weight"])
+
+
+def test_missing_rank_file_and_undetectable_formats_are_named(models, tmp_path):
+    from tunebridge.converters.formats import detect_adapter_format, detect_format
+    convert(models["tiny-llama"], tmp_path / "mc", "hf", "mcore", tp=2, progress=False)
+    gone = tmp_path / "mc" / "iter_0000001" / "mp_rank_01" / "model_optim_rng.pt"
+    gone.unlink()
+    with pytest.raises(TunebridgeError) as e:
+        mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert str(e.value) == f"{gone}: missing (tp=2, pp=1)"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TunebridgeError) as e:
+        detect_format(tmp_path / "empty")
+    assert str(e.value) == f"{tmp_path / 'empty'}: cannot tell the checkpoint format (pass --from/--to)"
+    with pytest.raises(TunebridgeError) as e:
+        detect_adapter_format(tmp_path / "empty")
+    assert str(e.value) == f"{tmp_path / 'empty'}: cannot tell the adapter format (pass --from)"
+
+
+def test_hf_index_and_shard_plan_and_config_text(models, tmp_path):
+    from tunebridge.converters.formats.hf import shard_plan
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(models["tiny-llama"] / "config.json", bad / "config.json")
+    (bad / "model.safetensors.index.json").write_text("{}")
+    with pytest.raises(TunebridgeError) as e:
+        HFReader(bad)
+    assert str(e.value) == f"{bad / 'model.safetensors.index.json'}: not a valid index ('weight_map')"
+    f32 = torch.float32
+    entries = [("a", f32, (2,)), ("b", f32, (2,)), ("c", f32, (10,)), ("d", f32, (1,)), ("e", f32, (3,))]
+    # 8 + 8 bytes fill 16; a 40-byte tensor gets its own shard; 4 + 12 fill the next
+    assert [[n for n, *_ in s] for s in shard_plan(entries, 16)] == [["a", "b"], ["c"], ["d", "e"]]
+    convert(models["tiny-llama"], tmp_path / "hf", "hf", "hf", progress=False)
+    config = (tmp_path / "hf" / "config.json").read_text()
+    assert config.startswith('{\n  "') and config.endswith("}\n")  # indented as transformers writes it
+
+
+def test_ckpt_records_cut_inside_are_named_and_empty_tensors_keep_their_dtype(tmp_path):
+    from tunebridge.converters.formats.msckpt import CkptReader
+    cases = {  # a record's value cut inside a varint, or missing its data field
+        "name": (b"\x0a\x02\x0a\x85", "truncated or corrupt MindSpore checkpoint (at byte 4)"),
+        "data": (b"\x0a\x09\x0a\x01w\x12\x04\x12\x00\x1a\x85", "truncated or corrupt MindSpore checkpoint (at byte 11)"),
+        "no data": (b"\x0a\x07\x0a\x01w\x12\x02\x12\x00", "corrupt checkpoint record near byte 9"),
+        "start": (b"\x8a", "truncated or corrupt MindSpore checkpoint (at byte 1)"),
+    }
+    for what, (data, message) in cases.items():
+        path = tmp_path / f"{what}.ckpt"
+        path.write_bytes(data)
+        with pytest.raises(TunebridgeError) as e:
+            index(path)
+        assert str(e.value) == f"{path}: {message}", what
+    with open(tmp_path / "e.ckpt", "wb") as f:
+        CkptWriter(f).write("e", [0, 3], "bfloat16", b"")
+    empty = CkptReader(tmp_path / "e.ckpt").get("e")
+    assert empty.shape == (0, 3) and empty.dtype == torch.bfloat16

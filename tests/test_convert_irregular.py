@@ -169,3 +169,57 @@ def test_the_unpacking_fallbacks_give_the_parts_back(name):
         shards = split(pack(rule, parts, spec, 2), rule.shard, 2)
         for got in (unpack_shards(rule, shards, spec), unpack(rule, merge(shards, rule.shard), spec, 2)):
             assert len(got) == len(parts) and all(torch.equal(a, b) for a, b in zip(got, parts)), rule.name
+
+
+def test_partition_arithmetic_exact():
+    """Megatron's vocabulary padding, layer lists and stage split, and MindSpeed-LLM's repeated last row."""
+    from tunebridge.model.layout import pad_vocab
+    from tunebridge.model.partition import padded_vocab_size, parse_layer_list, stage_layers
+    assert padded_vocab_size(511, 2, 128) == 512 and padded_vocab_size(513, 2, 128) == 768
+    assert padded_vocab_size(500, 3) == 501 and padded_vocab_size(512, 1) == 512
+    assert parse_layer_list(None) is None and parse_layer_list("") is None
+    assert parse_layer_list("4,4,3,3") == [4, 4, 3, 3] and parse_layer_list("1") == [1]
+    for bad in ("4,0", "2,-1"):
+        with pytest.raises(ValueError) as e:
+            parse_layer_list(bad)
+        assert str(e.value) == f"layer counts must be positive: {bad!r}"
+    assert stage_layers(10, 2) == [range(0, 5), range(5, 10)] and stage_layers(7, 2, [4, 3]) == [range(0, 4), range(4, 7)]
+    assert stage_layers(3, 1) == [range(0, 3)]
+    for layers, pp, listed, counts in ((7, 2, None, [3, 3]), (7, 2, [4, 4], [4, 4]), (7, 3, [4, 3], [4, 3])):
+        with pytest.raises(ValueError) as e:
+            stage_layers(layers, pp, listed)
+        assert str(e.value) == f"{layers} layers cannot be split over pp={pp} as {counts}"
+    t = torch.arange(6.0).reshape(3, 2)
+    assert torch.equal(pad_vocab(t, 5), torch.tensor([[0.0, 1], [2, 3], [4, 5], [4, 5], [4, 5]]))
+    assert pad_vocab(t, 3) is t and pad_vocab(t, 2) is t  # nothing to pad: no copy
+
+
+def test_dialect_names_in_megatron_order_and_unknown_parts():
+    """A stage's tensor names as Megatron orders its state dict (embedding, the stage's layers, final norm, output
+    layer), and the names of what a dialect does not hold."""
+    from tunebridge.model.dialects import HF, MCORE
+    spec = get_model("tiny-llama")
+    layer = ["input_layernorm.weight", "self_attention.linear_qkv.weight", "self_attention.linear_proj.weight",
+             "pre_mlp_layernorm.weight", "mlp.linear_fc1.weight", "mlp.linear_fc2.weight"]
+    assert MCORE.tensor_names(spec, range(1, 2)) == ["embedding.word_embeddings.weight",
+                                                     *(f"decoder.layers.1.{n}" for n in layer),
+                                                     "decoder.final_layernorm.weight", "output_layer.weight"]
+    everything = MCORE.tensor_names(spec)
+    assert len(everything) == 3 + 6 * spec.num_layers == 27 and everything[-3] == "decoder.layers.3.mlp.linear_fc2.weight"
+    with pytest.raises(KeyError) as e:
+        MCORE.rule_for_part("nope", spec)
+    assert e.value.args[0] == "mcore: no tensor holds canonical 'nope'"
+    with pytest.raises(KeyError) as e:
+        HF.lora_module_for("nope")
+    assert e.value.args[0] == "hf: no LoRA module covers 'nope'"
+
+
+def test_tp_problem_names_the_size_and_the_possible_tp():
+    import dataclasses
+
+    from tunebridge.model.partition import tp_problem
+    spec = get_model("tiny-llama")  # 2 KV groups, 4 heads, FFN 160, hidden 64
+    assert tp_problem(spec, 2) is None
+    assert tp_problem(spec, 3) == "tp 3 does not divide tiny-llama's 2 KV groups (tp can be 1, 2)"
+    odd = dataclasses.replace(spec, name="odd", hidden_size=66, num_heads=8, num_kv_heads=4, ffn_hidden_size=64)
+    assert tp_problem(odd, 4) == "tp 4 does not divide odd's 66 hidden size (tp can be 1, 2)"

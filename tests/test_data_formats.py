@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,12 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from tunebridge.backends.mindformers.bridge import call_mindspore
+from tunebridge.data.encode import IGNORE, Sample, _encode_texts, cut, encode, encode_turns, user_turn
+from tunebridge.data.templates import TEMPLATES, fill, get_template, preprocessing_stack
 from tunebridge.model.catalogue import get_model
-from tunebridge.data.encode import IGNORE, encode, user_turn
-from tunebridge.data.templates import TEMPLATES, get_template
 from tunebridge.data.tokenizer import EMBEDDED_TOKENIZER, load_tokenizer
-from tunebridge.data.writers import megatron_files, write_jsonl, write_megatron, write_mindrecord
+from tunebridge.data.writers import (MegatronWriter, Rows, megatron_files, write_all, write_jsonl, write_megatron,
+                                     write_mindrecord)
 from tunebridge.errors import TunebridgeError
 
 # Reference strings, spelled out: MindSpeed-LLM v2.3.0 configs/finetune/templates.json and FACTS.md §5.
@@ -82,7 +84,8 @@ def test_labels_mask_the_prompt_and_keep_answer_plus_end(tok):
     assert s.input_ids[0] == tok.bos_token_id and s.labels[-1] == tok.convert_tokens_to_ids("<|eot_id|>")
     assert encode(tok, get_template("alpaca"), "Q", "A").labels[-1] == tok.eos_token_id
     assert encode(tok, get_template("empty"), "Q", "A").input_ids == tok.encode("QA")  # no end token
-    assert user_turn("", "x") == "x" and user_turn("i", "") == "i" and user_turn("", "") == ""
+    assert user_turn("", "x") == "x" and user_turn("i", "") == "i" and user_turn("", "") == "" == user_turn("")
+    assert user_turn("i") == "i"
 
 
 def _samples(tok, seq: int, n: int = 40):
@@ -173,3 +176,118 @@ def test_samples_of_exactly_seq_length_are_dropped(tok, tmp_path, capsys):
                          "--seq-length", str(seq), "--to", to])
         assert convert(n) == 2 and f"no sample is shorter than seq_length {n}" in capsys.readouterr().err
         assert convert(n + 1) == 0
+
+
+# --- exact values of the encoding rules (what mutation testing found untested) -------------------------
+
+
+@pytest.fixture
+def tok_without_bos_eos(tmp_path):
+    """The embedded tokenizer under a config that names no bos and no eos token."""
+    shutil.copy(EMBEDDED_TOKENIZER / "tokenizer.json", tmp_path / "tokenizer.json")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "unk_token": "<unk>"}))
+    t = load_tokenizer(tmp_path)
+    assert (t.bos_token_id, t.eos_token_id) == (None, None)
+    return t
+
+
+def test_missing_bos_and_eos_ids_are_left_out_or_refused(tok_without_bos_eos):
+    t = tok_without_bos_eos
+    # llama3's prefix is bos: nothing there without one; its stop word still ends the answer
+    assert encode(t, get_template("llama3"), "Q", "A").input_ids == [
+        8, 95, 93, 271, 9, 209, 209, 59, 10, 8, 356, 268, 94, 75, 88, 94, 9, 209, 209, 43, 10]
+    empty = encode(t, get_template("empty"), "Q", "A")  # no end token asked for: no eos needed
+    assert (empty.input_ids, empty.labels) == ([59, 43], [IGNORE, 43])
+    with pytest.raises(TunebridgeError) as e:
+        encode(t, get_template("alpaca"), "Q", "A")
+    assert str(e.value) == ("the tokenizer has no eos token, which template 'alpaca' ends answers with "
+                            "(MindSpeed-LLM would add it as a new id beyond the model's vocabulary)")
+
+
+def test_encoding_memo_is_used_and_cleared_past_4096_texts(tok):
+    memo = {}
+    turns = encode_turns(tok, get_template("qwen"), [("Q", "A")], None, memo)
+    system = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    user = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    assert list(memo) == [system, user, "A"] and memo["A"] == [43] and turns[0][1] == [43, 6]
+    memo["A"] = [999]  # a text seen before is not tokenized again
+    assert encode_turns(tok, get_template("qwen"), [("Q", "A")], None, memo)[0][1] == [999, 6]
+    memo = {f"t{i}": [i] for i in range(4096)}
+    assert _encode_texts(tok, ["A"], memo) == [[43]] and len(memo) == 4097 and memo["t0"] == [0]  # 4096 kept
+    assert _encode_texts(tok, ["Q"], memo) == [[59]] and memo == {"Q": [59]}  # over 4096: cleared first
+
+
+def test_encode_cuts_to_seq_length(tok):
+    # qwen's 47 prompt tokens and the answer "A" + <|im_end|> in 10: the answer's share int(10 * 2/49) = 0, at
+    # least 1; the prompt the other 9
+    s = encode(tok, get_template("qwen"), "Q", "A", seq_length=10)
+    assert s.input_ids == [5, 93, 99, 93, 94, 79, 87, 209, 67, 43] and s.labels == [IGNORE] * 9 + [43]
+    assert len(encode(tok, get_template("qwen"), "Q", "A").input_ids) == 49
+
+
+def _ids(n: int, start: int = 0) -> list[int]:
+    return list(range(start, start + n))
+
+
+def test_template_cut_shares_the_room_in_proportion():
+    pairs = get_template("qwen")
+    # 20 + 2 tokens into 10: the answer int(10 * 2/22) = 0, at least 1; the prompt 9. Full: the next turn is dropped
+    assert cut([(_ids(20), _ids(2, 100)), (_ids(2, 200), [300])], pairs, 10) == [(_ids(9), [100])]
+    # 6 + 4 into 5: the answer int(5 * 4/10) = 2, the prompt 3
+    assert cut([(_ids(6), _ids(4, 100))], pairs, 5) == [(_ids(3), _ids(2, 100))]
+    assert cut([(_ids(3), _ids(2, 100))], pairs, 8) == [(_ids(3), _ids(2, 100))]  # fits: unchanged
+
+
+def test_lf_cut_rules():
+    lf = get_template("qwen_lf")  # cuts to seq_length - 1
+    # a short answer (2 * 2 < 10) is kept whole, the prompt gets the rest
+    assert cut([(_ids(30), _ids(2, 100))], lf, 11) == [(_ids(8), _ids(2, 100))]
+    # a short prompt (2 * 3 < 8) is kept whole, the answer gets the rest
+    assert cut([(_ids(3), _ids(20, 100))], lf, 9) == [(_ids(3), _ids(5, 100))]
+    # neither short (2 * 5 = 10, not < 10): in proportion, the answer int(10 * 8/13) = 6, the prompt 4
+    assert cut([(_ids(5), _ids(8, 100))], lf, 11) == [(_ids(4), _ids(6, 100))]
+
+
+def test_fill_replaces_the_first_content_slot_only():
+    # LlamaFactory's StringFormatter: slot.replace("{{content}}", value, 1); the text put in is not read again
+    assert fill(("{content} and {content}", "x"), "{content}!") == ["{content}! and {content}", "x"]
+
+
+def test_preprocessing_stack_and_unknown_template_message():
+    assert preprocessing_stack(get_template("qwen"), "per-stack") == "mindspeed-llm"
+    assert preprocessing_stack(get_template("vicuna_v1.1"), "per-stack") == "mindformers"
+    assert preprocessing_stack(get_template("qwen"), "mindformers") == "mindformers"
+    with pytest.raises(TunebridgeError) as e:
+        get_template("qwne")
+    assert str(e.value) == ("unknown template 'qwne'; did you mean 'qwen'? (known: qwen, qwen_lf, chatml, llama3, "
+                            "llama2, alpaca, empty, vicuna_v1.1)")
+
+
+def test_megatron_writer_over_batches_byte_for_byte(tmp_path):
+    """Two batches of rows, an empty sample kept (size 0) and a dropped record (an empty document)."""
+    first = Rows.of([Sample([7, 8], [IGNORE, 8]), None, Sample([], [])])
+    assert first.sizes.tolist() == [2, -1, 0] and first.kept().tolist() == [2, 0]
+    counts = write_all(MegatronWriter(tmp_path / "m", 5), [first, Rows.of([Sample([9], [9])])])
+    assert (counts.written, counts.too_long) == (3, 1)
+    bins = {p.name: p.read_bytes() for p in megatron_files(tmp_path / "m")}
+    assert bins["m_packed_input_ids_document.bin"] == np.array([7, 8, 9], dtype="<i4").tobytes()
+    assert bins["m_packed_attention_mask_document.bin"] == np.array([1, 1, 1], dtype="<i4").tobytes()
+    assert bins["m_packed_labels_document.bin"] == np.array([IGNORE, 8, 9], dtype="<i4").tobytes()
+    idx = (b"MMIDIDX\x00\x00" + (1).to_bytes(8, "little") + bytes([4]) + (3).to_bytes(8, "little")
+           + (5).to_bytes(8, "little") + np.array([2, 0, 1], "<i4").tobytes() + np.array([0, 8, 8], "<i8").tobytes()
+           + np.array([0, 1, 1, 2, 3], "<i8").tobytes())
+    for key in ("input_ids", "attention_mask", "labels"):
+        assert bins[f"m_packed_{key}_document.idx"] == idx, key
+
+
+def test_jsonl_writer_lines_and_nothing_to_write(tmp_path):
+    counts = write_jsonl(tmp_path / "t.jsonl", [Sample([1, 2], [IGNORE, 2]), None, Sample([3], [3])], 4)
+    assert (counts.written, counts.too_long) == (2, 1)
+    assert (tmp_path / "t.jsonl").read_text() == ('{"input_ids": [1, 2], "labels": [-100, 2]}\n'
+                                                  '{"input_ids": [3], "labels": [3]}\n')
+    for write in (write_jsonl, write_megatron):
+        with pytest.raises(TunebridgeError) as e:
+            write(tmp_path / "x", [None, None], 4)
+        assert str(e.value) == "no sample is shorter than seq_length 4: nothing to write"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jsonl"]

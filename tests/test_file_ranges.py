@@ -63,3 +63,54 @@ def test_byte_range_cuts_across_views_and_ranges(source):
     assert byte_range(pieces, 16, 3)[0].tobytes() == b"xyz"
     assert byte_range(pieces, 6, 10) == [FileRange(source, 1000, 10)]
     assert bytes(byte_range(pieces, 14, 1)[0].mapped()) == data[1008:1009]
+
+
+def test_safetensors_header_compact_overlap_refused_and_empty_tensors(tmp_path):
+    """The header as the safetensors library writes it (compact JSON); overlapping entries named with their
+    bytes; a zero-element tensor keeps its shape and dtype."""
+    import json
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    from tunebridge.converters.formats.safetensors_stream import SafetensorsReader, SafetensorsWriter
+    w = SafetensorsWriter(tmp_path / "a.safetensors", [("x", torch.float32, (2,))], metadata={"format": "pt"})
+    w.write("x", torch.tensor([1.0, 2.0]))
+    w.close()
+    raw = (tmp_path / "a.safetensors").read_bytes()
+    header = raw[8 : 8 + int.from_bytes(raw[:8], "little")].rstrip(b" ")
+    assert header == json.dumps(json.loads(header), separators=(",", ":")).encode()
+    entries = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+               "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}
+    head = json.dumps(entries).encode()
+    (tmp_path / "o.safetensors").write_bytes(struct.pack("<Q", len(head)) + head + bytes(12))
+    with pytest.raises(TunebridgeError) as e:
+        SafetensorsReader(tmp_path / "o.safetensors")
+    assert str(e.value) == (f"{tmp_path / 'o.safetensors'}: corrupt safetensors header: tensors 'a' and 'b' "
+                            "overlap (bytes 4..8)")
+    save_file({"e": torch.empty(0, 3, dtype=torch.bfloat16), "f": torch.ones(2)}, str(tmp_path / "e.safetensors"))
+    t = SafetensorsReader(tmp_path / "e.safetensors").get_tensor("e")
+    assert t.shape == (0, 3) and t.dtype == torch.bfloat16
+    save_file({"e": torch.empty(0, 3)}, str(tmp_path / "h.safetensors"))  # a header and no data at all
+    assert SafetensorsReader(tmp_path / "h.safetensors").get_tensor("e").shape == (0, 3)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tmp_path / "e.safetensors").read_bytes()[:-4])
+    with pytest.raises(TunebridgeError) as e:
+        SafetensorsReader(cut)
+    size = cut.stat().st_size
+    assert str(e.value) == f"{cut}: corrupt or truncated safetensors file ({size} bytes, the header describes {size + 4})"
+
+
+def test_torch_zip_whole_storages_and_empty_tensors(tmp_path):
+    import torch
+
+    from tunebridge.converters.formats.torchzip import lazy_load
+    base = torch.arange(12.0)
+    torch.save({"whole": torch.ones(2, 3), "view": base[2:8].view(2, 3), "empty": torch.empty(0, 4, dtype=torch.bfloat16)},
+               tmp_path / "m.pt")
+    lazy = lazy_load(tmp_path / "m.pt")
+    assert lazy["whole"].is_whole_storage() and not lazy["view"].is_whole_storage()
+    assert torch.equal(lazy["view"].load(), base[2:8].view(2, 3))
+    empty = lazy["empty"].load()
+    assert empty.shape == (0, 4) and empty.dtype == torch.bfloat16
