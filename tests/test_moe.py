@@ -159,3 +159,12 @@ def test_a_router_without_renormalised_top_k_fails_verification(moe_hf, tmp_path
     ours = framework_logits(tmp_path / "mc", "mcore", spec, ids)
     theirs = framework_logits(tmp_path / "mc", "mcore", spec.with_(norm_topk_prob=False), ids)
     assert (ours - theirs).abs().max() > 1e-3
+
+
+def test_convert_cli_takes_ep(moe_hf, tmp_path, capsys):
+    from tunebridge.cli import main
+    assert main(["convert", str(moe_hf), str(tmp_path / "mc"), "--to", "mcore", "--tp", "2", "--ep", "4"]) == 0
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert (layout.tp, layout.pp, layout.ep) == (2, 1, 4)
+    assert main(["convert", str(tmp_path / "mc"), str(tmp_path / "back"), "--to", "hf"]) == 0
+    assert same_tensors(moe_hf, tmp_path / "back")
