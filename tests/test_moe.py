@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tunebridge.backends.mindspeed_llm.megatron.model import stage_tensor_names
-from tunebridge.model.accounting import count
+from tunebridge.model.accounting import count, mcore_rank_params
 from tunebridge.model.catalogue import get_model
 from tunebridge.converters.checkpoint import convert
 from tunebridge.converters.formats import mcore as mcore_fmt
@@ -111,6 +111,9 @@ def test_moe_hf_mcore_hf_is_bit_exact(moe_hf, tmp_path, tp, pp, ep):
     assert dirs == sorted(f"mp_rank_{t:02d}{a}{b}" for t in range(tp) for a in pp_part for b in ep_part)
     hf = HFReader(moe_hf)
     per_rank = spec.num_experts // ep
+    counted = {(r["pp_rank"], r["tp_rank"], r.get("ep_rank", 0)): r["trainable"]
+               for r in mcore_rank_params(spec, tp, pp, ep)}
+    assert len(counted) == tp * pp * ep
     for t in range(tp):
         for s in range(pp):
             for e in range(ep):
@@ -120,6 +123,7 @@ def test_moe_hf_mcore_hf_is_bit_exact(moe_hf, tmp_path, tp, pp, ep):
                 assert saved["args"].moe_router_pre_softmax is False  # norm_topk_prob
                 model = saved["model"]
                 assert sorted(model) == sorted(stage_tensor_names(spec, s, pp, ep=ep))
+                assert sum(v.numel() for v in model.values()) == counted[(s, t, e)]  # accounting per rank
                 # ep rank e's local expert 1 of its first layer is global expert e * per_rank + 1
                 g = 2 * s if pp > 1 else 0
                 fc2 = model["decoder.layers.0.mlp.experts.local_experts.1.linear_fc2.weight"]
