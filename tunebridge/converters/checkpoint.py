@@ -106,10 +106,12 @@ class FlatSource(Source):
         out: list[FileRange] = []
         for name in rule.names(layer, range(self.spec.num_experts)):  # a stack of experts: theirs in order
             found = self._locate(name)
-            if found is None or found[0] != dtype:
+            if found is None:
                 return None
             stored, shape, ranges = found
             self._check_shape(name, part, shape, rule.per_expert)
+            if stored != dtype:
+                return None
             out += ranges
         return out
 
