@@ -123,6 +123,9 @@ def test_moe_hf_mcore_hf_is_bit_exact(moe_hf, tmp_path, tp, pp, ep):
                 assert saved["args"].moe_router_pre_softmax is False  # norm_topk_prob
                 model = saved["model"]
                 assert sorted(model) == sorted(stage_tensor_names(spec, s, pp, ep=ep))
+                # per layer: 2 norms, qkv, q/k norms, proj, router and 2 tensors per local expert; embedding first,
+                # final norm and output layer last
+                assert len(model) == 4 // pp * (7 + 2 * per_rank) + (s == 0) + 2 * (s == pp - 1)
                 assert sum(v.numel() for v in model.values()) == counted[(s, t, e)]  # accounting per rank
                 # ep rank e's local expert 1 of its first layer is global expert e * per_rank + 1
                 g = 2 * s if pp > 1 else 0
