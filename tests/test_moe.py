@@ -1,20 +1,27 @@
 """Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention against PEFT in
-test_accounting_peft), and what it refuses, saying why, until its dialects name the experts (conversion,
-MindSpeed-LLM, LoRA on experts)."""
+test_accounting_peft), its conversion HF <-> mcore over tp, pp and ep (bit-exact, proven by logits through
+megatron-core), and what it still refuses, saying why (MindSpeed-LLM render/run, MindFormers, LoRA on experts)."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tunebridge.model.accounting import count
+from tunebridge.backends.mindspeed_llm.megatron.model import stage_tensor_names
+from tunebridge.model.accounting import count, mcore_rank_params
 from tunebridge.model.catalogue import get_model
 from tunebridge.converters.checkpoint import convert
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.converters.formats.hf import HFReader
 from tunebridge.errors import TunebridgeError
+from tunebridge.model.dialects import HF, MCORE
 from tunebridge.model.families import mcore_problem
 from tunebridge.model.spec import ModelSpec
 from tunebridge.backends.stacks import stacks_for
+from tunebridge.parity.logits import verify
 
 from .families import TINY_MOE
 from .test_accounting_peft import hf_model
+from .test_convert import make_hf, same_tensors
 
 
 def test_qwen3_30b_a3b_count():
@@ -47,10 +54,9 @@ def test_stacks_that_cannot_take_it_say_why(tmp_path):
     assert taken == ["torch"]
     assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}",
                      f"mindspeed-llm: {mcore_problem(spec)}"]
-    model = hf_model(spec)
-    model.save_pretrained(tmp_path / "hf")
-    with pytest.raises(TunebridgeError, match="does not convert a mixture of experts yet"):
-        convert(tmp_path / "hf", tmp_path / "mc", "hf", "hf", progress=False)
+    assert "neither renders MindSpeed-LLM's MoE flags nor runs its 8 experts" in mcore_problem(spec)
+    with pytest.raises(TunebridgeError, match="MindFormers 1.9.0 runs Qwen3-MoE only as"):
+        convert(make_hf(tmp_path / "hf", spec), tmp_path / "mf", "hf", "mindformers", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
@@ -67,3 +73,105 @@ def test_a_config_transformers_5_wrote_reads_back(tmp_path):
     assert "num_local_experts" in (tmp_path / "config.json").read_text()
     back = ModelSpec.from_hf_config(tmp_path, name=spec.name)
     assert back.to_dict() == spec.to_dict()
+
+
+# --- conversion HF <-> mcore over tp, pp, ep -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moe_hf(tmp_path_factory):
+    return make_hf(tmp_path_factory.mktemp("moe") / "hf", "tiny-qwen3-moe")
+
+
+def test_the_dialects_name_the_experts_as_the_frameworks_save_them(moe_hf):
+    """HF: the hub's per-expert tensors, which transformers 5 saves (it fuses them only in memory); mcore: the
+    local spec's SequentialMLP, as megatron-core 0.16.1 builds it (test_moe_logits loads them strictly)."""
+    spec = get_model("tiny-qwen3-moe")
+    assert sorted(HFReader(moe_hf).names()) == sorted(HF.tensor_names(spec))
+    layer0 = [n for n in MCORE.tensor_names(spec, layers=range(1)) if n.startswith("decoder.layers.0.mlp.")]
+    assert layer0[:3] == ["decoder.layers.0.mlp.router.weight",
+                          "decoder.layers.0.mlp.experts.local_experts.0.linear_fc1.weight",
+                          "decoder.layers.0.mlp.experts.local_experts.1.linear_fc1.weight"]
+    assert len(layer0) == 1 + 2 * spec.num_experts
+    assert spec.shape("expert_gate") == (8, 48, 64) and spec.expert_params() == 3 * 48 * 64
+
+
+MOE_LAYOUTS = [(1, 1, 1), (1, 1, 2), (2, 1, 2), (1, 2, 2)]
+
+
+@pytest.mark.parametrize("tp,pp,ep", MOE_LAYOUTS, ids=lambda v: str(v))
+def test_moe_hf_mcore_hf_is_bit_exact(moe_hf, tmp_path, tp, pp, ep):
+    spec = get_model("tiny-qwen3-moe")
+    convert(moe_hf, tmp_path / "mc", "hf", "mcore", tp=tp, pp=pp, ep=ep, progress=False)
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert (layout.tp, layout.pp, layout.ep) == (tp, pp, ep)
+    dirs = sorted(p.name for p in layout.iter_dir.iterdir())
+    pp_part = ["_{:03d}".format(s) for s in range(pp)] if pp > 1 else [""]
+    ep_part = ["_{:03d}".format(e) for e in range(ep)] if ep > 1 else [""]
+    assert dirs == sorted(f"mp_rank_{t:02d}{a}{b}" for t in range(tp) for a in pp_part for b in ep_part)
+    hf = HFReader(moe_hf)
+    per_rank = spec.num_experts // ep
+    counted = {(r["pp_rank"], r["tp_rank"], r.get("ep_rank", 0)): r["trainable"]
+               for r in mcore_rank_params(spec, tp, pp, ep)}
+    assert len(counted) == tp * pp * ep
+    for t in range(tp):
+        for s in range(pp):
+            for e in range(ep):
+                saved = mcore_fmt.load_rank_file(layout.file(t, s, e))
+                assert saved["args"].expert_model_parallel_size == ep
+                assert saved["args"].num_experts == 8 and saved["args"].moe_router_topk == 2
+                assert saved["args"].moe_router_pre_softmax is False  # norm_topk_prob
+                model = saved["model"]
+                assert sorted(model) == sorted(stage_tensor_names(spec, s, pp, ep=ep))
+                # per layer: 2 norms, qkv, q/k norms, proj, router and 2 tensors per local expert; embedding first,
+                # final norm and output layer last
+                assert len(model) == 4 // pp * (7 + 2 * per_rank) + (s == 0) + 2 * (s == pp - 1)
+                assert sum(v.numel() for v in model.values()) == counted[(s, t, e)]  # accounting per rank
+                # ep rank e's local expert 1 of its first layer is global expert e * per_rank + 1
+                g = 2 * s if pp > 1 else 0
+                fc2 = model["decoder.layers.0.mlp.experts.local_experts.1.linear_fc2.weight"]
+                down = hf.get(f"model.layers.{g}.mlp.experts.{e * per_rank + 1}.down_proj.weight")
+                assert torch.equal(fc2, down.chunk(tp, dim=1)[t])
+                assert torch.equal(model["decoder.layers.0.mlp.router.weight"], hf.get(f"model.layers.{g}.mlp.gate.weight"))
+    convert(tmp_path / "mc", tmp_path / "back", "mcore", "hf", progress=False)
+    assert same_tensors(moe_hf, tmp_path / "back")
+
+
+def test_expert_parallel_sizes_that_do_not_fit_are_refused(moe_hf, tmp_path):
+    with pytest.raises(TunebridgeError, match="--ep 3 does not divide hf's 8 experts"):
+        convert(moe_hf, tmp_path / "out", "hf", "mcore", ep=3, progress=False)
+    dense = make_hf(tmp_path / "tiny-qwen3", "tiny-qwen3")
+    with pytest.raises(TunebridgeError, match="--ep 2 needs a mixture of experts; tiny-qwen3 is dense"):
+        convert(dense, tmp_path / "out", "hf", "mcore", ep=2, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tp,pp,ep", [(1, 1, 1), (2, 2, 2)], ids=lambda v: str(v))
+def test_moe_logits_agree_through_megatron_core(moe_hf, tmp_path, tp, pp, ep):
+    """transformers' Qwen3MoeForCausalLM against megatron-core's GPTModel (local spec, softmax top-k router with
+    pre-softmax off) loaded strictly from the converted checkpoint; an ep checkpoint runs with its experts joined."""
+    convert(moe_hf, tmp_path / "mc", "hf", "mcore", tp=tp, pp=pp, ep=ep, progress=False)
+    (r,) = verify([(moe_hf, "hf"), (tmp_path / "mc", "mcore")], get_model("tiny-qwen3-moe"))
+    print(f"tp={tp} pp={pp} ep={ep}: max_abs={r.max_abs:.3g} cosine={r.cosine:.12f}")
+    assert r.passed, r
+    assert r.max_abs < 2e-5 and r.cosine > 0.99999
+
+
+def test_a_router_without_renormalised_top_k_fails_verification(moe_hf, tmp_path):
+    """Megatron's pre-softmax router (softmax over all experts, top-k not renormalised) is not Qwen3-MoE's."""
+    convert(moe_hf, tmp_path / "mc", "hf", "mcore", progress=False)
+    spec = get_model("tiny-qwen3-moe")
+    from tunebridge.parity.logits import framework_logits
+    ids = torch.randint(0, spec.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    ours = framework_logits(tmp_path / "mc", "mcore", spec, ids)
+    theirs = framework_logits(tmp_path / "mc", "mcore", spec.with_(norm_topk_prob=False), ids)
+    assert (ours - theirs).abs().max() > 1e-3
+
+
+def test_convert_cli_takes_ep(moe_hf, tmp_path, capsys):
+    from tunebridge.cli import main
+    assert main(["convert", str(moe_hf), str(tmp_path / "mc"), "--to", "mcore", "--tp", "2", "--ep", "4"]) == 0
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert (layout.tp, layout.pp, layout.ep) == (2, 1, 4)
+    assert main(["convert", str(tmp_path / "mc"), str(tmp_path / "back"), "--to", "hf"]) == 0
+    assert same_tensors(moe_hf, tmp_path / "back")

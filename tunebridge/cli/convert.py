@@ -62,6 +62,12 @@ def register(sub) -> None:
         default=1,
         help="mcore target: pad the vocabulary to a multiple of this x tp (Megatron's flag)",
     )
+    p.add_argument(
+        "--ep",
+        type=positive_int,
+        default=1,
+        help="mcore target: expert-parallel size (Megatron's --expert-model-parallel-size; a mixture of experts)",
+    )
     p.add_argument("--dtype", choices=DTYPE_NAMES, help="output dtype (default: keep the source's)")
     p.add_argument(
         "--max-shard-size", type=positive_int, default=2 << 30, help="hf target: bytes per safetensors shard"
@@ -100,6 +106,7 @@ def run_convert(args) -> int:
         args.dst_format,
         tp=args.tp,
         pp=args.pp,
+        ep=args.ep,
         num_layer_list=_layer_list(args.num_layer_list),
         make_vocab_size_divisible_by=args.make_vocab_size_divisible_by,
         dtype=args.dtype,

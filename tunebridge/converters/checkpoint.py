@@ -29,7 +29,7 @@ from ..model import layout as tensor_layout
 from ..model.dialects import HF, MCORE, MINDFORMERS, Dialect, Pack, Shard, TensorRule
 from ..model.families import mindformers_model
 from ..model.layout import padded_vocab_size, row_plan, unpack_shards
-from ..model.partition import Layout, tp_problem
+from ..model.partition import Layout, ep_problem, local_expert, tp_problem
 from ..model.spec import ModelSpec
 from .formats import DTYPE_NAMES, HF_CONFIG, MF_CKPT, checkpoint_format, mcore as mcore_fmt, msckpt
 from .formats.background import Background
@@ -79,26 +79,41 @@ class FlatSource(Source):
     ):
         self.spec, self._dialect, self._fetch, self._where, self._locate = spec, dialect, fetch, where, locate
 
-    def _check_shape(self, name: str, part: str, shape: tuple[int, ...]) -> None:
-        if tuple(shape) != self.spec.shape(part):
+    def _check_shape(self, name: str, part: str, shape: tuple[int, ...], per_expert: bool = False) -> None:
+        needed = self.spec.shape(part)[1:] if per_expert else self.spec.shape(part)
+        if tuple(shape) != needed:
             raise TunebridgeError(
-                f"{self._where}: {name} has shape {list(shape)}, {self.spec.name} needs {list(self.spec.shape(part))}"
+                f"{self._where}: {name} has shape {list(shape)}, {self.spec.name} needs {list(needed)}"
             )
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
-        name = self._dialect.rule_for_part(part, self.spec).format(layer)
+        rule = self._dialect.rule_for_part(part, self.spec)
+        if rule.per_expert:  # one tensor per expert, stacked
+            experts = []
+            for name in rule.names(layer, range(self.spec.num_experts)):
+                experts.append(self._fetch(name))
+                self._check_shape(name, part, tuple(experts[-1].shape), per_expert=True)
+            return torch.stack(experts)
+        name = rule.format(layer)
         t = self._fetch(name)
         self._check_shape(name, part, tuple(t.shape))
         return t
 
     def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[FileRange] | None:
-        name = self._dialect.rule_for_part(part, self.spec).format(layer)
-        found = self._locate(name) if self._locate else None
-        if found is None:
+        rule = self._dialect.rule_for_part(part, self.spec)
+        if self._locate is None:
             return None
-        stored, shape, ranges = found
-        self._check_shape(name, part, shape)
-        return ranges if stored == dtype else None
+        out: list[FileRange] = []
+        for name in rule.names(layer, range(self.spec.num_experts)):  # a stack of experts: theirs in order
+            found = self._locate(name)
+            if found is None:
+                return None
+            stored, shape, ranges = found
+            self._check_shape(name, part, shape, rule.per_expert)
+            if stored != dtype:
+                return None
+            out += ranges
+        return out
 
 
 class McoreSource(Source):
@@ -118,37 +133,52 @@ class McoreSource(Source):
         num_layer_list = num_layer_list or mcore_fmt.saved_layer_list(args)
         self.spec = spec
         self.stages = mcore_fmt.stages(spec, self.layout.pp, num_layer_list)
-        self._loaded: dict[tuple[int, int], dict] = {(0, 0): first}
+        self._loaded: dict[tuple[int, int, int], dict] = {(0, 0, 0): first}
         self._unpacked: dict[str, list[torch.Tensor]] = {}
         self._mapped: dict[str, list[list] | None] = {}
         self._checks: list[Background] = []
 
-    def _model(self, tp_rank: int, stage: int) -> dict:
+    def _model(self, tp_rank: int, stage: int, ep_rank: int = 0) -> dict:
         """The rank file's state dict of lazy tensors (only the pickle is read, once)."""
-        if (tp_rank, stage) not in self._loaded:
-            self._loaded[(tp_rank, stage)] = lazy_load(self.layout.file(tp_rank, stage))
-        saved = self._loaded[(tp_rank, stage)]
+        if (tp_rank, stage, ep_rank) not in self._loaded:
+            self._loaded[(tp_rank, stage, ep_rank)] = lazy_load(self.layout.file(tp_rank, stage, ep_rank))
+        saved = self._loaded[(tp_rank, stage, ep_rank)]
         if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-            raise TunebridgeError(f"{self.layout.file(tp_rank, stage)}: no 'model' state dict")
+            raise TunebridgeError(f"{self.layout.file(tp_rank, stage, ep_rank)}: no 'model' state dict")
         return saved["model"]
 
-    def _shards(self, part: str, layer: int | None) -> tuple[TensorRule, str, list]:
-        """The mcore rule holding ``part``, its tensor's name and that tensor's TP shards (lazy)."""
+    def _place(self, part: str, layer: int | None) -> tuple[TensorRule, int, int | None]:
+        """The mcore rule holding ``part``, the stage holding ``layer`` and its stage-local index."""
         rule = MCORE.rule_for_part(part, self.spec)
         if layer is None:
-            stage = 0 if part == "embed" else self.layout.pp - 1
-            name = rule.name
-        else:
-            stage = next(s for s, r in enumerate(self.stages) if layer in r)
-            name = rule.format(self.stages[stage].index(layer))
-        states = [self._model(t, stage) for t in range(self.layout.tp)]
+            return rule, (0 if part == "embed" else self.layout.pp - 1), None
+        stage = next(s for s, r in enumerate(self.stages) if layer in r)
+        return rule, stage, self.stages[stage].index(layer)
+
+    def _shards(self, part: str, layer: int | None, expert: int | None = None) -> tuple[TensorRule, str, list]:
+        """The mcore rule holding ``part``, its tensor's name and that tensor's TP shards (lazy); ``expert``:
+        which expert's tensor, from the ep rank holding it (other tensors: ep rank 0's copy)."""
+        rule, stage, local = self._place(part, layer)
+        ep_rank = 0
+        if expert is not None:
+            ep_rank, expert = local_expert(self.spec, expert, self.layout.ep)
+        name = rule.format(local, expert)
+        states = [self._model(t, stage, ep_rank) for t in range(self.layout.tp)]
         module, _, leaf = name.rpartition(".")
         wrapped = f"{module}.base_layer.{leaf}"  # a LoRA-wrapped checkpoint keeps its base weights here
         key = name if name in states[0] else wrapped
         missing = [t for t, st in enumerate(states) if key not in st]
         if missing:
-            raise TunebridgeError(f"{self.layout.file(missing[0], stage)}: tensor {name} is missing")
-        return rule, f"{stage}:{name}", [st[key] for st in states]
+            raise TunebridgeError(f"{self.layout.file(missing[0], stage, ep_rank)}: tensor {name} is missing")
+        return rule, f"{stage}:{ep_rank}:{name}", [st[key] for st in states]
+
+    def _expert_parts(self, rule: TensorRule, layer: int) -> list[torch.Tensor]:
+        """The canonical parts of a per-expert rule in ``layer``: every expert's, stacked, from its ep rank."""
+        experts = [
+            unpack_shards(rule, [s.load() for s in self._shards(rule.parts[0], layer, e)[2]], self.spec)
+            for e in range(self.spec.num_experts)
+        ]
+        return [torch.stack([parts[j] for parts in experts]) for j in range(len(rule.parts))]
 
     def _rows(self, rule: TensorRule, shards: list) -> list[int]:
         """Row counts of the canonical parts (vocab still padded)."""
@@ -180,6 +210,11 @@ class McoreSource(Source):
         return parts
 
     def get(self, part: str, layer: int | None) -> torch.Tensor:
+        if layer is not None and (rule := MCORE.rule_for_part(part, self.spec)).per_expert:
+            key = f"{layer}:{rule.name}"
+            if key not in self._unpacked:
+                self._unpacked = {key: self._expert_parts(rule, layer)}
+            return self._checked_shape(part, key, self._unpacked[key][rule.parts.index(part)])
         rule, key, shards = self._shards(part, layer)
         if key not in self._unpacked:
             parts = self._read_parts(rule, shards)
@@ -187,10 +222,12 @@ class McoreSource(Source):
                 parts = [p[: self.spec.vocab_size] for p in parts]
             # canonical tensors are asked for in order (q, k, v together): keep only the fused tensor in use
             self._unpacked = {key: parts}
-        t = self._unpacked[key][rule.parts.index(part)]
+        return self._checked_shape(part, key, self._unpacked[key][rule.parts.index(part)])
+
+    def _checked_shape(self, part: str, key: str, t: torch.Tensor) -> torch.Tensor:
         if tuple(t.shape) != self.spec.shape(part):
             raise TunebridgeError(
-                f"{self.layout.root}: {key.partition(':')[2]} gives {part} of shape "
+                f"{self.layout.root}: {key.rpartition(':')[2]} gives {part} of shape "
                 f"{list(t.shape)}, {self.spec.name} needs {list(self.spec.shape(part))}"
             )
         return t
@@ -199,6 +236,8 @@ class McoreSource(Source):
         return self._shards("final_norm", None)[2][0].storage.dtype
 
     def pieces(self, part: str, layer: int | None, dtype: torch.dtype) -> list[memoryview | FileRange] | None:
+        if MCORE.rule_for_part(part, self.spec).per_expert:
+            return None  # experts are assembled by get
         rule, key, shards = self._shards(part, layer)
         if key not in self._mapped:
             self._mapped = {key: self._map_parts(rule, shards, dtype)}
@@ -312,6 +351,7 @@ def mcore_layout(path: Path, source: McoreSource) -> dict:
     return {
         "tp": layout.tp,
         "pp": layout.pp,
+        "ep": layout.ep,
         "num_layer_list": [len(r) for r in source.stages] if layout.pp > 1 else None,
     }
 
@@ -321,13 +361,29 @@ def _flat_tensors(source: Source, dialect: Dialect, dtype: torch.dtype | None):
     spec = source.spec
     out_dtype = dtype or source.dtype()
     for part, layer in spec.tensors():
-        name = dialect.rule_for_part(part, spec).format(layer)
+        rule = dialect.rule_for_part(part, spec)
+        if rule.per_expert:  # one framework tensor per expert: the rows of the stacked canonical tensor
+            t = source.get(part, layer)
+            for e, name in enumerate(rule.names(layer, range(spec.num_experts))):
+                yield name, (t[e].to(dtype) if dtype else t[e]).contiguous()
+            continue
+        name = rule.format(layer)
         pieces = source.pieces(part, layer, out_dtype)
         if pieces is not None:
             yield name, pieces
             continue
         t = source.get(part, layer)
         yield name, (t.to(dtype) if dtype else t).contiguous()
+
+
+def _flat_entries(spec: ModelSpec, dialect: Dialect, dtype: torch.dtype) -> list[tuple[str, torch.dtype, tuple]]:
+    """(name, dtype, shape) of every tensor :func:`_flat_tensors` yields, in its order."""
+    entries = []
+    for part, layer in spec.tensors():
+        rule = dialect.rule_for_part(part, spec)
+        shape = spec.shape(part)[1:] if rule.per_expert else spec.shape(part)
+        entries += [(name, dtype, shape) for name in rule.names(layer, range(spec.num_experts))]
+    return entries
 
 
 class Writer:
@@ -345,10 +401,14 @@ class Writer:
 class HFWriter(Writer):
     """An HF directory; tensor bytes the source has as file ranges are copied file to file."""
 
+    def __init__(self, spec: ModelSpec, layout: Layout):
+        super().__init__(spec, layout)
+        self.total = len(_flat_entries(spec, HF, torch.float32))
+
     def write(self, out, source, dtype, bar):
         spec = source.spec
         out_dtype = dtype or source.dtype()
-        entries = [(HF.rule_for_part(p, spec).format(i), out_dtype, spec.shape(p)) for p, i in spec.tensors()]
+        entries = _flat_entries(spec, HF, out_dtype)
         with Background() as background:
             write_hf(
                 out,
@@ -391,55 +451,85 @@ def _counted(items, bar: tqdm):
 
 
 class McoreWriter(Writer):
-    """All TP rank files of a stage in one pass over its layers: each rank's shard of a fused tensor is
-    written from views of the canonical tensors (:func:`tunebridge.model.layout.pack_shards`; only row-parallel shards are
-    copied), by a writer thread while the next tensor is read, so memory holds about one layer."""
+    """All TP (and EP) rank files of a stage in one pass over its layers: each rank's shard of a fused tensor is
+    written from views of the canonical tensors (:func:`tunebridge.model.layout.pack_shards`; only row-parallel
+    shards are copied), by a writer thread while the next tensor is read, so memory holds about one layer. An
+    expert goes to the ep rank holding it, every other tensor to each ep rank."""
 
     def __init__(self, spec: ModelSpec, layout: Layout):
         super().__init__(spec, layout)
-        if problem := tp_problem(spec, layout.tp):
+        if problem := tp_problem(spec, layout.tp) or ep_problem(spec, layout.ep):
             raise TunebridgeError(f"--{problem}")
         self.stages = mcore_fmt.stages(spec, layout.pp, layout.num_layer_list)
-        self.total = layout.tp * sum(len(_stage_items(spec, self.stages, s)) for s in range(layout.pp))
+        self.total = layout.tp * sum(
+            1 if expert is not None else layout.ep
+            for s in range(layout.pp)
+            for _, _, _, expert in _stage_items(spec, self.stages, s, layout.ep)
+        )
 
     def write(self, out, source, dtype, bar):
-        spec, tp, pp = source.spec, self.layout.tp, self.layout.pp
+        spec, tp, pp, ep = source.spec, self.layout.tp, self.layout.pp, self.layout.ep
         divisible_by = self.layout.make_vocab_size_divisible_by
         vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
         out_dtype = dtype or source.dtype()
-        args = mcore_fmt.make_args(spec, tp, pp, self.layout.num_layer_list, divisible_by, out_dtype)
+        args = mcore_fmt.make_args(spec, tp, pp, self.layout.num_layer_list, divisible_by, out_dtype, ep)
+        held: dict[str, tuple[int | None, torch.Tensor]] = {}  # each part's last canonical tensor (experts stacked)
 
-        def shards(rule, layer: int | None):
-            parts = [source.get(p, layer).to(out_dtype) for p in rule.parts]
+        def canonical(part: str, layer: int | None) -> torch.Tensor:
+            if part not in held or held[part][0] != layer:
+                held[part] = layer, source.get(part, layer).to(out_dtype)
+            return held[part][1]
+
+        def shards(rule, layer: int | None, expert: int | None):
+            parts = [canonical(p, layer) if expert is None else canonical(p, layer)[expert] for p in rule.parts]
             return tensor_layout.pack_shards(rule, parts, spec, tp, vocab if rule.shard is Shard.VOCAB else None)
 
         with ExitStack() as stack:
-            # a writer thread per TP rank file: their CRCs and writes run side by side
+            # a writer thread per rank file of a stage: their CRCs and writes run side by side
             backgrounds = [
-                stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // tp))) for _ in range(tp)
+                stack.enter_context(Background(max_bytes=max(64 << 20, (256 << 20) // (tp * ep))))
+                for _ in range(tp * ep)
             ]
             for s in range(pp):
-                writers = [mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[t]) for t in range(tp)]
-                for name, rule, layer in _stage_items(spec, self.stages, s):
-                    for writer, (shape, pieces) in zip(writers, shards(rule, layer)):
-                        writer.add_pieces(name, out_dtype, shape, pieces)
-                    bar.update(tp)
-                for writer in writers:
+                writers = [
+                    [
+                        mcore_fmt.RankFileWriter(out, t, s, pp, background=backgrounds[e * tp + t], ep_rank=e, ep=ep)
+                        for t in range(tp)
+                    ]
+                    for e in range(ep)
+                ]
+                for name, rule, layer, expert in _stage_items(spec, self.stages, s, ep):
+                    ranks = range(ep) if expert is None else [local_expert(spec, expert, ep)[0]]
+                    tensor_shards = shards(rule, layer, expert)
+                    for e in ranks:
+                        for writer, (shape, pieces) in zip(writers[e], tensor_shards):
+                            writer.add_pieces(name, out_dtype, shape, pieces)
+                        bar.update(tp)
+                for writer in (w for rank in writers for w in rank):
                     writer.finish(args)
         mcore_fmt.write_latest(out)
 
 
-def _stage_items(spec: ModelSpec, stages: list[range], s: int) -> list[tuple[str, TensorRule, int | None]]:
-    """The mcore tensors of pipeline stage ``s`` as (name, rule, global layer or None), in writing order."""
+def _stage_items(
+    spec: ModelSpec, stages: list[range], s: int, ep: int = 1
+) -> list[tuple[str, TensorRule, int | None, int | None]]:
+    """The mcore tensors of pipeline stage ``s`` as (name, rule, global layer or None, global expert or None), in
+    writing order; an expert's name holds its index on its ep rank."""
     first, last = s == 0, s == len(stages) - 1
-    items: list[tuple[str, TensorRule, int | None]] = []
+    items: list[tuple[str, TensorRule, int | None, int | None]] = []
     for rule in MCORE.rules(spec):
-        if rule.per_layer:
-            items += [(rule.format(j), rule, g) for j, g in enumerate(stages[s])]
+        if rule.per_expert:
+            items += [
+                (rule.format(j, local_expert(spec, e, ep)[1]), rule, g, e)
+                for j, g in enumerate(stages[s])
+                for e in range(spec.num_experts)
+            ]
+        elif rule.per_layer:
+            items += [(rule.format(j), rule, g, None) for j, g in enumerate(stages[s])]
         elif (rule.parts[0] == "embed" and first) or (rule.parts[0] != "embed" and last):
-            items.append((rule.name, rule, None))
+            items.append((rule.name, rule, None, None))
     if spec.tied_embeddings and last and len(stages) > 1:  # megatron keeps a copy of the embedding on the last stage
-        items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None))
+        items.append(("output_layer.weight", MCORE.rule_for_part("embed", spec), None, None))
     return sorted(items, key=lambda item: (item[2] is None, item[2] or 0))
 
 
@@ -457,11 +547,6 @@ def write_source(
     """Write canonical tensors from ``source`` as ``dst_format`` (``layout``: :class:`Layout`'s fields);
     ``dst`` appears only on success."""
     writer_class = checkpoint_format(dst_format).load("writer")
-    if source.spec.num_experts:
-        raise TunebridgeError(
-            f"{source.spec.name}: tunebridge does not convert a mixture of experts yet (its "
-            f"{source.spec.num_experts} experts per layer have no place in its tensor order)"
-        )
     if dtype is not None and dtype not in DTYPES:
         raise TunebridgeError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
     writer = writer_class(source.spec, Layout(**layout))

@@ -121,14 +121,14 @@ def contest_score(low_param_ratio_value: float, accuracy: float) -> float:
 
 
 def _full_rank_params(
-    spec: ModelSpec, dialect: Dialect, tp: int, layers: range, first: bool, last: bool, divisible_by: int
+    spec: ModelSpec, dialect: Dialect, tp: int, layers: range, first: bool, last: bool, divisible_by: int, ep: int = 1
 ) -> int:
-    """Base parameters held by one (tp, pp) rank of a Megatron model."""
+    """Base parameters held by one (tp, pp, ep) rank of a Megatron model (each ep rank holds experts / ep)."""
     n = 0
     vocab = padded_vocab_size(spec.vocab_size, tp, divisible_by)
     for rule in dialect.layer_rules:
         if rule.applies_to(spec):
-            numel = sum(spec.numel(p) for p in rule.parts)
+            numel = sum(spec.numel(p) for p in rule.parts) // (ep if rule.per_expert else 1)
             n += len(layers) * (numel if rule.shard is Shard.REPLICATED else numel // tp)
     vocab_rows = vocab // tp * spec.hidden_size
     if first:
@@ -138,6 +138,32 @@ def _full_rank_params(
         if not spec.tied_embeddings or not first:  # untied head, or the tied copy on the last stage
             n += vocab_rows
     return n
+
+
+def mcore_rank_params(
+    spec: ModelSpec,
+    tp: int = 1,
+    pp: int = 1,
+    ep: int = 1,
+    num_layer_list: list[int] | None = None,
+    make_vocab_size_divisible_by: int = 1,
+) -> list[dict]:
+    """Base parameters of each rank of a megatron-core checkpoint (what its rank file holds), in rank order."""
+    stages = stage_layers(spec.num_layers, pp, num_layer_list)
+    return [
+        {
+            "pp_rank": s,
+            "tp_rank": t,
+            **({"ep_rank": e} if ep > 1 else {}),
+            "layers": len(layers),
+            "trainable": _full_rank_params(
+                spec, get_dialect("mcore"), tp, layers, s == 0, s == pp - 1, make_vocab_size_divisible_by, ep
+            ),
+        }
+        for s, layers in enumerate(stages)
+        for t in range(tp)
+        for e in range(ep)
+    ]
 
 
 def count(
@@ -164,18 +190,7 @@ def count(
     if method == "full":
         per_rank = None
         if megatron and (tp > 1 or pp > 1):
-            per_rank = [
-                {
-                    "pp_rank": s,
-                    "tp_rank": t,
-                    "layers": len(layers),
-                    "trainable": _full_rank_params(
-                        spec, dialect, tp, layers, s == 0, s == pp - 1, make_vocab_size_divisible_by
-                    ),
-                }
-                for s, layers in enumerate(stages)
-                for t in range(tp)
-            ]
+            per_rank = mcore_rank_params(spec, tp, pp, 1, num_layer_list, make_vocab_size_divisible_by)
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets)

@@ -15,6 +15,7 @@ class Layout:
     num_layer_list: list[int] | None = None
     make_vocab_size_divisible_by: int = 1
     max_shard_bytes: int = 2 << 30  # HF safetensors shards
+    ep: int = 1  # expert-parallel ranks (Megatron's --expert-model-parallel-size)
 
 
 def padded_vocab_size(vocab: int, tp: int, divisible_by: int = 1) -> int:
@@ -52,6 +53,8 @@ def tp_problem(spec, tp: int) -> str | None:
         "FFN size": spec.ffn_hidden_size,
         "hidden size": spec.hidden_size,
     }
+    if spec.num_experts:  # each expert is split over TP too (megatron-core's expert TP is the TP size)
+        sizes["expert FFN size"] = spec.moe_ffn_hidden_size
     for what, n in sizes.items():
         if n % tp:
             divisors = [
@@ -60,4 +63,21 @@ def tp_problem(spec, tp: int) -> str | None:
                 if spec.num_kv_heads % d == 0 and all(m % d == 0 for m in sizes.values())
             ]
             return f"tp {tp} does not divide {spec.name}'s {n} {what} (tp can be {', '.join(map(str, divisors))})"
+    return None
+
+
+def local_expert(spec, expert: int, ep: int) -> tuple[int, int]:
+    """(ep rank, local index) of a global expert: each ep rank holds a contiguous run of experts / ep of them."""
+    per_rank = spec.num_experts // ep
+    return expert // per_rank, expert % per_rank
+
+
+def ep_problem(spec, ep: int) -> str | None:
+    """Why ``spec`` cannot be split over ``ep`` expert-parallel ranks, or None."""
+    if ep == 1:
+        return None
+    if not spec.num_experts:
+        return f"ep {ep} needs a mixture of experts; {spec.name} is dense"
+    if spec.num_experts % ep:
+        return f"ep {ep} does not divide {spec.name}'s {spec.num_experts} experts"
     return None

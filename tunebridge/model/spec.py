@@ -33,8 +33,12 @@ LAYER_TENSORS = (
     "up",
     "down",
     "router",
+    "expert_gate",
+    "expert_up",
+    "expert_down",
 )
-# A mixture-of-experts layer has a router and, instead of gate/up/down, these in each of its experts:
+# A mixture-of-experts layer has a router and, instead of gate/up/down, these: each one canonical tensor per layer
+# holding every expert's projection stacked, [num_experts, out, in] (expert e is its row e).
 EXPERT_TENSORS = ("expert_gate", "expert_up", "expert_down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
 # Canonical LoRA targets: the projections.
@@ -126,7 +130,7 @@ class ModelSpec:
         return tensor in LAYER_TENSORS or tensor in GLOBAL_TENSORS
 
     def shape(self, tensor: str) -> tuple[int, ...]:
-        """Shape of a canonical tensor ([out, in] for projections)."""
+        """Shape of a canonical tensor ([out, in] for projections; experts stacked in front: [E, out, in])."""
         H, F, V = self.hidden_size, self.ffn_hidden_size, self.vocab_size
         shapes = {
             "attn_norm": (H,),
@@ -146,9 +150,9 @@ class ModelSpec:
             "up": (F, H),
             "down": (H, F),
             "router": (self.num_experts, H),
-            "expert_gate": (self.moe_ffn_hidden_size, H),
-            "expert_up": (self.moe_ffn_hidden_size, H),
-            "expert_down": (H, self.moe_ffn_hidden_size),
+            "expert_gate": (self.num_experts, self.moe_ffn_hidden_size, H),
+            "expert_up": (self.num_experts, self.moe_ffn_hidden_size, H),
+            "expert_down": (self.num_experts, H, self.moe_ffn_hidden_size),
             "embed": (V, H),
             "lm_head": (V, H),
         }
@@ -185,10 +189,10 @@ class ModelSpec:
 
     def expert_params(self) -> int:
         """Parameters of one expert."""
-        return sum(self.numel(t) for t in self.expert_tensors())
+        return sum(self.numel(t) for t in self.expert_tensors()) // max(self.num_experts, 1)
 
     def layer_params(self) -> int:
-        return sum(self.numel(t) for t in self.layer_tensors()) + self.num_experts * self.expert_params()
+        return sum(self.numel(t) for t in self.layer_tensors())
 
     def total_params(self) -> int:
         """Exact parameter count of the base model (as HF transformers instantiates it)."""

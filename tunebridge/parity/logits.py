@@ -31,14 +31,16 @@ def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) 
     from ..backends.mindspeed_llm.megatron.forward import mcore_logits
 
     layout = mcore_fmt.McoreLayout(path)
+    args = mcore_fmt.load_rank_file(layout.file(0, 0)).get("args")
+    num_layer_list = mcore_fmt.saved_layer_list(args)
+    divisible = getattr(args, "make_vocab_size_divisible_by", 1) if args is not None else 1
+    stages = mcore_fmt.stages(spec, layout.pp, num_layer_list)
     shards = {}
     for s in range(layout.pp):
-        for t in range(layout.tp):
-            saved = mcore_fmt.load_rank_file(layout.file(t, s))
-            shards[(s, t)] = {k: v.float() for k, v in saved["model"].items()}
-            args = saved.get("args")
-            num_layer_list = mcore_fmt.saved_layer_list(args)
-            divisible = getattr(args, "make_vocab_size_divisible_by", 1) if args is not None else 1
+        for t in range(layout.tp):  # an expert-parallel checkpoint runs with its experts on one rank (ep = 1)
+            states = [mcore_fmt.load_rank_file(layout.file(t, s, e))["model"] for e in range(layout.ep)]
+            joined = mcore_fmt.join_expert_ranks(spec, states, len(stages[s]))
+            shards[(s, t)] = {k: v.float() for k, v in joined.items()}
     return mcore_logits(spec, shards, input_ids, num_layer_list=num_layer_list, make_vocab_size_divisible_by=divisible)
 
 

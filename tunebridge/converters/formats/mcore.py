@@ -1,7 +1,8 @@
 """Megatron-mcore checkpoints as MindSpeed-LLM writes and reads them.
 
     <dir>/latest_checkpointed_iteration.txt (MCORE_TRACKER)   "1"
-    <dir>/iter_0000001/mp_rank_{tp:02d}[_{pp:03d}]/model_optim_rng.pt
+    <dir>/iter_0000001/mp_rank_{tp:02d}[_{pp:03d}][_{ep:03d}]/model_optim_rng.pt   (the pp rank when pp > 1,
+                                                                                    the ep rank when ep > 1)
         {"model": state dict (stage-local layer indices), "checkpoint_version": 3.0,
          "iteration": 1, "args": argparse.Namespace}
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ...errors import TunebridgeError
+from ...model.dialects import MCORE
 from ...model.families import family_of_model_type_hf, keys as config_keys, megatron_keys, model_type_hf
 from ...model.partition import padded_vocab_size, parse_layer_list, stage_layers
 from ...model.spec import ModelSpec
@@ -26,11 +28,13 @@ from .torchzip import LazyTensor, TorchZipWriter, lazy_load
 
 CHECKPOINT_VERSION = 3.0
 ITERATION = 1
-_RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?$")
+_RANK_DIR = re.compile(r"^mp_rank_(\d{2})(?:_(\d{3}))?(?:_(\d{3}))?$")
 
 
-def rank_dir(tp_rank: int, pp_rank: int, pp: int) -> str:
-    return f"mp_rank_{tp_rank:02d}" if pp == 1 else f"mp_rank_{tp_rank:02d}_{pp_rank:03d}"
+def rank_dir(tp_rank: int, pp_rank: int, pp: int, ep_rank: int = 0, ep: int = 1) -> str:
+    """Megatron's rank directory: the pp rank appended when pp > 1, then the ep rank when ep > 1."""
+    name = f"mp_rank_{tp_rank:02d}" if pp == 1 else f"mp_rank_{tp_rank:02d}_{pp_rank:03d}"
+    return name if ep == 1 else f"{name}_{ep_rank:03d}"
 
 
 def iteration_dir(root: Path, iteration: int = ITERATION) -> Path:
@@ -38,7 +42,13 @@ def iteration_dir(root: Path, iteration: int = ITERATION) -> Path:
 
 
 def make_args(
-    spec: ModelSpec, tp: int, pp: int, num_layer_list: list[int] | None, divisible_by: int, dtype: torch.dtype
+    spec: ModelSpec,
+    tp: int,
+    pp: int,
+    num_layer_list: list[int] | None,
+    divisible_by: int,
+    dtype: torch.dtype,
+    ep: int = 1,
 ) -> argparse.Namespace:
     """The arguments a converted checkpoint carries: the model as Megatron's arguments (the family's Megatron
     table: what Megatron's ``load_args_from_checkpoint`` and MindSpeed-LLM's wrapper of it copy into a run's
@@ -51,7 +61,7 @@ def make_args(
         make_vocab_size_divisible_by=divisible_by,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
-        expert_model_parallel_size=1,
+        expert_model_parallel_size=ep,
         num_layer_list=",".join(map(str, num_layer_list)) if num_layer_list else None,
         params_dtype=dtype,
         model_type_hf=model_type_hf(fam),
@@ -87,6 +97,24 @@ def spec_from_args(args: argparse.Namespace, name: str) -> ModelSpec:
         raise TunebridgeError(
             f"{e}: pass the model (--model or --hf-config)" if "lacks" in str(e) else str(e)
         ) from None
+
+
+def join_expert_ranks(spec: ModelSpec, states: list[dict], layers: int) -> dict:
+    """The state dicts of one (tp, pp) rank's ep ranks (``layers`` layers in the stage) as that rank's state dict
+    with ep = 1: each expert under its global index, every other tensor from ep rank 0 (each ep rank has a copy)."""
+    ep = len(states)
+    if ep == 1:
+        return states[0]
+    per_rank = spec.num_experts // ep
+    rules = [r for r in MCORE.rules(spec) if r.per_expert]
+    local = {r.format(j, e) for r in rules for j in range(layers) for e in range(per_rank)}
+    joined = {k: v for k, v in states[0].items() if k not in local}
+    for rank, state in enumerate(states):
+        for rule in rules:
+            for j in range(layers):
+                for e in range(per_rank):
+                    joined[rule.format(j, rank * per_rank + e)] = state[rule.format(j, e)]
+    return joined
 
 
 def saved_layer_list(args: argparse.Namespace | None) -> list[int] | None:
@@ -129,14 +157,27 @@ class McoreLayout:
         if not ranks:
             raise TunebridgeError(f"{self.iter_dir}: no mp_rank_* directories")
         self.tp = 1 + max(int(m.group(1)) for m in ranks)
-        self.pp = 1 + max(int(m.group(2) or 0) for m in ranks)
+        if any(m.group(3) for m in ranks):
+            self.pp = 1 + max(int(m.group(2)) for m in ranks)
+            self.ep = 1 + max(int(m.group(3)) for m in ranks)
+        else:  # one rank number more: the pp rank, or the ep rank of a single-stage checkpoint (its args say)
+            second = 1 + max(int(m.group(2) or 0) for m in ranks)
+            self.pp, self.ep = second, 1
+            if second > 1:
+                first = min(ranks, key=lambda m: m.group(0)).group(0)
+                args = lazy_load(self.iter_dir / first / "model_optim_rng.pt").get("args")
+                if getattr(args, "expert_model_parallel_size", 1) == second:
+                    self.pp, self.ep = 1, second
         for t in range(self.tp):
             for s in range(self.pp):
-                if not self.file(t, s).exists():
-                    raise TunebridgeError(f"{self.file(t, s)}: missing (tp={self.tp}, pp={self.pp})")
+                for e in range(self.ep):
+                    if not self.file(t, s, e).exists():
+                        raise TunebridgeError(
+                            f"{self.file(t, s, e)}: missing (tp={self.tp}, pp={self.pp}, ep={self.ep})"
+                        )
 
-    def file(self, tp_rank: int, pp_rank: int) -> Path:
-        return self.iter_dir / rank_dir(tp_rank, pp_rank, self.pp) / "model_optim_rng.pt"
+    def file(self, tp_rank: int, pp_rank: int, ep_rank: int = 0) -> Path:
+        return self.iter_dir / rank_dir(tp_rank, pp_rank, self.pp, ep_rank, self.ep) / "model_optim_rng.pt"
 
 
 class RankFileWriter:
@@ -150,8 +191,10 @@ class RankFileWriter:
         pp: int,
         iteration: int = ITERATION,
         background: Background | None = None,
+        ep_rank: int = 0,
+        ep: int = 1,
     ):
-        self.path = iteration_dir(root, iteration) / rank_dir(tp_rank, pp_rank, pp) / "model_optim_rng.pt"
+        self.path = iteration_dir(root, iteration) / rank_dir(tp_rank, pp_rank, pp, ep_rank, ep) / "model_optim_rng.pt"
         self.iteration = iteration
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._zip = TorchZipWriter(self.path, background)

@@ -32,7 +32,9 @@ class Shard(Enum):
 
 @dataclass(frozen=True)
 class TensorRule:
-    """One framework tensor. ``name`` may hold ``{i}`` (layer index); ``parts`` are canonical names."""
+    """One framework tensor. ``name`` may hold ``{i}`` (layer index) and ``{e}`` (expert index: one framework
+    tensor per expert, each row ``e`` of the canonical parts, which stack every expert's tensor in front);
+    ``parts`` are canonical names."""
 
     name: str
     parts: tuple[str, ...]
@@ -43,11 +45,23 @@ class TensorRule:
     def per_layer(self) -> bool:
         return "{i}" in self.name
 
+    @property
+    def per_expert(self) -> bool:
+        return "{e}" in self.name
+
     def applies_to(self, spec: ModelSpec) -> bool:
         return all(spec.has(p) for p in self.parts)
 
-    def format(self, layer: int | None = None) -> str:
+    def format(self, layer: int | None = None, expert: int | None = None) -> str:
+        if self.per_expert:
+            if expert is None:
+                raise ValueError(f"{self.name}: which expert?")
+            return self.name.format(i=layer, e=expert)
         return self.name.format(i=layer) if self.per_layer else self.name
+
+    def names(self, layer: int | None, experts: range) -> list[str]:
+        """The framework tensors of this rule in ``layer``: one per expert of ``experts`` for a per-expert rule."""
+        return [self.format(layer, e) for e in experts] if self.per_expert else [self.format(layer)]
 
 
 @dataclass(frozen=True)
@@ -88,12 +102,14 @@ class Dialect:
                 return r
         raise KeyError(f"{self.name}: no tensor holds canonical {part!r}")
 
-    def tensor_names(self, spec: ModelSpec, layers: range | None = None) -> list[str]:
-        """All tensor names of a model in this dialect (global names, and layers in ``layers``)."""
+    def tensor_names(self, spec: ModelSpec, layers: range | None = None, experts: range | None = None) -> list[str]:
+        """All tensor names of a model in this dialect (global names, and layers in ``layers``; per-expert
+        tensors for the experts in ``experts``, by default all of them)."""
         layers = range(spec.num_layers) if layers is None else layers
+        experts = range(spec.num_experts) if experts is None else experts
         firsts = [r.name for r in self.global_rules if r.applies_to(spec) and r.parts[0] == "embed"]
         lasts = [r.name for r in self.global_rules if r.applies_to(spec) and r.parts[0] != "embed"]
-        per_layer = [r.format(i) for i in layers for r in self.layer_rules if r.applies_to(spec)]
+        per_layer = [n for i in layers for r in self.layer_rules if r.applies_to(spec) for n in r.names(i, experts)]
         return firsts + per_layer + lasts
 
     def lora_module_for(self, projection: str) -> LoraModule:

@@ -22,6 +22,11 @@ HF = Dialect(
         TensorRule(_L + "mlp.gate_proj.weight", ("gate",)),
         TensorRule(_L + "mlp.up_proj.weight", ("up",)),
         TensorRule(_L + "mlp.down_proj.weight", ("down",)),
+        # a mixture of experts as transformers 5 saves it (the hub's layout; it fuses them only in memory)
+        TensorRule(_L + "mlp.gate.weight", ("router",)),
+        TensorRule(_L + "mlp.experts.{e}.gate_proj.weight", ("expert_gate",)),
+        TensorRule(_L + "mlp.experts.{e}.up_proj.weight", ("expert_up",)),
+        TensorRule(_L + "mlp.experts.{e}.down_proj.weight", ("expert_down",)),
     ),
     global_rules=(
         TensorRule("model.embed_tokens.weight", ("embed",)),

@@ -20,6 +20,16 @@ MCORE = Dialect(
         TensorRule(_L + "pre_mlp_layernorm.weight", ("mlp_norm",)),
         TensorRule(_L + "mlp.linear_fc1.weight", ("gate", "up"), Pack.STACKED, Shard.COLUMN),
         TensorRule(_L + "mlp.linear_fc2.weight", ("down",), Pack.NONE, Shard.ROW),
+        # a mixture of experts (local spec, no grouped GEMM): the router is replicated over TP; each expert is an
+        # MLP sharded over TP like the dense one, and its ep rank holds it as local expert e % (experts / ep)
+        TensorRule(_L + "mlp.router.weight", ("router",)),
+        TensorRule(
+            _L + "mlp.experts.local_experts.{e}.linear_fc1.weight",
+            ("expert_gate", "expert_up"),
+            Pack.STACKED,
+            Shard.COLUMN,
+        ),
+        TensorRule(_L + "mlp.experts.local_experts.{e}.linear_fc2.weight", ("expert_down",), Pack.NONE, Shard.ROW),
     ),
     global_rules=(
         TensorRule("embedding.word_embeddings.weight", ("embed",), Pack.NONE, Shard.VOCAB),

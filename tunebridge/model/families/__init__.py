@@ -86,11 +86,12 @@ def mindformers_problem(spec) -> str | None:
 
 
 def mcore_problem(spec) -> str | None:
-    """Why tunebridge cannot take ``spec``'s model to megatron-core / MindSpeed-LLM, or None."""
+    """Why tunebridge cannot take ``spec``'s model to MindSpeed-LLM (render and run), or None."""
     if spec.num_experts:
         return (
-            f"{spec.name}: tunebridge has no megatron-core names for a mixture of experts yet: it neither "
-            f"converts, renders nor runs its {spec.num_experts} experts per layer for MindSpeed-LLM"
+            f"{spec.name}: tunebridge converts a mixture of experts to and from megatron-core checkpoints (tp, pp, "
+            f"ep) and checks its logits there, but neither renders MindSpeed-LLM's MoE flags nor runs its "
+            f"{spec.num_experts} experts per layer for training yet"
         )
     return None
 

@@ -28,6 +28,17 @@ FAMILY = Family(
         const("decoder_sparse_step", 1),  # every layer sparse
         const("mlp_only_layers", []),
     ),
+    # megatron-core's MoE arguments (TransformerConfig: num_moe_experts, moe_router_topk, ...): a softmax router;
+    # top-k of the logits then softmax over them (moe_router_pre_softmax off) is HF's top-k of the softmax
+    # renormalised (norm_topk_prob), softmax then top-k (on) leaves the chosen probabilities as they are
+    megatron_keys=(
+        Key("num_experts", "num_experts"),
+        Key("experts_per_token", "moe_router_topk"),
+        Key("moe_ffn_hidden_size", "moe_ffn_hidden_size"),
+        Key("norm_topk_prob", "moe_router_pre_softmax", default=True, out=lambda n: not n, into=lambda pre: not pre),
+        const("moe_router_score_function", "softmax"),
+        const("moe_grouped_gemm", False),  # each expert its own linear_fc1 / linear_fc2 (local_experts.{e})
+    ),
     fixed=QWEN3.fixed,
     template=QWEN3.template,
     vocabulary=QWEN3.vocabulary,

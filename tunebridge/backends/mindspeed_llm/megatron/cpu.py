@@ -8,6 +8,9 @@ megatron-core hard-codes CUDA in a few places a CPU forward (and a tied-embeddin
   their outputs on ``torch.cuda.current_device()``;
 - ``LanguageModule.setup_embeddings_and_output_layer`` calls ``.cuda()`` on the word embeddings
   before all-reducing the tied copy between the first and last pipeline stage;
+- ``Router.gating`` (mixture of experts) moves the router's weight to ``torch.cuda.current_device()``;
+- without Transformer Engine, ``moe_utils`` never defines the ``te_general_gemm`` its router gating tests for
+  ``None``: :func:`patch_megatron_for_cpu` defines it as None (the plain ``torch.mm`` path);
 - ``get_default_causal_mask`` (taken when ``attention_mask`` is None) builds the mask on CUDA:
   callers pass an explicit bool causal mask instead (see :func:`causal_mask`);
 - the default RNG tracker keeps CUDA generator states: :func:`init_parallel` installs megatron's
@@ -58,12 +61,14 @@ def _targets() -> list[tuple[object, str]]:
     from megatron.core.models.common.embeddings.rotary_pos_embedding import RotaryEmbedding
     from megatron.core.models.common.language_module.language_module import LanguageModule
     from megatron.core.tensor_parallel import mappings
+    from megatron.core.transformer.moe.router import Router
     from megatron.core.utils import GlobalMemoryBuffer
 
     return [
         (RotaryEmbedding, "get_emb"),
         (GlobalMemoryBuffer, "get_tensor"),
         (LanguageModule, "setup_embeddings_and_output_layer"),
+        (Router, "gating"),
         # TP collectives allocate their output buffers on the current CUDA device
         (mappings, "_gather_along_last_dim"),
         (mappings, "_gather_along_first_dim"),
@@ -80,6 +85,10 @@ def patch_megatron_for_cpu() -> None:
             f"tunebridge's CPU work-arounds were checked on megatron-core {TESTED_VERSION}, this is {__version__}",
             stacklevel=2,
         )
+    from megatron.core.transformer.moe import moe_utils
+
+    if not moe_utils.HAVE_TE and not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
     for owner, name in _targets():
         fn = owner.__dict__[name]
         if not hasattr(fn, _ORIGINAL):

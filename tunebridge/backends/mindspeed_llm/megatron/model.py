@@ -58,6 +58,12 @@ _CONFIG_OF_ARG = {
     "add_bias_linear": "add_bias_linear",
     "add_qkv_bias": "add_qkv_bias",
     "qk_layernorm": "qk_layernorm",
+    "num_experts": "num_moe_experts",
+    "moe_router_topk": "moe_router_topk",
+    "moe_ffn_hidden_size": "moe_ffn_hidden_size",
+    "moe_router_pre_softmax": "moe_router_pre_softmax",
+    "moe_router_score_function": "moe_router_score_function",
+    "moe_grouped_gemm": "moe_grouped_gemm",
 }
 
 
@@ -108,10 +114,15 @@ class _DenseBiasRowParallelLinear(RowParallelLinear):
 
 
 def layer_spec(spec: ModelSpec) -> ModuleSpec:
-    """The local transformer-layer spec (q/k RMSNorm when the model has them); InternLM's o bias replaces
-    linear_proj's class (q/k/v bias is config)."""
+    """The local transformer-layer spec (q/k RMSNorm when the model has them, a mixture of experts when it has
+    experts); InternLM's o bias replaces linear_proj's class (q/k/v bias is config)."""
     args = megatron_args(spec)
-    local = get_gpt_layer_local_spec(normalization=args["normalization"], qk_layernorm=args.get("qk_layernorm", False))
+    local = get_gpt_layer_local_spec(
+        num_experts=args.get("num_experts"),
+        moe_grouped_gemm=args.get("moe_grouped_gemm", False),
+        normalization=args["normalization"],
+        qk_layernorm=args.get("qk_layernorm", False),
+    )
     if not spec.o_bias:
         return local
     attention = local.submodules.self_attention
@@ -162,15 +173,16 @@ def build_gpt(
 
 
 def stage_tensor_names(
-    spec: ModelSpec, pp_rank: int = 0, pp: int = 1, num_layer_list: list[int] | None = None
+    spec: ModelSpec, pp_rank: int = 0, pp: int = 1, num_layer_list: list[int] | None = None, ep: int = 1
 ) -> list[str]:
-    """MCORE tensor names one pipeline stage holds, with stage-local layer indices.
+    """MCORE tensor names one pipeline stage holds, with stage-local layer indices (and, over ``ep``
+    expert-parallel ranks, each rank's local expert indices: every ep rank holds as many experts).
 
     With tied embeddings and pp > 1 the last stage also holds ``output_layer.weight``: megatron-core
     keeps a copy of the word embeddings there, and MindSpeed-LLM's converter saves it.
     """
     local = range(len(stage_layers(spec.num_layers, pp, num_layer_list)[pp_rank]))
-    names = MCORE.tensor_names(spec, layers=local)
+    names = MCORE.tensor_names(spec, layers=local, experts=range(spec.num_experts // ep))
     if pp_rank != 0:
         names = [n for n in names if not n.startswith("embedding.")]
     if pp_rank != pp - 1:
