@@ -365,7 +365,7 @@ def test_missing_rank_file_and_undetectable_formats_are_named(models, tmp_path):
     gone.unlink()
     with pytest.raises(TunebridgeError) as e:
         mcore_fmt.McoreLayout(tmp_path / "mc")
-    assert str(e.value) == f"{gone}: missing (tp=2, pp=1)"
+    assert str(e.value) == f"{gone}: missing (tp=2, pp=1, ep=1)"
     (tmp_path / "empty").mkdir()
     with pytest.raises(TunebridgeError) as e:
         detect_format(tmp_path / "empty")
