@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tunebridge.workflows.demo import run_demo
 
 
-def test_demo_end_to_end(tmp_path, ms_python, capsys):
-    report, all_passed = run_demo(tmp_path / "demo", progress=False)
+def test_demo_end_to_end(tmp_path, ms_python, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative output directory, as scripts/demo.sh passes it
+    report, all_passed = run_demo(Path("demo"), progress=False)
     printed = capsys.readouterr().out
     assert all_passed, printed
     md = (report / "report.md").read_text(encoding="utf-8")

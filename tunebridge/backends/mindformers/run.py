@@ -169,7 +169,7 @@ def train_mindformers(
     from .render import launcher
 
     started = time.perf_counter()
-    out = Path(out)
+    out = Path(out).resolve()  # the run script runs in another directory (out, or the checkout)
     out.mkdir(parents=True, exist_ok=True)
     device = "ascend" if launch else "cpu"
     config_dir = out / "config"
@@ -189,7 +189,7 @@ def train_mindformers(
     adapter = inputs.adapter("mindformers") if inputs.has_adapter else None
     (out / "start.ckpt").unlink(missing_ok=True)
     checkpoint = start_checkpoint(inputs.weights("mindformers") / "model.ckpt", adapter, out / "start.ckpt")
-    entry = Path(home) / "run_mindformer.py" if home else launcher()
+    entry = Path(home).resolve() / "run_mindformer.py" if home else launcher()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(
         LOAD_CHECKPOINT=str(checkpoint.resolve()),
