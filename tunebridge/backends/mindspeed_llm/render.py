@@ -48,6 +48,19 @@ class Context:
 Value = object  # None: omit; True: bare flag; str/int/float: one value; list: several values
 
 
+# torchrun's launch arguments, as MindSpeed-LLM's own scripts pass them from their environment variables.
+DISTRIBUTED_ARGS = args_block(
+    "DISTRIBUTED_ARGS",
+    [
+        '--nproc_per_node "$NPUS_PER_NODE"',
+        '--nnodes "$NNODES"',
+        '--node_rank "$NODE_RANK"',
+        '--master_addr "$MASTER_ADDR"',
+        '--master_port "$MASTER_PORT"',
+    ],
+)
+
+
 def prompt_type(template: str) -> str:
     """MindSpeed-LLM's --prompt-type for tunebridge's template ``template``: the same name, for its templates only."""
     if get_template(template).stack != "mindspeed-llm":
@@ -298,16 +311,7 @@ def tune_script(
         *(assign(k, v) for k, v in paths.items()),
         iters,
         "",
-        args_block(
-            "DISTRIBUTED_ARGS",
-            [
-                '--nproc_per_node "$NPUS_PER_NODE"',
-                '--nnodes "$NNODES"',
-                '--node_rank "$NODE_RANK"',
-                '--master_addr "$MASTER_ADDR"',
-                '--master_port "$MASTER_PORT"',
-            ],
-        ),
+        DISTRIBUTED_ARGS,
         "",
         *(args_block(g, flag_args(ctx, g, version)) + "\n" for g in TUNE_GROUPS),
         "mkdir -p logs",
@@ -470,16 +474,7 @@ def _distributed_lines(world: int) -> list[str]:
         'NNODES="${NNODES:-1}"',
         'NODE_RANK="${NODE_RANK:-0}"',
         "",
-        args_block(
-            "DISTRIBUTED_ARGS",
-            [
-                '--nproc_per_node "$NPUS_PER_NODE"',
-                '--nnodes "$NNODES"',
-                '--node_rank "$NODE_RANK"',
-                '--master_addr "$MASTER_ADDR"',
-                '--master_port "$MASTER_PORT"',
-            ],
-        ),
+        DISTRIBUTED_ARGS,
     ]
 
 

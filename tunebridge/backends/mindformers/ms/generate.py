@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ....evaluation.greedy import greedy as greedy_loop, right_padded
 from ....model.spec import ModelSpec
-from .model import model_config, network
+from .model import load_for_inference, model_config, network
 
 
 def _load(spec: dict, ckpt_path: str, seq_length: int, batch_size: int):
@@ -27,15 +27,7 @@ def _load(spec: dict, ckpt_path: str, seq_length: int, batch_size: int):
     config = model_config(model_spec, seq_length=seq_length, batch_size=batch_size)
     config.pad_token_id = model_spec.vocab_size
     model = network(model_spec, config)
-    not_loaded, unused = ms.load_param_into_net(model, ms.load_checkpoint(ckpt_path), strict_load=True)
-    if not_loaded or unused:
-        from ....errors import TunebridgeError
-
-        raise TunebridgeError(
-            f"{ckpt_path}: parameters not loaded {sorted(not_loaded)[:5]}, "
-            f"unused checkpoint tensors {sorted(unused)[:5]}"
-        )
-    model.set_train(False)
+    load_for_inference(model, ckpt_path)
     return model
 
 

@@ -64,6 +64,21 @@ def build(
     return get_pet_model(model, dict(pet)) if pet else model
 
 
+def load_for_inference(model, ckpt_path: str) -> None:
+    """Every parameter of ``model`` from the .ckpt and every tensor of the .ckpt used, else a named error; eval mode."""
+    import mindspore as ms
+
+    not_loaded, unused = ms.load_param_into_net(model, ms.load_checkpoint(ckpt_path), strict_load=True)
+    if not_loaded or unused:
+        from ....errors import TunebridgeError
+
+        raise TunebridgeError(
+            f"{ckpt_path}: parameters not loaded {sorted(not_loaded)[:5]}, "
+            f"unused checkpoint tensors {sorted(unused)[:5]}"
+        )
+    model.set_train(False)
+
+
 def describe(spec: dict, pet: dict | None = None) -> dict:
     """Parameter names, shapes and trainability of the built model."""
     model = build(spec, pet)
@@ -100,15 +115,7 @@ def logits(spec: dict, ckpt_path: str, input_ids_path: str, out_path: str, pet: 
 
     ids = np.load(input_ids_path).astype(np.int32)
     model = build(spec, pet, seq_length=ids.shape[1], batch_size=ids.shape[0])
-    not_loaded, unused = ms.load_param_into_net(model, ms.load_checkpoint(ckpt_path), strict_load=True)
-    if not_loaded or unused:
-        from ....errors import TunebridgeError
-
-        raise TunebridgeError(
-            f"{ckpt_path}: parameters not loaded {sorted(not_loaded)[:5]}, "
-            f"unused checkpoint tensors {sorted(unused)[:5]}"
-        )
-    model.set_train(False)
+    load_for_inference(model, ckpt_path)
     out = model(ms.Tensor(ids))
     values = (out[0] if isinstance(out, tuple) else out).asnumpy()
     np.save(out_path, values.reshape(ids.shape[0], ids.shape[1], -1).astype(np.float32))
