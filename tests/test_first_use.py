@@ -64,7 +64,8 @@ def test_tables_are_whole_when_piped():
     proc = subprocess.run([*TUNEBRIDGE, "models"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "…" not in proc.stdout
-    for whole in ("tiny-qwen2-tied", "llama3.1-8b", "internlm", "8,030,261,248", "494,032,768", "heads/kv"):
+    for whole in ("tiny-qwen2-tied", "llama3.1-8b", "internlm", "8,030,261,248", "494,032,768", "heads/kv",
+                  "128x768 top-8", "8x48 top-2"):  # a mixture of experts: experts x size, experts per token
         assert whole in proc.stdout
     proc = subprocess.run([*TUNEBRIDGE, "params", "recipes/llama3-8b-math-lora-r8.yaml"], capture_output=True,
                           text=True, cwd=REPO, timeout=120)

@@ -50,6 +50,14 @@ def run_init(args) -> int:
     return 0
 
 
+def mlp(spec) -> str:
+    """The MLP's intermediate size; a mixture of experts as experts x each one's size and the experts per token
+    (its dense ``ffn_hidden_size`` is unused when every layer is sparse)."""
+    if spec.num_experts:
+        return f"{spec.num_experts}x{spec.moe_ffn_hidden_size} top-{spec.experts_per_token}"
+    return str(spec.ffn_hidden_size)
+
+
 def run(args) -> int:
     if args.json:
         print(
@@ -73,7 +81,7 @@ def run(args) -> int:
             str(s.num_layers),
             str(s.hidden_size),
             f"{s.num_heads}/{s.num_kv_heads}",
-            str(s.ffn_hidden_size),
+            mlp(s),
             str(s.vocab_size),
             bias,
             "yes" if s.tied_embeddings else "no",
