@@ -46,9 +46,30 @@ def test_tunebridge_reads_mindspeed_llm_output_bit_exact(tmp_path, case):
     assert same_tensors(source, tmp_path / "hf")
     expected = ModelSpec.from_hf_config(source)
     got = ModelSpec.from_hf_config(tmp_path / "hf")
-    for field in ("family", "num_kv_heads", "qkv_bias", "o_bias", "vocab_size", "tied_embeddings"):
+    for field in ("family", "num_kv_heads", "head_dim", "qkv_bias", "o_bias", "vocab_size", "tied_embeddings",
+                  "num_experts", "experts_per_token", "moe_ffn_hidden_size", "norm_topk_prob"):
         assert getattr(got, field) == getattr(expected, field), field
     assert json.loads((tmp_path / "hf" / "generation_config.json").read_text()) == expected.to_generation_config()
+
+
+# the odd vocabulary aside: MindSpeed-LLM keeps its 511 rows (256 + 255), tunebridge pads to 512 as Megatron's
+# training does (the README beside the fixtures)
+@pytest.mark.parametrize("case", sorted(c for c, e in MANIFEST["hf_to_mg"].items() if e["model"] != "llama-vocab511"))
+def test_tunebridge_writes_the_rank_files_mindspeed_llm_writes(tmp_path, case):
+    """Same source, same tp / pp / ep: the same rank directories (mp_rank_TT[_PPP][_EEE]) holding the same
+    tensors under the same names (each ep rank its experts as local_experts 0..), bit for bit."""
+    entry = MANIFEST["hf_to_mg"][case]
+    layers = [int(n) for n in entry["num_layer_list"].split(",")] if entry["num_layer_list"] else None
+    convert(FIXTURES / "hf" / entry["model"], tmp_path / "mc", "hf", "mcore", tp=entry["tp"], pp=entry["pp"],
+            ep=entry["ep"], num_layer_list=layers, make_vocab_size_divisible_by=1, progress=False)
+    theirs, ours = FIXTURES / "hf_to_mg" / case, tmp_path / "mc"
+    assert sorted(hashes(theirs)) == sorted(hashes(ours))
+    for rank_file in hashes(theirs):
+        a = mcore_fmt.load_rank_file(theirs / rank_file)["model"]
+        b = mcore_fmt.load_rank_file(ours / rank_file)["model"]
+        named = {k for k, v in a.items() if isinstance(v, torch.Tensor)}
+        assert named == {k for k, v in b.items() if isinstance(v, torch.Tensor)}, rank_file
+        assert all(torch.equal(a[k], b[k]) for k in named), rank_file
 
 
 def test_uneven_vocab_shards_are_read():
@@ -65,8 +86,8 @@ def test_mindspeed_llm_reads_tunebridge_output_bit_exact(tmp_path, case):
     entry = MANIFEST["mg_to_hf"][case]
     source = FIXTURES / "hf" / entry["model"]
     layers = [int(n) for n in entry["num_layer_list"].split(",")] if entry["num_layer_list"] else None
-    convert(source, tmp_path / "mc", "hf", "mcore", tp=entry["tp"], pp=entry["pp"], num_layer_list=layers,
-            progress=False)
+    convert(source, tmp_path / "mc", "hf", "mcore", tp=entry["tp"], pp=entry["pp"], ep=entry["ep"],
+            num_layer_list=layers, progress=False)
     assert hashes(tmp_path / "mc") == entry["tunebridge_rank_files"], REGENERATE
     assert same_tensors(source, FIXTURES / "mg_to_hf" / case)
 
@@ -113,15 +134,17 @@ def run_mindspeed_llm(*args: str) -> None:
 
 
 @real
-@pytest.mark.parametrize("model,model_type_hf", [("llama-gqa", "llama2"), ("qwen2", "qwen25")])
-def test_real_converter_both_ways(tmp_path, model, model_type_hf):
+@pytest.mark.parametrize("model,model_type_hf,ep", [("llama-gqa", "llama2", 1), ("qwen2", "qwen25", 1),
+                                                    ("qwen3", "qwen3", 1), ("qwen3-moe", "qwen3-moe", 2)])
+def test_real_converter_both_ways(tmp_path, model, model_type_hf, ep):
     source = FIXTURES / "hf" / model
     run_mindspeed_llm("--load-model-type", "hf", "--save-model-type", "mg", "--model-type-hf", model_type_hf,
                       "--target-tensor-parallel-size", "2", "--target-pipeline-parallel-size", "2",
+                      "--target-expert-parallel-size", str(ep),
                       "--load-dir", str(source), "--save-dir", str(tmp_path / "theirs"))
     convert(tmp_path / "theirs", tmp_path / "read", "mcore", "hf", progress=False)
     assert same_tensors(source, tmp_path / "read")
-    convert(source, tmp_path / "ours", "hf", "mcore", tp=2, pp=2, progress=False)
+    convert(source, tmp_path / "ours", "hf", "mcore", tp=2, pp=2, ep=ep, progress=False)
     run_mindspeed_llm("--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf", model_type_hf,
                       "--load-dir", str(tmp_path / "ours"), "--save-dir", str(tmp_path / "back"), "--hf-cfg-dir", str(source))
     assert same_tensors(source, tmp_path / "back")

@@ -34,7 +34,9 @@ from tunebridge.model.spec import ModelSpec  # noqa: E402
 from tunebridge.model.partition import parse_layer_list  # noqa: E402
 
 RUNNER = Path(__file__).with_name("run_converter.py")
-# Small enough to commit, shaped like the real problems: GQA, qkv bias, an odd vocabulary over tp 2.
+# Small enough to commit, shaped like the real problems: GQA, qkv bias, an odd vocabulary over tp 2, q/k norms
+# with a head size of its own (Qwen3), routed experts over ep ranks (Qwen3-MoE). New models go last: each
+# model's seed is its position.
 MODELS = {
     "llama-gqa": ModelSpec("llama-gqa", "llama", vocab_size=64, hidden_size=8, num_layers=4, num_heads=4,
                            num_kv_heads=2, ffn_hidden_size=16, norm_eps=1e-5, max_position_embeddings=128,
@@ -45,15 +47,29 @@ MODELS = {
     "llama-vocab511": ModelSpec("llama-vocab511", "llama", vocab_size=511, hidden_size=8, num_layers=2, num_heads=2,
                                 num_kv_heads=2, ffn_hidden_size=16, norm_eps=1e-5, max_position_embeddings=128,
                                 bos_token_id=1, eos_token_id=2),
+    "qwen3": ModelSpec("qwen3", "qwen3", vocab_size=64, hidden_size=8, num_layers=4, num_heads=4, num_kv_heads=2,
+                       head_dim=4, ffn_hidden_size=16, rope_theta=1000000.0, norm_eps=1e-6,
+                       max_position_embeddings=128, bos_token_id=1, eos_token_id=2),
+    "qwen3-moe": ModelSpec("qwen3-moe", "qwen3_moe", vocab_size=64, hidden_size=8, num_layers=4, num_heads=4,
+                           num_kv_heads=2, head_dim=4, ffn_hidden_size=16, num_experts=4, experts_per_token=2,
+                           moe_ffn_hidden_size=6, norm_topk_prob=True, rope_theta=1000000.0, norm_eps=1e-6,
+                           max_position_embeddings=128, bos_token_id=1, eos_token_id=2),
 }
-HF_TO_MG = [  # (case, model, tp, pp, num_layer_list)
-    ("llama-gqa-tp2pp2", "llama-gqa", 2, 2, None),
-    ("llama-gqa-tp1pp1", "llama-gqa", 1, 1, None),
-    ("llama-gqa-tp2pp2-layers13", "llama-gqa", 2, 2, "1,3"),
-    ("qwen2-tp2pp2", "qwen2", 2, 2, None),
-    ("llama-vocab511-tp2", "llama-vocab511", 2, 1, None),
+HF_TO_MG = [  # (case, model, tp, pp, ep, num_layer_list)
+    ("llama-gqa-tp2pp2", "llama-gqa", 2, 2, 1, None),
+    ("llama-gqa-tp1pp1", "llama-gqa", 1, 1, 1, None),
+    ("llama-gqa-tp2pp2-layers13", "llama-gqa", 2, 2, 1, "1,3"),
+    ("qwen2-tp2pp2", "qwen2", 2, 2, 1, None),
+    ("llama-vocab511-tp2", "llama-vocab511", 2, 1, 1, None),
+    ("qwen3-tp2pp2", "qwen3", 2, 2, 1, None),
+    ("qwen3-moe-tp2pp2ep2", "qwen3-moe", 2, 2, 2, None),
+    ("qwen3-moe-tp1pp1ep4", "qwen3-moe", 1, 1, 4, None),
 ]
-MG_TO_HF = [("llama-gqa", 2, 2, None), ("qwen2", 2, 2, None), ("llama-gqa", 2, 2, "1,3"), ("llama-vocab511", 1, 1, None)]
+MG_TO_HF = [  # (model, tp, pp, ep, num_layer_list)
+    ("llama-gqa", 2, 2, 1, None), ("qwen2", 2, 2, 1, None), ("llama-gqa", 2, 2, 1, "1,3"),
+    ("llama-vocab511", 1, 1, 1, None), ("qwen3", 2, 2, 1, None), ("qwen3-moe", 2, 2, 2, None),
+    ("qwen3-moe", 1, 2, 4, None),
+]
 LORA = {"rank": 2, "alpha": 4, "model": "llama-gqa", "tp": 2, "pp": 2}
 LORA_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 
@@ -68,10 +84,13 @@ def write_model(spec: ModelSpec, out: Path, seed: int) -> None:
     g = torch.Generator().manual_seed(seed)
     tensors = {}
     for part, layer in spec.tensors():
-        name = HF.rule_for_part(part, spec).format(layer)
+        rule = HF.rule_for_part(part, spec)
         shape = spec.shape(part)
-        tensors[name] = (1 + torch.randn(shape, generator=g) * 0.1 if part.endswith("norm") else
-                         torch.randn(shape, generator=g) * 0.1)
+        value = 1 + torch.randn(shape, generator=g) * 0.1 if part.endswith("norm") else torch.randn(shape, generator=g) * 0.1
+        if rule.per_expert:  # one HF tensor per expert, row e of the canonical stack
+            tensors.update({rule.format(layer, e): value[e].clone() for e in range(spec.num_experts)})
+        else:
+            tensors[rule.format(layer)] = value
     out.mkdir(parents=True)
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
     (out / "config.json").write_text(json.dumps(spec.to_hf_config(), indent=2) + "\n")
@@ -145,26 +164,28 @@ def main() -> None:
         write_model(spec, out / "hf" / name, seed)
     write_peft_adapter(MODELS[LORA["model"]], out / "hf" / "lora-peft", LORA["rank"], LORA["alpha"], seed=100)
 
-    for case, model, tp, pp, layers in HF_TO_MG:
+    for case, model, tp, pp, ep, layers in HF_TO_MG:
         cmd = ["--load-model-type", "hf", "--save-model-type", "mg", "--model-type-hf",
                _model_type_hf(model), "--target-tensor-parallel-size", str(tp), "--target-pipeline-parallel-size", str(pp),
+               *(["--target-expert-parallel-size", str(ep)] if ep > 1 else []),
                *(["--num-layer-list", layers] if layers else []),
                "--load-dir", f"hf/{model}", "--save-dir", f"hf_to_mg/{case}"]
-        manifest["hf_to_mg"][case] = {"model": model, "tp": tp, "pp": pp, "num_layer_list": layers,
+        manifest["hf_to_mg"][case] = {"model": model, "tp": tp, "pp": pp, "ep": ep, "num_layer_list": layers,
                                       "command": run_converter(args.python, args.checkout, cmd, out)}
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        for model, tp, pp, layers in MG_TO_HF:
-            case = f"{model}-tp{tp}pp{pp}" + (f"-layers{layers.replace(',', '')}" if layers else "")
+        for model, tp, pp, ep, layers in MG_TO_HF:
+            case = (f"{model}-tp{tp}pp{pp}" + (f"ep{ep}" if ep > 1 else "")
+                    + (f"-layers{layers.replace(',', '')}" if layers else ""))
             mc = scratch / f"{case}-mcore"
-            convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, progress=False,
+            convert(out / "hf" / model, mc, "hf", "mcore", tp=tp, pp=pp, ep=ep, progress=False,
                     num_layer_list=parse_layer_list(layers))
             cmd = ["--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf",
                    _model_type_hf(model), "--load-dir", str(mc),
                    "--save-dir", f"mg_to_hf/{case}", "--hf-cfg-dir", f"hf/{model}"]
             manifest["mg_to_hf"][case] = {
-                "model": model, "tp": tp, "pp": pp, "num_layer_list": layers, "lora": False,
+                "model": model, "tp": tp, "pp": pp, "ep": ep, "num_layer_list": layers, "lora": False,
                 "tunebridge_rank_files": rank_file_hashes(mc),
                 "command": run_converter(args.python, args.checkout, cmd, out, {str(mc): f"<tunebridge mcore of {model}>"})}
         model, tp, pp = LORA["model"], LORA["tp"], LORA["pp"]
@@ -178,7 +199,7 @@ def main() -> None:
         shown = run_converter(args.python, args.checkout, cmd, out, {
             str(mc): f"<tunebridge mcore of {model}>", str(lora_mc): "<tunebridge mcore of hf/lora-peft>"})
         manifest["mg_to_hf"][case] = {
-            "model": model, "tp": tp, "pp": pp, "lora": True, "adapter": "hf/lora-peft",
+            "model": model, "tp": tp, "pp": pp, "ep": 1, "lora": True, "adapter": "hf/lora-peft",
             "tunebridge_rank_files": rank_file_hashes(mc), "tunebridge_lora_rank_files": rank_file_hashes(lora_mc),
             "command": shown}
     manifest["mindspeed_llm_commit"] = commit
