@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,10 @@ def run_mindspeed_llm(*args: str) -> None:
     python = os.environ.get("MINDSPEED_LLM_PYTHON", sys.executable)
     done = subprocess.run([python, str(REPO / "scripts" / "mindspeed_llm" / "run_converter.py"), HOME, "--", *args],
                           capture_output=True, text=True)
+    if "argument --model-type-hf: invalid choice" in done.stderr:
+        # 2.3.0's convert_ckpt_v2.py knows only the newer families; it converts Llama and Qwen2.5 with
+        # convert_ckpt.py, which builds Megatron models on an NPU (the family modules record which per version)
+        pytest.skip(f"this checkout's convert_ckpt_v2.py has no --model-type-hf {args[args.index('--model-type-hf') + 1]}")
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -142,11 +147,16 @@ def test_real_converter_both_ways(tmp_path, model, model_type_hf, ep):
                       "--target-tensor-parallel-size", "2", "--target-pipeline-parallel-size", "2",
                       "--target-expert-parallel-size", str(ep),
                       "--load-dir", str(source), "--save-dir", str(tmp_path / "theirs"))
-    convert(tmp_path / "theirs", tmp_path / "read", "mcore", "hf", progress=False)
+    # the model from the source's config: 2.3.0 stores args without ffn_hidden_size (and a MoE's router top-k
+    # and expert size); master's args alone suffice (test_tunebridge_reads_mindspeed_llm_output_bit_exact)
+    convert(tmp_path / "theirs", tmp_path / "read", "mcore", "hf", spec=ModelSpec.from_hf_config(source),
+            progress=False)
     assert same_tensors(source, tmp_path / "read")
     convert(source, tmp_path / "ours", "hf", "mcore", tp=2, pp=2, ep=ep, progress=False)
     run_mindspeed_llm("--load-model-type", "mg", "--save-model-type", "hf", "--model-type-hf", model_type_hf,
                       "--load-dir", str(tmp_path / "ours"), "--save-dir", str(tmp_path / "back"), "--hf-cfg-dir", str(source))
+    if not (tmp_path / "back" / "config.json").exists():  # 2.3.0 writes the weights only; master copies the config
+        shutil.copy(source / "config.json", tmp_path / "back")
     assert same_tensors(source, tmp_path / "back")
 
 

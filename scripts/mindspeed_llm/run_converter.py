@@ -2,11 +2,13 @@
 
     python scripts/mindspeed_llm/run_converter.py MINDSPEED_LLM_CHECKOUT -- CONVERTER_ARGS...
 
-The converter itself is pure torch; two things tie it to an Ascend host, and only those are replaced here:
+The converter itself is pure torch; three things tie it to an Ascend host, and only those are replaced here:
 ``mindspeed_llm.training.utils`` (imports ``acl`` and ``torch_npu`` for the ``auto_coverage`` decorator the
-entry point wears) by a module holding a pass-through decorator, and ``Tensor.npu()`` (the LoRA merge moves
-tensors to the NPU to multiply) by the identity. ``TRAINING_BACKEND=none`` keeps ``mindspeed_llm/__init__``
-from importing its Megatron adaptor. Run it with an interpreter that has torch, safetensors, numpy and tqdm
+entry point wears) by a module holding a pass-through decorator, ``Tensor.npu()`` (the LoRA merge moves
+tensors to the NPU to multiply) by the identity, and the Megatron adaptor ``mindspeed_llm/__init__`` imports
+(``mindspeed_llm.tasks.megatron_adaptor_v2``: it patches Megatron for torch_npu, which the converter does not
+use) by an empty module. Master imports the adaptor only unless ``TRAINING_BACKEND=none``, which is set too;
+2.3.0 imports it always. Run it with an interpreter that has torch, safetensors, numpy and tqdm
 (MindSpeed-LLM pins transformers 4.57.1; the converter does not import it).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ def _stub_npu_modules() -> None:
     utils = types.ModuleType("mindspeed_llm.training.utils")
     utils.auto_coverage = lambda func: func
     sys.modules["mindspeed_llm.training.utils"] = utils
+    sys.modules["mindspeed_llm.tasks.megatron_adaptor_v2"] = types.ModuleType("mindspeed_llm.tasks.megatron_adaptor_v2")
     import torch
     torch.Tensor.npu = lambda self, *args, **kwargs: self
 
