@@ -5,6 +5,7 @@ experts refused, as the accounting refuses it."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -173,13 +174,19 @@ def test_dense_recipes_render_no_moe_flag(path):
 
 
 @pytest.mark.parametrize("targets", ["[all-linear]", "[q, v, down]"])
-def test_lora_on_the_experts_is_not_rendered(tmp_path, targets):
+def test_lora_on_the_experts_is_not_rendered(tmp_path, capsys, targets):
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE.read_text().replace("targets: [q, k, v, o]", f"targets: {targets}")
                     .replace("../data", str(Path.cwd() / "data")))
-    with pytest.raises(TunebridgeError, match=rf"^{path}: finetune.lora.targets: qwen3-30b-a3b: LoRA on \[.*'down'.*\] "
-                                              r"would adapt its 128 experts per layer"):
+    refusal = (rf"{path}: finetune.lora.targets: qwen3-30b-a3b: LoRA on \[.*'down'.*\] would adapt its 128 experts "
+               r"per layer, which tunebridge does not count yet; LoRA on attention \(q k v o\) is counted")
+    with pytest.raises(TunebridgeError, match="^" + refusal + "$"):
         render_files(load_recipe(path), "mindspeed-llm")
+    from tunebridge.cli import main
+    for backend in ("torch", "mindspeed-llm"):  # one line, exit 2, as render
+        assert main(["params", str(path), "--backend", backend]) == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch("tunebridge: error: " + refusal + "\n", err), err
 
 
 def test_params_counts_each_ep_rank(tmp_path, capsys):
@@ -213,3 +220,11 @@ def test_the_versions_validation_takes_every_moe_command(version):
     for kind in ("tune_qwen3-30b-a3b-lora_lora_ptd.sh", "generate_qwen3-30b-a3b-lora_ptd.sh",
                  "evaluate_qwen3-30b-a3b-lora_ptd.sh"):
         assert mine[kind]["reset"]["expert_tensor_parallel_size"] == [None, load_recipe(RECIPE).parallel.tp]
+
+
+def test_params_on_a_stack_that_cannot_express_the_model_is_one_line(capsys):
+    from tunebridge.cli import main
+    assert main(["params", str(RECIPE), "--backend", "mindformers"]) == 2
+    err = capsys.readouterr().err
+    missing = get_model("qwen3-30b-a3b").family_record.mindformers_missing
+    assert err == f"tunebridge: error: {load_recipe(RECIPE).source}: model: qwen3-30b-a3b: {missing}\n"

@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from ..backends.stacks import STACK_NAMES
+from ..backends.stacks import STACK_NAMES, get_stack
 from ..data.readers import check_map_keys
 from ..data.spec import DataSpec
 from ..data.templates import TEMPLATES
@@ -191,7 +191,16 @@ class Recipe(_Strict):
         return (lora.native_targets or {}).get(backend) if lora else None
 
     def param_report(self, backend: str) -> ParamReport:
-        """Exact total/trainable parameters of this recipe on ``backend``."""
+        """Exact total/trainable parameters of this recipe on ``backend``; what the stack cannot express, or the
+        accounting cannot count (LoRA on a mixture of experts' experts), is one error naming the field."""
+        if problem := get_stack(backend).problem(self.spec):
+            raise TunebridgeError(f"{self.source}: model: {problem}")
+        try:
+            return self._count(backend)
+        except ValueError as e:
+            raise TunebridgeError(f"{self.source}: finetune.lora.targets: {e}") from None
+
+    def _count(self, backend: str) -> ParamReport:
         lora = self.finetune.lora
         p = self.parallel
         return count(
