@@ -10,7 +10,8 @@ from tunebridge.recipe.schema import load_recipe
 from tunebridge.backends.stacks import RENDERABLE, stacks_for
 
 TINY_ALL = tuple(name for name in CATALOGUE if name.startswith("tiny-"))
-# what every stack takes; a mixture of experts (tunebridge counts it, converts it not yet) has tests of its own
+# what every stack takes; a mixture of experts (tunebridge counts, converts and renders it, runs it not yet) has tests
+# of its own
 TINY = tuple(name for name in TINY_ALL if not CATALOGUE[name].num_experts)
 TINY_MOE = tuple(name for name in TINY_ALL if CATALOGUE[name].num_experts)
 # MindFormers runs only the families that declare its model (the others say why not)

@@ -1,6 +1,6 @@
 """Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention against PEFT in
 test_accounting_peft), its conversion HF <-> mcore over tp, pp and ep (bit-exact, proven by logits through
-megatron-core), and what it still refuses, saying why (MindSpeed-LLM render/run, MindFormers, LoRA on experts)."""
+megatron-core), and what it still refuses, saying why (MindSpeed-LLM run, MindFormers, LoRA on experts)."""
 from __future__ import annotations
 
 import pytest
@@ -50,11 +50,14 @@ def test_lora_on_experts_is_refused_not_miscounted(targets):
 
 def test_stacks_that_cannot_take_it_say_why(tmp_path):
     spec = get_model("tiny-qwen3-moe")
-    taken, notes = stacks_for(spec)
+    taken, notes = stacks_for(spec)  # rendered and counted for MindSpeed-LLM (test_moe_render), not run
+    assert taken == ["torch", "mindspeed-llm"]
+    assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}"]
+    taken, notes = stacks_for(spec, running=True)
     assert taken == ["torch"]
     assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}",
                      f"mindspeed-llm: {mcore_problem(spec)}"]
-    assert "neither renders MindSpeed-LLM's MoE flags nor runs its 8 experts" in mcore_problem(spec)
+    assert "renders MindSpeed-LLM's scripts for it, but does not run its 8 experts" in mcore_problem(spec)
     with pytest.raises(TunebridgeError, match="MindFormers 1.9.0 runs Qwen3-MoE only as"):
         convert(make_hf(tmp_path / "hf", spec), tmp_path / "mf", "hf", "mindformers", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]

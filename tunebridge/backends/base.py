@@ -40,7 +40,7 @@ class Backend(ABC):
 
     def plan(self, recipe, weights: Path, out: Path, home: Path | None = None) -> Plan:
         """Everything ``run`` needs, checked now; raises TunebridgeError before any work."""
-        if problem := self.stack.problem(recipe.spec):
+        if problem := self.stack.run_problem(recipe.spec):
             raise TunebridgeError(problem)
         if recipe.data is None or recipe.data.train is None:
             raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")

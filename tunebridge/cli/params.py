@@ -72,10 +72,12 @@ def _print_tables(reports: list[ParamReport]) -> None:
         if r.note:
             console.print(f"[bold]{r.backend}[/bold]: {r.note}")
         if r.per_rank_trainable:
+            ranks = ("pp_rank", "tp_rank", "ep_rank")
+            shown = [k for k in ranks if k in r.per_rank_trainable[0]]  # ep_rank: an expert-parallel model
             pr = table(
                 f"{r.backend}: trainable parameters per rank (Megatron's per-rank count)",
-                dict.fromkeys(("pp rank", "tp rank", "layers", "trainable"), "right"),
+                dict.fromkeys((*(k.replace("_", " ") for k in shown), "layers", "trainable"), "right"),
             )
             for row in r.per_rank_trainable:
-                pr.add_row(str(row["pp_rank"]), str(row["tp_rank"]), str(row["layers"]), f"{row['trainable']:,}")
+                pr.add_row(*(str(row[k]) for k in shown), str(row["layers"]), f"{row['trainable']:,}")
             console.print(pr)

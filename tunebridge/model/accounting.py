@@ -177,6 +177,7 @@ def count(
     pp: int = 1,
     num_layer_list: list[int] | None = None,
     make_vocab_size_divisible_by: int = 1,
+    ep: int = 1,
 ) -> ParamReport:
     """Total and trainable parameters of ``spec`` fine-tuned on ``backend``."""
     if backend not in STACK_NAMES:
@@ -189,8 +190,8 @@ def count(
     stages = stage_layers(spec.num_layers, pp, num_layer_list) if megatron else [range(spec.num_layers)]
     if method == "full":
         per_rank = None
-        if megatron and (tp > 1 or pp > 1):
-            per_rank = mcore_rank_params(spec, tp, pp, 1, num_layer_list, make_vocab_size_divisible_by)
+        if megatron and (tp > 1 or pp > 1 or ep > 1):
+            per_rank = mcore_rank_params(spec, tp, pp, ep, num_layer_list, make_vocab_size_divisible_by)
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets)

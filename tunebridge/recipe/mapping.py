@@ -43,6 +43,7 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap("parallel.tp", "parallel_config.model_parallel", None),
     FieldMap("parallel.pp", "parallel_config.pipeline_stage", None),
     FieldMap("parallel.dp", "parallel_config.data_parallel", None),
+    FieldMap("parallel.ep", None, None),  # MindFormers runs no mixture of experts tunebridge renders
     FieldMap("parallel.sequence_parallel", "parallel_config.use_seq_parallel", None),
 )
 
@@ -115,6 +116,16 @@ NON_EQUIVALENCES: tuple[NonEquivalence, ...] = (
         "fp32 main params and moments under --bf16 (distributed optimizer or not)",
         "AdamW state in the parameter dtype (bf16 states under dtype bf16)",
         "parity runs are fp32, where all three keep fp32 state",
+    ),
+    NonEquivalence(
+        "MoE load-balancing loss",
+        "- (MindFormers 1.9.0 runs no Qwen3-MoE tunebridge renders)",
+        "the rendered tune scripts add the auxiliary load-balancing loss at 0.001 "
+        "(--moe-router-load-balancing-type aux_loss, as MindSpeed-LLM's qwen3_moe tune scripts); generation "
+        "and evaluation route softmax_topk, no auxiliary loss",
+        "transformers' Qwen3MoeForCausalLM adds router_aux_loss_coef x its loss only with output_router_logits "
+        "(off in its config by default)",
+        "not aligned yet: tunebridge runs no mixture of experts on MindSpeed-LLM or megatron-core",
     ),
     NonEquivalence(
         "LoRA initialisation",

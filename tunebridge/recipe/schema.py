@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from ..backends.stacks import STACK_NAMES
+from ..backends.stacks import STACK_NAMES, get_stack
 from ..data.readers import check_map_keys
 from ..data.spec import DataSpec
 from ..data.templates import TEMPLATES
@@ -29,6 +29,7 @@ from ..errors import TunebridgeError, did_you_mean
 from ..model.accounting import ParamReport, count, expand_targets, native_name
 from ..model.catalogue import CATALOGUE
 from ..model.dialects import get_dialect
+from ..model.partition import ep_problem
 from ..model.spec import PROJECTIONS, ModelSpec
 
 CANONICAL_TARGETS = (*PROJECTIONS, "all-linear")
@@ -104,6 +105,7 @@ class Parallel(_Strict):
     tp: int = 1
     pp: int = 1
     dp: int = 1
+    ep: int = 1  # expert-parallel ranks (Megatron's --expert-model-parallel-size), carved out of dp
     num_layer_list: list[int] | None = None
     sequence_parallel: bool = False
     make_vocab_size_divisible_by: int = 1
@@ -189,7 +191,16 @@ class Recipe(_Strict):
         return (lora.native_targets or {}).get(backend) if lora else None
 
     def param_report(self, backend: str) -> ParamReport:
-        """Exact total/trainable parameters of this recipe on ``backend``."""
+        """Exact total/trainable parameters of this recipe on ``backend``; what the stack cannot express, or the
+        accounting cannot count (LoRA on a mixture of experts' experts), is one error naming the field."""
+        if problem := get_stack(backend).problem(self.spec):
+            raise TunebridgeError(f"{self.source}: model: {problem}")
+        try:
+            return self._count(backend)
+        except ValueError as e:
+            raise TunebridgeError(f"{self.source}: finetune.lora.targets: {e}") from None
+
+    def _count(self, backend: str) -> ParamReport:
         lora = self.finetune.lora
         p = self.parallel
         return count(
@@ -203,6 +214,7 @@ class Recipe(_Strict):
             pp=p.pp,
             num_layer_list=p.num_layer_list,
             make_vocab_size_divisible_by=p.make_vocab_size_divisible_by,
+            ep=p.ep,
         )
 
 
@@ -404,7 +416,7 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
         if not 0 <= getattr(t.optimizer, name) < 1:
             out.append((("train", "optimizer", name), "must be in [0, 1)", ""))
     p = r.parallel
-    for name in ("tp", "pp", "dp", "make_vocab_size_divisible_by"):
+    for name in ("tp", "pp", "dp", "ep", "make_vocab_size_divisible_by"):
         if getattr(p, name) <= 0:
             out.append((("parallel", name), "must be > 0", ""))
     if p.dp > 0 and t.micro_batch_size > 0 and t.global_batch_size % (t.micro_batch_size * p.dp):
@@ -417,6 +429,7 @@ def _semantic_problems(r: Recipe, source: Path | None) -> list[Problem]:
         )
     if not any(path[0] == "model" for path, _, _ in out):
         out += _layout_problems(r.spec, p)
+        out += _expert_problems(r.spec, p, t)
     if r.data is not None:
         out += _data_problems(r.data, source)
     return out
@@ -573,6 +586,37 @@ def _layout_problems(spec: ModelSpec, p: Parallel) -> list[Problem]:
                 ("parallel", "pp"),
                 f"pp {p.pp} does not divide {spec.name}'s {spec.num_layers} layers",
                 "give parallel.num_layer_list with one layer count per stage",
+            )
+        )
+    return out
+
+
+def _expert_problems(spec: ModelSpec, p: Parallel, t: Train) -> list[Problem]:
+    """Megatron core_v0.12.1's rules for a mixture of experts (MindSpeed-LLM 2.3.0 and master; megatron-core
+    0.16.1 keeps the first): its ranks are tp x ep x pp blocks of the tp x pp x dp world (expert tp = tp, so ep
+    divides dp); expert parallelism refuses fp16; MoE training with tp > 1 needs sequence parallelism."""
+    out: list[Problem] = []
+    if p.ep > 1:
+        if problem := ep_problem(spec, p.ep):
+            out.append((("parallel", "ep"), problem, ""))
+        elif p.dp > 0 and p.dp % p.ep:
+            out.append(
+                (
+                    ("parallel", "ep"),
+                    f"ep {p.ep} does not divide dp {p.dp}: Megatron groups the tp x pp x dp ranks into "
+                    f"tp x ep x pp expert blocks",
+                    "make dp a multiple of ep",
+                )
+            )
+        if t.dtype == "fp16":
+            out.append((("parallel", "ep"), "Megatron's expert parallelism refuses fp16 training", "use bf16"))
+    if spec.num_experts and p.tp > 1 and not p.sequence_parallel:
+        out.append(
+            (
+                ("parallel", "sequence_parallel"),
+                f"{spec.name} is a mixture of experts: MoE training with tp {p.tp} needs sequence parallelism "
+                f"(MindSpeed-LLM's MoE layer refuses it without)",
+                "set parallel.sequence_parallel: true",
             )
         )
     return out

@@ -94,6 +94,11 @@ def _lora(c: Context):
     return c.recipe.finetune.lora if c.recipe.finetune.method == "lora" else None
 
 
+def _moe(c: Context, value: Value) -> Value:
+    """``value`` for a mixture of experts, nothing for a dense model."""
+    return value if c.spec.num_experts else None
+
+
 def _model_rows() -> tuple[Flag, ...]:
     """The architecture's flags: each family's Megatron table spelt as flags (one row per flag of any family, in
     table order; a row renders what the recipe's family table gives for it), then the family's --spec."""
@@ -144,6 +149,7 @@ FLAGS: tuple[Flag, ...] = (
     # parallelism and batch
     Flag("--tensor-model-parallel-size", lambda c: _p(c).tp, "GPT_ARGS", "parallel.tp"),
     Flag("--pipeline-model-parallel-size", lambda c: _p(c).pp, "GPT_ARGS", "parallel.pp"),
+    Flag("--expert-model-parallel-size", lambda c: _moe(c, _p(c).ep), "GPT_ARGS", "parallel.ep"),
     Flag(
         "--num-layer-list",
         lambda c: ",".join(map(str, _p(c).num_layer_list)) if _p(c).num_layer_list else None,
@@ -193,6 +199,13 @@ FLAGS: tuple[Flag, ...] = (
         "TUNE_ARGS",
         "finetune.lora.targets",
     ),
+    # a mixture of experts' routing in training, as MindSpeed-LLM's own qwen3_moe tune scripts set it
+    # (examples/mcore/qwen3_moe/tune_qwen3_30b_a3b_4K_lora_ptd.sh, 2.3.0 and master): the auxiliary
+    # load-balancing loss at 0.001 and the all-to-all dispatcher (whose variable-length check MindSpeed-LLM's
+    # TransformerConfig patch lets --no-pad-to-seq-lengths pass)
+    Flag("--moe-router-load-balancing-type", lambda c: _moe(c, "aux_loss"), "TUNE_ARGS"),
+    Flag("--moe-aux-loss-coeff", lambda c: _moe(c, 0.001), "TUNE_ARGS"),
+    Flag("--moe-token-dispatcher-type", lambda c: _moe(c, "alltoall_seq"), "TUNE_ARGS"),
     # data and output
     Flag("--data-path", lambda c: "$DATA_PATH", "DATA_ARGS", "data"),
     Flag("--split", lambda c: "100,0,0", "DATA_ARGS", "data"),
@@ -214,6 +227,16 @@ FLAGS: tuple[Flag, ...] = (
         "finetune.lora.targets",
     ),
     Flag("--micro-batch-size", lambda c: 1, "INFER_ARGS"),
+    # and in generation and evaluation (generate_/evaluate_qwen3_30b_a3b_ptd.sh): softmax, top-k, renormalised
+    # (--norm-topk-prob), no auxiliary loss; the all-gather dispatcher for the base model, but a LoRA on a mixture
+    # of experts runs only with alltoall_seq (mindspeed_llm/features_manager/finetune/lora.py, validate_args)
+    Flag("--moe-router-load-balancing-type", lambda c: _moe(c, "softmax_topk"), "INFER_ARGS"),
+    Flag(
+        "--moe-token-dispatcher-type",
+        lambda c: _moe(c, "alltoall_seq" if c.lora else "allgather"),
+        "INFER_ARGS",
+        "finetune.lora",
+    ),
     Flag("--exit-on-missing-checkpoint", lambda c: True, "INFER_ARGS"),
     Flag("--task", lambda c: "chat", "GENERATE_ARGS"),
     Flag("--prompt-type", lambda c: c.prompt_type, "GENERATE_ARGS", "data.template"),
@@ -353,6 +376,7 @@ def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, li
         args += [f"--spec {' '.join(spec.family_record.msllm_spec)}"] if spec.family_record.msllm_spec else []
     if direction == "hf2mcore":
         args += [f"--target-tensor-parallel-size {r.parallel.tp}", f"--target-pipeline-parallel-size {r.parallel.pp}"]
+        args += [f"--target-expert-parallel-size {r.parallel.ep}"] if spec.num_experts else []
         if r.parallel.num_layer_list:
             args.append(f"--num-layer-list {','.join(map(str, r.parallel.num_layer_list))}")
         args += ['--load-dir "$HF_DIR"', '--save-dir "$CKPT_LOAD_DIR"']
@@ -361,6 +385,8 @@ def _converter_args(ctx: Context, version: str, direction: str) -> tuple[str, li
         return entry, args
     if entry == V1:
         args += ["--target-tensor-parallel-size 1", "--target-pipeline-parallel-size 1"]
+        # as 2.3.0's own MoE mg->hf scripts (examples/mcore/phi35/ckpt_convert_phi35_moe_mcore2hf.sh)
+        args += ["--target-expert-parallel-size 1"] if spec.num_experts else []
     args.append('--load-dir "$CKPT_LOAD_DIR"')
     lora = _lora(ctx)
     if lora:
@@ -412,8 +438,8 @@ def convert_script(ctx: Context, paths: dict[str, str], version: str = DEFAULT_V
     return "\n".join(
         [
             _header(
-                f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp}; "
-                f"MindSpeed-LLM {version})"
+                f"{r.name}: HF -> Megatron-mcore weights (tp {r.parallel.tp}, pp {r.parallel.pp}"
+                f"{f', ep {r.parallel.ep}' if ctx.spec.num_experts else ''}; MindSpeed-LLM {version})"
             ),
             "export CUDA_DEVICE_MAX_CONNECTIONS=1",
             *(assign(k, v) for k, v in paths.items()),
@@ -485,7 +511,7 @@ def _model_args(ctx: Context, version: str) -> list[str]:
 def inference_script(ctx: Context, paths: dict[str, str], kind: str, version: str = DEFAULT_VERSION) -> str:
     """``generate`` (inference.py, chat with the tuned model) or ``evaluate`` (evaluation.py, C-Eval/MMLU...)."""
     r = ctx.recipe
-    world = r.parallel.tp * r.parallel.pp
+    world = r.parallel.tp * r.parallel.pp * r.parallel.ep  # an expert-parallel checkpoint loads on ep ranks (dp = ep)
     entry, group = {"generate": ("inference.py", "GENERATE_ARGS"), "evaluate": ("evaluation.py", "EVAL_ARGS")}[kind]
     extra = (
         [
@@ -524,6 +550,8 @@ def render_recipe(
 
     if version not in VERSIONS:
         raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
+    if lora is not None:
+        recipe.param_report("mindspeed-llm")  # what the accounting cannot count is not rendered (LoRA on experts)
     name = recipe.name
     ctx = Context(recipe, recipe.spec, lora, prompt_type(default_prompt_type(recipe)))
     paths = {

@@ -86,11 +86,11 @@ def mindformers_problem(spec) -> str | None:
 
 
 def mcore_problem(spec) -> str | None:
-    """Why tunebridge cannot take ``spec``'s model to MindSpeed-LLM (render and run), or None."""
+    """Why tunebridge cannot run ``spec``'s model on MindSpeed-LLM (it renders every family), or None."""
     if spec.num_experts:
         return (
             f"{spec.name}: tunebridge converts a mixture of experts to and from megatron-core checkpoints (tp, pp, "
-            f"ep) and checks its logits there, but neither renders MindSpeed-LLM's MoE flags nor runs its "
+            f"ep), checks its logits there and renders MindSpeed-LLM's scripts for it, but does not run its "
             f"{spec.num_experts} experts per layer for training yet"
         )
     return None
