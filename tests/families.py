@@ -21,4 +21,4 @@ RECIPES = tuple(sorted(Path(__file__).parent.parent.glob("recipes/*.yaml")))
 
 def renderable(path: Path) -> tuple[str, ...]:
     """The stacks that render the recipe's model (a stack its family cannot run refuses it, saying why)."""
-    return tuple(stacks_for(load_recipe(path).spec, RENDERABLE)[0])
+    return tuple(stacks_for(load_recipe(path).spec, RENDERABLE, render=True)[0])

@@ -1,6 +1,7 @@
 """Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention against PEFT in
 test_accounting_peft), its conversion HF <-> mcore over tp, pp and ep (bit-exact, proven by logits through
-megatron-core), and what it still refuses, saying why (MindSpeed-LLM render/run, MindFormers, LoRA on experts)."""
+megatron-core), and what it still refuses, saying why (MindSpeed-LLM render, MindFormers, LoRA on experts); its training is
+in test_moe_train."""
 from __future__ import annotations
 
 import pytest
@@ -14,9 +15,9 @@ from tunebridge.converters.formats import mcore as mcore_fmt
 from tunebridge.converters.formats.hf import HFReader
 from tunebridge.errors import TunebridgeError
 from tunebridge.model.dialects import HF, MCORE
-from tunebridge.model.families import mcore_problem
+from tunebridge.model.families import mindspeed_llm_render_problem
 from tunebridge.model.spec import ModelSpec
-from tunebridge.backends.stacks import stacks_for
+from tunebridge.backends.stacks import RENDERABLE, stacks_for
 from tunebridge.parity.logits import verify
 
 from .families import TINY_MOE
@@ -50,11 +51,11 @@ def test_lora_on_experts_is_refused_not_miscounted(targets):
 
 def test_stacks_that_cannot_take_it_say_why(tmp_path):
     spec = get_model("tiny-qwen3-moe")
-    taken, notes = stacks_for(spec)
-    assert taken == ["torch"]
-    assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}",
-                     f"mindspeed-llm: {mcore_problem(spec)}"]
-    assert "neither renders MindSpeed-LLM's MoE flags nor runs its 8 experts" in mcore_problem(spec)
+    mindformers = f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}"
+    assert stacks_for(spec) == (["torch", "mindspeed-llm"], [mindformers])  # megatron-core trains it (test_moe_train)
+    assert stacks_for(spec, RENDERABLE, render=True) == ([], [mindformers,
+                                                              f"mindspeed-llm: {mindspeed_llm_render_problem(spec)}"])
+    assert "does not render MindSpeed-LLM's MoE flags yet" in mindspeed_llm_render_problem(spec)
     with pytest.raises(TunebridgeError, match="MindFormers 1.9.0 runs Qwen3-MoE only as"):
         convert(make_hf(tmp_path / "hf", spec), tmp_path / "mf", "hf", "mindformers", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
@@ -175,3 +176,48 @@ def test_convert_cli_takes_ep(moe_hf, tmp_path, capsys):
     assert (layout.tp, layout.pp, layout.ep) == (2, 1, 4)
     assert main(["convert", str(tmp_path / "mc"), str(tmp_path / "back"), "--to", "hf"]) == 0
     assert same_tensors(moe_hf, tmp_path / "back")
+
+
+def test_neither_stack_adds_a_router_loss(moe_hf, tmp_path):
+    """The loss both stacks train on is the language model's alone: transformers' load-balancing loss is off even
+    where the config asks for it, and megatron-core's coefficient is 0 (its routers then add nothing)."""
+    import json
+    import shutil
+
+    from tunebridge.backends.mindspeed_llm.megatron.model import transformer_config
+    from tunebridge.backends.pytorch import build_model, token_losses
+    from tunebridge.train.config import TrainConfig
+
+    shutil.copytree(moe_hf, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "output_router_logits": True,
+                                                             "router_aux_loss_coef": 0.5}))
+    model = build_model(tmp_path / "hf", TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3),
+                        torch.device("cpu"))
+    ids = torch.arange(24).reshape(2, 12)
+    out = model(input_ids=ids, labels=ids)
+    loss_sum, n = token_losses(out.logits, ids)
+    assert out.aux_loss is None and out.loss.item() == pytest.approx(loss_sum.item() / n, rel=1e-6)
+    config = transformer_config(get_model("tiny-qwen3-moe"))
+    assert config.moe_aux_loss_coeff == 0.0 and config.moe_z_loss_coeff is None
+    assert (config.moe_token_dispatcher_type, config.moe_expert_capacity_factor) == ("allgather", None)  # dropless
+
+
+def test_megatron_core_refuses_experts_over_tp_saying_why(moe_hf, tmp_path, capsys):
+    import yaml
+
+    from tunebridge.cli import main
+
+    from .conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny-parity-lora.yaml").read_text())
+    recipe["model"] = {"arch": "tiny-qwen3-moe", "weights": str(moe_hf)}
+    recipe["parallel"]["tp"] = 2
+    recipe["data"]["train"]["path"] = str(REPO / "data" / "samples" / "demo_math_train.jsonl")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "recipe.yaml"), "--backend", "mindspeed-llm", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebridge: error: {tmp_path / 'recipe.yaml'}: parallel.tp 2: megatron-core 0.16.1 trains a mixture of "
+        "experts over tp > 1 only with sequence parallelism (its MoELayer refuses otherwise), which the CPU reference "
+        "executor does not run; train tiny-qwen3-moe with tp 1 here"]
+    assert not (tmp_path / "run").exists()

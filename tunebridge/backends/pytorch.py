@@ -92,6 +92,10 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    if hasattr(model.config, "output_router_logits"):
+        # a mixture of experts trains on the language-model loss alone, without the router's load-balancing loss
+        # transformers adds with output_router_logits (as megatron-core with moe_aux_loss_coeff 0, the reference's)
+        model.config.output_router_logits = False
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 

@@ -47,7 +47,7 @@ def render_files(
     stack = get_stack(backend)
     if stack.render is None:
         raise TunebridgeError(f"cannot render for backend {backend!r} (renderable: {', '.join(RENDERABLE)})")
-    if problem := stack.problem(recipe.spec):
+    if problem := stack.problem(recipe.spec, render=True):
         raise TunebridgeError(problem)
     return stack.load(stack.render)(recipe, _lora_plan(recipe, backend), num_samples, version=version, device=device)
 

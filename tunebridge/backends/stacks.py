@@ -33,15 +33,17 @@ class Stack:
     backend: str  # "module:class" of its tunebridge.backends.base.Backend
     render: str | None = None  # "module:function" writing its launch artifacts; None: it runs directly
     takes: str | None = None  # "module:function" (spec) -> why the stack cannot run a model, or None
+    render_takes: str | None = None  # "module:function" (spec) -> why it cannot render a model it runs, or None
 
     def load(self, entry: str):
         """The object an entry point (``self.backend``, ``self.render``) names."""
         module, _, attr = entry.partition(":")
         return getattr(importlib.import_module(module), attr)
 
-    def problem(self, spec) -> str | None:
-        """Why this stack cannot run ``spec``'s model (its family says), or None."""
-        return self.load(self.takes)(spec) if self.takes else None
+    def problem(self, spec, render: bool = False) -> str | None:
+        """Why this stack cannot run (``render``: render the launch artifacts of) ``spec``'s model, or None."""
+        entries = (self.takes, self.render_takes) if render else (self.takes,)
+        return next((p for entry in entries if entry and (p := self.load(entry)(spec))), None)
 
 
 STACKS: dict[str, Stack] = {
@@ -82,7 +84,7 @@ STACKS: dict[str, Stack] = {
             defaults=Defaults(True, "megatron", "micro-batch"),
             backend="tunebridge.backends.base:MindSpeedLLMBackend",
             render="tunebridge.backends.mindspeed_llm.render:render_recipe",
-            takes="tunebridge.model.families:mcore_problem",
+            render_takes="tunebridge.model.families:mindspeed_llm_render_problem",
         ),
     )
 }
@@ -99,11 +101,12 @@ def get_stack(name: str) -> Stack:
         raise TunebridgeError(unknown("backend", name, STACKS)) from None
 
 
-def stacks_for(spec, names: tuple[str, ...] = STACK_NAMES) -> tuple[list[str], list[str]]:
-    """Of ``names``, the stacks that can run ``spec``'s model, and a note for each one that cannot."""
+def stacks_for(spec, names: tuple[str, ...] = STACK_NAMES, render: bool = False) -> tuple[list[str], list[str]]:
+    """Of ``names``, the stacks that can run (``render``: render for) ``spec``'s model, and a note for each one
+    that cannot."""
     taken, notes = [], []
     for name in names:
-        problem = STACKS[name].problem(spec)
+        problem = STACKS[name].problem(spec, render)
         if problem:
             notes.append(f"{name}: {problem}")
         else:

@@ -43,7 +43,9 @@ def run(args) -> int:
     from ..recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
-    backends, notes = stacks_for(recipe.spec, RENDERABLE) if args.backend == "all" else ([args.backend], [])
+    backends, notes = (
+        stacks_for(recipe.spec, RENDERABLE, render=True) if args.backend == "all" else ([args.backend], [])
+    )
     for note in notes:
         print(f"note: not rendered for {note}", file=sys.stderr)
     outs = {b: Path(args.out) / b if args.backend == "all" else Path(args.out) for b in backends}

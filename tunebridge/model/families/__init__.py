@@ -85,13 +85,13 @@ def mindformers_problem(spec) -> str | None:
     return None if fam.mindformers else f"{spec.name}: {fam.mindformers_missing}"
 
 
-def mcore_problem(spec) -> str | None:
-    """Why tunebridge cannot take ``spec``'s model to MindSpeed-LLM (render and run), or None."""
+def mindspeed_llm_render_problem(spec) -> str | None:
+    """Why tunebridge cannot render MindSpeed-LLM's launch artifacts for ``spec``'s model, or None (the CPU
+    reference of a MindSpeed-LLM run, megatron-core, trains every family)."""
     if spec.num_experts:
         return (
             f"{spec.name}: tunebridge converts a mixture of experts to and from megatron-core checkpoints (tp, pp, "
-            f"ep) and checks its logits there, but neither renders MindSpeed-LLM's MoE flags nor runs its "
-            f"{spec.num_experts} experts per layer for training yet"
+            f"ep) and trains it on megatron-core here, but does not render MindSpeed-LLM's MoE flags yet"
         )
     return None
 
