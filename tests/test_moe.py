@@ -43,10 +43,70 @@ def test_transformers_builds_the_experts_the_spec_counts(name):
     assert model.config.num_experts_per_tok == spec.experts_per_token and model.config.norm_topk_prob
 
 
-@pytest.mark.parametrize("targets", [["down"], ["all-linear"]], ids=lambda t: "+".join(t))
-def test_lora_on_experts_is_refused_not_miscounted(targets):
-    with pytest.raises(ValueError, match=r"tiny-qwen3-moe: LoRA on .* its 8 experts per layer"):
-        count(get_model("tiny-qwen3-moe"), "torch", rank=8, targets=targets)
+def test_lora_on_experts_is_a_pair_per_expert():
+    """gate, up and down of a mixture of experts are its experts': each expert gets its own (A, B) (PEFT's
+    ParamWrapper on transformers' fused expert tensors, MindSpeed-LLM's linear_fc1 / linear_fc2 on each local expert);
+    the counts equal PEFT's and megatron-core's (test_accounting_peft, test_accounting_megatron)."""
+    spec = get_model("tiny-qwen3-moe")  # 4 layers, hidden 64, q 128, 8 experts of size 48
+    o, down, gate_up = 4 * 8 * (128 + 64), 4 * 8 * 8 * (48 + 64), 4 * 8 * 8 * (64 + 2 * 48)
+    assert (o, down, gate_up) == (6_144, 28_672, 40_960)
+    for backend in ("torch", "mindspeed-llm"):
+        report = count(spec, backend, rank=8, targets=["o", "down"])
+        assert (report.trainable_params, report.exact) == (o + down, True)
+        assert count(spec, backend, rank=8, targets=["o", "gate", "up", "down"]).trainable_params == o + down + gate_up
+    gate = count(spec, "torch", rank=8, targets=["gate"])  # transformers fuses gate and up: PEFT adapts both
+    assert (gate.trainable_params, gate.exact, gate.native_targets) == (gate_up, False, ["gate_up_proj"])
+    assert "which also adapts ['expert_up']" in gate.note
+    assert count(spec, "mindspeed-llm", rank=8, targets=["down"], tp=2).per_rank_trainable == [
+        {"pp_rank": 0, "tp_rank": t, "layers": 4, "trainable": 4 * 8 * 8 * (48 // 2 + 64)} for t in range(2)]
+
+
+def test_lora_dropout_on_experts_is_refused_saying_why(moe_hf):
+    from tunebridge.backends.pytorch import build_model
+    from tunebridge.train.config import TrainConfig
+
+    lora = {"rank": 8, "alpha": 16, "dropout": 0.1, "target_modules": [],
+            "target_parameters": ["mlp.experts.down_proj"]}
+    with pytest.raises(TunebridgeError, match=r"^lora.dropout 0.1: PEFT adapts a mixture of experts' fused expert "
+                                              r"tensors \(target_parameters \['mlp.experts.down_proj'\]\) without "
+                                              r"dropout only$"):
+        build_model(moe_hf, TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3, lora=lora),
+                    torch.device("cpu"))
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 2)])
+def test_an_expert_adapter_goes_peft_mcore_peft_bit_exact(moe_hf, tmp_path, tp, pp):
+    """A PEFT adapter on o, the experts' gate/up and down (B random, so that a misplaced expert shows) to
+    MindSpeed-LLM's per-expert pairs and back; expert e's pair is PEFT's rows e r .. (e + 1) r of A and columns
+    e, e + E, ... of B."""
+    from safetensors.torch import load_file, save_file
+
+    from tunebridge.backends.pytorch import build_model
+    from tunebridge.converters.adapters import convert_adapter
+    from tunebridge.train.config import TrainConfig
+
+    lora = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["o_proj"],
+            "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}
+    model = build_model(moe_hf, TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3, lora=lora),
+                        torch.device("cpu"))
+    model.save_pretrained(tmp_path / "peft")
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    state = load_file(weights)
+    torch.manual_seed(1)
+    save_file({k: torch.randn_like(v) for k, v in state.items()}, weights)
+    spec = get_model("tiny-qwen3-moe")
+    convert_adapter(tmp_path / "peft", tmp_path / "mc", "peft", "mcore", spec, tp=tp, pp=pp)
+    convert_adapter(tmp_path / "mc", tmp_path / "back", "mcore", "peft", spec)
+    original, back = load_file(weights), load_file(tmp_path / "back" / "adapter_model.safetensors")
+    assert sorted(back) == sorted(original) and all(torch.equal(back[k], original[k]) for k in original)
+    assert len([k for k in back if ".mlp.experts." in k]) == 4 * 2 * 2  # per layer: gate_up and down, A and B
+    # layer 1 (stage 0 at pp 2: layers 0, 1), expert 3's down pair on tp rank 0
+    rank_file = mcore_fmt.load_rank_file(mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0))["model"]
+    fc2 = "decoder.layers.1.mlp.experts.local_experts.3.linear_fc2"
+    peft_down = "base_model.model.model.layers.1.mlp.experts"  # down_proj: the outer of the two ParamWrappers
+    a, b = original[f"{peft_down}.lora_A.weight"], original[f"{peft_down}.lora_B.weight"]
+    assert torch.equal(rank_file[f"{fc2}.lora_A.default.weight"], a[3 * 4:4 * 4].chunk(tp, dim=1)[0])
+    assert torch.equal(rank_file[f"{fc2}.lora_B.default.weight"], b[:, 3::8])
 
 
 def test_stacks_that_cannot_take_it_say_why(tmp_path):

@@ -99,6 +99,11 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
+        if cfg.lora.get("target_parameters") and cfg.lora["dropout"]:
+            raise TunebridgeError(
+                f"lora.dropout {cfg.lora['dropout']}: PEFT adapts a mixture of experts' fused expert tensors "
+                f"(target_parameters {cfg.lora['target_parameters']}) without dropout only"
+            )
         if init_adapter:
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
@@ -109,7 +114,8 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
                     r=cfg.lora["rank"],
                     lora_alpha=cfg.lora["alpha"],
                     lora_dropout=cfg.lora["dropout"],
-                    target_modules=cfg.lora["target_modules"],
+                    target_modules=cfg.lora["target_modules"] or None,
+                    target_parameters=cfg.lora.get("target_parameters") or None,
                     bias="none",
                     task_type="CAUSAL_LM",
                 ),
