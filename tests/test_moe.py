@@ -1,7 +1,7 @@
-"""Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention against PEFT in
+"""Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention and experts against PEFT in
 test_accounting_peft), its conversion HF <-> mcore over tp, pp and ep (bit-exact, proven by logits through
-megatron-core), and what it still refuses, saying why (MindSpeed-LLM render, MindFormers, LoRA on experts); its training is
-in test_moe_train."""
+megatron-core), and what it still refuses, saying why (MindSpeed-LLM render, tp > 1 training, MindFormers); its training
+is in test_families_run."""
 from __future__ import annotations
 
 import pytest
@@ -112,7 +112,7 @@ def test_an_expert_adapter_goes_peft_mcore_peft_bit_exact(moe_hf, tmp_path, tp, 
 def test_stacks_that_cannot_take_it_say_why(tmp_path):
     spec = get_model("tiny-qwen3-moe")
     mindformers = f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}"
-    assert stacks_for(spec) == (["torch", "mindspeed-llm"], [mindformers])  # megatron-core trains it (test_moe_train)
+    assert stacks_for(spec) == (["torch", "mindspeed-llm"], [mindformers])  # megatron-core trains it (test_families_run)
     assert stacks_for(spec, RENDERABLE, render=True) == ([], [mindformers,
                                                               f"mindspeed-llm: {mindspeed_llm_render_problem(spec)}"])
     assert "does not render MindSpeed-LLM's MoE flags yet" in mindspeed_llm_render_problem(spec)
