@@ -10,7 +10,7 @@ from tunebridge.backends.mindspeed_llm.megatron.census import census_many
 from tunebridge.backends.mindspeed_llm.megatron.launch import run
 from tunebridge.backends.mindspeed_llm.megatron.model import stage_tensor_names
 
-from .families import TINY
+from .families import TINY, TINY_MOE
 
 MODULE_SETS = [["linear_qkv"], ["linear_qkv", "linear_proj"], ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]]
 WORLDS = [(1, 1, None), (2, 1, None), (1, 2, [1, 3]), (2, 2, [1, 3])]
@@ -18,7 +18,7 @@ WORLDS = [(1, 1, None), (2, 1, None), (1, 2, [1, 3]), (2, 2, [1, 3])]
 
 def _cases(tp: int):
     cases = []
-    for name in TINY:
+    for name in TINY + TINY_MOE:  # a mixture of experts: linear_fc1 / linear_fc2 are every local expert's
         spec = get_model(name)
         if spec.num_kv_heads % tp:
             continue
@@ -72,8 +72,10 @@ def test_tensor_names_and_shapes_equal_the_mcore_dialect(world):
                 == n_layers
             qkv = shapes.get("decoder.layers.0.self_attention.linear_qkv.weight")
             assert qkv == [(spec.q_size + 2 * spec.kv_size) // tp, spec.hidden_size]
-            assert shapes["decoder.layers.0.mlp.linear_fc1.weight"] == [2 * spec.ffn_hidden_size // tp, spec.hidden_size]
-            assert shapes["decoder.layers.0.mlp.linear_fc2.weight"] == [spec.hidden_size, spec.ffn_hidden_size // tp]
+            mlp, ffn = ("mlp.experts.local_experts.7", spec.moe_ffn_hidden_size) if spec.num_experts \
+                else ("mlp", spec.ffn_hidden_size)
+            assert shapes[f"decoder.layers.0.{mlp}.linear_fc1.weight"] == [2 * ffn // tp, spec.hidden_size]
+            assert shapes[f"decoder.layers.0.{mlp}.linear_fc2.weight"] == [spec.hidden_size, ffn // tp]
             if "embedding.word_embeddings.weight" in shapes:
                 assert shapes["embedding.word_embeddings.weight"] == [vocab // tp, spec.hidden_size]
 
@@ -91,3 +93,20 @@ def test_lora_tensor_names(world):
     proj = "decoder.layers.0.self_attention.linear_proj"
     assert shapes[f"{proj}.lora_A.default.weight"] == [r, spec.q_size // tp]             # split
     assert shapes[f"{proj}.lora_B.default.weight"] == [spec.hidden_size, r]              # replicated
+
+
+def test_lora_on_local_experts_is_a_pair_per_expert(world):
+    """MindSpeed-LLM's linear_fc1 / linear_fc2 targets wrap each of a mixture of experts' local experts."""
+    tp, pp, layers, cases, ranks = world
+    case_i = next(i for i, c in enumerate(cases) if c["spec"].num_experts and c["lora_modules"]
+                  and len(c["lora_modules"]) == 4)
+    spec, r = cases[case_i]["spec"], cases[case_i]["rank"]
+    shapes = ranks[0][case_i]["shapes"]
+    lora = [k for k in shapes if ".lora_" in k and k.startswith("decoder.layers.0.mlp.")]
+    assert len(lora) == 2 * 2 * spec.num_experts  # (A, B) on linear_fc1 and linear_fc2 of every expert
+    fc1, fc2 = (f"decoder.layers.0.mlp.experts.local_experts.5.{m}" for m in ("linear_fc1", "linear_fc2"))
+    assert shapes[f"{fc1}.lora_A.default.weight"] == [r, spec.hidden_size]
+    assert shapes[f"{fc1}.lora_B.default.weight"] == [2 * spec.moe_ffn_hidden_size // tp, r]
+    assert shapes[f"{fc2}.lora_A.default.weight"] == [r, spec.moe_ffn_hidden_size // tp]
+    assert shapes[f"{fc2}.lora_B.default.weight"] == [spec.hidden_size, r]
+    assert "decoder.layers.0.mlp.router.weight" in shapes  # the router is never wrapped

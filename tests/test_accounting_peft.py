@@ -8,7 +8,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from tunebridge.model.accounting import count, expand_targets
 from tunebridge.model.catalogue import CATALOGUE, get_model
-from tunebridge.model.dialects.hf import PEFT_TARGET
+from tunebridge.model.dialects.hf import PEFT_PARAMETER, PEFT_TARGET
 
 from .families import TINY, TINY_MOE
 
@@ -31,16 +31,22 @@ def test_catalogue_anchor():
     assert get_model("llama3-8b").total_params() == 8_030_261_248
 
 
-# a mixture of experts: LoRA on attention (tunebridge does not count LoRA on its experts yet)
-CASES = [(n, t) for n in TINY for t in TARGET_SETS] + [(n, t) for n in TINY_MOE for t in TARGET_SETS[:2]]
+# a mixture of experts: gate, up and down are its experts' (PEFT's target_parameters on the fused expert tensors)
+CASES = [(n, t) for n in TINY + TINY_MOE for t in TARGET_SETS] + [(n, ["down"]) for n in TINY_MOE]
+
+
+def peft_config(spec, targets, rank: int) -> LoraConfig:
+    adapted = spec.adapted(expand_targets(targets))
+    parameters = sorted({PEFT_PARAMETER[t] for t in adapted if t in PEFT_PARAMETER})
+    return LoraConfig(r=rank, lora_alpha=16, target_modules=[PEFT_TARGET[t] for t in adapted if t in PEFT_TARGET] or None,
+                      target_parameters=parameters or None)
 
 
 @pytest.mark.parametrize("name,targets", CASES, ids=lambda v: "+".join(v) if isinstance(v, list) else v)
 @pytest.mark.parametrize("rank", [4, 8])
 def test_lora_counts_equal_peft(name, targets, rank):
     spec = get_model(name)
-    model = get_peft_model(hf_model(spec, "meta"), LoraConfig(
-        r=rank, lora_alpha=16, target_modules=[PEFT_TARGET[p] for p in expand_targets(targets)]))
+    model = get_peft_model(hf_model(spec, "meta"), peft_config(spec, targets, rank))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report = count(spec, "torch", rank=rank, targets=targets)
     assert trainable == report.trainable_params

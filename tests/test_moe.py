@@ -1,6 +1,7 @@
-"""Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention against PEFT in
+"""Mixture-of-experts models (Qwen3-MoE): what tunebridge counts exactly (LoRA on attention and experts against PEFT in
 test_accounting_peft), its conversion HF <-> mcore over tp, pp and ep (bit-exact, proven by logits through
-megatron-core), and what it still refuses, saying why (MindSpeed-LLM run, MindFormers, LoRA on experts)."""
+megatron-core), and what it still refuses, saying why (tp > 1 training, MindFormers); its training is in
+test_families_run, its MindSpeed-LLM scripts in test_moe_render."""
 from __future__ import annotations
 
 import pytest
@@ -14,9 +15,8 @@ from tunebridge.converters.formats import mcore as mcore_fmt
 from tunebridge.converters.formats.hf import HFReader
 from tunebridge.errors import TunebridgeError
 from tunebridge.model.dialects import HF, MCORE
-from tunebridge.model.families import mcore_problem
 from tunebridge.model.spec import ModelSpec
-from tunebridge.backends.stacks import stacks_for
+from tunebridge.backends.stacks import RENDERABLE, stacks_for
 from tunebridge.parity.logits import verify
 
 from .families import TINY_MOE
@@ -42,22 +42,78 @@ def test_transformers_builds_the_experts_the_spec_counts(name):
     assert model.config.num_experts_per_tok == spec.experts_per_token and model.config.norm_topk_prob
 
 
-@pytest.mark.parametrize("targets", [["down"], ["all-linear"]], ids=lambda t: "+".join(t))
-def test_lora_on_experts_is_refused_not_miscounted(targets):
-    with pytest.raises(ValueError, match=r"tiny-qwen3-moe: LoRA on .* its 8 experts per layer"):
-        count(get_model("tiny-qwen3-moe"), "torch", rank=8, targets=targets)
+def test_lora_on_experts_is_a_pair_per_expert():
+    """gate, up and down of a mixture of experts are its experts': each expert gets its own (A, B) (PEFT's
+    ParamWrapper on transformers' fused expert tensors, MindSpeed-LLM's linear_fc1 / linear_fc2 on each local expert);
+    the counts equal PEFT's and megatron-core's (test_accounting_peft, test_accounting_megatron)."""
+    spec = get_model("tiny-qwen3-moe")  # 4 layers, hidden 64, q 128, 8 experts of size 48
+    o, down, gate_up = 4 * 8 * (128 + 64), 4 * 8 * 8 * (48 + 64), 4 * 8 * 8 * (64 + 2 * 48)
+    assert (o, down, gate_up) == (6_144, 28_672, 40_960)
+    for backend in ("torch", "mindspeed-llm"):
+        report = count(spec, backend, rank=8, targets=["o", "down"])
+        assert (report.trainable_params, report.exact) == (o + down, True)
+        assert count(spec, backend, rank=8, targets=["o", "gate", "up", "down"]).trainable_params == o + down + gate_up
+    gate = count(spec, "torch", rank=8, targets=["gate"])  # transformers fuses gate and up: PEFT adapts both
+    assert (gate.trainable_params, gate.exact, gate.native_targets) == (gate_up, False, ["gate_up_proj"])
+    assert "which also adapts ['expert_up']" in gate.note
+    assert count(spec, "mindspeed-llm", rank=8, targets=["down"], tp=2).per_rank_trainable == [
+        {"pp_rank": 0, "tp_rank": t, "layers": 4, "trainable": 4 * 8 * 8 * (48 // 2 + 64)} for t in range(2)]
+
+
+def test_lora_dropout_on_experts_is_refused_saying_why(moe_hf):
+    from tunebridge.backends.pytorch import build_model
+    from tunebridge.train.config import TrainConfig
+
+    lora = {"rank": 8, "alpha": 16, "dropout": 0.1, "target_modules": [],
+            "target_parameters": ["mlp.experts.down_proj"]}
+    with pytest.raises(TunebridgeError, match=r"^lora.dropout 0.1: PEFT adapts a mixture of experts' fused expert "
+                                              r"tensors \(target_parameters \['mlp.experts.down_proj'\]\) without "
+                                              r"dropout only$"):
+        build_model(moe_hf, TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3, lora=lora),
+                    torch.device("cpu"))
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 2)])
+def test_an_expert_adapter_goes_peft_mcore_peft_bit_exact(moe_hf, tmp_path, tp, pp):
+    """A PEFT adapter on o, the experts' gate/up and down (B random, so that a misplaced expert shows) to
+    MindSpeed-LLM's per-expert pairs and back; expert e's pair is PEFT's rows e r .. (e + 1) r of A and columns
+    e, e + E, ... of B."""
+    from safetensors.torch import load_file, save_file
+
+    from tunebridge.backends.pytorch import build_model
+    from tunebridge.converters.adapters import convert_adapter
+    from tunebridge.train.config import TrainConfig
+
+    lora = {"rank": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["o_proj"],
+            "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]}
+    model = build_model(moe_hf, TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3, lora=lora),
+                        torch.device("cpu"))
+    model.save_pretrained(tmp_path / "peft")
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    state = load_file(weights)
+    torch.manual_seed(1)
+    save_file({k: torch.randn_like(v) for k, v in state.items()}, weights)
+    spec = get_model("tiny-qwen3-moe")
+    convert_adapter(tmp_path / "peft", tmp_path / "mc", "peft", "mcore", spec, tp=tp, pp=pp)
+    convert_adapter(tmp_path / "mc", tmp_path / "back", "mcore", "peft", spec)
+    original, back = load_file(weights), load_file(tmp_path / "back" / "adapter_model.safetensors")
+    assert sorted(back) == sorted(original) and all(torch.equal(back[k], original[k]) for k in original)
+    assert len([k for k in back if ".mlp.experts." in k]) == 4 * 2 * 2  # per layer: gate_up and down, A and B
+    # layer 1 (stage 0 at pp 2: layers 0, 1), expert 3's down pair on tp rank 0
+    rank_file = mcore_fmt.load_rank_file(mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0))["model"]
+    fc2 = "decoder.layers.1.mlp.experts.local_experts.3.linear_fc2"
+    peft_down = "base_model.model.model.layers.1.mlp.experts"  # down_proj: the outer of the two ParamWrappers
+    a, b = original[f"{peft_down}.lora_A.weight"], original[f"{peft_down}.lora_B.weight"]
+    assert torch.equal(rank_file[f"{fc2}.lora_A.default.weight"], a[3 * 4:4 * 4].chunk(tp, dim=1)[0])
+    assert torch.equal(rank_file[f"{fc2}.lora_B.default.weight"], b[:, 3::8])
 
 
 def test_stacks_that_cannot_take_it_say_why(tmp_path):
     spec = get_model("tiny-qwen3-moe")
-    taken, notes = stacks_for(spec)  # rendered and counted for MindSpeed-LLM (test_moe_render), not run
-    assert taken == ["torch", "mindspeed-llm"]
-    assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}"]
-    taken, notes = stacks_for(spec, running=True)
-    assert taken == ["torch"]
-    assert notes == [f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}",
-                     f"mindspeed-llm: {mcore_problem(spec)}"]
-    assert "renders MindSpeed-LLM's scripts for it, but does not run its 8 experts" in mcore_problem(spec)
+    mindformers = f"mindformers: tiny-qwen3-moe: {spec.family_record.mindformers_missing}"
+    # rendered and counted (test_moe_render) and trained (test_families_run) for MindSpeed-LLM
+    assert stacks_for(spec) == (["torch", "mindspeed-llm"], [mindformers])
+    assert stacks_for(spec, RENDERABLE) == (["mindspeed-llm"], [mindformers])
     with pytest.raises(TunebridgeError, match="MindFormers 1.9.0 runs Qwen3-MoE only as"):
         convert(make_hf(tmp_path / "hf", spec), tmp_path / "mf", "hf", "mindformers", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
@@ -178,3 +234,48 @@ def test_convert_cli_takes_ep(moe_hf, tmp_path, capsys):
     assert (layout.tp, layout.pp, layout.ep) == (2, 1, 4)
     assert main(["convert", str(tmp_path / "mc"), str(tmp_path / "back"), "--to", "hf"]) == 0
     assert same_tensors(moe_hf, tmp_path / "back")
+
+
+def test_neither_stack_adds_a_router_loss(moe_hf, tmp_path):
+    """The loss both stacks train on is the language model's alone: transformers' load-balancing loss is off even
+    where the config asks for it, and megatron-core's coefficient is 0 (its routers then add nothing)."""
+    import json
+    import shutil
+
+    from tunebridge.backends.mindspeed_llm.megatron.model import transformer_config
+    from tunebridge.backends.pytorch import build_model, token_losses
+    from tunebridge.train.config import TrainConfig
+
+    shutil.copytree(moe_hf, tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "output_router_logits": True,
+                                                             "router_aux_loss_coef": 0.5}))
+    model = build_model(tmp_path / "hf", TrainConfig(global_batch_size=1, micro_batch_size=1, lr=1e-3),
+                        torch.device("cpu"))
+    ids = torch.arange(24).reshape(2, 12)
+    out = model(input_ids=ids, labels=ids)
+    loss_sum, n = token_losses(out.logits, ids)
+    assert out.aux_loss is None and out.loss.item() == pytest.approx(loss_sum.item() / n, rel=1e-6)
+    config = transformer_config(get_model("tiny-qwen3-moe"))
+    assert config.moe_aux_loss_coeff == 0.0 and config.moe_z_loss_coeff is None
+    assert (config.moe_token_dispatcher_type, config.moe_expert_capacity_factor) == ("allgather", None)  # dropless
+
+
+def test_megatron_core_refuses_experts_over_tp_saying_why(moe_hf, tmp_path, capsys):
+    import yaml
+
+    from tunebridge.cli import main
+
+    from .conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "recipes" / "tiny-parity-lora.yaml").read_text())
+    recipe["model"] = {"arch": "tiny-qwen3-moe", "weights": str(moe_hf)}
+    recipe["parallel"].update(tp=2, sequence_parallel=True)  # without it the recipe is refused (test_moe_render)
+    recipe["data"]["train"]["path"] = str(REPO / "data" / "samples" / "demo_math_train.jsonl")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "recipe.yaml"), "--backend", "mindspeed-llm", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"tunebridge: error: {tmp_path / 'recipe.yaml'}: parallel.tp 2: megatron-core 0.16.1 trains a mixture of "
+        "experts over tp > 1 only with sequence parallelism (its MoELayer refuses otherwise), which the CPU reference "
+        "executor does not run; train tiny-qwen3-moe with tp 1 here"]
+    assert not (tmp_path / "run").exists()

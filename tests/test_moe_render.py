@@ -5,14 +5,12 @@ experts refused, as the accounting refuses it."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from tunebridge.backends.mindspeed_llm.render import VERSIONS
 from tunebridge.backends.render import render, render_files
-from tunebridge.errors import TunebridgeError
 from tunebridge.model.accounting import mcore_rank_params
 from tunebridge.model.catalogue import get_model
 from tunebridge.recipe.explain import explain_rows
@@ -173,20 +171,29 @@ def test_dense_recipes_render_no_moe_flag(path):
     assert not any(f in text for f in ("--moe-", "--num-experts", "--norm-topk-prob", "expert-parallel-size"))
 
 
-@pytest.mark.parametrize("targets", ["[all-linear]", "[q, v, down]"])
-def test_lora_on_the_experts_is_not_rendered(tmp_path, capsys, targets):
+@pytest.mark.parametrize("targets,native", [("[all-linear]", "linear_qkv linear_proj linear_fc1 linear_fc2"),
+                                            ("[q, v, down]", "linear_qkv linear_fc2")])
+def test_lora_on_the_experts_renders_their_modules_and_counts_each_ep_rank(tmp_path, capsys, targets, native):
+    """MindSpeed-LLM's linear_fc1 / linear_fc2 also name the local experts' modules: LoRA on gate / up / down of a
+    MoE is rendered with them, and each ep rank holds the pairs of its experts / ep."""
     path = tmp_path / "r.yaml"
     path.write_text(RECIPE.read_text().replace("targets: [q, k, v, o]", f"targets: {targets}")
                     .replace("../data", str(Path.cwd() / "data")))
-    refusal = (rf"{path}: finetune.lora.targets: qwen3-30b-a3b: LoRA on \[.*'down'.*\] would adapt its 128 experts "
-               r"per layer, which tunebridge does not count yet; LoRA on attention \(q k v o\) is counted")
-    with pytest.raises(TunebridgeError, match="^" + refusal + "$"):
-        render_files(load_recipe(path), "mindspeed-llm")
+    tune = next(t for n, t in render_files(load_recipe(path), "mindspeed-llm").items() if n.startswith("tune_"))
+    assert f"--lora-target-modules {native}\n" in tune
     from tunebridge.cli import main
-    for backend in ("torch", "mindspeed-llm"):  # one line, exit 2, as render
-        assert main(["params", str(path), "--backend", backend]) == 2
-        err = capsys.readouterr().err
-        assert re.fullmatch("tunebridge: error: " + refusal + "\n", err), err
+    assert main(["params", str(path), "--backend", "mindspeed-llm", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spec, r, tp, ep = get_model("qwen3-30b-a3b"), 16, 4, 2
+    fc1 = r * spec.hidden_size + r * 2 * spec.moe_ffn_hidden_size // tp  # column: A whole, B split over tp
+    fc2 = r * spec.moe_ffn_hidden_size // tp + r * spec.hidden_size  # row: A split, B whole
+    experts = (fc2 + (fc1 if "fc1" in native else 0)) * spec.num_experts // ep
+    q_size, kv_size = spec.num_heads * spec.head_dim, spec.num_kv_heads * spec.head_dim
+    qkv = r * spec.hidden_size + r * (q_size + 2 * kv_size) // tp
+    proj = r * q_size // tp + r * spec.hidden_size if "proj" in native else 0
+    assert {(x["tp_rank"], x["ep_rank"]) for x in report["per_rank_trainable"]} == {
+        (t, e) for t in range(tp) for e in range(ep)}
+    assert {x["trainable"] for x in report["per_rank_trainable"]} == {spec.num_layers * (qkv + proj + experts)}
 
 
 def test_params_counts_each_ep_rank(tmp_path, capsys):

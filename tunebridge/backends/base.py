@@ -40,7 +40,7 @@ class Backend(ABC):
 
     def plan(self, recipe, weights: Path, out: Path, home: Path | None = None) -> Plan:
         """Everything ``run`` needs, checked now; raises TunebridgeError before any work."""
-        if problem := self.stack.run_problem(recipe.spec):
+        if problem := self.stack.problem(recipe.spec):
             raise TunebridgeError(problem)
         if recipe.data is None or recipe.data.train is None:
             raise TunebridgeError(f"{recipe.source}: no data.train section: nothing to train on")
@@ -163,6 +163,12 @@ class MindSpeedLLMBackend(Backend):
             )
         if p.dp != 1:
             raise TunebridgeError(f"{recipe.source}: parallel.dp {p.dp}: the CPU reference executor runs dp 1")
+        if spec.num_experts and p.tp > 1:
+            raise TunebridgeError(
+                f"{recipe.source}: parallel.tp {p.tp}: megatron-core 0.16.1 trains a mixture of experts over tp > 1 "
+                f"only with sequence parallelism (its MoELayer refuses otherwise), which the CPU reference executor "
+                f"does not run; train {spec.name} with tp 1 here"
+            )
 
     def run(self, plan, inputs, progress=True):
         from .mindspeed_llm.run import train_mindspeed_llm

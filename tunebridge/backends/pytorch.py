@@ -92,9 +92,18 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    if hasattr(model.config, "output_router_logits"):
+        # a mixture of experts trains on the language-model loss alone, without the router's load-balancing loss
+        # transformers adds with output_router_logits (as megatron-core with moe_aux_loss_coeff 0, the reference's)
+        model.config.output_router_logits = False
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
+        if cfg.lora.get("target_parameters") and cfg.lora["dropout"]:
+            raise TunebridgeError(
+                f"lora.dropout {cfg.lora['dropout']}: PEFT adapts a mixture of experts' fused expert tensors "
+                f"(target_parameters {cfg.lora['target_parameters']}) without dropout only"
+            )
         if init_adapter:
             model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         else:
@@ -105,7 +114,8 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
                     r=cfg.lora["rank"],
                     lora_alpha=cfg.lora["alpha"],
                     lora_dropout=cfg.lora["dropout"],
-                    target_modules=cfg.lora["target_modules"],
+                    target_modules=cfg.lora["target_modules"] or None,
+                    target_parameters=cfg.lora.get("target_parameters") or None,
                     bias="none",
                     task_type="CAUSAL_LM",
                 ),

@@ -36,7 +36,7 @@ def _lora_plan(recipe, backend: str):
         return None
     lc = recipe.finetune.lora
     native = (lc.native_targets or {}).get(backend)
-    return plan_lora(backend, list(lc.targets), native)
+    return plan_lora(backend, list(lc.targets), native, recipe.spec)
 
 
 def render_files(

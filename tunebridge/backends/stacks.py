@@ -32,10 +32,8 @@ class Stack:
     defaults: Defaults
     backend: str  # "module:class" of its tunebridge.backends.base.Backend
     render: str | None = None  # "module:function" writing its launch artifacts; None: it runs directly
-    # "module:function" (spec) -> why the stack's artifacts and counts cannot express a model, or None
+    # "module:function" (spec) -> why the stack cannot take a model (render, count, run), or None
     takes: str | None = None
-    # "module:function" (spec) -> why tunebridge cannot run a model on the stack although it renders it, or None
-    runs: str | None = None
 
     def load(self, entry: str):
         """The object an entry point (``self.backend``, ``self.render``) names."""
@@ -43,12 +41,8 @@ class Stack:
         return getattr(importlib.import_module(module), attr)
 
     def problem(self, spec) -> str | None:
-        """Why this stack cannot express ``spec``'s model (render, count; its family says), or None."""
+        """Why this stack cannot take ``spec``'s model (its family says), or None."""
         return self.load(self.takes)(spec) if self.takes else None
-
-    def run_problem(self, spec) -> str | None:
-        """Why tunebridge cannot run ``spec``'s model on this stack, or None."""
-        return self.problem(spec) or (self.load(self.runs)(spec) if self.runs else None)
 
 
 STACKS: dict[str, Stack] = {
@@ -89,7 +83,6 @@ STACKS: dict[str, Stack] = {
             defaults=Defaults(True, "megatron", "micro-batch"),
             backend="tunebridge.backends.base:MindSpeedLLMBackend",
             render="tunebridge.backends.mindspeed_llm.render:render_recipe",
-            runs="tunebridge.model.families:mcore_problem",
         ),
     )
 }
@@ -106,14 +99,11 @@ def get_stack(name: str) -> Stack:
         raise TunebridgeError(unknown("backend", name, STACKS)) from None
 
 
-def stacks_for(spec, names: tuple[str, ...] = STACK_NAMES, *, running: bool = False) -> tuple[list[str], list[str]]:
-    """Of ``names``, the stacks that can express ``spec``'s model (``running``: that tunebridge can run it on),
-    and a note for each one that cannot."""
+def stacks_for(spec, names: tuple[str, ...] = STACK_NAMES) -> tuple[list[str], list[str]]:
+    """Of ``names``, the stacks that can take ``spec``'s model, and a note for each one that cannot."""
     taken, notes = [], []
     for name in names:
-        stack = STACKS[name]
-        problem = stack.run_problem(spec) if running else stack.problem(spec)
-        if problem:
+        if problem := STACKS[name].problem(spec):
             notes.append(f"{name}: {problem}")
         else:
             taken.append(name)

@@ -33,7 +33,7 @@ def run(args) -> int:
     console.print(t)
     from ..backends.stacks import stacks_for
 
-    for note in stacks_for(recipe.spec, running=True)[1]:
+    for note in stacks_for(recipe.spec)[1]:
         console.print(f"not runnable on {note}")
     from ..recipe.mapping import NON_EQUIVALENCES
 

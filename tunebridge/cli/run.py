@@ -79,7 +79,7 @@ def run(args) -> int:
     )
     if weights is None:
         raise TunebridgeError(f"{args.recipe}: no model weights to fine-tune (set model.weights or pass --weights)")
-    names, notes = stacks_for(recipe.spec, running=True) if args.backend == "all" else ([args.backend], [])
+    names, notes = stacks_for(recipe.spec) if args.backend == "all" else ([args.backend], [])
     for note in notes:
         print(f"note: not run on {note}", file=sys.stderr)
     if args.resume and args.force:

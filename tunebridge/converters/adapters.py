@@ -3,7 +3,9 @@
 The canonical adapter holds one (A [r, in], B [out, r]) pair per (projection, layer). MindSpeed-LLM
 puts one pair on each fused module (q, k, v share ``linear_qkv``'s A; gate and up share ``linear_fc1``'s):
 fused -> per-projection copies A and splits B (exact); per-projection -> fused needs every covered
-projection adapted with equal A matrices, and is refused otherwise.
+projection adapted with equal A matrices, and is refused otherwise. A mixture of experts' expert tensors hold one pair
+per expert, stacked like the tensors (A [E, r, in], B [E, out, r]); PEFT fuses gate and up there too
+(``gate_up_proj``) and saves each layer's pairs as one (A [E r, in], B [out, r E]), experts interleaved in B's columns.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import torch
 from ..errors import TunebridgeError
 from ..io.atomic import atomic_dir
 from ..model.accounting import native_name
-from ..model.dialects import HF, MCORE, MINDFORMERS, Shard
-from ..model.dialects.hf import PEFT_TARGET
+from ..model.dialects import HF, MCORE, MINDFORMERS, Dialect, LoraModule, Shard
+from ..model.dialects.hf import PEFT_PARAMETER, PEFT_TARGET, peft_parameter_lora_names
 from ..model.dialects.mindformers import pet_target_regex
 from ..model.layout import merge, pack, split, unpack
 from ..model.partition import Layout, tp_problem
-from ..model.spec import PROJECTIONS, ModelSpec
+from ..model.spec import ADAPTABLE, PROJECTIONS, ModelSpec
 from .formats import MF_ADAPTER, PEFT_BIN, PEFT_CONFIG, PEFT_WEIGHTS, adapter_format, mcore as mcore_fmt, msckpt
 from .formats.hf import load_bin
 from .formats.safetensors_stream import SafetensorsReader, SafetensorsWriter, tensor_bytes
@@ -43,8 +45,51 @@ class Adapter:
 
     @property
     def projections(self) -> list[str]:
+        """The canonical tensors it adapts (projections; a mixture of experts' expert tensors)."""
         present = {p for p, _ in self.pairs}
-        return [p for p in PROJECTIONS if p in present]
+        return [p for p in ADAPTABLE if p in present]
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def module_pairs(adapter: Adapter, spec: ModelSpec, dialect: Dialect, who: str) -> dict[tuple[LoraModule, int], Pair]:
+    """One pair per LoRA module of ``dialect`` and layer: the covered tensors' shared A and their B stacked (rows);
+    refused unless exact (``who`` fuses them)."""
+    fused = {}
+    layers = sorted({i for _, i in adapter.pairs})
+    for module in dialect.lora_modules_of(spec):
+        present = [p for p in module.covers if any((p, i) in adapter.pairs for i in layers)]
+        if not present:
+            continue
+        missing = [p for p in module.covers if p not in present]
+        if missing:
+            raise TunebridgeError(
+                f"cannot express LoRA on {present} as {who}'s fused {native_name(module)} "
+                f"(it also covers {missing}, which this adapter does not adapt): not exact"
+            )
+        for i in layers:
+            a_mats = [adapter.pairs[(p, i)][0] for p in module.covers]
+            if any(not torch.equal(a_mats[0], a) for a in a_mats[1:]):
+                raise TunebridgeError(
+                    f"layer {i}: {native_name(module)} shares one LoRA A across {list(module.covers)}, but this "
+                    f"adapter's A matrices differ: a fused adapter cannot represent it exactly"
+                )
+            fused[(module, i)] = a_mats[0], torch.cat([adapter.pairs[(p, i)][1] for p in module.covers], dim=-2)
+    return fused
+
+
+def _unfuse(adapter: Adapter, spec: ModelSpec, module: LoraModule, layer: int, a: torch.Tensor, b: torch.Tensor):
+    """Put one module's pair into ``adapter``: A for each covered tensor, B split into theirs (rows). A single
+    tensor's pair is kept as it is, for :func:`read_adapter` to check against the model."""
+    rows = [spec.shape(p)[-2] for p in module.covers]
+    if len(rows) > 1 and b.shape[-2] != sum(rows):
+        raise TunebridgeError(
+            f"layer {layer} {native_name(module)}: LoRA B has {b.shape[-2]} rows, {spec.name}'s {list(module.covers)} "
+            f"have {sum(rows)}: is --model / --hf-config the adapter's base model?"
+        )
+    for p, bp in zip(module.covers, b.split(rows, dim=-2) if len(rows) > 1 else [b]):
+        adapter.pairs[(p, layer)] = a, bp.contiguous()
 
 
 # --- PEFT ----------------------------------------------------------------------------------------
@@ -68,12 +113,18 @@ def read_peft(path: str | Path, spec: ModelSpec) -> Adapter:
     else:
         raise TunebridgeError(f"{path}: no {PEFT_WEIGHTS} or {PEFT_BIN} (not a PEFT adapter directory)")
     adapter = Adapter(int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout", 0.0)))
-    for p in PROJECTIONS:
-        module = HF.lora_module_for(p)
+    modules = HF.lora_modules_of(spec)
+    wrapped = [m for m in modules if PEFT_PARAMETER.get(m.covers[0]) in (cfg.get("target_parameters") or ())]
+    for module in modules:
+        experts = module.experts(spec)
         for i in range(spec.num_layers):
-            a, b = HF.lora_names(module, i)
+            a, b = peft_parameter_lora_names(module, i, wrapped) if module in wrapped else HF.lora_names(module, i)
             if a in names and b in names:
-                adapter.pairs[(p, i)] = get(a), get(b)
+                a_t, b_t = get(a), get(b)
+                if experts > 1:  # PEFT's ParamWrapper: A [E r, in] by expert, B [out, r E] with expert e at r * E + e
+                    a_t = a_t.reshape(experts, -1, a_t.shape[-1])
+                    b_t = b_t.reshape(b_t.shape[0], -1, experts).permute(2, 0, 1)
+                _unfuse(adapter, spec, module, i, a_t, b_t)
     if not adapter.pairs:
         raise TunebridgeError(f"{weights}: no LoRA tensors named like {HF.lora_names(HF.lora_modules[0], 0)[0]}")
     return adapter
@@ -88,15 +139,22 @@ def write_peft(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout | No
         "lora_dropout": adapter.dropout,
         "bias": "none",
         "base_model_name_or_path": base,
-        "target_modules": [PEFT_TARGET[p] for p in adapter.projections],
+        "target_modules": [PEFT_TARGET[p] for p in adapter.projections if p in PEFT_TARGET],
+        "target_parameters": list(dict.fromkeys(PEFT_PARAMETER[p] for p in adapter.projections if p in PEFT_PARAMETER)),
         "fan_in_fan_out": False,
         "inference_mode": True,
     }
     (out / PEFT_CONFIG).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    pairs = module_pairs(adapter, spec, HF, "PEFT")
+    wrapped = list(dict.fromkeys(m for m, _ in pairs if m.experts(spec) > 1))
     items = []
-    for (p, i), (a, b) in sorted(adapter.pairs.items(), key=lambda kv: (kv[0][1], PROJECTIONS.index(kv[0][0]))):
-        na, nb = HF.lora_names(HF.lora_module_for(p), i)
-        items += [(na, a), (nb, b)]
+    for (module, i), (a, b) in sorted(pairs.items(), key=lambda kv: kv[0][1]):
+        if module in wrapped:
+            na, nb = peft_parameter_lora_names(module, i, wrapped)
+            a, b = a.reshape(-1, a.shape[-1]), b.permute(1, 2, 0).reshape(b.shape[1], -1)
+        else:
+            na, nb = HF.lora_names(module, i)
+        items += [(na, a.contiguous()), (nb, b.contiguous())]
     writer = SafetensorsWriter(
         out / PEFT_WEIGHTS, [(n, t.dtype, tuple(t.shape)) for n, t in items], metadata={"format": "pt"}
     )
@@ -169,57 +227,41 @@ def read_mcore(path: str | Path, spec: ModelSpec) -> Adapter:
     adapter: Adapter | None = None
     for s, layers in enumerate(stages):
         states = [lazy_load(layout.file(t, s))["model"] for t in range(layout.tp)]
-        for module in MCORE.lora_modules:
+        for module in MCORE.lora_modules_of(spec):
+            column = module.parallel is Shard.COLUMN
+            rule = MCORE.rule_for_part(module.covers[0], spec)
             for j, g in enumerate(layers):
-                na, nb = MCORE.lora_names(module, j)
-                if na not in states[0]:
+                pairs = []
+                for e in range(spec.num_experts) if module.per_expert else [None]:
+                    na, nb = MCORE.lora_names(module, j, e)
+                    if na not in states[0]:
+                        break
+                    a = states[0][na].load() if column else merge([st[na].load() for st in states], Shard.ROW)
+                    b = merge([st[nb].load() for st in states], Shard.COLUMN) if column else states[0][nb].load()
+                    pairs.append((a, torch.cat(unpack(rule, b, spec, layout.tp))))
+                if not pairs:
                     continue
-                column = module.parallel is Shard.COLUMN
-                a = states[0][na].load() if column else merge([st[na].load() for st in states], Shard.ROW)
-                b = merge([st[nb].load() for st in states], Shard.COLUMN) if column else states[0][nb].load()
-                rule = MCORE.rule_for_part(module.covers[0], spec)
-                b_parts = unpack(rule, b, spec, layout.tp)
                 if adapter is None:
                     if rank is None or alpha is None:
                         raise TunebridgeError(f"{layout.file(0, 0)}: args lack lora_r / lora_alpha")
                     adapter = Adapter(int(rank), float(alpha))
-                for p, bp in zip(module.covers, b_parts):
-                    adapter.pairs[(p, g)] = a.clone(), bp.clone()
+                a, b = (torch.stack(t) for t in zip(*pairs)) if module.per_expert else pairs[0]
+                _unfuse(adapter, spec, module, g, a.clone(), b.clone())
     if adapter is None:
         raise TunebridgeError(f"{path}: no lora_A/lora_B tensors")
     return adapter
 
 
-def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]]:
-    """Per-projection pairs -> one pair per fused mcore module; refused unless exact."""
-    fused = {}
-    layers = sorted({i for _, i in adapter.pairs})
-    for module in MCORE.lora_modules:
-        present = [p for p in module.covers if any((p, i) in adapter.pairs for i in layers)]
-        if not present:
-            continue
-        missing = [p for p in module.covers if p not in present]
-        if missing:
-            raise TunebridgeError(
-                f"cannot express LoRA on {present} as MindSpeed-LLM's fused {native_name(module)} "
-                f"(it also covers {missing}, which this adapter does not adapt): not exact"
-            )
-        for i in layers:
-            a_mats = [adapter.pairs[(p, i)][0] for p in module.covers]
-            if any(not torch.equal(a_mats[0], a) for a in a_mats[1:]):
-                raise TunebridgeError(
-                    f"layer {i}: {native_name(module)} shares one LoRA A across {list(module.covers)}, but this "
-                    f"adapter's A matrices differ: a fused adapter cannot represent it exactly"
-                )
-            fused[(native_name(module), i)] = a_mats[0], torch.cat([adapter.pairs[(p, i)][1] for p in module.covers])
-    return fused
+def fuse(adapter: Adapter, spec: ModelSpec) -> dict[tuple[str, int], Pair]:
+    """Per-projection pairs -> one pair per fused mcore module (``(native name, layer)``); refused unless exact."""
+    return {(native_name(m), i): pair for (m, i), pair in module_pairs(adapter, spec, MCORE, "MindSpeed-LLM").items()}
 
 
 def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout = Layout()) -> None:
     """A LoRA-only mcore checkpoint (what MindSpeed-LLM's --lora-load reads), TP-sharded as MindSpeed-LLM shards it."""
     tp, pp, num_layer_list = layout.tp, layout.pp, layout.num_layer_list
     fused = fuse(adapter, spec)
-    modules = {native_name(m): m for m in MCORE.lora_modules}
+    modules = {native_name(m): m for m in MCORE.lora_modules_of(spec)}
     stages = mcore_fmt.stages(spec, pp, num_layer_list)
     dtype = next(iter(adapter.pairs.values()))[0].dtype
     args = mcore_fmt.make_args(spec, tp, pp, num_layer_list, 1, dtype)
@@ -228,17 +270,19 @@ def write_mcore(out: Path, adapter: Adapter, spec: ModelSpec, layout: Layout = L
     for s, layers in enumerate(stages):
         for t in range(tp):
             state = {}
-            for (name, g), (a, b) in fused.items():
+            for (name, g), (a_all, b_all) in fused.items():
                 if g not in layers:
                     continue
                 module = modules[name]
-                na, nb = MCORE.lora_names(module, layers.index(g))
                 rule = MCORE.rule_for_part(module.covers[0], spec)
-                b_packed = pack(rule, list(b.split([spec.shape(p)[0] for p in module.covers])), spec, tp)
-                if module.parallel is Shard.COLUMN:
-                    state[na], state[nb] = a.clone(), split(b_packed, Shard.COLUMN, tp)[t].clone()
-                else:
-                    state[na], state[nb] = split(a, Shard.ROW, tp)[t].clone(), b_packed.clone()
+                per_expert = zip(range(spec.num_experts), a_all, b_all) if module.per_expert else [(None, a_all, b_all)]
+                for e, a, b in per_expert:
+                    na, nb = MCORE.lora_names(module, layers.index(g), e)
+                    b_packed = pack(rule, list(b.split([spec.shape(p)[-2] for p in module.covers])), spec, tp)
+                    if module.parallel is Shard.COLUMN:
+                        state[na], state[nb] = a.clone(), split(b_packed, Shard.COLUMN, tp)[t].clone()
+                    else:
+                        state[na], state[nb] = split(a, Shard.ROW, tp)[t].clone(), b_packed.clone()
             mcore_fmt.write_rank(out, t, s, pp, state, args)
     mcore_fmt.write_latest(out)
 
@@ -252,12 +296,12 @@ def read_adapter(path: str | Path, fmt: str, spec: ModelSpec) -> Adapter:
         raise TunebridgeError(f"{path}: no such adapter")
     adapter = reader(path, spec)
     for (p, i), (a, b) in adapter.pairs.items():
-        out_features, in_features = spec.shape(p)
-        if tuple(a.shape) != (adapter.rank, in_features) or tuple(b.shape) != (out_features, adapter.rank):
+        *experts, out_features, in_features = spec.shape(p)  # a mixture of experts: a pair per expert, stacked
+        want_a, want_b = (*experts, adapter.rank, in_features), (*experts, out_features, adapter.rank)
+        if tuple(a.shape) != want_a or tuple(b.shape) != want_b:
             raise TunebridgeError(
                 f"{path}: layer {i} {p}: LoRA A {list(a.shape)}, B {list(b.shape)} do not fit "
-                f"{spec.name} (A [{adapter.rank}, {in_features}], B [{out_features}, "
-                f"{adapter.rank}]): is --model / --hf-config the adapter's base model?"
+                f"{spec.name} (A {list(want_a)}, B {list(want_b)}): is --model / --hf-config the adapter's base model?"
             )
     return adapter
 

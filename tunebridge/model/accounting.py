@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from ..backends.stacks import STACK_NAMES, STACKS
 from .dialects import Dialect, LoraModule, Shard, get_dialect
 from .partition import padded_vocab_size, stage_layers
-from .spec import PROJECTIONS, ModelSpec
+from .spec import ADAPTABLE, PROJECTIONS, ModelSpec
 
 
 def native_name(module: LoraModule) -> str:
@@ -23,7 +23,7 @@ def native_name(module: LoraModule) -> str:
 def expand_targets(targets: list[str]) -> list[str]:
     """Canonical targets in canonical order; ``all-linear`` means all seven projections."""
     wanted = set(PROJECTIONS) if "all-linear" in targets else set(targets)
-    return [p for p in PROJECTIONS if p in wanted]
+    return [p for p in ADAPTABLE if p in wanted]
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,26 @@ class LoraPlan:
 
     @property
     def covered(self) -> list[str]:
-        return [p for p in PROJECTIONS if any(p in m.covers for m in self.modules)]
+        return [p for p in ADAPTABLE if any(p in m.covers for m in self.modules)]
 
 
-def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None = None) -> LoraPlan:
-    """Map canonical targets onto a backend's LoRA modules (smallest covering superset)."""
+def plan_lora(
+    backend: str, targets: list[str], native_targets: list[str] | None = None, spec: ModelSpec | None = None
+) -> LoraPlan:
+    """Map canonical targets onto a backend's LoRA modules (smallest covering superset); with ``spec``, onto the
+    modules its model has (a mixture of experts' gate, up and down are its experts')."""
     dialect = get_dialect(backend)
-    by_native = {native_name(m): m for m in dialect.lora_modules}
+    pool = (
+        dialect.lora_modules_of(spec) if spec else tuple(m for m in dialect.lora_modules if m.covers[0] in PROJECTIONS)
+    )
+    by_native = {native_name(m): m for m in pool}
+    wanted = spec.adapted(expand_targets(targets)) if spec else expand_targets(targets)
     if native_targets:
         unknown = [t for t in native_targets if t not in by_native]
         if unknown:
             raise ValueError(f"{backend}: unknown native LoRA targets {unknown} (known: {list(by_native)})")
         chosen = tuple(by_native[t] for t in native_targets)
-        covered = sorted({p for m in chosen for p in m.covers}, key=PROJECTIONS.index)
-        wanted = expand_targets(targets)
+        covered = [p for p in ADAPTABLE if any(p in m.covers for m in chosen)]
         exact = covered == wanted
         note = (
             ""
@@ -57,13 +63,12 @@ def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None
             else (f"native targets {list(native_targets)} cover {covered}, the recipe's canonical targets are {wanted}")
         )
         return LoraPlan(backend, chosen, exact, tuple(native_targets), note)
-    wanted = expand_targets(targets)
     modules: list[LoraModule] = []
     for p in wanted:
-        m = dialect.lora_module_for(p)
+        m = next(m for m in pool if p in m.covers)
         if m not in modules:
             modules.append(m)
-    covered = sorted({p for m in modules for p in m.covers}, key=PROJECTIONS.index)
+    covered = [p for p in ADAPTABLE if any(p in m.covers for m in modules)]
     exact = covered == wanted
     note = ""
     if not exact:
@@ -77,15 +82,18 @@ def plan_lora(backend: str, targets: list[str], native_targets: list[str] | None
     return LoraPlan(backend, tuple(modules), exact, tuple(native_name(m) for m in modules), note)
 
 
-def lora_module_params(module: LoraModule, spec: ModelSpec, rank: int, tp: int = 1) -> int:
-    """LoRA A+B parameters of one module on one TP rank (Megatron: column A replicated, B split;
-    row A split, B replicated)."""
+def lora_module_params(module: LoraModule, spec: ModelSpec, rank: int, tp: int = 1, ep: int = 1) -> int:
+    """LoRA A+B parameters of one module of one layer on one TP rank (Megatron: column A replicated, B split;
+    row A split, B replicated), a pair per expert over a mixture of experts (per EP rank: its experts / ep)."""
     fin, fout = module.in_features(spec), module.out_features(spec)
     if tp == 1 or module.parallel is Shard.REPLICATED:
-        return rank * (fin + fout)
-    if module.parallel is Shard.COLUMN:
-        return rank * fin + rank * fout // tp
-    return rank * fin // tp + rank * fout
+        pair = rank * (fin + fout)
+    elif module.parallel is Shard.COLUMN:
+        pair = rank * fin + rank * fout // tp
+    else:
+        pair = rank * fin // tp + rank * fout
+    experts = module.experts(spec)
+    return (experts // ep if experts > 1 else 1) * pair
 
 
 @dataclass
@@ -194,20 +202,22 @@ def count(
             per_rank = mcore_rank_params(spec, tp, pp, ep, num_layer_list, make_vocab_size_divisible_by)
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
-    plan = plan_lora(backend, targets or [], native_targets)
-    if spec.num_experts and (experts := [p for p in plan.covered if not spec.has(p)]):
-        raise ValueError(
-            f"{spec.name}: LoRA on {experts} would adapt its {spec.num_experts} experts per layer, "
-            f"which tunebridge does not count yet; LoRA on attention (q k v o) is counted"
-        )
+    plan = plan_lora(backend, targets or [], native_targets, spec)
     trainable = spec.num_layers * sum(lora_module_params(m, spec, rank) for m in plan.modules)
     per_rank = None
-    if megatron and (tp > 1 or pp > 1):
-        per_layer = sum(lora_module_params(m, spec, rank, tp) for m in plan.modules)
+    if megatron and (tp > 1 or pp > 1 or ep > 1):
+        per_layer = sum(lora_module_params(m, spec, rank, tp, ep) for m in plan.modules)
         per_rank = [
-            {"pp_rank": s, "tp_rank": t, "layers": len(layers), "trainable": len(layers) * per_layer}
+            {
+                "pp_rank": s,
+                "tp_rank": t,
+                **({"ep_rank": e} if ep > 1 else {}),
+                "layers": len(layers),
+                "trainable": len(layers) * per_layer,
+            }
             for s, layers in enumerate(stages)
             for t in range(tp)
+            for e in range(ep)
         ]
     return ParamReport(
         backend=backend,

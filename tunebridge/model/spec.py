@@ -43,6 +43,12 @@ EXPERT_TENSORS = ("expert_gate", "expert_up", "expert_down")
 GLOBAL_TENSORS = ("embed", "final_norm", "lm_head")
 # Canonical LoRA targets: the projections.
 PROJECTIONS = ("q", "k", "v", "o", "gate", "up", "down")
+# In a mixture of experts the targets gate, up and down adapt every expert's (MindSpeed-LLM's linear_fc1 / linear_fc2
+# name both; PEFT reaches transformers' fused expert tensors by target_parameters): one (A, B) pair per expert, stacked
+# like the expert tensors, A [E, r, in], B [E, out, r].
+EXPERT_OF = dict(zip(("gate", "up", "down"), EXPERT_TENSORS))
+# Every canonical tensor LoRA can adapt, in order.
+ADAPTABLE = (*PROJECTIONS, *EXPERT_TENSORS)
 # Which spec field switches an optional tensor on.
 _OPTIONAL = {
     "q_bias": "qkv_bias",
@@ -167,6 +173,12 @@ class ModelSpec:
     def projections(self) -> tuple[str, ...]:
         """The canonical LoRA targets this architecture has."""
         return tuple(p for p in PROJECTIONS if self.has(p))
+
+    def adapted(self, targets: list[str]) -> list[str]:
+        """The canonical tensors LoRA on projection ``targets`` adapts here (a mixture of experts' gate, up, down:
+        its experts'), in canonical order."""
+        tensors = {EXPERT_OF[p] if p in EXPERT_OF and self.num_experts else p for p in targets}
+        return [t for t in ADAPTABLE if t in tensors]
 
     def tensors(self) -> Iterator[tuple[str, int | None]]:
         """Every canonical tensor as (name, layer); layer is None for globals. In checkpoint order."""

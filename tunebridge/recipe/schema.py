@@ -490,7 +490,7 @@ def _rank_problems(lora: LoraSettings, spec: ModelSpec) -> list[Problem]:
     """A LoRA rank above a target's smaller side is not low-rank: more parameters than the matrix it adapts."""
     if lora.rank <= 0 or not all(t in CANONICAL_TARGETS for t in lora.targets):
         return []
-    sides = {t: min(spec.shape(t)) for t in expand_targets(list(lora.targets))}
+    sides = {t: min(spec.shape(t)[-2:]) for t in spec.adapted(expand_targets(list(lora.targets)))}
     if not sides:
         return []
     target, side = min(sides.items(), key=lambda item: item[1])
@@ -499,7 +499,7 @@ def _rank_problems(lora: LoraSettings, spec: ModelSpec) -> list[Problem]:
             (
                 ("finetune", "lora", "rank"),
                 f"{lora.rank} exceeds {spec.name}'s {target} projection's smaller "
-                f"side {side} ({' x '.join(map(str, spec.shape(target)))}): a LoRA of this rank is not low-rank",
+                f"side {side} ({' x '.join(map(str, spec.shape(target)[-2:]))}): a LoRA of this rank is not low-rank",
                 f"rank at most {side} for these targets",
             )
         ]

@@ -44,14 +44,17 @@ class TrainConfig:
         lora = None
         if recipe.finetune.method == "lora":
             from ..model.accounting import expand_targets
-            from ..model.dialects.hf import PEFT_TARGET
+            from ..model.dialects.hf import PEFT_PARAMETER, PEFT_TARGET
 
             lc = recipe.finetune.lora
+            adapted = recipe.spec.adapted(expand_targets(list(lc.targets)))
             lora = {
                 "rank": lc.rank,
                 "alpha": lc.alpha,
                 "dropout": lc.dropout,
-                "target_modules": [PEFT_TARGET[p] for p in expand_targets(list(lc.targets))],
+                "target_modules": [PEFT_TARGET[t] for t in adapted if t in PEFT_TARGET],
+                # a mixture of experts' fused expert tensors (gate and up share one: LoRA on either adapts both)
+                "target_parameters": list(dict.fromkeys(PEFT_PARAMETER[t] for t in adapted if t in PEFT_PARAMETER)),
             }
         values = dict(
             global_batch_size=t.global_batch_size,

@@ -25,9 +25,9 @@ from ...data.writers import megatron_files
 from ...errors import TunebridgeError
 from ...io.atomic import atomic_dir
 from ...model.accounting import plan_lora
-from ...model.dialects.hf import PEFT_TARGET
+from ...model.dialects.hf import PEFT_PARAMETER, PEFT_TARGET
 from ...model.partition import Layout
-from ...model.spec import ModelSpec
+from ...model.spec import EXPERT_OF, ModelSpec
 from ...train.config import TrainConfig
 from ..result import RunResult, StepRecord
 
@@ -35,13 +35,14 @@ BACKEND = "mindspeed-llm"
 _CANONICAL = {v: k for k, v in PEFT_TARGET.items()}
 
 
-def lora_plan(cfg: TrainConfig) -> tuple[list[str], list[str]]:
-    """MindSpeed-LLM's ``--lora-target-modules`` for ``cfg.lora`` (PEFT names like o_proj, canonical names
-    like o, or native names like linear_proj), and notes on what that changes."""
+def lora_plan(cfg: TrainConfig, spec: ModelSpec) -> tuple[list[str], list[str]]:
+    """MindSpeed-LLM's ``--lora-target-modules`` for ``cfg.lora`` (PEFT names like o_proj or the target_parameters
+    of fused expert tensors, canonical names like o, or native names like linear_proj), and notes on what that
+    changes."""
     assert cfg.lora is not None, "a LoRA plan is made for a LoRA run"
     names = list(cfg.lora["target_modules"])
     native = {"linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"}
-    if set(names) <= native:
+    if names and set(names) <= native:
         return [n for n in ("linear_qkv", "linear_proj", "linear_fc1", "linear_fc2") if n in names], []
     canonical = [_CANONICAL.get(n, n) for n in names]
     unknown = [n for n, c in zip(names, canonical) if c not in PEFT_TARGET]
@@ -50,7 +51,9 @@ def lora_plan(cfg: TrainConfig) -> tuple[list[str], list[str]]:
             f"lora.target_modules: unknown {unknown} (PEFT names {sorted(_CANONICAL)}, "
             f"or MindSpeed-LLM's {sorted(native)})"
         )
-    plan = plan_lora(BACKEND, canonical)
+    # a mixture of experts' expert tensors, back to the projections they are the experts' of
+    canonical += [p for p, t in EXPERT_OF.items() if PEFT_PARAMETER[t] in cfg.lora.get("target_parameters", ())]
+    plan = plan_lora(BACKEND, canonical, spec=spec)
     return list(plan.native_targets), ([plan.note] if not plan.exact else [])
 
 
@@ -157,7 +160,7 @@ def train_mindspeed_llm(
     notes: list[str] = []
     modules = None
     if cfg.lora:
-        modules, notes = lora_plan(cfg)
+        modules, notes = lora_plan(cfg, spec)
         if cfg.lora.get("dropout"):
             notes.append(
                 f"LoRA dropout {cfg.lora['dropout']} not applied: MindSpeed-LLM builds its LoraConfig "

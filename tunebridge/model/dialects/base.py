@@ -66,20 +66,33 @@ class TensorRule:
 
 @dataclass(frozen=True)
 class LoraModule:
-    """A module LoRA can wrap: ``name`` (with ``{i}``) covers the canonical projections ``covers``."""
+    """A module LoRA can wrap: ``name`` (with ``{i}``) covers the canonical projections ``covers``. Over a mixture of
+    experts' tensors it adapts each expert with a pair of its own: ``{e}`` in ``name`` when every expert is a module
+    (megatron-core's local experts), else one module holding them all (transformers' fused expert tensors)."""
 
     name: str
     covers: tuple[str, ...]
     parallel: Shard = Shard.REPLICATED  # COLUMN or ROW in Megatron; REPLICATED where TP does not apply
 
     def in_features(self, spec: ModelSpec) -> int:
-        return spec.shape(self.covers[0])[1]
+        return spec.shape(self.covers[0])[-1]
 
     def out_features(self, spec: ModelSpec) -> int:
-        return sum(spec.shape(p)[0] for p in self.covers)
+        return sum(spec.shape(p)[-2] for p in self.covers)
 
-    def format(self, layer: int) -> str:
-        return self.name.format(i=layer)
+    def experts(self, spec: ModelSpec) -> int:
+        """How many (A, B) pairs it holds per layer: one per expert over expert tensors, else one."""
+        return spec.num_experts if len(spec.shape(self.covers[0])) == 3 else 1
+
+    @property
+    def per_expert(self) -> bool:
+        return "{e}" in self.name
+
+    def applies_to(self, spec: ModelSpec) -> bool:
+        return all(spec.has(p) for p in self.covers)
+
+    def format(self, layer: int, expert: int | None = None) -> str:
+        return self.name.format(i=layer, e=expert) if self.per_expert else self.name.format(i=layer)
 
 
 @dataclass(frozen=True)
@@ -112,12 +125,16 @@ class Dialect:
         per_layer = [n for i in layers for r in self.layer_rules if r.applies_to(spec) for n in r.names(i, experts)]
         return firsts + per_layer + lasts
 
-    def lora_module_for(self, projection: str) -> LoraModule:
+    def lora_module_for(self, tensor: str) -> LoraModule:
         for m in self.lora_modules:
-            if projection in m.covers:
+            if tensor in m.covers:
                 return m
-        raise KeyError(f"{self.name}: no LoRA module covers {projection!r}")
+        raise KeyError(f"{self.name}: no LoRA module covers {tensor!r}")
 
-    def lora_names(self, module: LoraModule, layer: int) -> tuple[str, str]:
-        mod = module.format(layer)
+    def lora_modules_of(self, spec: ModelSpec) -> tuple[LoraModule, ...]:
+        """The LoRA modules ``spec``'s model has (a mixture of experts: its experts' instead of the dense MLP's)."""
+        return tuple(m for m in self.lora_modules if m.applies_to(spec))
+
+    def lora_names(self, module: LoraModule, layer: int, expert: int | None = None) -> tuple[str, str]:
+        mod = module.format(layer, expert)
         return self.lora_a.format(module=mod), self.lora_b.format(module=mod)

@@ -41,6 +41,10 @@ HF = Dialect(
         LoraModule(_L + "mlp.gate_proj", ("gate",)),
         LoraModule(_L + "mlp.up_proj", ("up",)),
         LoraModule(_L + "mlp.down_proj", ("down",)),
+        # transformers 5 holds a layer's experts as two fused parameters, gate_up_proj [E, 2 moe_ffn, H] ([gate; up]
+        # per expert) and down_proj [E, H, moe_ffn]; PEFT adapts each by target_parameters, one pair per expert
+        LoraModule(_L + "mlp.experts.gate_up_proj", ("expert_gate", "expert_up")),
+        LoraModule(_L + "mlp.experts.down_proj", ("expert_down",)),
     ),
     # As PEFT saves them in adapter_model.safetensors (adapter name stripped).
     lora_a="base_model.model.{module}.lora_A.weight",
@@ -57,3 +61,18 @@ PEFT_TARGET = {
     "up": "up_proj",
     "down": "down_proj",
 }
+
+# PEFT's target_parameters entry for each expert tensor (a parameter of the layer's experts module, in its order).
+PEFT_PARAMETER = {
+    "expert_gate": "mlp.experts.gate_up_proj",
+    "expert_up": "mlp.experts.gate_up_proj",
+    "expert_down": "mlp.experts.down_proj",
+}
+
+
+def peft_parameter_lora_names(module: LoraModule, layer: int, wrapped: list[LoraModule]) -> tuple[str, str]:
+    """Where PEFT saves the LoRA pair on a targeted parameter: its ParamWrappers nest on the parameters' module in the
+    module's parameter order (``wrapped``), the first innermost, so the pair on the k-th of n sits under n - 1 - k
+    ``base_layer`` s of the module (``...mlp.experts.base_layer.lora_A.weight``)."""
+    parent = module.format(layer).rpartition(".")[0] + ".base_layer" * (len(wrapped) - 1 - wrapped.index(module))
+    return f"base_model.model.{parent}.lora_A.weight", f"base_model.model.{parent}.lora_B.weight"

@@ -41,6 +41,9 @@ MCORE = Dialect(
         LoraModule(_L + "self_attention.linear_proj", ("o",), Shard.ROW),
         LoraModule(_L + "mlp.linear_fc1", ("gate", "up"), Shard.COLUMN),
         LoraModule(_L + "mlp.linear_fc2", ("down",), Shard.ROW),
+        # --lora-target-modules linear_fc1 / linear_fc2 wrap every local expert's too, each with its own pair
+        LoraModule(_L + "mlp.experts.local_experts.{e}.linear_fc1", ("expert_gate", "expert_up"), Shard.COLUMN),
+        LoraModule(_L + "mlp.experts.local_experts.{e}.linear_fc2", ("expert_down",), Shard.ROW),
     ),
     lora_a="{module}.lora_A.default.weight",
     lora_b="{module}.lora_B.default.weight",

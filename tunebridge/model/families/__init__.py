@@ -85,17 +85,6 @@ def mindformers_problem(spec) -> str | None:
     return None if fam.mindformers else f"{spec.name}: {fam.mindformers_missing}"
 
 
-def mcore_problem(spec) -> str | None:
-    """Why tunebridge cannot run ``spec``'s model on MindSpeed-LLM (it renders every family), or None."""
-    if spec.num_experts:
-        return (
-            f"{spec.name}: tunebridge converts a mixture of experts to and from megatron-core checkpoints (tp, pp, "
-            f"ep), checks its logits there and renders MindSpeed-LLM's scripts for it, but does not run its "
-            f"{spec.num_experts} experts per layer for training yet"
-        )
-    return None
-
-
 def mindformers_model(spec) -> MindFormersModel:
     """The MindFormers model of ``spec``'s family; a family MindFormers cannot run is refused, saying why."""
     if problem := mindformers_problem(spec):

@@ -103,6 +103,7 @@ def transformer_config(
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
+        moe_aux_loss_coeff=0.0,  # a mixture of experts: no load-balancing loss (the torch backend adds none either)
     )
 
 

@@ -44,7 +44,7 @@ def _stage_lora(
     spec: ModelSpec, lora: FusedLora, layers: range, tp: int, full: dict[str, tuple[torch.Tensor, Shard]]
 ) -> dict[str, tuple[torch.Tensor, Shard]]:
     """Rename wrapped base tensors to ``base_layer`` and add the LoRA pairs of one stage."""
-    modules = {native_name(m): m for m in MCORE.lora_modules}
+    modules = {native_name(m): m for m in MCORE.lora_modules_of(spec)}
     for (name, g), (a, b) in lora.items():
         if g not in layers:
             continue
@@ -89,7 +89,7 @@ def mcore_shards(
 def merge_lora(spec: ModelSpec, canonical: Canonical, lora: FusedLora, alpha: float) -> dict:
     """Canonical weights with each fused LoRA pair merged in: W_p += (alpha/r) B_p A."""
     merged = dict(canonical)
-    covers = {native_name(m): m.covers for m in MCORE.lora_modules}
+    covers = {native_name(m): m.covers for m in MCORE.lora_modules_of(spec)}
     for (name, g), (a, b) in lora.items():
         scale = alpha / a.shape[0]
         parts = covers[name]
