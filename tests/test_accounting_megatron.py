@@ -1,9 +1,11 @@
-"""Counted parameters equal what megatron-core instantiates, per TP/PP rank (gloo processes on CPU)."""
+"""Counted parameters equal what megatron-core instantiates, per TP/PP/EP rank (gloo processes on CPU)."""
 from __future__ import annotations
 
 import pytest
 
-from tunebridge.model.accounting import count
+from tunebridge.converters.checkpoint import convert
+from tunebridge.converters.formats import mcore as mcore_fmt
+from tunebridge.model.accounting import count, mcore_rank_params
 from tunebridge.model.catalogue import get_model
 from tunebridge.model.layout import padded_vocab_size, stage_layers
 from tunebridge.backends.mindspeed_llm.megatron.census import census_many
@@ -11,6 +13,7 @@ from tunebridge.backends.mindspeed_llm.megatron.launch import run
 from tunebridge.backends.mindspeed_llm.megatron.model import stage_tensor_names
 
 from .families import TINY, TINY_MOE
+from .test_convert import make_hf
 
 MODULE_SETS = [["linear_qkv"], ["linear_qkv", "linear_proj"], ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]]
 WORLDS = [(1, 1, None), (2, 1, None), (1, 2, [1, 3]), (2, 2, [1, 3])]
@@ -110,3 +113,52 @@ def test_lora_on_local_experts_is_a_pair_per_expert(world):
     assert shapes[f"{fc2}.lora_A.default.weight"] == [r, spec.moe_ffn_hidden_size // tp]
     assert shapes[f"{fc2}.lora_B.default.weight"] == [spec.hidden_size, r]
     assert "decoder.layers.0.mlp.router.weight" in shapes  # the router is never wrapped
+
+
+# --- a mixture of experts over expert-parallel ranks (world tp x pp x ep, megatron-core builds each ep rank's experts)
+
+EP_WORLDS = [(1, 1, 2), (2, 1, 2), (1, 2, 2)]
+
+
+@pytest.fixture(scope="module", params=EP_WORLDS, ids=lambda w: f"tp{w[0]}-pp{w[1]}-ep{w[2]}")
+def ep_world(request, tmp_path_factory):
+    tp, pp, ep = request.param
+    spec = get_model(TINY_MOE[0])
+    cases = [dict(spec=spec, lora_modules=None)] + [dict(spec=spec, lora_modules=m, rank=8) for m in MODULE_SETS]
+    ranks = run(census_many, tp=tp, pp=pp, ep=ep, args=(cases,))
+    hf = make_hf(tmp_path_factory.mktemp("ep") / "hf", spec)
+    convert(hf, hf.parent / "mc", "hf", "mcore", tp=tp, pp=pp, ep=ep, progress=False)
+    return tp, pp, ep, cases, ranks, mcore_fmt.McoreLayout(hf.parent / "mc")
+
+
+def _key(r: dict) -> tuple[int, int, int]:
+    return r["pp_rank"], r["tp_rank"], r.get("ep_rank", 0)
+
+
+def test_expert_parallel_counts_per_rank(ep_world):
+    """Full fine-tuning: each (tp, pp, ep) rank's parameters equal mcore_rank_params; LoRA: count(..., ep=)."""
+    tp, pp, ep, cases, ranks, _ = ep_world
+    assert sorted(_key(r[0]) for r in ranks) == sorted(_key(r) for r in mcore_rank_params(cases[0]["spec"], tp, pp, ep))
+    for i, case in enumerate(cases):
+        spec = case["spec"]
+        if case["lora_modules"]:
+            report = count(spec, "mindspeed-llm", rank=case["rank"], targets=[], native_targets=case["lora_modules"],
+                           tp=tp, pp=pp, ep=ep)
+            expected = {_key(r): r["trainable"] for r in report.per_rank_trainable}
+        else:
+            expected = {_key(r): r["trainable"] for r in mcore_rank_params(spec, tp, pp, ep)}
+            assert {_key(r[i]): r[i]["total"] for r in ranks} == expected
+        assert {_key(r[i]): r[i]["trainable"] for r in ranks} == expected, case["lora_modules"]
+
+
+def test_expert_parallel_ranks_hold_what_convert_writes_there(ep_world):
+    """Each rank's tensor names and shapes equal its rank file from `convert --ep`, and megatron-core's ep rank e
+    holds global experts e * E/ep, ... as local experts 0, 1, ..., as the converter places them."""
+    tp, pp, ep, cases, ranks, layout = ep_world
+    spec = cases[0]["spec"]
+    per_rank = spec.num_experts // ep
+    for r in ranks:
+        built = r[0]
+        saved = mcore_fmt.load_rank_file(layout.file(built["tp_rank"], built["pp_rank"], built["ep_rank"]))["model"]
+        assert built["shapes"] == {k: list(v.shape) for k, v in saved.items()}
+        assert built["experts"] == list(range(built["ep_rank"] * per_rank, (built["ep_rank"] + 1) * per_rank))

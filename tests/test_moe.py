@@ -17,7 +17,7 @@ from tunebridge.errors import TunebridgeError
 from tunebridge.model.dialects import HF, MCORE
 from tunebridge.model.spec import ModelSpec
 from tunebridge.backends.stacks import RENDERABLE, stacks_for
-from tunebridge.parity.logits import verify
+from tunebridge.parity.logits import hf_logits, mcore_logits_from_dir, verify
 
 from .families import TINY_MOE
 from .test_accounting_peft import hf_model
@@ -279,3 +279,19 @@ def test_megatron_core_refuses_experts_over_tp_saying_why(moe_hf, tmp_path, caps
         "experts over tp > 1 only with sequence parallelism (its MoELayer refuses otherwise), which the CPU reference "
         "executor does not run; train tiny-qwen3-moe with tp 1 here"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("tp,pp,ep", [(1, 1, 2), (2, 1, 2)], ids=lambda v: str(v))
+def test_megatron_core_runs_an_ep_checkpoint_on_its_expert_parallel_ranks(moe_hf, tmp_path, tp, pp, ep):
+    """Each ep rank loads its own `convert --ep` rank file (its experts only, strictly) and megatron-core dispatches the
+    tokens over the ep ranks: the logits equal those of the experts joined on one rank and transformers'."""
+    spec = get_model("tiny-qwen3-moe")
+    convert(moe_hf, tmp_path / "mc", "hf", "mcore", tp=tp, pp=pp, ep=ep, progress=False)
+    ids = torch.randint(0, spec.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    over_ep = mcore_logits_from_dir(tmp_path / "mc", ids, spec, expert_parallel=True)
+    joined = mcore_logits_from_dir(tmp_path / "mc", ids, spec)
+    hf = hf_logits(moe_hf, ids)
+    print(f"tp={tp} ep={ep}: max |ep - joined| = {(over_ep - joined).abs().max():.3g}, "
+          f"max |ep - transformers| = {(over_ep - hf).abs().max():.3g}")
+    assert (over_ep - joined).abs().max() <= 1e-5
+    assert (over_ep - hf).abs().max() <= 1e-5

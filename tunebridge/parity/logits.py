@@ -27,7 +27,11 @@ def hf_logits(path: Path, input_ids: torch.Tensor, spec: ModelSpec | None = None
         return model(input_ids).logits.float()
 
 
-def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) -> torch.Tensor:
+def mcore_logits_from_dir(
+    path: Path, input_ids: torch.Tensor, spec: ModelSpec, expert_parallel: bool = False
+) -> torch.Tensor:
+    """megatron-core's logits from a checkpoint directory. An expert-parallel checkpoint runs with its experts joined
+    on tp x pp ranks (ep = 1), or with ``expert_parallel`` on its own tp x pp x ep ranks, each its rank file."""
     from ..backends.mindspeed_llm.megatron.forward import mcore_logits
 
     layout = mcore_fmt.McoreLayout(path)
@@ -35,12 +39,15 @@ def mcore_logits_from_dir(path: Path, input_ids: torch.Tensor, spec: ModelSpec) 
     num_layer_list = mcore_fmt.saved_layer_list(args)
     divisible = getattr(args, "make_vocab_size_divisible_by", 1) if args is not None else 1
     stages = mcore_fmt.stages(spec, layout.pp, num_layer_list)
-    shards = {}
+    shards: dict = {}
     for s in range(layout.pp):
-        for t in range(layout.tp):  # an expert-parallel checkpoint runs with its experts on one rank (ep = 1)
+        for t in range(layout.tp):
             states = [mcore_fmt.load_rank_file(layout.file(t, s, e))["model"] for e in range(layout.ep)]
-            joined = mcore_fmt.join_expert_ranks(spec, states, len(stages[s]))
-            shards[(s, t)] = {k: v.float() for k, v in joined.items()}
+            if expert_parallel:
+                shards.update({(s, t, e): {k: v.float() for k, v in state.items()} for e, state in enumerate(states)})
+            else:
+                joined = mcore_fmt.join_expert_ranks(spec, states, len(stages[s]))
+                shards[(s, t)] = {k: v.float() for k, v in joined.items()}
     return mcore_logits(spec, shards, input_ids, num_layer_list=num_layer_list, make_vocab_size_divisible_by=divisible)
 
 

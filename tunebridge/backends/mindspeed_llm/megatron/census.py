@@ -17,22 +17,28 @@ def stage_census(
 ) -> dict:
     """Build this rank's stage (inside a :func:`tunebridge.backends.mindspeed_llm.megatron.launch.run` rank) and describe it.
 
-    Without ``lora_modules`` every parameter is trainable (full fine-tuning).
+    Without ``lora_modules`` every parameter is trainable (full fine-tuning). Over expert-parallel ranks
+    (``launch.run(..., ep=N)``) a mixture of experts' MoE layers hold this ``ep_rank``'s experts only.
     """
     from megatron.core import parallel_state
+    from megatron.core.transformer.moe.moe_layer import BaseMoELayer
 
     from .lora import apply_lora
     from .model import build_gpt, model_state_dict
 
     tp = parallel_state.get_tensor_model_parallel_world_size()
     pp = parallel_state.get_pipeline_model_parallel_world_size()
-    model = build_gpt(spec, tp, pp, num_layer_list)
+    ep = parallel_state.get_expert_model_parallel_world_size()
+    model = build_gpt(spec, tp, pp, num_layer_list, ep=ep)
     if lora_modules:
         apply_lora(model, lora_modules, rank, alpha)
     params = list(model.parameters())
+    moe = next((m for m in model.modules() if isinstance(m, BaseMoELayer)), None)
     return {
         "tp_rank": parallel_state.get_tensor_model_parallel_rank(),
         "pp_rank": parallel_state.get_pipeline_model_parallel_rank(),
+        "ep_rank": parallel_state.get_expert_model_parallel_rank(),
+        "experts": list(moe.local_expert_indices) if moe is not None else [],  # global indices of the local experts
         "trainable": sum(p.numel() for p in params if p.requires_grad),
         "total": sum(p.numel() for p in params),
         "shapes": {k: list(v.shape) for k, v in model_state_dict(model).items()},

@@ -121,13 +121,16 @@ def causal_mask(seq_len: int) -> torch.Tensor:
     return torch.ones(seq_len, seq_len, dtype=torch.bool).triu(diagonal=1)[None, None]
 
 
-def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int, timeout_s: float = 300.0) -> None:
+def init_parallel(
+    tp: int, pp: int, rank: int, world: int, master_port: int, timeout_s: float = 300.0, ep: int = 1
+) -> None:
     """Initialise torch.distributed (gloo, CPU) and megatron's parallel state on this process.
 
-    ``world`` must be a multiple of ``tp * pp`` (the rest is data parallelism).
+    ``world`` must be a multiple of ``tp * pp * ep`` (the rest is data parallelism; the ``ep`` expert-parallel
+    ranks of a mixture of experts are data-parallel ranks of its other layers, expert tp = tp).
     """
-    if world % (tp * pp):
-        raise ValueError(f"world size {world} is not a multiple of tp*pp = {tp * pp}")
+    if world % (tp * pp * ep):
+        raise ValueError(f"world size {world} is not a multiple of tp*pp*ep = {tp * pp * ep}")
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel.random import initialize_rng_tracker
 
@@ -141,5 +144,7 @@ def init_parallel(tp: int, pp: int, rank: int, world: int, master_port: int, tim
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, expert_model_parallel_size=ep
+    )
     initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)

@@ -1,4 +1,4 @@
-"""Logits of a megatron-core GPTModel spread over tp x pp CPU processes: MindSpeed-LLM's reference forward.
+"""Logits of a megatron-core GPTModel spread over tp x pp (x ep) CPU processes: MindSpeed-LLM's reference forward.
 
 :func:`mcore_logits` is the entry point from an ordinary process (it spawns the ranks);
 :func:`stage_forward` is the per-rank step, for code already running inside a rank.
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from megatron.core.models.gpt import GPTModel
 
 _LORA_A = ".lora_A.default.weight"
+# an expert-parallel checkpoint's rank files: {(pp_rank, tp_rank, ep_rank): mcore state dict}
+ExpertShards = dict[tuple[int, int, int], dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -56,16 +58,18 @@ def lora_in(state_dict: dict[str, torch.Tensor]) -> tuple[list[str], int] | None
 
 def _logits_rank(
     spec: ModelSpec,
-    shards: Shards,
+    shards: ExpertShards,
     input_ids: torch.Tensor,
     tp: int,
     pp: int,
+    ep: int,
     num_layer_list: list[int] | None,
     make_vocab_size_divisible_by: int,
     lora_alpha: float | None,
 ) -> torch.Tensor | None:
-    state = shards[(parallel_state.get_pipeline_model_parallel_rank(), parallel_state.get_tensor_model_parallel_rank())]
-    model = build_gpt(spec, tp, pp, num_layer_list, make_vocab_size_divisible_by)
+    tp_rank, ep_rank = parallel_state.get_tensor_model_parallel_rank(), parallel_state.get_expert_model_parallel_rank()
+    state = shards[(parallel_state.get_pipeline_model_parallel_rank(), tp_rank, ep_rank)]
+    model = build_gpt(spec, tp, pp, num_layer_list, make_vocab_size_divisible_by, ep=ep)
     found = lora_in(state)
     if found:
         if lora_alpha is None:
@@ -73,12 +77,12 @@ def _logits_rank(
         apply_lora(model, found[0], found[1], lora_alpha)
     model.load_state_dict(state, strict=True)
     logits = stage_forward(model, input_ids, spec)
-    return logits if parallel_state.get_tensor_model_parallel_rank() == 0 else None
+    return logits if tp_rank == ep_rank == 0 else None
 
 
 def mcore_logits(
     spec: ModelSpec,
-    shards: Shards,
+    shards: Shards | ExpertShards,
     input_ids: torch.Tensor,
     num_layer_list: list[int] | None = None,
     make_vocab_size_divisible_by: int = 1,
@@ -87,20 +91,22 @@ def mcore_logits(
 ) -> torch.Tensor:
     """fp32 logits [batch, seq, vocab] of megatron-core loaded with ``shards`` ({(pp_rank, tp_rank):
     mcore state dict}, as in ``mp_rank_*/model_optim_rng.pt['model']`` or from
-    :func:`tunebridge.backends.mindspeed_llm.megatron.weights.mcore_shards`), run on tp*pp gloo processes.
+    :func:`tunebridge.backends.mindspeed_llm.megatron.weights.mcore_shards`), run on tp*pp gloo processes;
+    keyed (pp_rank, tp_rank, ep_rank), a mixture of experts' expert-parallel rank files, on tp*pp*ep.
 
-    tp and pp are read from the shard keys. Fused LoRA weights in the shards are applied with
+    tp, pp and ep are read from the shard keys. Fused LoRA weights in the shards are applied with
     scale ``lora_alpha / r``. Loading is strict: a missing, unexpected or misshapen tensor fails.
     """
-    tp = 1 + max(t for _, t in shards)
-    pp = 1 + max(s for s, _ in shards)
-    if sorted(shards) != [(s, t) for s in range(pp) for t in range(tp)]:
-        raise ValueError(f"shards must cover every (pp_rank, tp_rank) of a {pp}x{tp} grid, got {sorted(shards)}")
+    by_rank: ExpertShards = {(k[0], k[1], k[2] if len(k) == 3 else 0): v for k, v in shards.items()}
+    pp, tp, ep = (1 + max(k[i] for k in by_rank) for i in range(3))
+    if sorted(by_rank) != [(s, t, e) for s in range(pp) for t in range(tp) for e in range(ep)]:
+        raise ValueError(f"shards must cover every rank of a pp x tp x ep = {pp}x{tp}x{ep} grid, got {sorted(shards)}")
     results = launch.run(
         _logits_rank,
         tp,
         pp,
         timeout_s=timeout_s,
-        args=(spec, shards, input_ids, tp, pp, num_layer_list, make_vocab_size_divisible_by, lora_alpha),
+        ep=ep,
+        args=(spec, by_rank, input_ids, tp, pp, ep, num_layer_list, make_vocab_size_divisible_by, lora_alpha),
     )
-    return results[(pp - 1) * tp]
+    return results[(pp - 1) * tp * ep]

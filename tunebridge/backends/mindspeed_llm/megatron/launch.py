@@ -1,6 +1,7 @@
-"""Run a function on tp*pp CPU processes (gloo), each with megatron's parallel state initialised.
+"""Run a function on tp*pp*ep CPU processes (gloo), each with megatron's parallel state initialised.
 
     results = run(fn, tp=2, pp=2, args=(spec,))   # [fn(*args) on rank 0, on rank 1, ...]
+    results = run(fn, tp=2, ep=2, args=(spec,))   # a mixture of experts over 2 expert-parallel ranks
 
 ``fn`` must be importable (a module-level function). Arguments and results travel as plain pickles
 (not torch's shared-memory tensors), so a rank may exit as soon as it has answered.
@@ -29,7 +30,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(fn: Callable, tp: int, pp: int, rank: int, port: int, payload: bytes, results: mp.Queue) -> None:
+def _worker(fn: Callable, tp: int, pp: int, ep: int, rank: int, port: int, payload: bytes, results: mp.Queue) -> None:
     answer: tuple[int, bool, bytes | str]
     try:
         import torch
@@ -37,7 +38,7 @@ def _worker(fn: Callable, tp: int, pp: int, rank: int, port: int, payload: bytes
         torch.set_num_threads(1)
         from .cpu import init_parallel
 
-        init_parallel(tp, pp, rank, tp * pp, port)
+        init_parallel(tp, pp, rank, tp * pp * ep, port, ep=ep)
         args, kwargs = pickle.loads(payload)
         answer = (rank, True, pickle.dumps(fn(*args, **kwargs)))
     except BaseException:  # noqa: BLE001 - everything a rank raises goes back to the caller
@@ -52,30 +53,32 @@ def run(
     args: tuple = (),
     kwargs: dict | None = None,
     timeout_s: float = 600.0,
+    ep: int = 1,
 ) -> list[Any]:
-    """``fn(*args, **kwargs)`` on every rank of a tp x pp gloo world; results in global-rank order.
+    """``fn(*args, **kwargs)`` on every rank of a tp x pp x ep gloo world; results in global-rank order.
 
-    Global rank r has tp_rank = r % tp and pp_rank = r // tp (megatron's default order, dp = 1).
+    Global rank r has tp_rank = r % tp, ep_rank = (r // tp) % ep and pp_rank = r // (tp * ep) (megatron's default
+    order "tp-cp-ep-dp-pp"; dp = ep, so each ep rank is also a data-parallel rank of the layers outside the experts).
     Raises :class:`RankFailed` with the failing rank's traceback as soon as one rank fails, after
     stopping the others (which would otherwise wait forever in a collective).
     """
     payload = pickle.dumps((args, kwargs or {}))
     for _ in range(2):
         try:
-            return _run_once(fn, tp, pp, payload, free_port(), timeout_s)
+            return _run_once(fn, tp, pp, ep, payload, free_port(), timeout_s)
         except RankFailed as e:
             # The free port can be taken by another program before rank 0 binds it: try another.
             if "address already in use" not in str(e).lower():
                 raise
-    return _run_once(fn, tp, pp, payload, free_port(), timeout_s)
+    return _run_once(fn, tp, pp, ep, payload, free_port(), timeout_s)
 
 
-def _run_once(fn: Callable, tp: int, pp: int, payload: bytes, port: int, timeout_s: float) -> list[Any]:
-    world = tp * pp
+def _run_once(fn: Callable, tp: int, pp: int, ep: int, payload: bytes, port: int, timeout_s: float) -> list[Any]:
+    world = tp * pp * ep
     ctx = mp.get_context("spawn")
     results: mp.Queue = ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(fn, tp, pp, rank, port, payload, results), daemon=True)
+        ctx.Process(target=_worker, args=(fn, tp, pp, ep, rank, port, payload, results), daemon=True)
         for rank in range(world)
     ]
     for p in procs:
@@ -99,7 +102,7 @@ def _run_once(fn: Callable, tp: int, pp: int, payload: bytes, port: int, timeout
                     ) from None
                 continue
             if not ok:
-                raise RankFailed(f"rank {rank} of {world} (tp={tp}, pp={pp}) failed:\n{data}")
+                raise RankFailed(f"rank {rank} of {world} (tp={tp}, pp={pp}, ep={ep}) failed:\n{data}")
             answers[rank] = pickle.loads(data)
     finally:
         for p in procs:

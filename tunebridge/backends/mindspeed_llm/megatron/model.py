@@ -73,7 +73,7 @@ def megatron_args(spec: ModelSpec) -> dict:
 
 
 def transformer_config(
-    spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None
+    spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None, ep: int = 1
 ) -> TransformerConfig:
     """The TransformerConfig MindSpeed-LLM's GPT_ARGS give for ``spec`` (fp32, no dropout, no fusions)."""
     layout = None
@@ -93,6 +93,7 @@ def transformer_config(
         attention_dropout=0.0,
         tensor_model_parallel_size=tp,
         pipeline_model_parallel_size=pp,
+        expert_model_parallel_size=ep,
         pipeline_model_parallel_layout=layout,
         params_dtype=torch.float32,
         pipeline_dtype=torch.float32,
@@ -141,25 +142,28 @@ def build_gpt(
     num_layer_list: list[int] | None = None,
     make_vocab_size_divisible_by: int = 1,
     max_sequence_length: int | None = None,
+    ep: int = 1,
 ) -> GPTModel:
-    """This process's stage of ``spec`` as a megatron-core GPTModel (stage and TP rank from parallel_state).
+    """This process's stage of ``spec`` as a megatron-core GPTModel (stage, TP and EP rank from parallel_state;
+    over ``ep`` > 1 its MoE layers build only this EP rank's experts / ep local experts).
 
-    ``tp``/``pp`` must be the sizes parallel_state was initialised with; they are stated, not read, so a
+    ``tp``/``pp``/``ep`` must be the sizes parallel_state was initialised with; they are stated, not read, so a
     mismatch with the caller's checkpoint layout fails here rather than as a shape error later.
     """
     actual = (
         parallel_state.get_tensor_model_parallel_world_size(),
         parallel_state.get_pipeline_model_parallel_world_size(),
+        parallel_state.get_expert_model_parallel_world_size(),
     )
-    if actual != (tp, pp):
-        raise ValueError(f"build_gpt(tp={tp}, pp={pp}) but parallel_state has tp={actual[0]}, pp={actual[1]}")
+    if actual != (tp, pp, ep):
+        raise ValueError(f"build_gpt(tp={tp}, pp={pp}, ep={ep}) but parallel_state has tp, pp, ep = {actual}")
     if spec.num_kv_heads % tp:
         raise ValueError(f"{spec.name}: tp={tp} must divide the {spec.num_kv_heads} KV groups")
     pp_rank = parallel_state.get_pipeline_model_parallel_rank()
     scaling = rope_scaling_factor(spec)
     args = megatron_args(spec)
     return GPTModel(
-        config=transformer_config(spec, tp, pp, num_layer_list),
+        config=transformer_config(spec, tp, pp, num_layer_list, ep),
         transformer_layer_spec=layer_spec(spec),
         vocab_size=padded_vocab_size(spec.vocab_size, tp, make_vocab_size_divisible_by),
         max_sequence_length=max_sequence_length or spec.max_position_embeddings,
