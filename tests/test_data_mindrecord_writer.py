@@ -60,6 +60,7 @@ class FileWriter:
 # a writer that reads everything and reports one row)
 FAKE_PYTHON = """#!/bin/sh
 echo "${{PYTHONPATH-unset}}" > "$FAKE_MS_RECORD/pythonpath"
+echo "GLOG_v=${{GLOG_v-unset}} PYTHONUNBUFFERED=${{PYTHONUNBUFFERED-unset}}" > "$FAKE_MS_RECORD/env"
 pwd > "$FAKE_MS_RECORD/cwd"
 echo "$@" > "$FAKE_MS_RECORD/argv"
 if [ "$FAKE_MS_MODE" = count ]; then
@@ -124,6 +125,7 @@ def test_rows_reach_the_writer_padded_in_frames_of_chunk(fake_ms, tmp_path):
     assert (out["schema"], out["description"]) == (SCHEMA, "tunebridge instruction data")
     # MindSpore's own environment: without this one's PYTHONPATH, in a scratch directory that is gone after
     assert (fake_ms / "pythonpath").read_text() == "unset\n"
+    assert (fake_ms / "env").read_text() == "GLOG_v=3 PYTHONUNBUFFERED=1\n"  # MindSpore's errors only, unbuffered
     assert (fake_ms / "argv").read_text() == f"-m tunebridge.backends.mindformers.ms.mindrecord stream {tmp_path / 'd.mindrecord'}\n"
     scratch = started_in(fake_ms)
     assert scratch.name.startswith("tunebridge-mr-") and scratch.parent == Path(tempfile.gettempdir())
@@ -145,10 +147,14 @@ def test_a_row_holds_seq_length_plus_one_tokens(fake_ms, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.mindrecord", "d.mindrecord.db"]
 
 
-def test_frames_of_1024_rows_by_default(fake_ms, tmp_path):
+def test_frames_of_1024_rows_by_default(fake_ms, tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH")  # nothing to take out of MindSpore's environment
     counts = write_mindrecord(tmp_path / "d.mindrecord", (sample(1, i) for i in range(1030)), SEQ, PAD)
     assert (counts.written, counts.too_long) == (1030, 0)
     assert written(tmp_path / "d.mindrecord")["frames"] == [1024, 6]
+    writer = MindRecordWriter(tmp_path / "e.mindrecord", SEQ, PAD)
+    write_all(writer, [Rows.of(sample(1, i) for i in range(1025))])
+    assert written(tmp_path / "e.mindrecord")["frames"] == [1024, 1]
 
 
 def test_nothing_to_write_stops_the_writer_and_leaves_nothing(fake_ms, tmp_path):
