@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import torch
 
-from tunebridge.converters.checkpoint import convert, open_source
+from tunebridge.converters.checkpoint import convert, mcore_layout, open_source
 from tunebridge.converters.formats import mcore as mcore_fmt
 from tunebridge.converters.formats import torchzip
 from tunebridge.converters.formats.background import Background
@@ -25,6 +25,7 @@ from tunebridge.converters.formats.mapped import FileRange, open_owned
 from tunebridge.converters.formats.safetensors_stream import tensor_bytes
 from tunebridge.errors import TunebridgeError
 from tunebridge.model.catalogue import get_model
+from tunebridge.model.dialects import MCORE
 
 from .test_convert import make_hf
 
@@ -117,7 +118,7 @@ def test_the_progress_bar_names_the_conversion(llama, tmp_path, capsys):
     convert(hf, tmp_path / "out", "hf", "hf", progress=True)
     n = sum(1 for _ in get_model("tiny-llama").tensors())
     last = capsys.readouterr().err.split("\r")[-1]
-    assert last.startswith(f"hf -> hf: 100%|") and f"| {n}/{n} [" in last
+    assert last.startswith("hf -> hf: 100%|") and f"| {n}/{n} [" in last and "tensor/s]" in last
 
 
 def test_a_bin_whose_pickle_is_cut_short(tmp_path):
@@ -228,3 +229,86 @@ def test_a_rank_file_is_written_over_an_existing_one(tmp_path):
     mcore_fmt.write_rank(tmp_path, 0, 0, 1, {"w": torch.zeros(2)}, args)
     path = mcore_fmt.write_rank(tmp_path, 0, 0, 1, {"w": torch.ones(3)}, args)
     assert torch.equal(mcore_fmt.load_rank_file(path)["model"]["w"], torch.ones(3))
+
+
+def test_a_tensor_of_another_shape_is_named(llama):
+    _, mc = llama
+    other = get_model("tiny-llama").with_(name="llama-ffn", ffn_hidden_size=96)
+    with pytest.raises(TunebridgeError) as e:
+        open_source(mc, "mcore", other).get("down", 1)
+    ffn = get_model("tiny-llama").ffn_hidden_size
+    hidden = other.hidden_size
+    assert str(e.value) == (f"{mc}: decoder.layers.1.mlp.linear_fc2.weight gives down of shape [{hidden}, {ffn}], "
+                            f"llama-ffn needs [{hidden}, 96]")
+
+
+def test_the_layout_options_of_an_mcore_checkpoint(llama, tmp_path):
+    hf, mc = llama
+    assert mcore_layout(mc, open_source(mc, "mcore")) == {"tp": 2, "pp": 1, "ep": 1, "num_layer_list": None}
+    convert(hf, tmp_path / "pp", "hf", "mcore", pp=2, num_layer_list=[3, 1], progress=False)
+    src = open_source(tmp_path / "pp", "mcore")
+    assert mcore_layout(tmp_path / "pp", src) == {"tp": 1, "pp": 2, "ep": 1, "num_layer_list": [3, 1]}
+
+
+def test_args_without_an_expert_parallel_size_are_stages(llama, tmp_path):
+    """Older Megatron args have no expert_model_parallel_size: mp_rank_00_000 and _001 are then two stages."""
+    hf, _ = llama
+    convert(hf, tmp_path / "mc", "hf", "mcore", pp=2, progress=False)
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    for s in range(2):
+        resave(layout.file(0, s), lambda state: delattr(state["args"], "expert_model_parallel_size"))
+    layout = mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert (layout.tp, layout.pp, layout.ep) == (1, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def moe(tmp_path_factory):
+    d = tmp_path_factory.mktemp("moe")
+    hf = make_hf(d / "hf", "tiny-qwen3-moe")
+    convert(hf, d / "mc", "hf", "mcore", pp=2, ep=2, progress=False)
+    return hf, d / "mc"
+
+
+def test_a_missing_expert_rank_file_is_named(moe, tmp_path):
+    _, mc = moe
+    layout = mcore_fmt.McoreLayout(mc)
+    import shutil
+    shutil.copytree(mc, tmp_path / "mc")
+    missing = mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 1, 1)
+    missing.unlink()
+    with pytest.raises(TunebridgeError) as e:
+        mcore_fmt.McoreLayout(tmp_path / "mc")
+    assert str(e.value) == f"{missing}: missing (tp=1, pp=2, ep=2)" and missing.parent.name == "mp_rank_00_001_001"
+    assert (layout.pp, layout.ep) == (2, 2)
+
+
+def test_experts_convert_to_another_dtype_and_come_as_file_ranges(moe, tmp_path):
+    hf, _ = moe
+    convert(hf, tmp_path / "bf16", "hf", "hf", dtype="bf16", progress=False)
+    src, back = open_source(hf, "hf"), open_source(tmp_path / "bf16", "hf")
+    spec = src.spec
+    for part, layer in spec.tensors():
+        assert torch.equal(back.get(part, layer), src.get(part, layer).to(torch.bfloat16)), (part, layer)
+    pieces = src.pieces("expert_gate", 1, torch.float32)  # a stack of experts: theirs, in order
+    assert len(pieces) == spec.num_experts and joined(pieces) == bytes(tensor_bytes(src.get("expert_gate", 1)))
+
+
+def test_expert_ranks_are_joined_under_global_expert_indices():
+    spec = get_model("tiny-qwen3-moe")
+    rules = [r for r in MCORE.rules(spec) if r.per_expert]
+    per_rank = spec.num_experts // 2
+    states = [
+        {"shared": torch.tensor([float(rank)]),
+         **{r.format(j, e): torch.tensor([100.0 * rank + 10 * j + e]) for r in rules for j in range(2)
+            for e in range(per_rank)}}
+        for rank in range(2)
+    ]
+    joined = mcore_fmt.join_expert_ranks(spec, states, 2)
+    assert set(joined) == {"shared"} | {r.format(j, g) for r in rules for j in range(2) for g in range(spec.num_experts)}
+    assert joined["shared"].item() == 0.0  # every other tensor from ep rank 0
+    for r in rules:
+        for j in range(2):
+            for g in range(spec.num_experts):
+                rank, e = divmod(g, per_rank)
+                assert joined[r.format(j, g)].item() == 100.0 * rank + 10 * j + e
+    assert mcore_fmt.join_expert_ranks(spec, states[:1], 2) is states[0]
