@@ -60,6 +60,20 @@ class Group:
     name: str
     modules: tuple[str, ...]   # globs under the repository root
     tests: tuple[str, ...]     # pytest arguments: files, or files and a -k expression
+    # only these mutants (globs of mutmut's names, e.g. one class's methods); a cross-check group measures
+    # mutants another group counts, with other tests: its rows are shown, not added to the total
+    mutants: tuple[str, ...] = ()
+    cross_check: bool = False
+
+    def chosen(self, sample: str) -> list[str]:
+        """mutmut's name patterns for this group's mutants within the sample (empty: every mutant)."""
+        tail = f"__mutmut_*[{sample}]" if sample else "__mutmut_*"
+        if self.mutants:
+            return [f"{m}{tail}" for m in self.mutants]
+        return [f"*{tail}"] if sample else []
+
+    def selects(self, name: str) -> bool:
+        return not self.mutants or any(fnmatch.fnmatch(name, f"{m}__mutmut_*") for m in self.mutants)
 
 
 # Conversion tests that also run MindSpore (a process each, ~10 s; the logits across the frameworks 45-70 s a
@@ -93,6 +107,11 @@ GROUPS = (
            "tests/test_data_goldens.py", "tests/test_data_mindrecord_writer.py", "-k",
            # the seeds' end-to-end runs (every stack's files, minutes each) and the MindSpore read-backs
            "not seed00 and not workers_give and not mindspore and not squad_eval_set and not to_mindrecord")),
+    # MindRecordWriter with the real MindSpore (each test starts it: seconds a mutant), sampled: the data group
+    # counts these mutants, tested against a stand-in for MindSpore (test_data_mindrecord_writer.py)
+    Group("mindrecord", ("tunebridge/data/writers.py",), ("tests/test_data_mindrecord_stream.py",),
+          mutants=("tunebridge.data.writers.xǁMindRecordWriterǁ*", "tunebridge.data.writers.x_write_mindrecord"),
+          cross_check=True),
     Group("metrics", ("tunebridge/evaluation/squad.py", "tunebridge/evaluation/math.py",
                       "tunebridge/evaluation/mindformers_emf1.py", "tunebridge/evaluation/multiple_choice.py"),
           ("tests/test_eval_metrics.py", "tests/test_eval_multiple_choice.py", "tests/test_eval_mindspeed_llm.py")),
@@ -284,16 +303,16 @@ def run(groups: list[Group], children: int, rerun: bool, sample: str = "", mutan
         if rerun and (where / "sample").exists():  # the sample the group was run with
             sample = (where / "sample").read_text().strip()
         (where / "sample").write_text(f"{sample}\n")
-        chosen = [f"*__mutmut_*[{sample}]"] if sample else []
+        chosen = group.chosen(sample)
         started = time.time()
         if mutants:  # named mutants (globs) only, e.g. one outside the sample, or the listed equivalents
             chosen = list(mutants)
-        elif rerun and sample:  # the sample's untested mutants and every survivor, nothing already caught again
-            chosen = [name for name, status, _ in _results(where) if status not in KILLED
-                      and (status != "not checked" or fnmatch.fnmatch(name, chosen[0]))] or chosen
+        elif rerun and chosen:  # the sample's untested mutants and every survivor, nothing already caught again
+            chosen = [name for name, status, _ in _results(where) if group.selects(name) and status not in KILLED
+                      and (status != "not checked" or any(fnmatch.fnmatch(name, c) for c in chosen))] or chosen
         code = _mutmut(where, "run", "--max-children", str(children), *chosen, log=where / "mutmut.log")
-        names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}] \
-            if rerun and not sample and not mutants else []
+        names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}
+                 and group.selects(name)] if rerun and not sample and not mutants else []
         if names:  # the survivors again, against the tests as they are now
             code = _mutmut(where, "run", "--max-children", str(children), *names, log=where / "mutmut.log")
         elapsed = time.time() - started
@@ -387,7 +406,7 @@ def _equivalents() -> dict[str, tuple[str, str, str]]:
 
 def report(groups: list[Group], survivors_out: Path | None) -> None:
     equivalents = _equivalents()
-    rows, survivors, stale = [], [], []
+    rows, checks, survivors, stale = [], [], [], []
     totals = dict(total=0, killed=0, equivalent=0, survived=0, pending=0)
     for group in groups:
         where = WORK / group.name
@@ -395,7 +414,7 @@ def report(groups: list[Group], survivors_out: Path | None) -> None:
             print(f"{group.name}: not run")
             continue
         per_module: dict[Path, dict[str, int]] = {}
-        results = _results(where)
+        results = [r for r in _results(where) if group.selects(r[0])]
         diffs = _diffs(where, [name for name, status, _ in results if status not in KILLED])
         for name, status, source in results:
             counts = per_module.setdefault(source, dict(total=0, killed=0, equivalent=0, survived=0, pending=0))
@@ -415,12 +434,15 @@ def report(groups: list[Group], survivors_out: Path | None) -> None:
             counts["survived"] += 1
             survivors.append((name, f"{source}:{line}", before, after, status))
         for source, counts in sorted(per_module.items()):
+            if group.cross_check:  # mutants another group counts: shown, not added
+                checks.append((f"{group.name} (cross-check)", str(source), counts))
+                continue
             rows.append((group.name, str(source), counts))
             for k in totals:
                 totals[k] += counts[k]
     print("| group | module | mutants | tested | killed | equivalent | survived | score |")
     print("|---|---|---|---|---|---|---|---|")
-    for group, module, c in rows + [("all", "", totals)]:
+    for group, module, c in rows + [("all", "", totals)] + checks:
         print(f"| {group} | {module} | {c['total']} | {c['total'] - c['pending']} | {c['killed']} | "
               f"{c['equivalent']} | {c['survived']} | {_score(c)} |")
     samples = {g.name: (WORK / g.name / "sample").read_text().strip() for g in groups
