@@ -42,7 +42,8 @@ class FileWriter:
             sys.stderr.write("[WARNING] MD: a warning first\\n[ERROR] MD: No space left on device\\n")
             raise RuntimeError("write_raw_data failed")
         if MODE == "crash":  # a failure without an [ERROR] line: exit 3, long output, a byte that is not UTF-8
-            sys.stderr.buffer.write(b"\\xff" + b"".join(b"line %04d\\n" % i for i in range(600)))
+            lines = int(os.environ["FAKE_MS_LINES"])
+            sys.stderr.buffer.write(b"\\xff" + b"".join(b"line %04d\\n" % i for i in range(lines)))
             sys.stderr.flush()
             sys.exit(3)
         self.frames.append(len(rows))
@@ -89,6 +90,8 @@ def fake_ms(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FAKE_MS_RECORD", str(record))
     monkeypatch.setenv("PYTHONPATH", str(root / "not-for-mindspore"))
     monkeypatch.delenv("FAKE_MS_MODE", raising=False)
+    for name in ("GLOG_v", "PYTHONUNBUFFERED"):  # what the writer sets, not inherited
+        monkeypatch.delenv(name, raising=False)
     return record
 
 
@@ -194,11 +197,13 @@ def test_the_error_line_is_the_message(fake_ms, tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [] and not started_in(fake_ms).exists()
 
 
-def test_a_crash_reports_the_exit_code_and_the_last_output(fake_ms, tmp_path, monkeypatch):
+@pytest.mark.parametrize("lines", [300, 600])
+def test_a_crash_reports_the_exit_code_and_the_last_output(fake_ms, tmp_path, monkeypatch, lines):
     monkeypatch.setenv("FAKE_MS_MODE", "crash")
+    monkeypatch.setenv("FAKE_MS_LINES", str(lines))
     with pytest.raises(RuntimeError) as e:
         write_mindrecord(tmp_path / "d.mindrecord", iter([sample(3)]), SEQ, PAD)
-    err = "\ufffd" + "".join(f"line {i:04d}\n" for i in range(600))
+    err = "\ufffd" + "".join(f"line {i:04d}\n" for i in range(lines))  # 3,001 or 6,001 characters
     assert str(e.value) == f"MindSpore's MindRecord writer exited 3:\n{err[-4000:]}"
     assert list(tmp_path.iterdir()) == [] and not started_in(fake_ms).exists()
 
