@@ -312,3 +312,17 @@ def test_expert_ranks_are_joined_under_global_expert_indices():
                 rank, e = divmod(g, per_rank)
                 assert joined[r.format(j, g)].item() == 100.0 * rank + 10 * j + e
     assert mcore_fmt.join_expert_ranks(spec, states[:1], 2) is states[0]
+
+
+def test_accounting_counts_what_each_rank_file_holds(llama):
+    """tp 2 with make-vocab-size-divisible-by 384: the vocabulary is padded to 768 rows (at 1, the default, it
+    would stay 512), and a model without experts has no ep rank."""
+    from tunebridge.model.accounting import count, mcore_rank_params
+    _, mc = llama
+    spec = get_model("tiny-llama")
+    rows = mcore_rank_params(spec, 2, 1, make_vocab_size_divisible_by=384)
+    layout = mcore_fmt.McoreLayout(mc)
+    held = [sum(t.numel() for t in mcore_fmt.load_rank_file(layout.file(t, 0))["model"].values()) for t in range(2)]
+    assert rows == [{"pp_rank": 0, "tp_rank": t, "layers": spec.num_layers, "trainable": held[t]} for t in range(2)]
+    report = count(spec, "mindspeed-llm", "full", tp=2, make_vocab_size_divisible_by=384)
+    assert (report.per_rank_trainable, report.note, report.lora_rank) == (rows, "", None)
