@@ -313,6 +313,14 @@ def run(groups: list[Group], children: int, rerun: bool, sample: str = "", mutan
             chosen = [name for name, status, _ in _results(where) if group.selects(name) and status not in KILLED
                       and (status != "not checked" or any(fnmatch.fnmatch(name, c) for c in chosen))] or chosen
         code = _mutmut(where, "run", "--max-children", str(children), *chosen, log=where / "mutmut.log")
+        if rerun and not mutants and group.chosen(sample):
+            # new tests make mutmut forget what it found for the functions they reach: test the sample's
+            # mutants it no longer has a result for
+            patterns = group.chosen(sample)
+            again = [name for name, status, _ in _results(where) if status == "not checked" and group.selects(name)
+                     and any(fnmatch.fnmatch(name, c) for c in patterns)]
+            if again:
+                code = _mutmut(where, "run", "--max-children", str(children), *again, log=where / "mutmut.log")
         names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}
                  and group.selects(name)] if rerun and not sample and not mutants else []
         if names:  # the survivors again, against the tests as they are now
