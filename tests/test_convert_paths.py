@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from tunebridge.converters.checkpoint import convert, mcore_layout, open_source
-from tunebridge.converters.formats import mcore as mcore_fmt
-from tunebridge.converters.formats import torchzip
+from tunebridge.converters.formats import mcore as mcore_fmt, torchzip
 from tunebridge.converters.formats.background import Background
 from tunebridge.converters.formats.hf import load_bin
 from tunebridge.converters.formats.mapped import FileRange, open_owned
