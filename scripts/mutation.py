@@ -41,11 +41,39 @@ MUTMUT = "mutmut==3.8.1"
 COPIED = ("tunebridge", "tests", "recipes", "data", "scripts", "pyproject.toml")
 
 
+def _venvs() -> dict[str, Path]:
+    """The two environments: beside the repository, or (a git worktree without its own) the one this script runs
+    in and the one $TUNEBRIDGE_MINDSPORE_PYTHON names."""
+    torch_env = REPO / ".venv" if (REPO / ".venv").exists() else Path(sys.prefix)
+    ms_python = os.environ.get("TUNEBRIDGE_MINDSPORE_PYTHON")
+    ms_env = REPO / ".venv-mindspore" if (REPO / ".venv-mindspore").exists() or not ms_python \
+        else Path(ms_python).parent.parent
+    return {".venv": torch_env, ".venv-mindspore": ms_env}
+
+
+VENVS = _venvs()
+PYTHON = VENVS[".venv"] / "bin" / "python"
+
+
 @dataclass(frozen=True)
 class Group:
     name: str
     modules: tuple[str, ...]   # globs under the repository root
     tests: tuple[str, ...]     # pytest arguments: files, or files and a -k expression
+    # only these mutants (globs of mutmut's names, e.g. one class's methods); a cross-check group measures
+    # mutants another group counts, with other tests: its rows are shown, not added to the total
+    mutants: tuple[str, ...] = ()
+    cross_check: bool = False
+
+    def chosen(self, sample: str) -> list[str]:
+        """mutmut's name patterns for this group's mutants within the sample (empty: every mutant)."""
+        tail = f"__mutmut_*[{sample}]" if sample else "__mutmut_*"
+        if self.mutants:
+            return [f"{m}{tail}" for m in self.mutants]
+        return [f"*{tail}"] if sample else []
+
+    def selects(self, name: str) -> bool:
+        return not self.mutants or any(fnmatch.fnmatch(name, f"{m}__mutmut_*") for m in self.mutants)
 
 
 # Conversion tests that also run MindSpore (a process each, ~10 s; the logits across the frameworks 45-70 s a
@@ -58,23 +86,34 @@ NOT_MEGATRON_RANKS = "not fused_lora_in_megatron"
 GROUPS = (
     Group("layout", ("tunebridge/model/layout.py", "tunebridge/model/partition.py", "tunebridge/model/dialects/*"),
           ("tests/test_convert.py", "tests/test_convert_irregular.py", "tests/test_adapters.py",
-           "tests/test_accounting_peft.py", "tests/test_mindspeed_llm_interop.py", "-k",
-           f"{NOT_MINDSPORE} and {NOT_MEGATRON_RANKS}")),
+           "tests/test_accounting_peft.py", "tests/test_mindspeed_llm_interop.py", "tests/test_moe.py",
+           "tests/test_convert_paths.py", "-k",
+           f"{NOT_MINDSPORE} and {NOT_MEGATRON_RANKS} and not through_megatron_core and not fails_verification")),
     Group("accounting", ("tunebridge/model/accounting.py",),
           # not test_accounting_megatron.py: Megatron's ranks count the same tensors (see NOT_MEGATRON_RANKS)
           ("tests/test_accounting_peft.py", "tests/test_params_cli.py", "tests/test_parity.py",
-           "tests/test_explain.py")),
+           "tests/test_explain.py", "tests/test_moe.py", "tests/test_convert_paths.py", "-k",
+           "not through_megatron_core and not fails_verification")),
     Group("convert", ("tunebridge/converters/checkpoint.py", "tunebridge/converters/formats/*"),
+          # test_moe.py: expert-parallel conversions, without its logits through megatron-core (a model a test)
           ("tests/test_convert.py", "tests/test_convert_irregular.py", "tests/test_mcore_format.py",
-           "tests/test_mindspeed_llm_interop.py", "tests/test_file_ranges.py", "-k",
-           f"{NOT_MINDSPORE} and not fails_verification")),
+           "tests/test_mindspeed_llm_interop.py", "tests/test_file_ranges.py", "tests/test_moe.py",
+           "tests/test_convert_paths.py", "-k",
+           f"{NOT_MINDSPORE} and not fails_verification and not through_megatron_core")),
     Group("adapters", ("tunebridge/converters/adapters.py", "tunebridge/converters/merge.py"),
           ("tests/test_adapters.py", "tests/test_mindspeed_llm_interop.py", "-k", NOT_MEGATRON_RANKS)),
     Group("data", ("tunebridge/data/templates.py", "tunebridge/data/encode.py", "tunebridge/data/writers.py"),
+          # test_data_mindrecord_writer.py: MindRecordWriter against a stand-in for MindSpore (its real round
+          # trip, test_data_mindrecord_stream.py, starts MindSpore: seconds a mutant)
           ("tests/test_data_formats.py", "tests/test_data_multiturn.py", "tests/test_data_pipeline.py",
-           "tests/test_data_goldens.py", "-k",
+           "tests/test_data_goldens.py", "tests/test_data_mindrecord_writer.py", "-k",
            # the seeds' end-to-end runs (every stack's files, minutes each) and the MindSpore read-backs
            "not seed00 and not workers_give and not mindspore and not squad_eval_set and not to_mindrecord")),
+    # MindRecordWriter with the real MindSpore (each test starts it: seconds a mutant), sampled: the data group
+    # counts these mutants, tested against a stand-in for MindSpore (test_data_mindrecord_writer.py)
+    Group("mindrecord", ("tunebridge/data/writers.py",), ("tests/test_data_mindrecord_stream.py",),
+          mutants=("tunebridge.data.writers.xǁMindRecordWriterǁ*", "tunebridge.data.writers.x_write_mindrecord"),
+          cross_check=True),
     Group("metrics", ("tunebridge/evaluation/squad.py", "tunebridge/evaluation/math.py",
                       "tunebridge/evaluation/mindformers_emf1.py", "tunebridge/evaluation/multiple_choice.py"),
           ("tests/test_eval_metrics.py", "tests/test_eval_multiple_choice.py", "tests/test_eval_mindspeed_llm.py")),
@@ -156,7 +195,7 @@ def audit() -> int:
             failures += 1
             continue
         target.write_text(text.replace(m.old, m.new), encoding="utf-8")
-        proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-m", "pytest", "-q", "-x", "-p",
+        proc = subprocess.run([str(PYTHON), "-m", "pytest", "-q", "-x", "-p",
                                "no:cacheprovider", *m.tests], cwd=where, env=dict(_env(where), PYTHONPATH=str(where)),
                               capture_output=True, text=True)
         caught = proc.returncode == 1
@@ -194,8 +233,8 @@ def _copy_repo(where: Path) -> None:
             shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, where / name)
-    for venv in (".venv", ".venv-mindspore"):
-        (where / venv).symlink_to(REPO / venv)
+    for venv, target in VENVS.items():
+        (where / venv).symlink_to(target)
 
 
 def _prepare(group: Group, fresh: bool) -> Path:
@@ -212,22 +251,22 @@ def _prepare(group: Group, fresh: bool) -> Path:
     (where / "setup.cfg").write_text(_setup_cfg(group), encoding="utf-8")
     # tests find the environments beside the package (conftest, the bridge): the mutated copy's neighbours
     (where / "mutants").mkdir(exist_ok=True)
-    for venv in (".venv", ".venv-mindspore"):
+    for venv, target in VENVS.items():
         link = where / "mutants" / venv
         if not link.exists():
-            link.symlink_to(REPO / venv)
+            link.symlink_to(target)
     return where
 
 
 def _env(where: Path) -> dict[str, str]:
-    env = dict(os.environ, TUNEBRIDGE_MINDSPORE_PYTHON=str(REPO / ".venv-mindspore" / "bin" / "python"),
+    env = dict(os.environ, TUNEBRIDGE_MINDSPORE_PYTHON=str(VENVS[".venv-mindspore"] / "bin" / "python"),
                # processes the tests start in .venv (CLI calls, gloo ranks) import the mutated copy too
                PYTHONPATH=str(where / "mutants"), OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     return env
 
 
 def _mutmut(where: Path, *args: str, log: Path | None = None) -> int:
-    cmd = ["nice", "-n", "10", str(REPO / ".venv" / "bin" / "mutmut"), *args]
+    cmd = ["nice", "-n", "10", str(VENVS[".venv"] / "bin" / "mutmut"), *args]
     with open(log, "a") if log else open(os.devnull, "w") as out:
         proc = subprocess.Popen(cmd, cwd=where, env=_env(where), stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
@@ -258,7 +297,7 @@ def _selected(names: list[str]) -> list[Group]:
     return [known[n] for n in names] if names else list(GROUPS)
 
 
-def run(groups: list[Group], children: int, rerun: bool, sample: str = "") -> None:
+def run(groups: list[Group], children: int, rerun: bool, sample: str = "", mutants: tuple[str, ...] = ()) -> None:
     _ensure_mutmut()
     # a systematic sample: the mutants whose number ends in one of these digits, in every function alike
     for group in groups:
@@ -266,14 +305,24 @@ def run(groups: list[Group], children: int, rerun: bool, sample: str = "") -> No
         if rerun and (where / "sample").exists():  # the sample the group was run with
             sample = (where / "sample").read_text().strip()
         (where / "sample").write_text(f"{sample}\n")
-        chosen = [f"*__mutmut_*[{sample}]"] if sample else []
+        chosen = group.chosen(sample)
         started = time.time()
-        if rerun and sample:  # the sample's untested mutants and every survivor, nothing already caught again
-            chosen = [name for name, status, _ in _results(where) if status not in KILLED
-                      and (status != "not checked" or fnmatch.fnmatch(name, chosen[0]))] or chosen
+        if mutants:  # named mutants (globs) only, e.g. one outside the sample, or the listed equivalents
+            chosen = list(mutants)
+        elif rerun and chosen:  # the sample's untested mutants and every survivor, nothing already caught again
+            chosen = [name for name, status, _ in _results(where) if group.selects(name) and status not in KILLED
+                      and (status != "not checked" or any(fnmatch.fnmatch(name, c) for c in chosen))] or chosen
         code = _mutmut(where, "run", "--max-children", str(children), *chosen, log=where / "mutmut.log")
-        names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}] \
-            if rerun and not sample else []
+        if rerun and not mutants and group.chosen(sample):
+            # new tests make mutmut forget what it found for the functions they reach: test the sample's
+            # mutants it no longer has a result for
+            patterns = group.chosen(sample)
+            again = [name for name, status, _ in _results(where) if status == "not checked" and group.selects(name)
+                     and any(fnmatch.fnmatch(name, c) for c in patterns)]
+            if again:
+                code = _mutmut(where, "run", "--max-children", str(children), *again, log=where / "mutmut.log")
+        names = [name for name, status, _ in _results(where) if status not in KILLED | {"not checked"}
+                 and group.selects(name)] if rerun and not sample and not mutants else []
         if names:  # the survivors again, against the tests as they are now
             code = _mutmut(where, "run", "--max-children", str(children), *names, log=where / "mutmut.log")
         elapsed = time.time() - started
@@ -333,7 +382,7 @@ def _diffs(where: Path, names: list[str]) -> dict[str, str]:
     """mutmut's diff of each mutant (one process for all of them)."""
     if not names:
         return {}
-    out = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "-c", _DIFFS], cwd=where, env=_env(where),
+    out = subprocess.run([str(PYTHON), "-c", _DIFFS], cwd=where, env=_env(where),
                          input="\n".join(names), capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
@@ -367,7 +416,7 @@ def _equivalents() -> dict[str, tuple[str, str, str]]:
 
 def report(groups: list[Group], survivors_out: Path | None) -> None:
     equivalents = _equivalents()
-    rows, survivors, stale = [], [], []
+    rows, checks, survivors, stale = [], [], [], []
     totals = dict(total=0, killed=0, equivalent=0, survived=0, pending=0)
     for group in groups:
         where = WORK / group.name
@@ -375,7 +424,7 @@ def report(groups: list[Group], survivors_out: Path | None) -> None:
             print(f"{group.name}: not run")
             continue
         per_module: dict[Path, dict[str, int]] = {}
-        results = _results(where)
+        results = [r for r in _results(where) if group.selects(r[0])]
         diffs = _diffs(where, [name for name, status, _ in results if status not in KILLED])
         for name, status, source in results:
             counts = per_module.setdefault(source, dict(total=0, killed=0, equivalent=0, survived=0, pending=0))
@@ -395,12 +444,15 @@ def report(groups: list[Group], survivors_out: Path | None) -> None:
             counts["survived"] += 1
             survivors.append((name, f"{source}:{line}", before, after, status))
         for source, counts in sorted(per_module.items()):
+            if group.cross_check:  # mutants another group counts: shown, not added
+                checks.append((f"{group.name} (cross-check)", str(source), counts))
+                continue
             rows.append((group.name, str(source), counts))
             for k in totals:
                 totals[k] += counts[k]
     print("| group | module | mutants | tested | killed | equivalent | survived | score |")
     print("|---|---|---|---|---|---|---|---|")
-    for group, module, c in rows + [("all", "", totals)]:
+    for group, module, c in rows + [("all", "", totals)] + checks:
         print(f"| {group} | {module} | {c['total']} | {c['total'] - c['pending']} | {c['killed']} | "
               f"{c['equivalent']} | {c['survived']} | {_score(c)} |")
     samples = {g.name: (WORK / g.name / "sample").read_text().strip() for g in groups
@@ -437,6 +489,8 @@ def main() -> None:
         s.add_argument("--max-children", type=int, default=1, help="mutants tested at once (default 1)")
         s.add_argument("--sample", default="", metavar="DIGITS",
                        help="only the mutants whose number ends in one of DIGITS (05: one in five)")
+        s.add_argument("--mutants", nargs="+", default=(), metavar="NAME",
+                       help="only these mutants (mutmut names or globs), e.g. the equivalents listed for a group")
     sub.add_parser("audit")
     s = sub.add_parser("report")
     s.add_argument("groups", nargs="*")
@@ -448,7 +502,8 @@ def main() -> None:
     if args.command == "report":
         report(groups, args.survivors)
     else:
-        run(groups, args.max_children, rerun=args.command == "rerun", sample=args.sample)
+        run(groups, args.max_children, rerun=args.command == "rerun", sample=args.sample,
+            mutants=tuple(args.mutants))
 
 
 if __name__ == "__main__":

@@ -269,3 +269,19 @@ def test_mcore_adapter_layout_is_refused_before_reading(tmp_path):
         convert_adapter(tmp_path / "not-read", tmp_path / "mc", "peft", "mcore", SPEC, tp=3)
     assert str(e.value) == "--tp 3 does not divide tiny-llama's 2 KV groups (tp can be 1, 2)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_mcore_adapter_args_record_the_a_matrices_dtype(tmp_path):
+    """An adapter whose B matrices are kept in another dtype than its A matrices (bf16 B, as after casting only
+    the up-projections): each tensor is written in its own dtype, and the args' params_dtype is the A matrices'."""
+    from tunebridge.converters.adapters import write_mcore
+    adapter = Adapter(4, 8.0)
+    for (module, i), (a, b) in _fused_example().items():
+        parts = ("q", "k", "v") if module == "linear_qkv" else ("down",)
+        for p, bp in zip(parts, b.split([SPEC.shape(p)[0] for p in parts])):
+            adapter.pairs[(p, i)] = a, bp.to(torch.bfloat16)
+    write_mcore(tmp_path / "mc", adapter, SPEC)
+    saved = mcore_fmt.load_rank_file(mcore_fmt.McoreLayout(tmp_path / "mc").file(0, 0))
+    assert saved["args"].params_dtype == torch.float32
+    dtypes = {("lora_A" if "lora_A" in name else "lora_B"): t.dtype for name, t in saved["model"].items()}
+    assert dtypes == {"lora_A": torch.float32, "lora_B": torch.bfloat16} and len(saved["model"]) == 4 * SPEC.num_layers
