@@ -30,11 +30,15 @@ MODE = os.environ.get("FAKE_MS_MODE", "")
 
 class FileWriter:
     def __init__(self, path, shard_num, overwrite):
+        if MODE == "fail-FileWriter":
+            raise RuntimeError("cannot create the file")
         self.path, self.frames, self.ids, self.labels = path, [], [], []
         self.header = dict(shard_num=shard_num, overwrite=overwrite)
         print("a MindSpore notice on stdout")  # the writer's result is the last line
 
     def add_schema(self, schema, description):
+        if MODE == "fail-add_schema":
+            raise RuntimeError("cannot add the schema")
         self.header.update(schema=schema, description=description)
 
     def write_raw_data(self, rows):
@@ -165,6 +169,25 @@ def test_nothing_to_write_stops_the_writer_and_leaves_nothing(fake_ms, tmp_path)
         write_mindrecord(tmp_path / "e.mindrecord", iter([None] * 5), 1, PAD)
     assert str(e.value) == "no sample is shorter than seq_length 1: nothing to write"
     assert list(tmp_path.iterdir()) == [] and not started_in(fake_ms).exists()
+
+
+def test_samples_that_fail_stop_the_writer_and_leave_nothing(fake_ms, tmp_path):
+    def samples():
+        yield sample(3)
+        raise ValueError("record 2: a bad record")
+
+    with pytest.raises(ValueError, match="record 2: a bad record"):
+        write_mindrecord(tmp_path / "d.mindrecord", samples(), SEQ, PAD)
+    assert list(tmp_path.iterdir()) == []
+    assert not started_in(fake_ms).exists()  # MindSpore was stopped then, not when the writer is collected
+
+
+@pytest.mark.parametrize("fails_in", ["FileWriter", "add_schema"])
+def test_a_writer_that_cannot_start_leaves_no_partial_directory(fake_ms, tmp_path, monkeypatch, fails_in):
+    monkeypatch.setenv("FAKE_MS_MODE", f"fail-{fails_in}")
+    with pytest.raises(RuntimeError, match="MindSpore's MindRecord writer exited 1"):
+        write_mindrecord(tmp_path / "d.mindrecord", iter([sample(3)]), SEQ, PAD)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failure_mid_stream_is_the_one_reported(fake_ms, tmp_path, monkeypatch):

@@ -271,7 +271,8 @@ class MindRecordWriter(Writer):
 
 
 def write_all(writer: Writer, rows: Iterable[Rows]) -> WriteCounts:
-    """Every batch of rows into ``writer``; on failure no file is left behind."""
+    """Every batch of rows into ``writer``; on failure (``rows`` failing too: pass them lazily) no file is left
+    behind."""
     try:
         for r in rows:
             writer.add(r)
@@ -283,11 +284,11 @@ def write_all(writer: Writer, rows: Iterable[Rows]) -> WriteCounts:
 
 def write_megatron(prefix: str | Path, samples: Iterable[Sample | None], seq_length: int) -> WriteCounts:
     """Samples (None: a record whose sample was dropped) into Megatron indexed files."""
-    return write_all(MegatronWriter(prefix, seq_length), [Rows.of(samples)])
+    return write_all(MegatronWriter(prefix, seq_length), map(Rows.of, [samples]))
 
 
 def write_jsonl(path: str | Path, samples: Iterable[Sample | None], seq_length: int) -> WriteCounts:
-    return write_all(JsonlWriter(path, seq_length), [Rows.of(samples)])
+    return write_all(JsonlWriter(path, seq_length), map(Rows.of, [samples]))
 
 
 def write_mindrecord(
@@ -295,4 +296,5 @@ def write_mindrecord(
 ) -> WriteCounts:
     """Rows of seq_length + 1 in a MindRecord file (columns input_ids, labels), written by MindSpore in its own
     environment, streamed in chunks of ``chunk`` rows."""
-    return write_all(MindRecordWriter(path, seq_length, pad_id, chunk), [Rows.of(samples)])
+    # the samples are read while MindSpore starts (both take seconds); a sample that fails stops it
+    return write_all(MindRecordWriter(path, seq_length, pad_id, chunk), map(Rows.of, [samples]))

@@ -26,8 +26,12 @@ def _writer(out: Path):
     from mindspore.mindrecord import FileWriter
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    writer = FileWriter(str(tmp_dir / out.name), shard_num=1, overwrite=True)
-    writer.add_schema(SCHEMA, "tunebridge instruction data")
+    try:
+        writer = FileWriter(str(tmp_dir / out.name), shard_num=1, overwrite=True)
+        writer.add_schema(SCHEMA, "tunebridge instruction data")
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     return writer, tmp_dir
 
 
