@@ -36,6 +36,8 @@ FIELDS: tuple[FieldMap, ...] = (
     FieldMap("train.optimizer.weight_decay", "optimizer.weight_decay", "weight_decay"),
     FieldMap("train.clip_grad", "runner_wrapper.max_grad_norm", "clip_grad"),
     FieldMap("train.dtype", "model.model_config.compute_dtype", "dtype"),
+    # a mixture of experts only (None: 0.001 there); MindFormers runs no mixture of experts tunebridge renders
+    FieldMap("train.moe_aux_loss_coeff", None, "moe_aux_loss_coeff"),
     FieldMap("finetune.lora.rank", "model.model_config.pet_config.lora_rank", "lora.rank"),
     FieldMap("finetune.lora.alpha", "model.model_config.pet_config.lora_alpha", "lora.alpha"),
     FieldMap("finetune.lora.dropout", "model.model_config.pet_config.lora_dropout", "lora.dropout"),
