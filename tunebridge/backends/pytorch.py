@@ -198,7 +198,7 @@ def _resume(out: Path, steps: int, params: dict, optimizer, result: RunResult) -
             f"{log_path}: holds steps {[s.step for s in kept]} up to the checkpoint, not 1..{start}:"
             f" the run's record cannot be rebuilt"
         )
-    log_path.write_text("".join(json.dumps(s.__dict__) + "\n" for s in kept), encoding="utf-8")
+    log_path.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in kept), encoding="utf-8")
     result.steps = kept
     result.checkpoints = [str(c) for c in checkpoints(out) if int(c.name.removeprefix("step_")) <= start]
     return start
@@ -307,7 +307,7 @@ def train(
             result.steps.append(record)
             step_times.append(time.perf_counter() - t0)
             if rank == 0:
-                log.write(json.dumps(record.__dict__) + "\n")
+                log.write(json.dumps(record.to_dict()) + "\n")
                 log.flush()
                 if cfg.save_every and (step + 1) % cfg.save_every == 0:
                     result.checkpoints.append(str(_save_checkpoint(model, optimizer, step + 1, steps, out)))

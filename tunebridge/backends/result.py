@@ -20,6 +20,13 @@ class StepRecord:
     # trained with weight coeff, not part of ``loss``), None without one
     load_balancing_loss: float | None = None
 
+    def to_dict(self) -> dict:
+        """The record's fields; load_balancing_loss only when the run has one (other runs' records as before)."""
+        d = asdict(self)
+        if d["load_balancing_loss"] is None:
+            del d["load_balancing_loss"]
+        return d
+
 
 @dataclass
 class RunResult:
@@ -38,9 +45,7 @@ class RunResult:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for step in d["steps"]:  # a run without a load-balancing loss keeps its records as before
-            if step["load_balancing_loss"] is None:
-                del step["load_balancing_loss"]
+        d["steps"] = [s.to_dict() for s in self.steps]
         return d
 
     def save(self, path: str | Path) -> None:
