@@ -25,16 +25,22 @@ STEPS = 8
 
 
 def run_both(
-    tmp_path, name: str, finetune: dict | None = None, steps: int = STEPS, train: dict | None = None
+    tmp_path,
+    name: str,
+    finetune: dict | None = None,
+    steps: int = STEPS,
+    train: dict | None = None,
+    parallel: dict | None = None,
 ) -> tuple[RunResult, RunResult]:
     """``tunebridge run --backend all`` of the parity recipe on ``name`` (``finetune`` replacing its LoRA, ``train``
-    added to its train settings): the torch and megatron-core results, MindFormers left out with its family's
-    reason."""
+    and ``parallel`` added to its settings): the torch and megatron-core results, MindFormers left out with its
+    family's reason."""
     recipe = yaml.safe_load((REPO / "recipes" / "tiny-parity-lora.yaml").read_text())
     recipe["name"] = f"{name}-lora"
     recipe["model"] = {"arch": name, "weights": str(make_hf(tmp_path / "hf", name))}
     recipe["train"]["max_steps"] = steps
     recipe["train"].update(train or {})
+    recipe["parallel"].update(parallel or {})
     recipe["finetune"] = finetune or recipe["finetune"]
     recipe["data"]["train"]["path"] = str(REPO / "data" / "samples" / "demo_math_train.jsonl")
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -105,6 +111,18 @@ def test_load_balancing_loss_trains_alike_on_both_stacks(tmp_path, name):
     # as MindSpeed-LLM's does, so its sums run in another order)
     assert curves[0.05][0] == pytest.approx(curves[0.0][0], rel=1e-6)
     assert min(abs(a - b) for a, b in zip(curves[0.05][1:], curves[0.0][1:])) > 0.05, curves
+
+
+@pytest.mark.parametrize("name", TINY_MOE)
+def test_load_balancing_loss_over_two_pipeline_stages(tmp_path, name):
+    """megatron-core at pp 2: each stage's routers add their layers' terms, and the logged load_balancing_loss is
+    summed over the stages (as Megatron's tracker is) before it is averaged: the pp 1 curve."""
+    torch_run, mcore_run = run_both(
+        tmp_path, name, {"method": "full"}, steps=4, train={"moe_aux_loss_coeff": 0.05}, parallel={"pp": 2}
+    )
+    assert_same_curve(torch_run, mcore_run)
+    for a, b in zip(torch_run.steps, mcore_run.steps):
+        assert b.load_balancing_loss == pytest.approx(a.load_balancing_loss, rel=1e-5)
 
 
 @pytest.mark.parametrize("path", [p for p in RECIPES if "mindformers" not in renderable(p)], ids=lambda p: p.stem)
