@@ -114,11 +114,19 @@ def test_load_balancing_loss_trains_alike_on_both_stacks(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", TINY_MOE)
-def test_load_balancing_loss_over_two_pipeline_stages(tmp_path, name):
+@pytest.mark.parametrize("pp,loss_average", [(2, "token"), (1, "micro-batch")], ids=["pp2", "micro-batch"])
+def test_load_balancing_loss_per_stage_and_per_micro_batch(tmp_path, name, pp, loss_average):
     """megatron-core at pp 2: each stage's routers add their layers' terms, and the logged load_balancing_loss is
-    summed over the stages (as Megatron's tracker is) before it is averaged: the pp 1 curve."""
+    summed over the stages (as Megatron's tracker is) before it is averaged; with the loss averaged per
+    micro-batch, the term's gradient is scaled by 1 / micro-batches (MoEAuxLossAutoScaler's scale): the same
+    curve on both stacks either way."""
     torch_run, mcore_run = run_both(
-        tmp_path, name, {"method": "full"}, steps=4, train={"moe_aux_loss_coeff": 0.05}, parallel={"pp": 2}
+        tmp_path,
+        name,
+        {"method": "full"},
+        steps=4,
+        train={"moe_aux_loss_coeff": 0.05, "loss_average": loss_average},
+        parallel={"pp": pp},
     )
     assert_same_curve(torch_run, mcore_run)
     for a, b in zip(torch_run.steps, mcore_run.steps):
