@@ -236,9 +236,10 @@ def test_convert_cli_takes_ep(moe_hf, tmp_path, capsys):
     assert same_tensors(moe_hf, tmp_path / "back")
 
 
-def test_neither_stack_adds_a_router_loss(moe_hf, tmp_path):
-    """The loss both stacks train on is the language model's alone: transformers' load-balancing loss is off even
-    where the config asks for it, and megatron-core's coefficient is 0 (its routers then add nothing)."""
+def test_transformers_own_router_loss_is_never_added(moe_hf, tmp_path):
+    """transformers' load-balancing loss is off even where the config asks for it (the torch train step adds
+    Megatron's instead, tests/test_moe_aux.py), and megatron-core's routers take the recipe's coefficient: at 0,
+    routing type none, they add nothing (z-loss unset either way)."""
     import json
     import shutil
 
@@ -258,6 +259,9 @@ def test_neither_stack_adds_a_router_loss(moe_hf, tmp_path):
     assert out.aux_loss is None and out.loss.item() == pytest.approx(loss_sum.item() / n, rel=1e-6)
     config = transformer_config(get_model("tiny-qwen3-moe"))
     assert config.moe_aux_loss_coeff == 0.0 and config.moe_z_loss_coeff is None
+    assert config.moe_router_load_balancing_type == "none"
+    config = transformer_config(get_model("tiny-qwen3-moe"), moe_aux_loss_coeff=0.01)
+    assert (config.moe_router_load_balancing_type, config.moe_aux_loss_coeff) == ("aux_loss", 0.01)
     assert (config.moe_token_dispatcher_type, config.moe_expert_capacity_factor) == ("allgather", None)  # dropless
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..data.encode import IGNORE
 from ..errors import TunebridgeError
+from ..train import moe_aux
 from ..train.config import TrainConfig
 from ..train.optim import decay_groups, make_adamw
 from ..train.order import global_batches, micro_batches, total_steps
@@ -78,12 +79,25 @@ def collate(records: list[dict], pad_id: int, device: torch.device) -> tuple[tor
 
 def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Summed next-token cross entropy over supervised positions, and their count."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
+    return next_token_losses(logits[:, :-1], labels[:, 1:])
+
+
+def next_token_losses(shift_logits: torch.Tensor, shift_labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed cross entropy of logits against the labels of the next positions, and their count."""
+    shift_logits = shift_logits.float()
     loss_sum = F.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=IGNORE, reduction="sum"
     )
     return loss_sum, int((shift_labels != IGNORE).sum())
+
+
+def megatron_tokens(ids: torch.Tensor, lengths: list[int], pad_id: int) -> torch.Tensor:
+    """MindSpeed-LLM's input of a micro-batch (``tokens = ids[:-1]`` per row, padded to the longest) from the
+    collated ``ids`` (rows of ``lengths``): the logits at supervised positions are the same, the routed ones too."""
+    tokens = ids.clone()
+    for r, n in enumerate(lengths):
+        tokens[r, n - 1 :] = pad_id
+    return tokens[:, :-1]
 
 
 def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, init_adapter: str | None = None):
@@ -93,8 +107,8 @@ def build_model(model_dir: str | Path, cfg: TrainConfig, device: torch.device, i
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.dtype]
     model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
     if hasattr(model.config, "output_router_logits"):
-        # a mixture of experts trains on the language-model loss alone, without the router's load-balancing loss
-        # transformers adds with output_router_logits (as megatron-core with moe_aux_loss_coeff 0, the reference's)
+        # a mixture of experts: never transformers' own load-balancing loss (added into its loss with
+        # output_router_logits); the train step asks for the router logits and adds Megatron's (train/moe_aux.py)
         model.config.output_router_logits = False
     if cfg.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
@@ -184,7 +198,7 @@ def _resume(out: Path, steps: int, params: dict, optimizer, result: RunResult) -
             f"{log_path}: holds steps {[s.step for s in kept]} up to the checkpoint, not 1..{start}:"
             f" the run's record cannot be rebuilt"
         )
-    log_path.write_text("".join(json.dumps(s.__dict__) + "\n" for s in kept), encoding="utf-8")
+    log_path.write_text("".join(json.dumps(s.to_dict()) + "\n" for s in kept), encoding="utf-8")
     result.steps = kept
     result.checkpoints = [str(c) for c in checkpoints(out) if int(c.name.removeprefix("step_")) <= start]
     return start
@@ -221,6 +235,8 @@ def train(
     steps = total_steps(len(records), cfg)
     schedule = Schedule(cfg.lr, cfg.min_lr, steps, cfg.warmup_ratio, cfg.lr_schedule, cfg.warmup_rounding)
     model = build_model(model_dir, cfg, device, init_adapter)
+    # a mixture of experts trained with Megatron's load-balancing loss: its routing's k
+    topk = getattr(model.config, "num_experts_per_tok", None) if cfg.moe_aux_loss_coeff > 0 else None
     params = _trainable(model)
     trainable = sum(p.numel() for p in params.values())
     total = sum(p.numel() for p in model.parameters())
@@ -251,16 +267,31 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             reported = 0.0
+            aux_logged: list[list[float]] = []
             for mb in micro:
-                ids, labels = collate([records[i] for i in mb], cfg.pad_id, device)
-                logits = ddp_model(input_ids=ids).logits
-                loss_sum, count = token_losses(logits, labels)
+                rows = [records[i] for i in mb]
+                ids, labels = collate(rows, cfg.pad_id, device)
+                if not topk:
+                    logits = ddp_model(input_ids=ids).logits
+                    loss_sum, count = token_losses(logits, labels)
+                    aux = None
+                else:
+                    # a mixture of experts: the router sees what megatron-core's sees (every row's ids[:-1],
+                    # padded), as Megatron's load-balancing loss counts every routed position
+                    tokens = megatron_tokens(ids, [len(r["input_ids"]) for r in rows], cfg.pad_id)
+                    routed = ddp_model(input_ids=tokens, output_router_logits=True)
+                    loss_sum, count = next_token_losses(routed.logits, labels[:, 1:])
+                    layers = moe_aux.layer_losses(routed.router_logits, topk, cfg.moe_aux_loss_coeff)
+                    aux_logged.append([float(a.detach()) for a in layers])
+                    aux = torch.stack(layers).sum()
                 if cfg.loss_average == "token":
                     loss = loss_sum / max(n_tokens, 1)
+                    total = loss if aux is None else loss + aux * tokens.numel() / max(n_tokens, 1)
                 else:
                     loss = loss_sum / max(count, 1) / len(micro)
-                loss.backward()
-                reported += loss.item()
+                    total = loss if aux is None else loss + aux / len(micro)
+                total.backward()
+                reported += loss.item()  # the language-model loss, as Megatron reports it
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip_grad if cfg.clip_grad > 0 else math.inf)
             )
@@ -271,10 +302,12 @@ def train(
                 torch.distributed.all_reduce(t)
                 reported = float(t) / world
             record = StepRecord(step + 1, reported, lr, grad_norm, n_tokens)
+            if aux_logged:
+                record.load_balancing_loss = moe_aux.logged(aux_logged, cfg.moe_aux_loss_coeff)
             result.steps.append(record)
             step_times.append(time.perf_counter() - t0)
             if rank == 0:
-                log.write(json.dumps(record.__dict__) + "\n")
+                log.write(json.dumps(record.to_dict()) + "\n")
                 log.flush()
                 if cfg.save_every and (step + 1) % cfg.save_every == 0:
                     result.checkpoints.append(str(_save_checkpoint(model, optimizer, step + 1, steps, out)))

@@ -16,6 +16,16 @@ class StepRecord:
     tokens: int | None = None  # supervised tokens in this step's global batch
     loss_scale: float | None = None
     skipped: bool | None = None  # update skipped (fp16 overflow, Megatron's skipped iterations)
+    # a mixture of experts: Megatron's logged load_balancing_loss (aux / coeff over MoE layers and micro-batches;
+    # trained with weight coeff, not part of ``loss``), None without one
+    load_balancing_loss: float | None = None
+
+    def to_dict(self) -> dict:
+        """The record's fields; load_balancing_loss only when the run has one (other runs' records as before)."""
+        d = asdict(self)
+        if d["load_balancing_loss"] is None:
+            del d["load_balancing_loss"]
+        return d
 
 
 @dataclass
@@ -34,7 +44,9 @@ class RunResult:
     evaluation: dict = field(default_factory=dict)  # the stack's own evaluation, per task (accuracy: a fraction)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["steps"] = [s.to_dict() for s in self.steps]
+        return d
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

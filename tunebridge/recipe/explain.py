@@ -25,6 +25,15 @@ def _recipe_value(recipe, dotted: str):
     return value
 
 
+def _effective(recipe, dotted: str):
+    """A field's value as the stacks take it: the recipe's, or the default it leaves to tunebridge."""
+    if dotted == "train.moe_aux_loss_coeff":
+        from .schema import moe_aux_loss_coeff
+
+        return moe_aux_loss_coeff(recipe) if recipe.spec.num_experts else None
+    return _recipe_value(recipe, dotted)
+
+
 def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
     from ..backends.mindformers import render as mf
     from ..backends.mindspeed_llm import render as msl
@@ -45,7 +54,7 @@ def explain_rows(recipe, version: str | None = None) -> list[ExplainRow]:
     torch_cfg = TrainConfig.from_recipe(recipe)
     rows = []
     for f in FIELDS:
-        value = _recipe_value(recipe, f.recipe)
+        value = _effective(recipe, f.recipe)
         if value is None:
             continue
         try:

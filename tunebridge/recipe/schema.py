@@ -99,6 +99,22 @@ class Train(_Strict):
     # loss of a global batch: None = each stack's own (per micro-batch token mean, averaged; MindFormers on one
     # card: the token mean of the whole global batch, trained as one pass); token = over all its tokens
     loss_average: Literal["micro-batch", "token"] | None = None
+    # a mixture of experts' auxiliary load-balancing loss (Megatron's --moe-aux-loss-coeff, per MoE layer, trained on
+    # every stack): None = MoE_AUX_LOSS_COEFF on a mixture of experts; refused on a dense model
+    moe_aux_loss_coeff: float | None = None
+
+
+# What MindSpeed-LLM's qwen3_moe tune scripts train with (--moe-aux-loss-coeff 0.001), and Qwen3-MoE's own
+# router_aux_loss_coef in its HF config: the objective a user of the rendered scripts gets unless the recipe says.
+MOE_AUX_LOSS_COEFF = 0.001
+
+
+def moe_aux_loss_coeff(recipe: Recipe) -> float:
+    """The auxiliary load-balancing loss coefficient ``recipe`` trains with (0 on a dense model)."""
+    if not recipe.spec.num_experts:
+        return 0.0
+    coeff = recipe.train.moe_aux_loss_coeff
+    return MOE_AUX_LOSS_COEFF if coeff is None else coeff
 
 
 class Parallel(_Strict):
@@ -594,8 +610,20 @@ def _layout_problems(spec: ModelSpec, p: Parallel) -> list[Problem]:
 def _expert_problems(spec: ModelSpec, p: Parallel, t: Train) -> list[Problem]:
     """Megatron core_v0.12.1's rules for a mixture of experts (MindSpeed-LLM 2.3.0 and master; megatron-core
     0.16.1 keeps the first): its ranks are tp x ep x pp blocks of the tp x pp x dp world (expert tp = tp, so ep
-    divides dp); expert parallelism refuses fp16; MoE training with tp > 1 needs sequence parallelism."""
+    divides dp); expert parallelism refuses fp16; MoE training with tp > 1 needs sequence parallelism. The
+    load-balancing loss exists only with experts."""
     out: list[Problem] = []
+    if t.moe_aux_loss_coeff is not None:
+        if not spec.num_experts:
+            out.append(
+                (
+                    ("train", "moe_aux_loss_coeff"),
+                    f"{spec.name} is a dense model: it has no router whose load-balancing loss this would weigh",
+                    "remove train.moe_aux_loss_coeff",
+                )
+            )
+        elif t.moe_aux_loss_coeff < 0:
+            out.append((("train", "moe_aux_loss_coeff"), "must be >= 0 (0: no load-balancing loss)", ""))
     if p.ep > 1:
         if problem := ep_problem(spec, p.ep):
             out.append((("parallel", "ep"), problem, ""))

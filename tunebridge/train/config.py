@@ -35,10 +35,13 @@ class TrainConfig:
     warmup_rounding: Literal["megatron", "mindformers"] = "megatron"
     adam_bias_correction: bool = True  # MindSpore's AdamWeightDecay family has none
     lora: dict | None = None  # {"rank", "alpha", "dropout", "target_modules"} or None for full tuning
+    moe_aux_loss_coeff: float = 0.0  # a mixture of experts: Megatron's load-balancing loss weight (train.moe_aux)
 
     @classmethod
     def from_recipe(cls, recipe, backend: str = "torch", **overrides) -> TrainConfig:
         """The recipe as ``backend`` runs it: settings the recipe leaves open take that stack's own convention."""
+        from ..recipe.schema import moe_aux_loss_coeff
+
         t = recipe.train
         native = get_stack(backend).defaults
         lora = None
@@ -78,6 +81,7 @@ class TrainConfig:
             ),
             warmup_rounding=t.warmup_rounding or native.warmup_rounding,
             loss_average=t.loss_average or native.loss_average,
+            moe_aux_loss_coeff=moe_aux_loss_coeff(recipe),
         )
         values.update(overrides)
         return cls(**values)

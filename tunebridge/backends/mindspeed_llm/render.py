@@ -99,6 +99,12 @@ def _moe(c: Context, value: Value) -> Value:
     return value if c.spec.num_experts else None
 
 
+def _aux(c: Context) -> float:
+    from ...recipe.schema import moe_aux_loss_coeff
+
+    return moe_aux_loss_coeff(c.recipe)
+
+
 def _model_rows() -> tuple[Flag, ...]:
     """The architecture's flags: each family's Megatron table spelt as flags (one row per flag of any family, in
     table order; a row renders what the recipe's family table gives for it), then the family's --spec."""
@@ -199,12 +205,18 @@ FLAGS: tuple[Flag, ...] = (
         "TUNE_ARGS",
         "finetune.lora.targets",
     ),
-    # a mixture of experts' routing in training, as MindSpeed-LLM's own qwen3_moe tune scripts set it
-    # (examples/mcore/qwen3_moe/tune_qwen3_30b_a3b_4K_lora_ptd.sh, 2.3.0 and master): the auxiliary
-    # load-balancing loss at 0.001 and the all-to-all dispatcher (whose variable-length check MindSpeed-LLM's
-    # TransformerConfig patch lets --no-pad-to-seq-lengths pass)
-    Flag("--moe-router-load-balancing-type", lambda c: _moe(c, "aux_loss"), "TUNE_ARGS"),
-    Flag("--moe-aux-loss-coeff", lambda c: _moe(c, 0.001), "TUNE_ARGS"),
+    # a mixture of experts' routing in training: the auxiliary load-balancing loss at the recipe's coefficient
+    # (by default 0.001, as MindSpeed-LLM's own qwen3_moe tune scripts set it, examples/mcore/qwen3_moe/
+    # tune_qwen3_30b_a3b_4K_lora_ptd.sh, 2.3.0 and master; 0: routing type none, Megatron's plain top-k) and
+    # the all-to-all dispatcher (whose variable-length check MindSpeed-LLM's TransformerConfig patch lets
+    # --no-pad-to-seq-lengths pass)
+    Flag(
+        "--moe-router-load-balancing-type",
+        lambda c: _moe(c, "aux_loss" if _aux(c) > 0 else "none"),
+        "TUNE_ARGS",
+        "train.moe_aux_loss_coeff",
+    ),
+    Flag("--moe-aux-loss-coeff", lambda c: _moe(c, _aux(c)), "TUNE_ARGS", "train.moe_aux_loss_coeff"),
     Flag("--moe-token-dispatcher-type", lambda c: _moe(c, "alltoall_seq"), "TUNE_ARGS"),
     # data and output
     Flag("--data-path", lambda c: "$DATA_PATH", "DATA_ARGS", "data"),

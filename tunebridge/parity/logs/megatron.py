@@ -54,6 +54,7 @@ def parse_line(text: str) -> tuple[StepRecord, float | None] | None:
         grad_norm=_float(f.get("grad norm")),
         loss_scale=_float(f.get("loss scale")),
         skipped=int(skipped) > 0 if skipped is not None else None,
+        load_balancing_loss=_float(f.get("load_balancing_loss")),
     )
     ms = _float(f.get("elapsed time per iteration (ms)"))
     return record, ms / 1000 if ms is not None else None

@@ -73,7 +73,12 @@ def megatron_args(spec: ModelSpec) -> dict:
 
 
 def transformer_config(
-    spec: ModelSpec, tp: int = 1, pp: int = 1, num_layer_list: list[int] | None = None, ep: int = 1
+    spec: ModelSpec,
+    tp: int = 1,
+    pp: int = 1,
+    num_layer_list: list[int] | None = None,
+    ep: int = 1,
+    moe_aux_loss_coeff: float = 0.0,
 ) -> TransformerConfig:
     """The TransformerConfig MindSpeed-LLM's GPT_ARGS give for ``spec`` (fp32, no dropout, no fusions)."""
     layout = None
@@ -104,7 +109,9 @@ def transformer_config(
         masked_softmax_fusion=False,
         persist_layer_norm=False,
         gradient_accumulation_fusion=False,
-        moe_aux_loss_coeff=0.0,  # a mixture of experts: no load-balancing loss (the torch backend adds none either)
+        # a mixture of experts: the recipe's load-balancing loss (train.moe_aux_loss_coeff), none at 0
+        moe_router_load_balancing_type="aux_loss" if moe_aux_loss_coeff > 0 else "none",
+        moe_aux_loss_coeff=moe_aux_loss_coeff,
     )
 
 
@@ -143,6 +150,7 @@ def build_gpt(
     make_vocab_size_divisible_by: int = 1,
     max_sequence_length: int | None = None,
     ep: int = 1,
+    moe_aux_loss_coeff: float = 0.0,
 ) -> GPTModel:
     """This process's stage of ``spec`` as a megatron-core GPTModel (stage, TP and EP rank from parallel_state;
     over ``ep`` > 1 its MoE layers build only this EP rank's experts / ep local experts).
@@ -163,7 +171,7 @@ def build_gpt(
     scaling = rope_scaling_factor(spec)
     args = megatron_args(spec)
     return GPTModel(
-        config=transformer_config(spec, tp, pp, num_layer_list, ep),
+        config=transformer_config(spec, tp, pp, num_layer_list, ep, moe_aux_loss_coeff),
         transformer_layer_spec=layer_spec(spec),
         vocab_size=padded_vocab_size(spec.vocab_size, tp, make_vocab_size_divisible_by),
         max_sequence_length=max_sequence_length or spec.max_position_embeddings,

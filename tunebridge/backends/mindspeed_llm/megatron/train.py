@@ -10,6 +10,9 @@ What each step does, as MindSpeed-LLM's ``posttrain_gpt.py`` (SFT, ``--no-pad-to
   on the cluster), which the schedule divides by the number of micro-batches before backward;
   ``loss_average="token"`` instead divides by the supervised tokens of the whole global batch
   (``--calculate-per-token-loss``);
+- a mixture of experts with ``moe_aux_loss_coeff`` > 0: megatron-core's routers add the auxiliary load-balancing
+  loss to the gradient (not to ``lm loss``), and the line shows ``load_balancing_loss`` as Megatron's
+  ``track_moe_metrics`` does (see :mod:`tunebridge.train.moe_aux`);
 - the gradient norm is Megatron's: squares summed over every rank, a TP-replicated parameter counted on
   TP rank 0 only; clipping by ``clip_grad / (norm + 1e-6)`` when below 1; then AdamW at ``lr_at(k)``.
 
@@ -34,6 +37,8 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
 from megatron.core.transformer.module import param_is_not_shared
+from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
+from megatron.core.transformer.moe.router import TopKRouter
 
 from ....converters.formats import mcore as mcore_fmt
 from ....data.encode import IGNORE
@@ -157,6 +162,7 @@ def log_line(
     norm: float,
     skipped: int = 0,
     nan: int = 0,
+    load_balancing_loss: float | None = None,
 ) -> str:
     """Megatron's ``training_log`` line (core_r0.8+, as MindSpeed-LLM 2.x prints it; fp32: loss scale 1.0)."""
     s = f" [{datetime.now().strftime('%Y-%m-%d %H:%M:%S')}]"
@@ -167,6 +173,8 @@ def log_line(
     s += f" global batch size: {global_batch:5d} |"
     if loss > 0.0:  # Megatron prints a loss only when its average is positive
         s += f" lm loss: {loss:.6E} |"
+    if load_balancing_loss is not None and load_balancing_loss > 0.0:  # track_moe_metrics' entry, after lm loss
+        s += f" load_balancing_loss: {load_balancing_loss:.6E} |"
     s += f" loss scale: {1.0:.1f} |"
     s += f" grad norm: {norm:.3f} |"
     s += f" number of skipped iterations: {skipped:3d} |"
@@ -188,7 +196,12 @@ def _build(job: RankJob) -> tuple[torch.nn.Module, object]:
             f"and the adapter as init_adapter"
         )
     model = build_gpt(
-        job.spec, job.tp, job.pp, job.num_layer_list, getattr(args, "make_vocab_size_divisible_by", 1) or 1
+        job.spec,
+        job.tp,
+        job.pp,
+        job.num_layer_list,
+        getattr(args, "make_vocab_size_divisible_by", 1) or 1,
+        moe_aux_loss_coeff=job.cfg.moe_aux_loss_coeff,
     )
     _load_strict(model, ckpt["model"], path)
     if job.lora_modules:
@@ -229,6 +242,9 @@ def _configure_schedule(model: GPTModel, cfg: TrainConfig) -> None:
     config.batch_p2p_comm = False  # plain isend/irecv: what gloo surely supports
     config.variable_seq_lengths = True  # micro-batches are padded to their own longest sample
     config.calculate_per_token_loss = cfg.loss_average == "token"
+    for module in model.modules():  # the routers read it when built, as Megatron builds them from its arguments
+        if isinstance(module, TopKRouter):
+            module.calculate_per_token_loss = config.calculate_per_token_loss
     config.finalize_model_grads_func = None  # dp = 1: nothing to reduce; per-token scaling is done below
     config.timers = None
 
@@ -259,6 +275,19 @@ def _reported(store: list[dict], per_token: bool) -> float:
         total = torch.stack([d["lm loss"] for d in store]).sum(0)
         return float(total[0] / total[1].clamp(min=1))
     return float(sum(d["lm loss"] for d in store)) / len(store)
+
+
+def _load_balancing_loss(job: RankJob, num_microbatches: int) -> float | None:
+    """Megatron's logged ``load_balancing_loss`` of the step (``track_moe_metrics``: the routers' aux / coeff,
+    per layer summed over the micro-batches and the pipeline stages, over MoE layers and micro-batches), read
+    from megatron-core's own tracker and cleared; None without the loss."""
+    if not job.cfg.moe_aux_loss_coeff:
+        return None
+    entry = get_moe_layer_wise_logging_tracker().get("load_balancing_loss")
+    values = entry["values"].clone() if entry else torch.zeros(job.spec.num_layers)
+    torch.distributed.all_reduce(values, group=parallel_state.get_pipeline_model_parallel_group())
+    clear_aux_losses_tracker()
+    return float(values.sum()) / job.spec.num_layers / num_microbatches
 
 
 def train_rank(job: RankJob) -> dict:
@@ -301,6 +330,7 @@ def train_rank(job: RankJob) -> dict:
                     if p.grad is not None:
                         p.grad.div_(max(n_tokens, 1))
             reported = _reported(store, per_token)
+            balance = _load_balancing_loss(job, len(micro))
             norm = grad_norm(params)
             if cfg.clip_grad > 0 and (coeff := cfg.clip_grad / (norm + 1e-6)) < 1.0:
                 for p in params:
@@ -310,9 +340,10 @@ def train_rank(job: RankJob) -> dict:
             optimizer.zero_grad(set_to_none=True)
             elapsed = time.perf_counter() - t0
             times.append(elapsed)
-            steps.append(
-                dict(step=k + 1, loss=reported, lr=lr, grad_norm=norm, tokens=n_tokens, loss_scale=1.0, skipped=False)
+            step = dict(
+                step=k + 1, loss=reported, lr=lr, grad_norm=norm, tokens=n_tokens, loss_scale=1.0, skipped=False
             )
+            steps.append(step if balance is None else {**step, "load_balancing_loss": balance})
             if log:
                 line = log_line(
                     k + 1,
@@ -324,6 +355,7 @@ def train_rank(job: RankJob) -> dict:
                     reported,
                     norm,
                     nan=int(not math.isfinite(reported)),
+                    load_balancing_loss=balance,
                 )
                 log.write(line + "\n")
                 log.flush()
