@@ -101,3 +101,30 @@ def test_lora_plans_name_what_they_cover():
     wq = get_dialect("mindformers").lora_modules[0]  # replicated: all of A and B on every rank
     assert lora_module_params(wq, spec, 8, tp=2) == 8 * (64 + 64)
     assert contest_score(0.25, 0.5) == pytest.approx(0.75 * 0.3 + 0.5 * 0.7)
+
+
+def test_a_full_fine_tune_reports_every_parameter_trainable():
+    assert count(get_model("tiny-llama"), "torch", method="full").to_dict() == {
+        "backend": "torch", "model": "tiny-llama", "method": "full", "total_params": 238_144,
+        "trainable_params": 238_144, "low_param_ratio": 1.0, "peft_trainable_percent": 100.0, "exact": True,
+        "native_targets": [], "note": "", "lora_rank": None}
+
+
+def test_the_note_names_only_the_fused_modules():
+    note = count(get_model("tiny-llama"), "mindspeed-llm", rank=8, targets=["q", "v", "o"]).note
+    assert note == ("mindspeed-llm fuses projections (linear_qkv = q+k+v) and shares one LoRA A per fused module: "
+                    "targets ['q', 'v', 'o'] can only be reached through ['linear_qkv', 'linear_proj'], which also "
+                    "adapts ['k']; counts differ from per-projection LoRA")
+
+
+def test_per_rank_counts_appear_when_the_model_is_split_and_hold_each_ep_ranks_experts():
+    spec = get_model("tiny-qwen3-moe")
+    assert count(spec, "mindspeed-llm", rank=8, targets=["q", "k", "v", "o"]).per_rank_trainable is None
+    assert [r["ep_rank"] for r in count(spec, "mindspeed-llm", method="full", ep=2).per_rank_trainable] == [0, 1]
+    # rank 8, per layer: linear_qkv 8 x (64 + 256), linear_proj 8 x (128 + 64), and linear_fc2 8 x (48 + 64) for
+    # each of the 8 / 2 experts an ep rank holds; attention's pairs are on every ep rank
+    report = count(spec, "mindspeed-llm", rank=8, targets=["q", "k", "v", "o", "down"], ep=2)
+    per_layer = 8 * (64 + 256) + 8 * (128 + 64) + 4 * 8 * (48 + 64)
+    assert report.per_rank_trainable == [
+        {"pp_rank": 0, "tp_rank": 0, "ep_rank": e, "layers": 4, "trainable": 4 * per_layer} for e in (0, 1)]
+    assert report.trainable_params == 4 * (8 * (64 + 256) + 8 * (128 + 64) + 8 * 8 * (48 + 64))

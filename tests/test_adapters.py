@@ -114,8 +114,10 @@ def test_mcore_lora_to_peft_is_exact(base, tmp_path, tp, pp):
 
 def test_per_projection_to_fused_is_refused_unless_exact(base, tmp_path):
     src = peft_adapter(base, tmp_path / "qv", ["q_proj", "v_proj"])
-    with pytest.raises(TunebridgeError, match=r"also covers \['k'\]"):
+    with pytest.raises(TunebridgeError) as refused:
         convert_adapter(src, tmp_path / "out", "peft", "mcore", SPEC)
+    assert str(refused.value) == ("cannot express LoRA on ['q', 'v'] as MindSpeed-LLM's fused linear_qkv (it also "
+                                  "covers ['k'], which this adapter does not adapt): not exact")
     src = peft_adapter(base, tmp_path / "qkv", ["q_proj", "k_proj", "v_proj"])
     with pytest.raises(TunebridgeError, match="A matrices differ"):
         convert_adapter(src, tmp_path / "out", "peft", "mcore", SPEC)
@@ -285,3 +287,26 @@ def test_mcore_adapter_args_record_the_a_matrices_dtype(tmp_path):
     assert saved["args"].params_dtype == torch.float32
     dtypes = {("lora_A" if "lora_A" in name else "lora_B"): t.dtype for name, t in saved["model"].items()}
     assert dtypes == {"lora_A": torch.float32, "lora_B": torch.bfloat16} and len(saved["model"]) == 4 * SPEC.num_layers
+
+
+def test_peft_refuses_what_its_fused_expert_parameter_cannot_hold(tmp_path):
+    """transformers fuses a MoE layer's experts' gate and up into one parameter (gate_up_proj): PEFT adapts it as
+    one, so an adapter of the gates alone has no PEFT form."""
+    spec = get_model("tiny-qwen3-moe")
+    e, h, f = spec.num_experts, spec.hidden_size, spec.moe_ffn_hidden_size
+    adapter = Adapter(2, 4.0, pairs={("expert_gate", 0): (torch.zeros(e, 2, h), torch.zeros(e, f, 2))})
+    with pytest.raises(TunebridgeError) as refused:
+        write_peft(tmp_path, adapter, spec)
+    assert str(refused.value) == ("cannot express LoRA on ['expert_gate'] as PEFT's fused gate_up_proj (it also "
+                                  "covers ['expert_up'], which this adapter does not adapt): not exact")
+
+
+def test_a_peft_file_without_lora_tensors_says_what_it_looked_for(base, tmp_path):
+    from safetensors.torch import save_file
+
+    src = peft_adapter(base, tmp_path / "a", ["q_proj"])
+    save_file({"something.else": torch.zeros(2)}, src / PEFT_WEIGHTS)
+    with pytest.raises(TunebridgeError) as refused:
+        read_adapter(src, "peft", SPEC)
+    assert str(refused.value) == (f"{src / PEFT_WEIGHTS}: no LoRA tensors named like "
+                                  "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")

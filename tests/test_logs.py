@@ -392,3 +392,15 @@ def test_the_ranks_of_a_log_in_order_unprefixed_first(tmp_path):
     with pytest.raises(TunebridgeError, match="^" + re.escape(f"{log}: no loss lines from rank 5 (ranks with loss "
                                                                f"lines: unprefixed, 0, 1, 2)") + "$"):
         parse_log(log, rank=5)
+
+
+def test_megatrons_log_line_with_the_load_balancing_loss_reads():
+    from tunebridge.parity.logs.megatron import parse_line
+
+    # a mixture of experts' line: the auxiliary loss after lm loss, read apart from it
+    line = (" [2026-01-01 00:00:00] iteration        2/       8 | consumed samples:           16 | elapsed time per "
+            "iteration (ms): 812.3 | learning rate: 1.000000E-05 | global batch size:     8 | lm loss: 5.806243E+00 |"
+            " load_balancing_loss: 1.424224E+00 | loss scale: 1.0 | grad norm: 0.912 | number of skipped "
+            "iterations:   0 | number of nan iterations:   0 |")
+    record, _ = parse_line(line)
+    assert (record.loss, record.load_balancing_loss) == (5.806243, 1.424224)

@@ -1,6 +1,6 @@
 """A mixture of experts' auxiliary load-balancing loss (``train.moe_aux_loss_coeff``): tunebridge's term equals
 megatron-core 0.16.1's own function, the recipe field renders MindSpeed-LLM's flags (accepted by each version's
-parser record), `explain` shows it, a dense model refuses it, and Megatron's log line carries it. Training with it
+parser record), `explain` shows it, a dense model refuses it (Megatron's log line with it: test_logs). Training with it
 on torch and megatron-core: tests/test_families_run.py::test_load_balancing_loss_trains_alike_on_both_stacks."""
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from tunebridge.backends.mindspeed_llm.render import VERSIONS
-from tunebridge.parity.logs.megatron import parse_line
 from tunebridge.recipe.explain import explain_rows
 from tunebridge.recipe.schema import MOE_AUX_LOSS_COEFF, load_recipe
 from tunebridge.train import moe_aux
@@ -55,6 +54,16 @@ def test_the_aux_term_is_megatron_cores_own(tokens, experts, topk, coeff):
     # a perfectly balanced router gives aux = coeff (uniform scores: P_i = T / E, f_i = T k / E)
     uniform = moe_aux.switch_load_balancing_loss(torch.zeros(experts * 2, experts), topk, coeff)
     assert float(uniform) == pytest.approx(coeff, rel=1e-6)
+
+
+def test_bf16_router_logits_are_scored_in_fp32_and_counted_exactly():
+    """A bf16 router (as on Ascend): megatron-core scores in fp32 and counts tokens in integers; 600 tokens over
+    4 experts put about 300 on each, more than bf16 counts exactly (256 + 1 rounds to 256)."""
+    torch.manual_seed(3)
+    logits = (torch.randn(600, 4) * 2).bfloat16()
+    ours = moe_aux.switch_load_balancing_loss(logits, 2, 0.01)
+    assert ours.dtype == torch.float32
+    assert torch.equal(ours, megatron_core_aux(logits, 2, 0.01))
 
 
 def test_transformers_own_load_balancing_loss_is_another_formula():
@@ -145,12 +154,3 @@ def test_a_dense_model_refuses_the_coefficient(tmp_path):
 def test_a_negative_coefficient_is_refused(tmp_path):
     msg = only(tmp_path, DENSE.replace("tiny-qwen3", "tiny-qwen3-moe").replace("COEFF", "-0.1"))
     assert msg.endswith("train.moe_aux_loss_coeff: must be >= 0 (0: no load-balancing loss)")
-
-
-def test_megatrons_log_line_with_the_load_balancing_loss_reads():
-    line = (" [2026-01-01 00:00:00] iteration        2/       8 | consumed samples:           16 | elapsed time per "
-            "iteration (ms): 812.3 | learning rate: 1.000000E-05 | global batch size:     8 | lm loss: 5.806243E+00 |"
-            " load_balancing_loss: 1.424224E+00 | loss scale: 1.0 | grad norm: 0.912 | number of skipped "
-            "iterations:   0 | number of nan iterations:   0 |")
-    record, _ = parse_line(line)
-    assert (record.loss, record.load_balancing_loss) == (5.806243, 1.424224)

@@ -194,18 +194,17 @@ def count(
         raise ValueError(problem)
     total = spec.total_params()
     dialect = get_dialect(backend)
-    megatron = dialect.sharded
-    stages = stage_layers(spec.num_layers, pp, num_layer_list) if megatron else [range(spec.num_layers)]
+    split = dialect.sharded and (tp > 1 or pp > 1 or ep > 1)  # Megatron's per-rank counts
     if method == "full":
         per_rank = None
-        if megatron and (tp > 1 or pp > 1 or ep > 1):
+        if split:
             per_rank = mcore_rank_params(spec, tp, pp, ep, num_layer_list, make_vocab_size_divisible_by)
         return ParamReport(backend, spec.name, "full", total, total, 1.0, 100.0, True, [], "", None, per_rank)
 
     plan = plan_lora(backend, targets or [], native_targets, spec)
     trainable = spec.num_layers * sum(lora_module_params(m, spec, rank) for m in plan.modules)
     per_rank = None
-    if megatron and (tp > 1 or pp > 1 or ep > 1):
+    if split:
         per_layer = sum(lora_module_params(m, spec, rank, tp, ep) for m in plan.modules)
         per_rank = [
             {
@@ -215,7 +214,7 @@ def count(
                 "layers": len(layers),
                 "trainable": len(layers) * per_layer,
             }
-            for s, layers in enumerate(stages)
+            for s, layers in enumerate(stage_layers(spec.num_layers, pp, num_layer_list))
             for t in range(tp)
             for e in range(ep)
         ]
