@@ -286,11 +286,11 @@ def train(
                     aux = torch.stack(layers).sum()
                 if cfg.loss_average == "token":
                     loss = loss_sum / max(n_tokens, 1)
-                    total = loss if aux is None else loss + aux * tokens.numel() / max(n_tokens, 1)
+                    objective = loss if aux is None else loss + aux * tokens.numel() / max(n_tokens, 1)
                 else:
                     loss = loss_sum / max(count, 1) / len(micro)
-                    total = loss if aux is None else loss + aux / len(micro)
-                total.backward()
+                    objective = loss if aux is None else loss + aux / len(micro)
+                objective.backward()
                 reported += loss.item()  # the language-model loss, as Megatron reports it
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(list(params.values()), cfg.clip_grad if cfg.clip_grad > 0 else math.inf)

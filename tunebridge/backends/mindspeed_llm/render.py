@@ -563,7 +563,7 @@ def render_recipe(
     if version not in VERSIONS:
         raise TunebridgeError(f"unknown MindSpeed-LLM version {version!r} (known: {', '.join(VERSIONS)})")
     if lora is not None:
-        recipe.param_report("mindspeed-llm")  # what the accounting cannot count is not rendered (LoRA on experts)
+        recipe.param_report("mindspeed-llm")  # what `params` refuses for this recipe is not rendered either
     name = recipe.name
     ctx = Context(recipe, recipe.spec, lora, prompt_type(default_prompt_type(recipe)))
     paths = {
